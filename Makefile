@@ -1,0 +1,43 @@
+# Schoolgate: `make run` starts the filter with the demo policy; `make test` runs every check.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test lint typecheck unit integration bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@python=$$(tools/find-python) || exit 1; \
+	if [ ! -x $(PY) ]; then echo "creating $(VENV) with $$python"; "$$python" -m venv $(VENV) || exit 1; fi
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install Schoolgate into it
+
+run: $(STAMP) ## start the filter on 127.0.0.1:8080 with the demo policy in config/
+	$(VENV)/bin/schoolgate run --config config
+
+test: lint typecheck unit integration ## everything CI runs: lint, types, unit and integration tests
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP) ## mypy --strict
+	$(VENV)/bin/mypy
+
+unit: $(STAMP) ## unit tests
+	$(PY) -m pytest -q tests/unit
+
+integration: $(STAMP) ## tests that start the real proxy process
+	$(PY) -m pytest -q tests/integration
+
+bench: $(STAMP) ## benchmarks (figures as ratios against baselines measured in the same run)
+	$(PY) -m bench
+
+clean: ## remove the virtual environment and var/
+	rm -rf $(VENV) var
