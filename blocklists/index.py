@@ -12,7 +12,8 @@ The compiled, mmap-shared index of the lookup engine keeps this same
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -62,6 +63,30 @@ def path_matches(entry_path: str, path: str) -> bool:
     return path[len(entry_path)] in "/?#;"
 
 
+def path_prefixes(path: str) -> Iterator[str]:
+    """Every entry path that ``path_matches`` would accept for ``path``, shortest first.
+
+    ``/a/b?q`` → ``/``, ``/a``, ``/a/``, ``/a/b``, ``/a/b?q``. A hashed list can only be
+    matched by hashing each candidate, so this mirrors ``path_matches`` exactly.
+    """
+    end = len(path)
+    for i in range(1, end):
+        if path[i - 1] == "/" or path[i] in "/?#;":
+            yield path[:i]
+    if end:
+        yield path
+
+
+def hash_entry(entry: str) -> bytes:
+    """The SHA-256 of a canonical entry (``host`` or ``host/path``): what hashed lists hold."""
+    return hashlib.sha256(entry.encode("utf-8")).digest()
+
+
+def hashed_hit_entry(digest: bytes) -> str:
+    """How a hashed entry is named in a ``Hit``: never the URL, only its hash."""
+    return "sha256:" + digest.hex()
+
+
 def split_entry(entry: str) -> tuple[str, str | None]:
     """``host/path`` → (host, "/path"); a bare host → (host, None)."""
     slash = entry.find("/")
@@ -78,10 +103,12 @@ class MemoryIndex:
         hosts: Mapping[str, tuple[Hit, ...]],
         paths: Mapping[str, tuple[tuple[str, Hit], ...]],
         counts: Mapping[str, int],
+        hashed: Mapping[bytes, tuple[Hit, ...]] | None = None,
     ) -> None:
         self._hosts = dict(hosts)
         self._paths = dict(paths)
         self._counts = dict(counts)
+        self._hashed = dict(hashed or {})
 
     def match(self, host: str, path: str | None = None) -> tuple[Hit, ...]:
         found: tuple[Hit, ...] = NO_HITS
@@ -93,6 +120,8 @@ class MemoryIndex:
                 entries = self._paths.get(suffix)
                 if entries is not None:
                     found = found + tuple(hit for p, hit in entries if path_matches(p, path))
+        if self._hashed:
+            found = found + match_hashed(self._hashed.get, host, path)
         return found
 
     def has_paths(self, host: str) -> bool:
@@ -102,12 +131,31 @@ class MemoryIndex:
         return self._counts
 
 
+def match_hashed(
+    lookup: Callable[[bytes], tuple[Hit, ...] | None], host: str, path: str | None
+) -> tuple[Hit, ...]:
+    """Hits of hashed lists: hash each candidate entry (host suffix, then its path prefixes)."""
+    found: tuple[Hit, ...] = NO_HITS
+    sha = hashlib.sha256
+    for suffix in host_suffixes(host):
+        hits = lookup(sha(suffix.encode()).digest())
+        if hits is not None:
+            found = found + hits
+        if path is not None:
+            for prefix in path_prefixes(path):
+                hits = lookup(sha((suffix + prefix).encode()).digest())
+                if hits is not None:
+                    found = found + hits
+    return found
+
+
 class IndexBuilder:
     """Collect entries list by list, then ``freeze()`` into a ``MemoryIndex``."""
 
     def __init__(self) -> None:
         self._hosts: dict[str, dict[Hit, None]] = {}
         self._paths: dict[str, dict[tuple[str, Hit], None]] = {}
+        self._hashed: dict[bytes, dict[Hit, None]] = {}
         self._counts: dict[str, int] = {}
 
     def declare(self, list_name: str) -> None:
@@ -135,11 +183,34 @@ class IndexBuilder:
         for entry in entries:
             self.add(list_name, entry)
 
+    def add_hashed(self, list_name: str, digest: bytes) -> None:
+        """Add the SHA-256 of a canonical entry (see ``hash_entry``) to a list."""
+        hit = Hit(list_name, hashed_hit_entry(digest))
+        bucket = self._hashed.setdefault(digest, {})
+        if hit in bucket:
+            return
+        bucket[hit] = None
+        self._counts[list_name] = self._counts.get(list_name, 0) + 1
+
+    def alias(self, alias_name: str, list_name: str) -> None:
+        """Make ``alias_name`` another name of ``list_name``: every entry hits under both."""
+        for hosts in self._hosts.values():
+            for hit in [h for h in hosts if h.list == list_name]:
+                hosts[Hit(alias_name, hit.entry)] = None
+        for paths in self._paths.values():
+            for p, hit in [(p, h) for p, h in paths if h.list == list_name]:
+                paths[(p, Hit(alias_name, hit.entry))] = None
+        for hashed in self._hashed.values():
+            for hit in [h for h in hashed if h.list == list_name]:
+                hashed[Hit(alias_name, hit.entry)] = None
+        self._counts[alias_name] = self._counts.get(list_name, 0)
+
     def freeze(self) -> MemoryIndex:
         return MemoryIndex(
             {h: tuple(b) for h, b in self._hosts.items()},
             {h: tuple(b) for h, b in self._paths.items()},
             self._counts,
+            {d: tuple(b) for d, b in self._hashed.items()},
         )
 
 
