@@ -1,0 +1,31 @@
+"""Thin mitmproxy addons, one concern each, and the order they run in.
+
+Each hook reads the flow, calls the core in ``proxy``, and acts. The order
+is declared once, in ``schoolgate_addons``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from addons.audit import Audit
+from addons.filter import Filter
+from addons.identify import Identify
+from addons.policyload import PolicyLoader
+from proxy.filterset import Filterset
+
+
+def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
+    """Schoolgate's addons in request order."""
+    loader = PolicyLoader(config_dir, filterset)
+    return [
+        # First: owns the filterset every later addon reads, and its hot reload.
+        loader,
+        # Who is asking must be known before anything is decided.
+        Identify(loader),
+        # Decides on the CONNECT/SNI host first, then on each request; blocks.
+        Filter(loader),
+        # Last: records what was decided, after the response is known.
+        Audit(loader),
+    ]

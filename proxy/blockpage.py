@@ -1,0 +1,67 @@
+"""The block page a user sees, and the reference that ties it to the logs.
+
+It says which category blocked the page, gives a reference to quote, and
+says how to ask for a review. For an illegal category it uses the IWF-style
+wording and shows no URL, host or entry: reviewers see that it matched,
+not where.
+"""
+
+from __future__ import annotations
+
+import html
+import secrets
+from importlib import resources
+from string import Template
+
+from proxy.decision import Decision
+
+_TEMPLATE = Template(
+    resources.files("proxy").joinpath("templates/block.html").read_text(encoding="utf-8")
+)
+
+ILLEGAL_TEXT = (
+    "Access to this page has been blocked because it may contain images of child sexual "
+    "abuse, as identified by the Internet Watch Foundation (IWF). Attempting to view such "
+    "content is a criminal offence. This attempt has been recorded and reported to the "
+    "school's designated safeguarding lead."
+)
+
+
+def new_reference() -> str:
+    """A short reference a user can read out to the IT office (``SG-`` and 8 hex digits)."""
+    return "SG-" + secrets.token_hex(4).upper()
+
+
+def render(decision: Decision, *, school: str, reference: str, url: str | None) -> str:
+    """The HTML of the block page for one decision."""
+    if decision.illegal:
+        title = "This page is blocked"
+        reason = ILLEGAL_TEXT
+        review = (
+            "If you think you reached this page by mistake, tell a member of staff you trust. "
+            "Do not try to visit it again."
+        )
+        shown_url = ""
+    else:
+        category = decision.category or "not allowed for your group"
+        title = "This site is blocked"
+        reason = (
+            f"The school's web filter blocked this page: category <strong>"
+            f"{html.escape(category)}</strong>."
+        )
+        if decision.incident:
+            reason += " This request has been recorded."
+        review = (
+            "If you need this page for your work, ask your teacher or the IT office to review it, "
+            "quoting the reference below. Staff can ask for a site to be unblocked for a period "
+            "of study; the headteacher approves such requests."
+        )
+        shown_url = f"<p class=url>{html.escape(url)}</p>" if url else ""
+    return _TEMPLATE.substitute(
+        title=html.escape(title),
+        school=html.escape(school),
+        reason=reason,
+        review=html.escape(review),
+        reference=html.escape(reference),
+        url=shown_url,
+    )

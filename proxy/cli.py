@@ -1,0 +1,205 @@
+"""The ``schoolgate`` command line.
+
+Every subcommand takes ``--config DIR`` (default ``config/``), has
+``--help``, and fails with a one-line reason and a non-zero exit on bad
+input. Commands are thin: they load a filterset and call the core.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from blocklists.normalise import BadURL, normalise_url
+from proxy.filterset import Filterset, load_filterset
+from proxy.identity import Identity
+from proxy.yamlfile import ConfigError
+
+config_option = click.option(
+    "--config",
+    "config_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("config"),
+    show_default=True,
+    help="Folder holding schoolgate.yaml and policy.yaml.",
+)
+
+
+def fail(message: str) -> click.ClickException:
+    """A one-line error for the user; exit status 1 (2 is click's own usage errors)."""
+    return click.ClickException(message.replace("\n", "; "))
+
+
+def open_filterset(config_dir: Path) -> Filterset:
+    try:
+        return load_filterset(config_dir)
+    except ConfigError as exc:
+        for problem in exc.problems[1:]:
+            click.echo(str(problem), err=True)
+        raise click.ClickException(str(exc.problems[0])) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="schoolgate")
+def cli() -> None:
+    """Schoolgate: a web filter for schools."""
+
+
+@cli.command()
+@config_option
+def check(config_dir: Path) -> None:
+    """Validate the configuration: exit 0, or print FILE:LINE: error lines."""
+    try:
+        fs = load_filterset(config_dir)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(1)
+    for warning in fs.warnings:
+        click.echo(str(warning), err=True)
+    counts = fs.lists.counts()
+    click.echo(
+        f"OK: {fs.policy.source} ({len(fs.policy.groups)} groups, "
+        f"{len(fs.policy.categories)} categories, {len(counts)} lists, "
+        f"{sum(counts.values())} entries)"
+    )
+
+
+def parse_when(text: str | None, fs: Filterset) -> datetime:
+    """ISO 8601 with or without a zone; without one, the policy's timezone."""
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise fail(f"--at {text!r}: not an ISO 8601 time (e.g. 2026-11-23T12:30)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=fs.policy.timezone)
+    return when
+
+
+def identity_for(fs: Filterset, user: str | None, ip: str | None, group: str | None) -> Identity:
+    given = [v for v in (user, ip, group) if v is not None]
+    if len(given) != 1:
+        raise fail("give exactly one of --user, --ip or --group")
+    if user is not None:
+        user_group = fs.identities.group_of(user)
+        if user_group is None:
+            raise fail(f"unknown user {user!r}: not under identity.users in {fs.policy.source}")
+        return Identity(user, user_group, None, "login")
+    if ip is not None:
+        identity = fs.identities.resolve(ip)
+        if identity.ip == ip and not _is_ip(ip):
+            raise fail(f"--ip {ip!r}: not an IP address")
+        return identity
+    assert group is not None
+    if group not in fs.policy.groups:
+        raise fail(f"unknown group {group!r} (groups: {', '.join(fs.policy.groups)})")
+    return Identity(None, group, None, "given")
+
+
+def _is_ip(text: str) -> bool:
+    from proxy.identity import parse_ip
+
+    try:
+        parse_ip(text)
+    except ValueError:
+        return False
+    return True
+
+
+@cli.command()
+@click.argument("url")
+@click.option("--user", help="A named user from identity.users.")
+@click.option("--ip", help="A client address.")
+@click.option("--group", help="A group from the policy.")
+@click.option("--at", "at", help="When (ISO 8601; no zone means the policy's timezone).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@config_option
+def explain(
+    url: str,
+    user: str | None,
+    ip: str | None,
+    group: str | None,
+    at: str | None,
+    as_json: bool,
+    config_dir: Path,
+) -> None:
+    """The decision for URL and why: matched list and entry, rule, incident."""
+    fs = open_filterset(config_dir)
+    identity = identity_for(fs, user, ip, group)
+    when = parse_when(at, fs)
+    try:
+        canonical = normalise_url(url)
+    except BadURL as exc:
+        raise fail(f"{url!r}: not a URL: {exc}") from None
+    decision = fs.decide_url(identity, canonical, when)
+    if as_json:
+        out = decision.as_dict()
+        out["identity"] = {"user": identity.user, "group": identity.group, "via": identity.source}
+        out["at"] = when.isoformat()
+        out["url"] = None if decision.illegal else canonical.entry
+        click.echo(json.dumps(out))
+        return
+    matched = f"{decision.matched.list}: {decision.matched.entry}" if decision.matched else "-"
+    incident = (
+        f"{decision.incident} ({decision.incident_type})" if decision.incident else "none"
+    )
+    click.echo(f"decision: {decision.decision}")
+    click.echo(f"category: {decision.category or '-'}")
+    click.echo(f"action:   {decision.action}")
+    click.echo(f"incident: {incident}")
+    click.echo(f"matched:  {matched}")
+    click.echo(f"rule:     {decision.rule}")
+    click.echo(f"who:      {identity.user or '-'} in group {identity.group} (by {identity.source})")
+
+
+@cli.command()
+@config_option
+@click.option("--listen", help="HOST:PORT to listen on (default: listen in schoolgate.yaml).")
+@click.option(
+    "--mode",
+    "modes",
+    multiple=True,
+    type=click.Choice(["regular", "transparent", "wireguard"]),
+    help="Proxy mode; repeat for several (default: modes in schoolgate.yaml).",
+)
+@click.option(
+    "--set",
+    "extra",
+    multiple=True,
+    metavar="OPTION=VALUE",
+    help="A mitmproxy option, e.g. --set ssl_insecure=true (repeatable).",
+)
+def run(config_dir: Path, listen: str | None, modes: tuple[str, ...], extra: tuple[str, ...]) -> None:
+    """Start the filter."""
+    from proxy.master import run_proxy
+
+    fs = open_filterset(config_dir)
+    for warning in fs.warnings:
+        click.echo(str(warning), err=True)
+    settings = fs.settings
+    if listen is not None:
+        try:
+            settings = settings.model_validate(settings.model_dump() | {"listen": listen})
+        except ValueError:
+            raise fail(f"--listen {listen!r}: expected HOST:PORT") from None
+    if modes:
+        settings = settings.model_copy(update={"modes": list(modes)})
+    options: dict[str, str] = {}
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise fail(f"--set {item!r}: expected OPTION=VALUE")
+        options[key] = value
+    if settings != fs.settings:
+        fs = Filterset.build(settings, fs.policy, fs.lists)
+    run_proxy(config_dir, fs, options)
+
+
+def main() -> None:
+    cli(prog_name="schoolgate")

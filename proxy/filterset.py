@@ -1,0 +1,147 @@
+"""A filterset: the settings, policy, lists and identity rules in force, as one value.
+
+The proxy holds exactly one filterset and swaps it whole when the policy or
+the lists change, so a request always sees a consistent set. ``load`` checks
+the policy against the lists it names (missing lists are warnings, except
+for illegal categories; a local allow entry that would open an illegal
+entry is an error).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from blocklists.index import CombinedMatcher, Hit, IndexBuilder, Matcher, MemoryIndex
+from blocklists.normalise import CanonicalURL, normalise_host
+from proxy.decision import Decision, decide
+from proxy.identity import Identity, IdentityResolver
+from proxy.lists import build_matcher
+from proxy.policy import LOCAL_ALLOW, LOCAL_BLOCK_PREFIX, Policy, load_policy
+from proxy.settings import Settings, load_settings
+from proxy.yamlfile import ConfigError, Problem
+
+
+def local_index(policy: Policy) -> MemoryIndex:
+    """The school's own allow and block entries, as lists ``local/allow`` and ``local/block:CAT``."""
+    builder = IndexBuilder()
+    builder.add_all(LOCAL_ALLOW, policy.local_allow)
+    for entry, category in policy.local_block.items():
+        builder.add(LOCAL_BLOCK_PREFIX + category, entry)
+    return builder.freeze()
+
+
+def check_against_lists(policy: Policy, settings: Settings, lists: Matcher) -> list[Problem]:
+    """Problems and warnings from matching the policy's list names against the sources."""
+    file = str(policy.source)
+    counts = lists.counts()
+    problems: list[Problem] = []
+    for cat in policy.categories.values():
+        for i, list_name in enumerate(cat.lists):
+            line = policy.line_of(("categories", cat.name, "lists", i))
+            source = list_name.split("/", 1)[0]
+            if source not in settings.sources:
+                known = ", ".join(settings.sources) or "none"
+                problems.append(
+                    Problem(file, line, f"list {list_name!r}: no source {source!r} (sources: {known})")
+                )
+            elif list_name not in counts:
+                if cat.illegal:
+                    problems.append(
+                        Problem(file, line, f"list {list_name!r} of illegal category {cat.name!r} "
+                                "is missing from its source")
+                    )
+    illegal_lists = {n for c in policy.categories.values() if c.illegal for n in c.lists}
+    for i, entry in enumerate(policy.local_allow):
+        host, _, path = entry.partition("/")
+        hits = lists.match(host, "/" + path if path else "/")
+        if any(hit.list in illegal_lists for hit in hits):
+            problems.append(
+                Problem(file, policy.line_of(("local", "allow", i)),
+                        f"local allow entry {entry!r} would open an illegal category: rejected")
+            )
+    return problems
+
+
+def list_warnings(policy: Policy, settings: Settings, lists: Matcher) -> list[Problem]:
+    counts = lists.counts()
+    warnings = []
+    for cat in policy.categories.values():
+        for i, list_name in enumerate(cat.lists):
+            source = list_name.split("/", 1)[0]
+            if not cat.illegal and source in settings.sources and list_name not in counts:
+                line = policy.line_of(("categories", cat.name, "lists", i))
+                warnings.append(
+                    Problem(str(policy.source), line,
+                            f"warning: list {list_name!r} is not in source {source!r}; "
+                            "it counts as empty")
+                )
+    return warnings
+
+
+@dataclass(frozen=True)
+class Filterset:
+    settings: Settings
+    policy: Policy
+    lists: Matcher
+    identities: IdentityResolver
+    local: MemoryIndex
+    matcher: Matcher
+    warnings: list[Problem] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, settings: Settings, policy: Policy, lists: Matcher) -> Filterset:
+        problems = check_against_lists(policy, settings, lists)
+        if problems:
+            raise ConfigError(problems)
+        local = local_index(policy)
+        return cls(
+            settings=settings,
+            policy=policy,
+            lists=lists,
+            identities=IdentityResolver(policy),
+            local=local,
+            matcher=CombinedMatcher(lists, local),
+            warnings=list_warnings(policy, settings, lists),
+        )
+
+    def with_policy(self, policy: Policy) -> Filterset:
+        return Filterset.build(self.settings, policy, self.lists)
+
+    def with_lists(self, lists: Matcher) -> Filterset:
+        return Filterset.build(self.settings, self.policy, lists)
+
+    def lookup(self, url: CanonicalURL) -> tuple[Hit, ...]:
+        return self.matcher.match(url.host, url.path)
+
+    def decide_url(self, identity: Identity, url: CanonicalURL, when: datetime) -> Decision:
+        return decide(self.policy, identity, url, self.lookup(url), when)
+
+    def decide_host(self, identity: Identity, host: str, when: datetime) -> Decision | None:
+        """A decision from the host alone, or None when the path could change it.
+
+        Only a block can be final here: a local allow entry with a path under
+        this host could still open part of it, and any path entry under an
+        allowed host could still block part of it.
+        """
+        host = normalise_host(host)
+        decision = decide(self.policy, identity, None, self.matcher.match(host, None), when)
+        if not decision.blocked:
+            return None
+        if decision.illegal or not self.local.has_paths(host):
+            return decision
+        return None
+
+
+def load_filterset(config_dir: Path) -> Filterset:
+    """Load settings, policy and lists from a configuration folder; raises ``ConfigError``."""
+    from proxy.lists import ListError
+
+    settings = load_settings(config_dir)
+    policy = load_policy(settings.policy)
+    try:
+        lists = build_matcher(settings)
+    except ListError as exc:
+        raise ConfigError([Problem("", 0, str(exc))]) from None
+    return Filterset.build(settings, policy, lists)

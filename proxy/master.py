@@ -1,0 +1,71 @@
+"""Building and starting mitmproxy with Schoolgate's addons.
+
+The one module in ``proxy`` that imports mitmproxy. It sets the options a
+filter needs (listen address and modes from the settings, a lazy upstream
+connection so blocked hosts never get one, the CA kept in the data folder),
+freezes the garbage collector after the lists are loaded, and runs until
+SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from mitmproxy import exceptions, master, options
+from mitmproxy.addons import default_addons, errorcheck
+
+from addons import schoolgate_addons
+from proxy.filterset import Filterset
+from proxy.settings import Settings
+
+
+def mitmproxy_options(settings: Settings) -> dict[str, object]:
+    """mitmproxy's options for these settings."""
+    data_dir = settings.data_dir
+    return {
+        "listen_host": settings.listen_host,
+        "listen_port": settings.listen_port,
+        "mode": list(settings.modes),
+        "confdir": str(data_dir / "mitmproxy"),
+        # Lazy: a request that is blocked never costs an upstream connection.
+        "connection_strategy": "lazy",
+        # The filter serves clients on private school networks, not the internet.
+        "block_global": True,
+    }
+
+
+async def _serve(config_dir: Path, filterset: Filterset, extra: dict[str, str]) -> None:
+    opts = options.Options()
+    m = master.Master(opts, with_termlog=True)
+    m.addons.add(*default_addons())
+    m.addons.add(errorcheck.ErrorCheck())
+    m.addons.add(*schoolgate_addons(config_dir, filterset))
+    opts.update(**mitmproxy_options(filterset.settings))
+    opts.update(termlog_verbosity="warn")
+    if extra:
+        opts.set(*[f"{k}={v}" for k, v in extra.items()])
+    # Everything loaded so far lives as long as the process: stop the GC rescanning it.
+    gc.collect()
+    gc.freeze()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, m.shutdown)
+    await m.run()
+
+
+def run_proxy(config_dir: Path, filterset: Filterset, extra: dict[str, str]) -> None:
+    """Run the filter until stopped; an option mitmproxy rejects is a one-line error."""
+    filterset.settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Per-connection chatter belongs in the access log, not the service log.
+    logging.getLogger("mitmproxy").setLevel(logging.WARNING)
+    try:
+        asyncio.run(_serve(config_dir, filterset, extra))
+    except exceptions.OptionsError as exc:
+        print(f"schoolgate run: {exc}", file=sys.stderr)
+        sys.exit(1)

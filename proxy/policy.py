@@ -1,0 +1,445 @@
+"""The filter policy (``policy.yaml``): what technicians edit day to day.
+
+Its vocabulary is the schools' "User Actions" table: acceptable, acceptable
+at certain times, acceptable for nominated users, blocked, unacceptable,
+and categories that are illegal. This module validates the file with
+pydantic (every problem as ``file:line: message``) and compiles it into a
+frozen ``Policy`` the decision reads: groups with inheritance resolved,
+schedules in the school's timezone, lists mapped to categories.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime, time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from blocklists.normalise import BadURL, normalise_entry
+from proxy.yamlfile import ConfigError, Loc, Positions, Problem, load_yaml, validate
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@-]+$", min_length=1)]
+ListName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")]
+LOCAL_ALLOW = "local/allow"
+LOCAL_BLOCK_PREFIX = "local/block:"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --- the file as written -------------------------------------------------------------------
+
+
+class NetworkRule(Strict):
+    cidr: ipaddress.IPv4Network | ipaddress.IPv6Network
+    group: Name
+
+    @field_validator("cidr", mode="before")
+    @classmethod
+    def _cidr(cls, value: Any) -> Any:
+        try:
+            return ipaddress.ip_network(str(value), strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a network in CIDR form (10.10.0.0/16)") from None
+
+
+class UserRule(Strict):
+    name: Name
+    group: Name
+    ips: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+
+
+class IdentityRules(Strict):
+    default_group: Name
+    networks: list[NetworkRule] = []
+    users: list[UserRule] = []
+
+
+def _clock(value: Any) -> time:
+    # YAML 1.1 reads an unquoted 12:00 as the base-60 integer 720, which is
+    # exactly minutes since midnight, so both spellings are accepted.
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 24 * 60:
+        return time(23, 59, 59) if value == 24 * 60 else time(value // 60, value % 60)
+    if isinstance(value, str):
+        hour, sep, minute = value.partition(":")
+        if sep and hour.isdigit() and minute.isdigit():
+            h, m = int(hour), int(minute)
+            if (h, m) == (24, 0):
+                return time(23, 59, 59)
+            if 0 <= h < 24 and 0 <= m < 60:
+                return time(h, m)
+    raise ValueError(f"{value!r} is not a time of day (HH:MM)")
+
+
+class ScheduleRule(Strict):
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = list(DAYS)  # type: ignore[assignment]
+    start: time = Field(alias="from")
+    end: time = Field(alias="to")
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _time(cls, value: Any) -> time:
+        return _clock(value)
+
+
+class CategoryRule(Strict):
+    lists: list[ListName] = []
+    illegal: bool = False
+    incident: Name | None = None
+
+
+class AcceptableAt(Strict):
+    acceptable_at: Name | list[Name]
+    otherwise: Literal["blocked", "unacceptable"] | None = None
+
+
+class AcceptableFor(Strict):
+    acceptable_for: list[Name]
+    otherwise: Literal["blocked", "unacceptable"] | None = None
+
+
+ActionRule = Literal["acceptable", "blocked", "unacceptable"] | AcceptableAt | AcceptableFor
+
+
+class Downloads(Strict):
+    block: list[Name] = []
+    max_mb: float | None = Field(None, gt=0)
+
+
+class GroupRule(Strict):
+    inherits: Name | None = None
+    default: ActionRule | None = None
+    safe_search: Literal["off", "moderate", "strict"] | None = None
+    downloads: Downloads | None = None
+    categories: dict[Name, ActionRule] = {}
+
+
+class LocalBlock(Strict):
+    entry: str
+    category: Name
+
+
+class LocalRules(Strict):
+    allow: list[str] = []
+    block: list[LocalBlock] = []
+
+
+class PolicyFile(Strict):
+    school: str
+    timezone: str = "Europe/London"
+    identity: IdentityRules
+    schedules: dict[Name, ScheduleRule] = {}
+    categories: dict[Name, CategoryRule] = {}
+    groups: dict[Name, GroupRule]
+    local: LocalRules = LocalRules()
+    approvers: list[Name] = []
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r} (e.g. Europe/London)") from None
+        return value
+
+
+# --- the compiled policy -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    name: str
+    days: frozenset[int]
+    start: time
+    end: time
+
+    def contains(self, when: datetime) -> bool:
+        """Whether ``when`` (already in the school's timezone) falls inside this schedule."""
+        clock = when.time()
+        if self.start <= self.end:
+            return when.weekday() in self.days and self.start <= clock < self.end
+        # An overnight window (22:00–06:00) belongs to the day it starts on.
+        if clock >= self.start:
+            return when.weekday() in self.days
+        yesterday = (when.weekday() - 1) % 7
+        return yesterday in self.days and clock < self.end
+
+    def describe(self) -> str:
+        days = ",".join(DAYS[d] for d in sorted(self.days))
+        return f"{self.name} ({days} {self.start:%H:%M}–{self.end:%H:%M})"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A compiled action: what a group does with a category."""
+
+    kind: Literal["acceptable", "blocked", "unacceptable", "acceptable_at", "acceptable_for"]
+    schedules: tuple[Schedule, ...] = ()
+    users: frozenset[str] = frozenset()
+    otherwise: Literal["blocked", "unacceptable"] = "blocked"
+
+    @property
+    def label(self) -> str:
+        if self.kind == "acceptable_at":
+            return "acceptable_at:" + ",".join(s.name for s in self.schedules)
+        if self.kind == "acceptable_for":
+            return "acceptable_for:" + ",".join(sorted(self.users))
+        return self.kind
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    name: str
+    lists: tuple[str, ...]
+    illegal: bool
+    incident: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    name: str
+    default: Action
+    categories: dict[str, Action]
+    safe_search: str
+    downloads: Downloads
+    chain: tuple[str, ...]
+
+    def action_for(self, category: str) -> Action:
+        return self.categories.get(category, self.default)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Everything the decision needs from ``policy.yaml``, resolved and frozen."""
+
+    source: Path
+    school: str
+    timezone: ZoneInfo
+    identity: IdentityRules
+    categories: dict[str, Category]
+    groups: dict[str, Group]
+    list_categories: dict[str, tuple[str, ...]]
+    local_allow: tuple[str, ...]
+    local_block: dict[str, str]
+    approvers: tuple[str, ...]
+    users: frozenset[str]
+    lines: dict[Loc, int]
+
+    def category_order(self, name: str) -> int:
+        return list(self.categories).index(name) if name in self.categories else len(self.categories)
+
+    def line_of(self, loc: Loc) -> int:
+        return Positions(str(self.source), self.lines).line_of(loc)
+
+
+# --- compiling -----------------------------------------------------------------------------
+
+
+class _Compiler:
+    def __init__(self, raw: PolicyFile, positions: Positions) -> None:
+        self.raw = raw
+        self.positions = positions
+        self.problems: list[Problem] = []
+        self.schedules = {
+            name: Schedule(name, frozenset(DAYS.index(d) for d in rule.days), rule.start, rule.end)
+            for name, rule in raw.schedules.items()
+        }
+        self.users = {u.name for u in raw.identity.users}
+
+    def error(self, loc: Loc, message: str) -> None:
+        self.problems.append(self.positions.problem(loc, message))
+
+    def action(self, rule: ActionRule, loc: Loc, category: Category | None) -> Action:
+        default_otherwise: Literal["blocked", "unacceptable"] = (
+            "unacceptable" if category is not None and category.incident else "blocked"
+        )
+        if isinstance(rule, str):
+            action = Action(rule)
+        elif isinstance(rule, AcceptableAt):
+            names = [rule.acceptable_at] if isinstance(rule.acceptable_at, str) else rule.acceptable_at
+            found = []
+            for name in names:
+                if name in self.schedules:
+                    found.append(self.schedules[name])
+                else:
+                    known = ", ".join(self.schedules) or "none defined"
+                    self.error((*loc, "acceptable_at"), f"unknown schedule {name!r} (known: {known})")
+            action = Action(
+                "acceptable_at", schedules=tuple(found), otherwise=rule.otherwise or default_otherwise
+            )
+        else:
+            for user in rule.acceptable_for:
+                if user not in self.users:
+                    self.error(
+                        (*loc, "acceptable_for"),
+                        f"unknown user {user!r}: name them under identity.users first",
+                    )
+            action = Action(
+                "acceptable_for",
+                users=frozenset(rule.acceptable_for),
+                otherwise=rule.otherwise or default_otherwise,
+            )
+        if category is not None and category.illegal and action.kind not in ("blocked", "unacceptable"):
+            self.error(
+                loc,
+                f"category {category.name!r} is illegal: no group can open it "
+                "(it is blocked for everyone)",
+            )
+            return Action("unacceptable")
+        return action
+
+    def categories(self) -> dict[str, Category]:
+        result = {}
+        for name, rule in self.raw.categories.items():
+            if rule.illegal and not rule.lists:
+                self.error(("categories", name), f"illegal category {name!r} names no lists")
+            for i, list_name in enumerate(rule.lists):
+                if list_name == LOCAL_ALLOW or list_name.startswith("local/"):
+                    self.error(("categories", name, "lists", i), "'local' is reserved for local entries")
+            result[name] = Category(name, tuple(rule.lists), rule.illegal, rule.incident)
+        return result
+
+    def groups(self, categories: dict[str, Category]) -> dict[str, Group]:
+        rules = self.raw.groups
+        resolved: dict[str, Group] = {}
+
+        def chain_of(name: str) -> tuple[str, ...] | None:
+            chain = [name]
+            while (parent := rules[chain[-1]].inherits) is not None:
+                if parent not in rules:
+                    self.error(("groups", chain[-1], "inherits"), f"unknown group {parent!r}")
+                    return None
+                if parent in chain:
+                    self.error(
+                        ("groups", name, "inherits"),
+                        "groups inherit in a loop: " + " → ".join([*chain, parent]),
+                    )
+                    return None
+                chain.append(parent)
+            return tuple(chain)
+
+        for name in rules:
+            chain = chain_of(name)
+            if chain is None:
+                continue
+            default: Action | None = None
+            safe_search, downloads = "off", Downloads()
+            actions: dict[str, Action] = {}
+            # Walk from the root ancestor down so that each child overrides its parent.
+            for member in reversed(chain):
+                rule = rules[member]
+                if rule.default is not None:
+                    default = self.action(rule.default, ("groups", member, "default"), None)
+                if rule.safe_search is not None:
+                    safe_search = rule.safe_search
+                if rule.downloads is not None:
+                    downloads = rule.downloads
+                for cat_name, cat_rule in rule.categories.items():
+                    loc: Loc = ("groups", member, "categories", cat_name)
+                    if cat_name not in categories:
+                        if member == name:
+                            known = ", ".join(categories) or "none defined"
+                            self.error(loc, f"unknown category {cat_name!r} (known: {known})")
+                        continue
+                    actions[cat_name] = self.action(cat_rule, loc, categories[cat_name])
+            for cat in categories.values():
+                if cat.illegal:
+                    actions[cat.name] = Action("unacceptable")
+            resolved[name] = Group(
+                name, default or Action("acceptable"), actions, safe_search, downloads, chain
+            )
+        return resolved
+
+    def identity(self, groups: dict[str, Group]) -> None:
+        ident = self.raw.identity
+        if ident.default_group not in self.raw.groups:
+            self.error(("identity", "default_group"), f"unknown group {ident.default_group!r}")
+        for i, net in enumerate(ident.networks):
+            if net.group not in self.raw.groups:
+                self.error(("identity", "networks", i, "group"), f"unknown group {net.group!r}")
+        seen_ips: dict[str, str] = {}
+        seen_names: set[str] = set()
+        for i, user in enumerate(ident.users):
+            if user.group not in self.raw.groups:
+                self.error(("identity", "users", i, "group"), f"unknown group {user.group!r}")
+            if user.name in seen_names:
+                self.error(("identity", "users", i, "name"), f"user {user.name!r} is listed twice")
+            seen_names.add(user.name)
+            for j, ip in enumerate(user.ips):
+                other = seen_ips.setdefault(str(ip), user.name)
+                if other != user.name:
+                    self.error(
+                        ("identity", "users", i, "ips", j), f"address {ip} already belongs to {other!r}"
+                    )
+        for j, approver in enumerate(self.raw.approvers):
+            if approver not in self.users:
+                self.error(("approvers", j), f"unknown user {approver!r}: name them under identity.users")
+
+    def local(self, categories: dict[str, Category]) -> tuple[tuple[str, ...], dict[str, str]]:
+        allow = []
+        for i, entry in enumerate(self.raw.local.allow):
+            try:
+                allow.append(normalise_entry(entry))
+            except BadURL as exc:
+                self.error(("local", "allow", i), f"bad entry {entry!r}: {exc}")
+        block: dict[str, str] = {}
+        for i, item in enumerate(self.raw.local.block):
+            if item.category not in categories:
+                self.error(("local", "block", i, "category"), f"unknown category {item.category!r}")
+            try:
+                block[normalise_entry(item.entry)] = item.category
+            except BadURL as exc:
+                self.error(("local", "block", i, "entry"), f"bad entry {item.entry!r}: {exc}")
+        return tuple(allow), block
+
+
+def compile_policy(raw: PolicyFile, positions: Positions, source: Path) -> Policy:
+    """Resolve references and inheritance; raises ``ConfigError`` listing every problem."""
+    compiler = _Compiler(raw, positions)
+    categories = compiler.categories()
+    groups = compiler.groups(categories)
+    compiler.identity(groups)
+    allow, block = compiler.local(categories)
+    if compiler.problems:
+        raise ConfigError(compiler.problems)
+    list_categories: dict[str, list[str]] = {}
+    for cat in categories.values():
+        for list_name in cat.lists:
+            list_categories.setdefault(list_name, []).append(cat.name)
+    for category in set(block.values()):
+        list_categories[LOCAL_BLOCK_PREFIX + category] = [category]
+    return Policy(
+        source=source,
+        school=raw.school,
+        timezone=ZoneInfo(raw.timezone),
+        identity=raw.identity,
+        categories=categories,
+        groups=groups,
+        list_categories={k: tuple(v) for k, v in list_categories.items()},
+        local_allow=allow,
+        local_block=block,
+        approvers=tuple(raw.approvers),
+        users=frozenset(compiler.users),
+        lines=dict(positions.lines),
+    )
+
+
+def parse_policy(text: str, source: Path) -> Policy:
+    """Validate and compile policy text (for ``policy apply`` and tests)."""
+    from proxy.yamlfile import parse_yaml
+
+    data, positions = parse_yaml(text, str(source))
+    return compile_policy(validate(PolicyFile, data, positions), positions, source)
+
+
+def load_policy(path: Path) -> Policy:
+    """Load, validate and compile ``policy.yaml``; raises ``ConfigError``."""
+    data, positions = load_yaml(path)
+    return compile_policy(validate(PolicyFile, data, positions), positions, path)

@@ -1,0 +1,122 @@
+"""The appliance settings (``schoolgate.yaml``): set once per install.
+
+Where to listen, where data lives, which database, where lists come from.
+Relative paths are resolved against the folder that holds the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from proxy.yamlfile import ConfigError, load_yaml, validate
+
+SETTINGS_FILE = "schoolgate.yaml"
+POLICY_FILE = "policy.yaml"
+
+Mode = Literal["regular", "transparent", "wireguard"]
+ListFormat = Literal["ut1", "iwf", "hosts", "plain"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(Strict):
+    """Where a named list source comes from: a local path, or a URL to fetch."""
+
+    path: Path | None = None
+    url: str | None = None
+    format: ListFormat
+    credentials_env: str | None = None
+    credentials_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _path_or_url(self) -> Source:
+        if self.path is None and self.url is None:
+            raise ValueError("a source needs a path or a url")
+        return self
+
+
+class Retention(Strict):
+    access: int = Field(90, ge=1)
+    incidents: int = Field(2190, ge=1)
+
+
+class AlertChannel(Strict):
+    webhook: str | None = None
+    email: list[str] = []
+
+
+class Alerts(Strict):
+    illegal: AlertChannel = AlertChannel()
+
+
+class Settings(Strict):
+    """The settings file as written, before paths are resolved."""
+
+    listen: str = "127.0.0.1:8080"
+    modes: list[Mode] = ["regular"]
+    data_dir: Path = Path("../var")
+    database: str | None = None
+    sources: dict[str, Source] = {}
+    retention_days: Retention = Retention()
+    alerts: Alerts = Alerts()
+    policy: Path = Path(POLICY_FILE)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"listen must be HOST:PORT, not {value!r}")
+        return value
+
+    @field_validator("modes")
+    @classmethod
+    def _modes(cls, value: list[Mode]) -> list[Mode]:
+        if not value:
+            raise ValueError("at least one mode is needed")
+        return value
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+def _resolve(base: Path, path: Path) -> Path:
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def load_settings(config_dir: Path) -> Settings:
+    """Load ``schoolgate.yaml`` from ``config_dir`` with every path made absolute."""
+    if not config_dir.is_dir():
+        raise ConfigError.single(config_dir, 0, "configuration folder not found")
+    path = config_dir / SETTINGS_FILE
+    data, positions = load_yaml(path)
+    settings = validate(Settings, data, positions)
+    base = config_dir.resolve()
+    sources = {
+        name: src.model_copy(
+            update={
+                "path": _resolve(base, src.path) if src.path else None,
+                "credentials_file": _resolve(base, src.credentials_file)
+                if src.credentials_file
+                else None,
+            }
+        )
+        for name, src in settings.sources.items()
+    }
+    return settings.model_copy(
+        update={
+            "data_dir": _resolve(base, settings.data_dir),
+            "policy": _resolve(base, settings.policy),
+            "sources": sources,
+        }
+    )
