@@ -32,6 +32,10 @@ class Source(Strict):
     format: ListFormat
     credentials_env: str | None = None
     credentials_file: Path | None = None
+    # a list with more bad lines than this is rejected whole, not half-loaded
+    max_bad_lines: int = Field(1000, ge=0)
+    # `lists update` refuses a new copy with fewer entries than (1 - max_shrink) x the old
+    max_shrink: float = Field(0.25, ge=0, le=1)
 
     @model_validator(mode="after")
     def _path_or_url(self) -> Source:
