@@ -46,18 +46,18 @@ class PolicyLoader:
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
-            "schoolgate_reload_interval",
-            float,
-            2.0,
-            "Seconds between checks for a changed policy, settings or list source (0: never).",
+            "schoolgate_reload_ms",
+            int,
+            2000,
+            "Milliseconds between checks for a changed policy, settings or list source (0: never).",
         )
 
     def configure(self, updated: set[str]) -> None:
-        if "schoolgate_reload_interval" in updated and ctx.options.schoolgate_reload_interval < 0:
-            raise exceptions.OptionsError("schoolgate_reload_interval must not be negative")
+        if "schoolgate_reload_ms" in updated and ctx.options.schoolgate_reload_ms < 0:
+            raise exceptions.OptionsError("schoolgate_reload_ms must not be negative")
 
     def running(self) -> None:
-        if ctx.options.schoolgate_reload_interval > 0:
+        if ctx.options.schoolgate_reload_ms > 0:
             self._task = create_task(self._watch(), name="schoolgate reload", keep_ref=True)
 
     def done(self) -> None:
@@ -66,7 +66,7 @@ class PolicyLoader:
 
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(ctx.options.schoolgate_reload_interval)
+            await asyncio.sleep(ctx.options.schoolgate_reload_ms / 1000)
             try:
                 await self.check_for_changes()
             except Exception:  # the watcher must outlive any one bad reload

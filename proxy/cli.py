@@ -16,7 +16,7 @@ import click
 
 from blocklists.normalise import BadURL, normalise_url
 from proxy.filterset import Filterset, load_filterset
-from proxy.identity import Identity
+from proxy.identity import Identity, parse_ip
 from proxy.yamlfile import ConfigError
 
 config_option = click.option(
@@ -103,8 +103,6 @@ def identity_for(fs: Filterset, user: str | None, ip: str | None, group: str | N
 
 
 def _is_ip(text: str) -> bool:
-    from proxy.identity import parse_ip
-
     try:
         parse_ip(text)
     except ValueError:
@@ -146,9 +144,7 @@ def explain(
         click.echo(json.dumps(out))
         return
     matched = f"{decision.matched.list}: {decision.matched.entry}" if decision.matched else "-"
-    incident = (
-        f"{decision.incident} ({decision.incident_type})" if decision.incident else "none"
-    )
+    incident = f"{decision.incident} ({decision.incident_type})" if decision.incident else "none"
     click.echo(f"decision: {decision.decision}")
     click.echo(f"category: {decision.category or '-'}")
     click.echo(f"action:   {decision.action}")
@@ -175,7 +171,9 @@ def explain(
     metavar="OPTION=VALUE",
     help="A mitmproxy option, e.g. --set ssl_insecure=true (repeatable).",
 )
-def run(config_dir: Path, listen: str | None, modes: tuple[str, ...], extra: tuple[str, ...]) -> None:
+def run(
+    config_dir: Path, listen: str | None, modes: tuple[str, ...], extra: tuple[str, ...]
+) -> None:
     """Start the filter."""
     from proxy.master import run_proxy
 

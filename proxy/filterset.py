@@ -17,14 +17,14 @@ from blocklists.index import CombinedMatcher, Hit, IndexBuilder, Matcher, Memory
 from blocklists.normalise import CanonicalURL, normalise_host
 from proxy.decision import Decision, decide
 from proxy.identity import Identity, IdentityResolver
-from proxy.lists import build_matcher
+from proxy.lists import ListError, build_matcher
 from proxy.policy import LOCAL_ALLOW, LOCAL_BLOCK_PREFIX, Policy, load_policy
 from proxy.settings import Settings, load_settings
 from proxy.yamlfile import ConfigError, Problem
 
 
 def local_index(policy: Policy) -> MemoryIndex:
-    """The school's own allow and block entries, as lists ``local/allow`` and ``local/block:CAT``."""
+    """The school's own entries, as lists ``local/allow`` and ``local/block:CATEGORY``."""
     builder = IndexBuilder()
     builder.add_all(LOCAL_ALLOW, policy.local_allow)
     for entry, category in policy.local_block.items():
@@ -44,22 +44,30 @@ def check_against_lists(policy: Policy, settings: Settings, lists: Matcher) -> l
             if source not in settings.sources:
                 known = ", ".join(settings.sources) or "none"
                 problems.append(
-                    Problem(file, line, f"list {list_name!r}: no source {source!r} (sources: {known})")
-                )
-            elif list_name not in counts:
-                if cat.illegal:
-                    problems.append(
-                        Problem(file, line, f"list {list_name!r} of illegal category {cat.name!r} "
-                                "is missing from its source")
+                    Problem(
+                        file, line, f"list {list_name!r}: no source {source!r} (sources: {known})"
                     )
+                )
+            elif list_name not in counts and cat.illegal:
+                problems.append(
+                    Problem(
+                        file,
+                        line,
+                        f"list {list_name!r} of illegal category {cat.name!r} "
+                        "is missing from its source",
+                    )
+                )
     illegal_lists = {n for c in policy.categories.values() if c.illegal for n in c.lists}
     for i, entry in enumerate(policy.local_allow):
         host, _, path = entry.partition("/")
         hits = lists.match(host, "/" + path if path else "/")
         if any(hit.list in illegal_lists for hit in hits):
             problems.append(
-                Problem(file, policy.line_of(("local", "allow", i)),
-                        f"local allow entry {entry!r} would open an illegal category: rejected")
+                Problem(
+                    file,
+                    policy.line_of(("local", "allow", i)),
+                    f"local allow entry {entry!r} would open an illegal category: rejected",
+                )
             )
     return problems
 
@@ -73,9 +81,12 @@ def list_warnings(policy: Policy, settings: Settings, lists: Matcher) -> list[Pr
             if not cat.illegal and source in settings.sources and list_name not in counts:
                 line = policy.line_of(("categories", cat.name, "lists", i))
                 warnings.append(
-                    Problem(str(policy.source), line,
-                            f"warning: list {list_name!r} is not in source {source!r}; "
-                            "it counts as empty")
+                    Problem(
+                        str(policy.source),
+                        line,
+                        f"warning: list {list_name!r} is not in source {source!r}; "
+                        "it counts as empty",
+                    )
                 )
     return warnings
 
@@ -136,8 +147,6 @@ class Filterset:
 
 def load_filterset(config_dir: Path) -> Filterset:
     """Load settings, policy and lists from a configuration folder; raises ``ConfigError``."""
-    from proxy.lists import ListError
-
     settings = load_settings(config_dir)
     policy = load_policy(settings.policy)
     try:

@@ -42,5 +42,6 @@ def _newest_mtime(path: Path) -> float:
 def index_stamp(settings: Settings) -> object:
     """Changes whenever a source changes on disk."""
     return tuple(
-        (name, _newest_mtime(src.path) if src.path else 0.0) for name, src in settings.sources.items()
+        (name, _newest_mtime(src.path) if src.path else 0.0)
+        for name, src in settings.sources.items()
     )

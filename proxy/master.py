@@ -48,7 +48,10 @@ async def _serve(config_dir: Path, filterset: Filterset, extra: dict[str, str]) 
     opts.update(**mitmproxy_options(filterset.settings))
     opts.update(termlog_verbosity="warn")
     if extra:
-        opts.set(*[f"{k}={v}" for k, v in extra.items()])
+        try:
+            opts.set(*[f"{k}={v}" for k, v in extra.items()])
+        except (KeyError, NotImplementedError, ValueError) as exc:
+            raise exceptions.OptionsError(f"--set: {exc}") from None
     # Everything loaded so far lives as long as the process: stop the GC rescanning it.
     gc.collect()
     gc.freeze()

@@ -20,9 +20,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from blocklists.normalise import BadURL, normalise_entry
-from proxy.yamlfile import ConfigError, Loc, Positions, Problem, load_yaml, validate
+from proxy.yamlfile import (
+    ConfigError,
+    Loc,
+    Positions,
+    Problem,
+    load_yaml,
+    parse_yaml,
+    validate,
+)
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@-]+$", min_length=1)]
 ListName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")]
 LOCAL_ALLOW = "local/allow"
@@ -78,7 +87,7 @@ def _clock(value: Any) -> time:
 
 
 class ScheduleRule(Strict):
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = list(DAYS)  # type: ignore[assignment]
+    days: list[Day] = list(DAYS)
     start: time = Field(alias="from")
     end: time = Field(alias="to")
 
@@ -233,7 +242,9 @@ class Policy:
     lines: dict[Loc, int]
 
     def category_order(self, name: str) -> int:
-        return list(self.categories).index(name) if name in self.categories else len(self.categories)
+        return (
+            list(self.categories).index(name) if name in self.categories else len(self.categories)
+        )
 
     def line_of(self, loc: Loc) -> int:
         return Positions(str(self.source), self.lines).line_of(loc)
@@ -263,16 +274,22 @@ class _Compiler:
         if isinstance(rule, str):
             action = Action(rule)
         elif isinstance(rule, AcceptableAt):
-            names = [rule.acceptable_at] if isinstance(rule.acceptable_at, str) else rule.acceptable_at
+            names = (
+                [rule.acceptable_at] if isinstance(rule.acceptable_at, str) else rule.acceptable_at
+            )
             found = []
             for name in names:
                 if name in self.schedules:
                     found.append(self.schedules[name])
                 else:
                     known = ", ".join(self.schedules) or "none defined"
-                    self.error((*loc, "acceptable_at"), f"unknown schedule {name!r} (known: {known})")
+                    self.error(
+                        (*loc, "acceptable_at"), f"unknown schedule {name!r} (known: {known})"
+                    )
             action = Action(
-                "acceptable_at", schedules=tuple(found), otherwise=rule.otherwise or default_otherwise
+                "acceptable_at",
+                schedules=tuple(found),
+                otherwise=rule.otherwise or default_otherwise,
             )
         else:
             for user in rule.acceptable_for:
@@ -286,7 +303,11 @@ class _Compiler:
                 users=frozenset(rule.acceptable_for),
                 otherwise=rule.otherwise or default_otherwise,
             )
-        if category is not None and category.illegal and action.kind not in ("blocked", "unacceptable"):
+        if (
+            category is not None
+            and category.illegal
+            and action.kind not in ("blocked", "unacceptable")
+        ):
             self.error(
                 loc,
                 f"category {category.name!r} is illegal: no group can open it "
@@ -302,7 +323,9 @@ class _Compiler:
                 self.error(("categories", name), f"illegal category {name!r} names no lists")
             for i, list_name in enumerate(rule.lists):
                 if list_name == LOCAL_ALLOW or list_name.startswith("local/"):
-                    self.error(("categories", name, "lists", i), "'local' is reserved for local entries")
+                    self.error(
+                        ("categories", name, "lists", i), "'local' is reserved for local entries"
+                    )
             result[name] = Category(name, tuple(rule.lists), rule.illegal, rule.incident)
         return result
 
@@ -376,15 +399,23 @@ class _Compiler:
                 other = seen_ips.setdefault(str(ip), user.name)
                 if other != user.name:
                     self.error(
-                        ("identity", "users", i, "ips", j), f"address {ip} already belongs to {other!r}"
+                        ("identity", "users", i, "ips", j),
+                        f"address {ip} already belongs to {other!r}",
                     )
         for j, approver in enumerate(self.raw.approvers):
             if approver not in self.users:
-                self.error(("approvers", j), f"unknown user {approver!r}: name them under identity.users")
+                self.error(
+                    ("approvers", j), f"unknown user {approver!r}: name them under identity.users"
+                )
 
     def local(self, categories: dict[str, Category]) -> tuple[tuple[str, ...], dict[str, str]]:
         allow = []
         for i, entry in enumerate(self.raw.local.allow):
+            if "?" in entry:
+                # Lists match host and path only: an allow entry with a query would open
+                # every query on that path, which is more than the technician wrote.
+                self.error(("local", "allow", i), f"allow entry {entry!r} has a query: remove it")
+                continue
             try:
                 allow.append(normalise_entry(entry))
             except BadURL as exc:
@@ -408,7 +439,8 @@ def compile_policy(raw: PolicyFile, positions: Positions, source: Path) -> Polic
     compiler.identity(groups)
     allow, block = compiler.local(categories)
     if compiler.problems:
-        raise ConfigError(compiler.problems)
+        # An inherited rule is compiled once per heir; report each mistake once.
+        raise ConfigError(list(dict.fromkeys(compiler.problems)))
     list_categories: dict[str, list[str]] = {}
     for cat in categories.values():
         for list_name in cat.lists:
@@ -433,8 +465,6 @@ def compile_policy(raw: PolicyFile, positions: Positions, source: Path) -> Polic
 
 def parse_policy(text: str, source: Path) -> Policy:
     """Validate and compile policy text (for ``policy apply`` and tests)."""
-    from proxy.yamlfile import parse_yaml
-
     data, positions = parse_yaml(text, str(source))
     return compile_policy(validate(PolicyFile, data, positions), positions, source)
 

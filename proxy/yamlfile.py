@@ -30,7 +30,11 @@ class Problem:
     def __str__(self) -> str:
         if not self.file:
             return self.message
-        return f"{self.file}:{self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
+        return (
+            f"{self.file}:{self.line}: {self.message}"
+            if self.line
+            else f"{self.file}: {self.message}"
+        )
 
 
 class ConfigError(Exception):

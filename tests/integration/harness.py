@@ -1,0 +1,338 @@
+"""Real parts for integration tests: a local origin, a test CA, and the real proxy process.
+
+Users are simulated by binding the client to different loopback addresses
+(127.0.0.2 is a pupil, 127.0.0.3 staff, 127.0.0.4 the headteacher) which the
+test policy maps to groups. Every port is ephemeral; nothing leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import http.server
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+ROOT = Path(__file__).resolve().parents[2]
+PUPIL, STAFF, HEAD, GUEST = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.1"
+
+TEST_POLICY = """\
+school: Integration Test School
+timezone: Europe/London
+identity:
+  default_group: guest
+  networks:
+    - {cidr: 127.0.0.2/32, group: pupil}
+    - {cidr: 127.0.0.3/32, group: staff}
+  users:
+    - {name: head.teacher, group: head, ips: [127.0.0.4]}
+approvers: [head.teacher]
+schedules:
+  never: {days: [sun], from: "00:00", to: "00:01"}
+categories:
+  child_abuse: {lists: [iwf], illegal: true}
+  adult: {lists: [ut1/adult, ut1/mixed_adult], incident: deliberate_offensive}
+  gambling: {lists: [ut1/gambling]}
+  games: {lists: [ut1/games], incident: non_educational_in_lessons}
+  social: {lists: [ut1/social_networks, ut1/chat], incident: social_media}
+groups:
+  pupil:
+    default: acceptable
+    categories:
+      adult: unacceptable
+      gambling: unacceptable
+      games: {acceptable_at: never}
+      social: unacceptable
+  staff:
+    default: acceptable
+    categories:
+      adult: unacceptable
+      social: blocked
+  head:
+    inherits: staff
+    categories:
+      social: acceptable
+  guest:
+    inherits: pupil
+local:
+  allow: [www.bbc.co.uk/bitesize]
+  block:
+    - {entry: bad.example, category: adult}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class OriginCA:
+    cert_path: Path
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+    def issue(self, tmp: Path, hostname: str) -> tuple[Path, Path]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        cert_path, key_path = tmp / f"{hostname}.pem", tmp / f"{hostname}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return cert_path, key_path
+
+
+@pytest.fixture(scope="session")
+def origin_ca(tmp_path_factory: pytest.TempPathFactory) -> OriginCA:
+    """A CA the origin's certificate is signed by, which the proxy is told to trust."""
+    tmp = tmp_path_factory.mktemp("ca")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Schoolgate test origin CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    path = tmp / "ca.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return OriginCA(path, key, cert)
+
+
+class _OriginHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = f"origin ok {self.headers.get('Host')} {self.path}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@dataclass
+class Origin:
+    http_port: int
+    https_port: int
+    hits: list[str]
+
+
+@pytest.fixture(scope="session")
+def origin(origin_ca: OriginCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Origin]:
+    """An HTTP and an HTTPS origin on 127.0.0.1 that echo what they were asked for."""
+    hits: list[str] = []
+
+    class Handler(_OriginHandler):
+        def do_GET(self) -> None:
+            hits.append(f"{self.headers.get('Host')}{self.path}")
+            super().do_GET()
+
+    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    secure = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    cert, key = origin_ca.issue(tmp_path_factory.mktemp("origin"), "localhost")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    secure.socket = context.wrap_socket(secure.socket, server_side=True)
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (plain, secure)]
+    for thread in threads:
+        thread.start()
+    yield Origin(plain.server_address[1], secure.server_address[1], hits)
+    for server in (plain, secure):
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class Gateway:
+    """A running ``schoolgate run`` process and what a test needs to talk to it."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    config_dir: Path
+    data_dir: Path
+    stderr_path: Path
+
+    @property
+    def ca_file(self) -> Path:
+        return self.data_dir / "mitmproxy" / "mitmproxy-ca-cert.pem"
+
+    @property
+    def access_log(self) -> Path:
+        return self.data_dir / "access.log"
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def get(
+        self, url: str, *, client: str = PUPIL, headers: dict[str, str] | None = None
+    ) -> tuple[int, str]:
+        """GET ``url`` through the proxy from a client address; HTTPS trusts the proxy's CA."""
+        scheme, rest = url.split("://", 1)
+        authority, _, path = rest.partition("/")
+        host, _, port_text = authority.partition(":")
+        conn: http.client.HTTPConnection
+        if scheme == "https":
+            context = ssl.create_default_context(cafile=str(self.ca_file))
+            conn = http.client.HTTPSConnection(
+                "127.0.0.1", self.port, timeout=10, context=context, source_address=(client, 0)
+            )
+            conn.set_tunnel(host, int(port_text or 443))
+            target = "/" + path
+        else:
+            conn = http.client.HTTPConnection(
+                "127.0.0.1", self.port, timeout=10, source_address=(client, 0)
+            )
+            target = url
+        try:
+            conn.request("GET", target, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, response.read().decode("utf-8", "replace")
+        finally:
+            conn.close()
+
+    def access_lines(self, count: int, timeout: float = 5.0) -> list[str]:
+        """Wait until the access log has at least ``count`` lines (it is written off-thread)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.access_log.exists():
+                lines = self.access_log.read_text(encoding="utf-8").splitlines()
+                if len(lines) >= count:
+                    return lines
+            time.sleep(0.05)
+        raise AssertionError(f"access log has fewer than {count} lines")
+
+
+def write_config(config_dir: Path, data_dir: Path, port: int, policy: str = TEST_POLICY) -> None:
+    config_dir.mkdir(parents=True, exist_ok=True)
+    demo = ROOT / "blocklists" / "demo"
+    (config_dir / "schoolgate.yaml").write_text(
+        f"listen: 127.0.0.1:{port}\n"
+        "modes: [regular]\n"
+        f"data_dir: {data_dir}\n"
+        "sources:\n"
+        f"  ut1: {{path: {demo / 'ut1'}, format: ut1}}\n"
+        f"  iwf: {{path: {demo / 'iwf.txt'}, format: iwf}}\n",
+        encoding="utf-8",
+    )
+    (config_dir / "policy.yaml").write_text(policy, encoding="utf-8")
+
+
+def schoolgate_command() -> list[str]:
+    exe = Path(sys.executable).with_name("schoolgate")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "proxy"]
+
+
+def start_gateway(tmp: Path, origin_ca: OriginCA, *extra: str) -> Gateway:
+    port = free_port()
+    config_dir, data_dir = tmp / "config", tmp / "var"
+    if not (config_dir / "policy.yaml").exists():
+        write_config(config_dir, data_dir, port)
+    stderr_path = tmp / "schoolgate.stderr"
+    process = subprocess.Popen(
+        [
+            *schoolgate_command(),
+            "run",
+            "--config",
+            str(config_dir),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--set",
+            f"ssl_verify_upstream_trusted_ca={origin_ca.cert_path}",
+            "--set",
+            "schoolgate_reload_ms=200",
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=stderr_path.open("wb"),
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    gateway = Gateway(process, port, config_dir, data_dir, stderr_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"schoolgate run exited early: {gateway.stderr()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        process.kill()
+        raise AssertionError("schoolgate run did not start listening in 30 s")
+    assert process.poll() is None
+    return gateway
+
+
+def stop_gateway(gateway: Gateway) -> None:
+    if gateway.process.poll() is None:
+        gateway.process.send_signal(signal.SIGTERM)
+        try:
+            gateway.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            gateway.process.kill()
+            gateway.process.wait()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, origin_ca: OriginCA) -> Iterator[Gateway]:
+    """One real proxy process shared by a module's tests."""
+    gw = start_gateway(tmp_path_factory.mktemp("gateway"), origin_ca)
+    yield gw
+    stop_gateway(gw)
+
+
+@pytest.fixture
+def own_gateway(tmp_path: Path, origin_ca: OriginCA) -> Iterator[Gateway]:
+    """A real proxy process for one test that changes its configuration."""
+    gw = start_gateway(tmp_path, origin_ca)
+    yield gw
+    stop_gateway(gw)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def loopback_aliases() -> None:
+    """Linux routes all of 127.0.0.0/8 to lo; make sure a client can bind 127.0.0.2."""
+    with socket.socket() as sock:
+        sock.bind((PUPIL, 0))

@@ -1,0 +1,127 @@
+"""The filter addon with mitmproxy's test context: blocks, passes, and fails closed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from mitmproxy import http
+from mitmproxy.test import taddons, tflow, tutils
+
+from addons import schoolgate_addons
+from addons.filter import DECISION, Filter
+from addons.identify import IDENTITY, Identify
+from addons.policyload import PolicyLoader
+from proxy.filterset import Filterset, load_filterset
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def filterset() -> Filterset:
+    return load_filterset(ROOT / "config")
+
+
+@pytest.fixture
+def chain(filterset: Filterset) -> Iterator[tuple[Identify, Filter]]:
+    loader = PolicyLoader(ROOT / "config", filterset)
+    identify, filt = Identify(loader), Filter(loader)
+    with taddons.context(loader, identify, filt):
+        yield identify, filt
+
+
+def flow_for(
+    url: str, client_ip: str = "10.10.1.2", host_header: str | None = None
+) -> http.HTTPFlow:
+    flow = tflow.tflow()
+    flow.client_conn.peername = (client_ip, 50000)
+    flow.request.url = url
+    if host_header is not None:
+        flow.request.headers["Host"] = host_header
+    return flow
+
+
+def through(chain: tuple[Identify, Filter], flow: http.HTTPFlow) -> http.HTTPFlow:
+    identify, filt = chain
+    identify.requestheaders(flow)
+    filt.requestheaders(flow)
+    return flow
+
+
+def test_pupil_is_blocked_with_the_block_page(chain: tuple[Identify, Filter]) -> None:
+    """A pupil asking for an adult site gets a 403 block page naming the category."""
+    flow = through(chain, flow_for("http://adult-demo.example/"))
+    assert flow.response is not None
+    assert flow.response.status_code == 403
+    assert b"adult" in (flow.response.content or b"")
+    assert flow.metadata[IDENTITY].group == "pupil"
+
+
+def test_allowed_request_passes_untouched(chain: tuple[Identify, Filter]) -> None:
+    """An uncategorised site has no response set, so mitmproxy forwards it."""
+    flow = through(chain, flow_for("http://plain.example/"))
+    assert flow.response is None
+    assert flow.metadata[DECISION].decision == "allow"
+
+
+def test_host_header_cannot_sneak_past(chain: tuple[Identify, Filter]) -> None:
+    """A request to an allowed address with a blocked Host header is blocked."""
+    flow = through(chain, flow_for("http://127.0.0.1/", host_header="adult-demo.example"))
+    assert flow.response is not None
+    assert flow.response.status_code == 403
+
+
+def test_illegal_block_page_shows_no_url(chain: tuple[Identify, Filter]) -> None:
+    """The illegal block page has the IWF wording and neither host nor path."""
+    flow = through(chain, flow_for("http://iwf-test.example/abuse/test-image.jpg"))
+    assert flow.response is not None
+    body = flow.response.content or b""
+    assert b"Internet Watch Foundation" in body
+    assert b"iwf-test" not in body
+    assert b"test-image" not in body
+
+
+def test_failing_hook_blocks_instead_of_allowing(chain: tuple[Identify, Filter]) -> None:
+    """If deciding raises, the request is blocked and the failure counted."""
+    _, filt = chain
+    flow = flow_for("http://plain.example/")
+    # No identity was set, which the filter treats as a failure.
+    filt.requestheaders(flow)
+    assert flow.response is not None
+    assert flow.response.status_code == 403
+    assert "filter error" in flow.metadata[DECISION].rule
+    assert filt.errors == 1
+
+
+def test_connect_to_blocked_host_marks_the_connection(chain: tuple[Identify, Filter]) -> None:
+    """A CONNECT to a blocked host decides before decryption; requests inside are blocked."""
+    identify, filt = chain
+    connect = flow_for("http://casino-demo.example:443/")
+    connect.request.method = "CONNECT"
+    identify.http_connect(connect)
+    filt.http_connect(connect)
+    inner = tflow.tflow(client_conn=connect.client_conn)
+    inner.request = tutils.treq(host="casino-demo.example", port=443, path="/anything")
+    identify.requestheaders(inner)
+    filt.requestheaders(inner)
+    assert inner.response is not None
+    assert inner.response.status_code == 403
+    assert inner.metadata[DECISION].category == "gambling"
+
+
+def test_connect_to_host_with_allowed_paths_waits_for_the_request(filterset: Filterset) -> None:
+    """A host whose local allow entry has a path is decided per request, not at CONNECT."""
+    assert (
+        filterset.decide_host(
+            filterset.identities.resolve("10.10.1.1"), "www.bbc.co.uk", datetime.now(UTC)
+        )
+        is None
+    )
+
+
+def test_addon_order_is_declared_once(filterset: Filterset) -> None:
+    """The loader comes first, identify before filter, audit last."""
+    names = [type(a).__name__ for a in schoolgate_addons(ROOT / "config", filterset)]
+    assert names == ["PolicyLoader", "Identify", "Filter", "Audit"]
