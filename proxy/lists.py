@@ -1,47 +1,361 @@
-"""Opening the list sources the settings name, as one ``Matcher``.
+"""The list sources the settings name, compiled into one index file, and their updates.
 
-The proxy, ``check`` and ``explain`` all get their index from here, so they
-see the same entries. ``index_stamp`` is what the running proxy polls to
-notice that the lists have changed.
+The proxy, ``check``, ``explain`` and ``lists lookup`` all get their index from
+``build_matcher``, so they see the same entries. It opens the compiled index
+``DATA_DIR/lists.idx`` with mmap (every worker shares one copy), compiling it
+first when it is missing or older than its sources. ``index_stamp`` is what the
+running proxy polls: it changes when a new index is renamed into place (by
+``lists compile`` or ``lists update``) or when a source changes on disk, and the
+proxy then calls ``build_matcher`` again and swaps the new matcher in whole;
+requests in flight keep the old mapping until they finish.
+
+Failure policy: if compiling fails and an index is already there, that index
+stays in use (a warning is logged); with no index at all, ``ListError`` is
+raised and the proxy keeps its last good filterset, or fails closed.
 """
 
 from __future__ import annotations
 
+import getpass
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from blocklists.formats import ListError, read_iwf, read_ut1
-from blocklists.index import IndexBuilder, Matcher
-from proxy.settings import Settings
+from blocklists.compiled import CompiledBuilder, CompiledIndex, IndexFormatError, read_meta
+from blocklists.fetch import fetch, redact_url
+from blocklists.formats import ListError, SourceReport, read_source
+from blocklists.index import Matcher
+from proxy.settings import Settings, Source
 
-__all__ = ["ListError", "build_matcher", "index_stamp"]
+__all__ = [
+    "ListError",
+    "UpdateResult",
+    "build_matcher",
+    "compile_index",
+    "index_path",
+    "index_stamp",
+    "update_sources",
+]
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "lists.idx"
+UPDATES_LOG = "list-updates.jsonl"
+SOURCES_DIR = "sources"
+
+
+def index_path(settings: Settings) -> Path:
+    return settings.data_dir / INDEX_FILE
+
+
+def fetched_path(settings: Settings, name: str, source: Source) -> Path:
+    """Where ``lists update`` keeps the fetched copy of a source with a ``url``."""
+    suffix = ".tar.gz" if source.format == "ut1" else ".txt"
+    return settings.data_dir / SOURCES_DIR / f"{name}{suffix}"
+
+
+def source_path(settings: Settings, name: str, source: Source) -> Path | None:
+    """The local copy to read: the fetched one when there is one, else ``path``."""
+    if source.url:
+        fetched = fetched_path(settings, name, source)
+        if fetched.exists():
+            return fetched
+    return source.path
+
+
+def _stamp_of(path: Path | None) -> list[Any]:
+    """Newest mtime and file count of a file or a UT1 tree (two levels deep)."""
+    if path is None or not path.exists():
+        return [str(path), 0, 0]
+    if path.is_file():
+        return [str(path), path.stat().st_mtime_ns, 1]
+    newest, count = path.stat().st_mtime_ns, 0
+    with os.scandir(path) as top:
+        for entry in top:
+            newest = max(newest, entry.stat(follow_symlinks=False).st_mtime_ns)
+            if entry.is_dir():
+                with os.scandir(entry.path) as files:
+                    for f in files:
+                        newest = max(newest, f.stat().st_mtime_ns)
+                        count += 1
+    return [str(path), newest, count]
+
+
+def sources_stamp(settings: Settings) -> dict[str, Any]:
+    """What the index was built from: each source's format, copy and newest mtime."""
+    return {
+        name: {"format": src.format, "copy": _stamp_of(source_path(settings, name, src))}
+        for name, src in settings.sources.items()
+    }
+
+
+@dataclass
+class CompileResult:
+    path: Path
+    reports: dict[str, SourceReport]
+    seconds: float
+
+
+def compile_index(settings: Settings, *, out: Path | None = None) -> CompileResult:
+    """Read every source and write the compiled index (to ``out``, default the live one)."""
+    started = time.perf_counter()
+    builder = CompiledBuilder()
+    reports: dict[str, SourceReport] = {}
+    stamp = sources_stamp(settings)  # before reading: a change while reading means stale
+    for name, source in settings.sources.items():
+        path = source_path(settings, name, source)
+        if path is None:
+            raise ListError(f"source {name!r} has no local copy yet: run `schoolgate lists update`")
+        reports[name] = read_source(
+            source.format, path, name, builder, max_bad=source.max_bad_lines
+        )
+    for name, report in reports.items():
+        stamp[name]["entries"] = report.total
+        stamp[name]["bad_lines"] = report.bad_count
+        stamp[name]["aliases"] = report.aliases
+    builder.sources = stamp
+    target = out or index_path(settings)
+    builder.write(target)
+    return CompileResult(target, reports, time.perf_counter() - started)
+
+
+def _is_stale(settings: Settings, path: Path) -> bool:
+    try:
+        recorded = read_meta(path).get("sources", {})
+    except IndexFormatError:
+        return True
+    current = sources_stamp(settings)
+    if recorded.keys() != current.keys():
+        return True
+    return any(
+        recorded[n].get("format") != current[n]["format"]
+        or recorded[n].get("copy") != current[n]["copy"]
+        for n in current
+    )
 
 
 def build_matcher(settings: Settings) -> Matcher:
-    """Read every source into one index; raises ``ListError`` naming the file at fault."""
-    builder = IndexBuilder()
-    for name, source in settings.sources.items():
-        if source.path is None:
-            raise ListError(f"source {name!r} has no local copy yet: run `schoolgate lists update`")
-        if source.format == "ut1":
-            read_ut1(source.path, name, builder)
-        elif source.format == "iwf":
-            read_iwf(source.path, name, builder)
-        else:
-            raise ListError(f"source {name!r}: format {source.format!r} is not supported yet")
-    return builder.freeze()
-
-
-def _newest_mtime(path: Path) -> float:
-    if not path.exists():
-        return 0.0
-    if path.is_file():
-        return path.stat().st_mtime
-    return max((p.stat().st_mtime for p in path.rglob("*") if p.is_file()), default=0.0)
+    """The compiled index, compiled first if missing or stale; raises ``ListError``."""
+    path = index_path(settings)
+    if not path.exists() or _is_stale(settings, path):
+        try:
+            compile_index(settings)
+        except (ListError, IndexFormatError, OSError) as exc:
+            if not path.exists():
+                raise ListError(str(exc)) from None
+            log.warning("lists: cannot compile (%s); keeping the previous index %s", exc, path)
+    try:
+        return CompiledIndex.open(path)
+    except IndexFormatError as exc:
+        raise ListError(str(exc)) from None
 
 
 def index_stamp(settings: Settings) -> object:
-    """Changes whenever a source changes on disk."""
-    return tuple(
-        (name, _newest_mtime(src.path) if src.path else 0.0)
+    """Changes when a new index is renamed into place, or a source's local copy changes."""
+    try:
+        st = index_path(settings).stat()
+        index: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+    except FileNotFoundError:
+        index = None
+    # fetched copies change only through `lists update`, which swaps the index itself
+    copies = tuple(
+        (name, tuple(_stamp_of(src.path)))
         for name, src in settings.sources.items()
+        if not (src.url and fetched_path(settings, name, src).exists())
     )
+    return (index, copies)
+
+
+# -- updates ------------------------------------------------------------------------------
+
+
+@dataclass
+class UpdateResult:
+    """One source's update: what the change log records."""
+
+    source: str
+    url: str
+    result: str  # updated | refused | failed
+    before: int | None = None
+    after: int | None = None
+    reason: str = ""
+    bad_lines: list[str] = field(default_factory=list)
+
+
+def _credentials(name: str, source: Source) -> str | None:
+    if source.credentials_env:
+        value = os.environ.get(source.credentials_env)
+        if not value:
+            raise ListError(
+                f"source {name!r}: environment variable {source.credentials_env} is not set"
+            )
+        return value.strip()
+    if source.credentials_file:
+        try:
+            return source.credentials_file.read_text("utf-8").strip().splitlines()[0]
+        except (OSError, IndexError):
+            raise ListError(
+                f"source {name!r}: cannot read credentials file {source.credentials_file}"
+            ) from None
+    return None
+
+
+def _previous_counts(settings: Settings) -> dict[str, int]:
+    try:
+        sources = read_meta(index_path(settings)).get("sources", {})
+    except IndexFormatError:
+        return {}
+    return {n: s["entries"] for n, s in sources.items() if isinstance(s.get("entries"), int)}
+
+
+def _record(settings: Settings, result: UpdateResult, by: str, forced: bool) -> None:
+    row = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "by": by,
+        "source": result.source,
+        "url": result.url,
+        "result": result.result,
+        "before": result.before,
+        "after": result.after,
+        "forced": forced,
+        "reason": result.reason,
+    }
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with (settings.data_dir / UPDATES_LOG).open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def update_sources(
+    settings: Settings,
+    *,
+    names: list[str] | None = None,
+    force: bool = False,
+    by: str | None = None,
+) -> list[UpdateResult]:
+    """Fetch sources with a ``url``, check them, compile, swap in; record every attempt.
+
+    A new copy is refused (unless ``force``) when it fails to download whole or to parse,
+    holds no entries, or has shrunk by more than the source's ``max_shrink``. Refused
+    copies are deleted; the previous copy and index stay. The index is compiled to a
+    temporary name and renamed over the live one, so the proxy swaps it in whole.
+    """
+    by = by or getpass.getuser()
+    wanted = names or [n for n, s in settings.sources.items() if s.url]
+    for n in wanted:
+        if n not in settings.sources:
+            raise ListError(f"no source {n!r} in the settings")
+        if not settings.sources[n].url:
+            raise ListError(f"source {n!r} has no url to fetch")
+    before = _previous_counts(settings)
+    results: dict[str, UpdateResult] = {}
+    downloads: dict[str, Path] = {}
+    sources_dir = settings.data_dir / SOURCES_DIR
+    sources_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        for name in wanted:
+            source = settings.sources[name]
+            url = source.url or ""
+            result = results[name] = UpdateResult(name, redact_url(url), "failed")
+            result.before = before.get(name)
+            tmp = sources_dir / f".{name}.{os.getpid()}.download"
+            try:
+                fetch(url, tmp, credentials=_credentials(name, source))
+                report = read_source(
+                    source.format, tmp, name, _CountingSink(), max_bad=source.max_bad_lines
+                )
+            except ListError as exc:
+                tmp.unlink(missing_ok=True)
+                result.reason = str(exc)
+                continue
+            result.after = report.total
+            result.bad_lines = report.bad_lines
+            refusal = _refusal(result, source.max_shrink)
+            if refusal and not force:
+                tmp.unlink(missing_ok=True)
+                result.result, result.reason = "refused", refusal + "; use --force to accept"
+                continue
+            result.reason = refusal
+            downloads[name] = tmp
+        if downloads:
+            _swap_in(settings, downloads, results)
+    finally:
+        for tmp in downloads.values():
+            tmp.unlink(missing_ok=True)
+        for result in results.values():
+            _record(settings, result, by, force)
+    return list(results.values())
+
+
+def _swap_in(
+    settings: Settings, downloads: dict[str, Path], results: dict[str, UpdateResult]
+) -> None:
+    """Put the checked copies in place, compile, rename the index over the live one.
+
+    If compiling fails the previous copies are put back, and the live index was never
+    touched: the proxy goes on with it.
+    """
+    tmp_index = index_path(settings).with_name(f".{INDEX_FILE}.{os.getpid()}.new")
+    backups: dict[Path, Path | None] = {}
+    try:
+        for name, tmp in downloads.items():
+            dest = fetched_path(settings, name, settings.sources[name])
+            backup = None
+            if dest.exists():
+                backup = dest.with_name(f".{dest.name}.previous")
+                os.replace(dest, backup)
+            backups[dest] = backup
+            os.replace(tmp, dest)
+        compile_index(settings, out=tmp_index)
+        os.replace(tmp_index, index_path(settings))
+    except (ListError, IndexFormatError, OSError) as exc:
+        for dest, backup in backups.items():
+            if backup is not None:
+                os.replace(backup, dest)
+            else:
+                dest.unlink(missing_ok=True)
+        for name in downloads:
+            results[name].result, results[name].reason = "failed", str(exc)
+        return
+    finally:
+        tmp_index.unlink(missing_ok=True)
+    for backup in backups.values():
+        if backup is not None:
+            backup.unlink(missing_ok=True)
+    for name in downloads:
+        results[name].result = "updated"
+
+
+def _refusal(result: UpdateResult, max_shrink: float) -> str:
+    if result.after == 0:
+        return "the new copy holds no entries"
+    if (
+        result.before
+        and result.after is not None
+        and result.after < result.before * (1 - max_shrink)
+    ):
+        return (
+            f"the new copy holds {result.after} entries, down from {result.before}: "
+            f"more than {max_shrink:.0%} fewer"
+        )
+    return ""
+
+
+class _CountingSink:
+    """A ``ListSink`` that only lets the reader check and count a new copy."""
+
+    def declare(self, list_name: str) -> None:
+        pass
+
+    def add(self, list_name: str, entry: str) -> None:
+        pass
+
+    def add_hashed(self, list_name: str, digest: bytes) -> None:
+        pass
+
+    def alias(self, alias_name: str, list_name: str) -> None:
+        pass
