@@ -120,7 +120,7 @@ def compile_index(settings: Settings, *, out: Path | None = None) -> CompileResu
         stamp[name]["aliases"] = report.aliases
     builder.sources = stamp
     target = out or index_path(settings)
-    builder.write(target)
+    builder.write(target, started=started)
     return CompileResult(target, reports, time.perf_counter() - started)
 
 
