@@ -23,9 +23,10 @@ run: $(STAMP) ## start the filter on 127.0.0.1:8080 with the demo policy in conf
 
 test: lint typecheck unit integration ## everything CI runs: lint, types, unit and integration tests
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff, and import-linter for the rooms of DESIGN.md
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: $(STAMP) ## mypy --strict
 	$(VENV)/bin/mypy
