@@ -263,8 +263,8 @@ def read_ut1(
         if target is not None:
             aliases[entry.name] = target
             continue
-        if not entry.is_dir():
-            continue
+        if entry.is_symlink() or not entry.is_dir():
+            continue  # links out of the tree are not followed
         list_name = f"{source}/{entry.name}"
         sink.declare(list_name)
         report.entries.setdefault(list_name, 0)

@@ -1,0 +1,207 @@
+"""The compiled index: same hits as the reference MemoryIndex, a checked file, swapped whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blocklists.compiled import MAGIC, CompiledBuilder, CompiledIndex, IndexFormatError, read_meta
+from blocklists.formats import read_source
+from blocklists.index import NO_HITS, Hit, IndexBuilder, MemoryIndex, hash_entry
+from blocklists.normalise import BadURL, normalise_url
+
+SHARED = Path(__file__).parents[3] / ".." / "shared"
+
+ENTRIES = {
+    "a/one": ["example.com", "sub.example.org", "10.0.0.1", "tld", "x.example.com/p"],
+    "a/two": ["example.com", "example.com/dir/", "example.com/file", "other.net/a/b"],
+    "b": ["deep.a.b.c.example.net"],
+}
+
+CASES = [
+    ("example.com", None),
+    ("www.example.com", "/"),
+    ("notexample.com", "/"),  # label boundary: no match
+    ("example.com.evil", "/"),
+    ("a.sub.example.org", "/x"),
+    ("example.org", "/"),
+    ("10.0.0.1", "/"),
+    ("10.0.0.10", "/"),
+    ("anything.tld", "/"),
+    ("example.com", "/dir/x"),
+    ("example.com", "/dir"),  # entry "/dir/" needs the slash
+    ("example.com", "/file"),
+    ("example.com", "/file.html"),  # not on a segment boundary
+    ("example.com", "/file?q=1"),
+    ("m.example.com", "/file/x"),
+    ("x.example.com", "/p"),
+    ("x.example.com", None),
+    ("other.net", "/a/b/c"),
+    ("other.net", "/a/bc"),
+    ("deep.a.b.c.example.net", "/"),
+    ("a.b.c.example.net", "/"),
+    ("", "/"),
+    ("com", "/"),
+]
+
+
+def build(entries: dict[str, list[str]]) -> tuple[MemoryIndex, CompiledBuilder]:
+    ref, comp = IndexBuilder(), CompiledBuilder()
+    for name, items in entries.items():
+        for sink in (ref, comp):
+            sink.declare(name)
+            for item in items:
+                sink.add(name, item)
+    return ref.freeze(), comp
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[MemoryIndex, CompiledIndex]:
+    ref, comp = build(ENTRIES)
+    comp.write(tmp_path / "lists.idx")
+    return ref, CompiledIndex.open(tmp_path / "lists.idx")
+
+
+@pytest.mark.parametrize(("host", "path"), CASES)
+def test_compiled_hits_equal_the_reference(
+    pair: tuple[MemoryIndex, CompiledIndex], host: str, path: str | None
+) -> None:
+    """Every hit, in the same order, for hosts, subdomains, boundaries and path entries."""
+    ref, comp = pair
+    assert comp.match(host, path) == ref.match(host, path)
+    assert comp.match(host, path) == ref.match(host, path)  # again, from the memo
+    assert comp.has_paths(host) == ref.has_paths(host)
+
+
+def test_a_miss_returns_the_shared_empty_tuple(pair: tuple[MemoryIndex, CompiledIndex]) -> None:
+    """A miss allocates no result: it is NO_HITS itself."""
+    _, comp = pair
+    assert comp.match("nothing.invalid", "/x") is NO_HITS
+
+
+def test_without_the_memo_answers_are_the_same(tmp_path: Path) -> None:
+    """cache_size=0 walks every time and gives the same hits."""
+    ref, comp = build(ENTRIES)
+    comp.write(tmp_path / "lists.idx")
+    index = CompiledIndex.open(tmp_path / "lists.idx", cache_size=0)
+    for host, path in CASES:
+        assert index.match(host, path) == ref.match(host, path)
+
+
+def test_the_memo_stays_bounded(tmp_path: Path) -> None:
+    """The host memo never holds more than two generations of cache_size hosts."""
+    _, comp = build(ENTRIES)
+    comp.write(tmp_path / "lists.idx")
+    index = CompiledIndex.open(tmp_path / "lists.idx", cache_size=4)
+    for i in range(50):
+        index.match(f"h{i}.example.com")
+    assert len(index._cache) + len(index._old) <= 8
+    assert index.match("h1.example.com") == (
+        Hit("a/one", "example.com"),
+        Hit("a/two", "example.com"),
+    )
+
+
+def test_counts_and_meta(pair: tuple[MemoryIndex, CompiledIndex], tmp_path: Path) -> None:
+    """counts() gives entries per list; the header's meta can be read without mapping."""
+    ref, comp = pair
+    assert dict(comp.counts()) == dict(ref.counts())
+    meta = read_meta(tmp_path / "lists.idx")
+    assert meta["version"] == 1
+    assert meta["keys"] == 7  # distinct hosts, path hosts included
+
+
+def test_write_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """The index is written to a temporary name and renamed into place."""
+    _, comp = build(ENTRIES)
+    comp.write(tmp_path / "lists.idx")
+    assert [p.name for p in tmp_path.iterdir()] == ["lists.idx"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda b: b[:-10], "truncated"),
+        (lambda b: b[:-5] + bytes([b[-5] ^ 1]) + b[-4:], "checksum"),
+        (lambda b: b"NOTANIDX" + b[8:], "not a Schoolgate index"),
+        (lambda b: MAGIC + (99).to_bytes(4, "little") + b[12:], "version 99"),
+        (lambda b: b[:10], "too short"),
+    ],
+)
+def test_a_damaged_file_is_refused(tmp_path: Path, damage, message: str) -> None:
+    """Truncation, a flipped bit, a foreign file or a newer version: IndexFormatError."""
+    _, comp = build(ENTRIES)
+    path = tmp_path / "lists.idx"
+    comp.write(path)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(IndexFormatError, match=message):
+        CompiledIndex.open(path)
+
+
+def test_an_index_in_use_survives_a_swap(tmp_path: Path) -> None:
+    """A matcher keeps answering from its mapping after a new file is renamed over it."""
+    _, comp = build(ENTRIES)
+    path = tmp_path / "lists.idx"
+    comp.write(path)
+    old = CompiledIndex.open(path)
+    _, comp2 = build({"c": ["new.example"]})
+    comp2.write(path)
+    new = CompiledIndex.open(path)
+    assert old.match("example.com")
+    assert not new.match("example.com")
+    assert new.match("new.example") == (Hit("c", "new.example"),)
+
+
+def test_hashed_entries_match_like_plain_ones(tmp_path: Path) -> None:
+    """A hashed entry hits for the same URLs as the plain entry it hashes."""
+    comp = CompiledBuilder()
+    comp.declare("iwf")
+    for entry in ("bad.example/dir/", "worse.example", "x.example/f"):
+        comp.add_hashed("iwf", hash_entry(entry))
+    ref = IndexBuilder()
+    ref.add_all("plain", ["bad.example/dir/", "worse.example", "x.example/f"])
+    comp.write(tmp_path / "i.idx")
+    index, plain = CompiledIndex.open(tmp_path / "i.idx"), ref.freeze()
+    for host, path in [
+        ("bad.example", "/dir/a"),
+        ("bad.example", "/dir"),
+        ("a.worse.example", "/"),
+        ("x.example", "/f?x"),
+        ("x.example", "/fx"),
+        ("x.example", None),
+    ]:
+        assert bool(index.match(host, path)) == bool(plain.match(host, path)), (host, path)
+
+
+def _traffic() -> list[tuple[str, str | None]]:
+    urls: list[tuple[str, str | None]] = []
+    with (SHARED / "traffic" / "umbrella-top-100k.txt").open() as f:
+        urls.extend((line.strip(), None) for line in f if line.strip())
+    with (SHARED / "traffic" / "iscx-url-2016-benign-urls.txt").open() as f:
+        for line in f:
+            try:
+                url = normalise_url(line.strip())
+            except BadURL:
+                continue
+            urls.append((url.host, url.path))
+    return urls
+
+
+def test_identical_decisions_to_the_dict_walk_on_all_traffic(tmp_path: Path) -> None:
+    """On the sample lists, every URL of ../shared/traffic gets the same hits both ways."""
+    ref_builder, comp = IndexBuilder(), CompiledBuilder()
+    read_source("ut1", SHARED / "blocklists-sample" / "blacklists", "ut1", ref_builder)
+    read_source("ut1", SHARED / "blocklists-sample" / "blacklists", "ut1", comp)
+    comp.write(tmp_path / "lists.idx")
+    ref, index = ref_builder.freeze(), CompiledIndex.open(tmp_path / "lists.idx")
+    traffic = _traffic()
+    assert len(traffic) > 130_000
+    differ = [
+        (h, p)
+        for h, p in traffic
+        if sorted(index.match(h, p), key=repr) != sorted(ref.match(h, p), key=repr)
+    ]
+    assert differ == []
+    hits = sum(1 for h, p in traffic if index.match(h, p))
+    assert hits > 20_000  # about 14% of the hosts and 21% of the URLs are listed
