@@ -216,7 +216,8 @@ def test_update_fetches_checks_swaps_and_records(
         "update", "--config", str(remote), "--by", "it.tech", env={"IWF_CREDENTIALS": SECRET}
     )
     assert code == 0, out
-    assert SECRET not in out and "s3cret" not in out
+    assert SECRET not in out
+    assert "s3cret" not in out
     settings = load_settings(remote)
     index = build_matcher(settings)
     assert {h.list for h in index.match("a7.example")} == {"ut1/adult", "ut1/porn"}
@@ -248,7 +249,8 @@ def test_a_shrunken_list_is_refused_unless_forced(
     origin.files["/blacklists.tar.gz"] = ut1_archive({"adult": ["only.example"]})
     code, out = run("update", "--config", str(remote), "ut1", env=env)
     assert code == 1
-    assert "down from 101" in out and "--force" in out
+    assert "down from 101" in out
+    assert "--force" in out
     settings = load_settings(remote)
     assert build_matcher(settings).match("a7.example")  # the previous index stays
     code, out = run("update", "--config", str(remote), "ut1", "--force", env=env)
