@@ -14,6 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from structlog.typing import EventDict
+
+
+def time_first(_logger: object, _method: str, event: EventDict) -> EventDict:
+    """Put the time first and drop structlog's event name: every line is a request."""
+    event.pop("event", None)
+    return {"time": event.pop("time"), **event}
 
 
 class AccessLog:
@@ -35,6 +42,7 @@ class AccessLog:
             self._logger,
             processors=[
                 structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
+                time_first,
                 structlog.processors.JSONRenderer(sort_keys=False),
             ],
         )
