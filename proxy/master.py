@@ -67,6 +67,14 @@ def run_proxy(config_dir: Path, filterset: Filterset, extra: dict[str, str]) -> 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # Per-connection chatter belongs in the access log, not the service log.
     logging.getLogger("mitmproxy").setLevel(logging.WARNING)
+    # ...but say where the proxy listens, which a technician starting it wants to see.
+    logging.getLogger("mitmproxy.proxy.mode_servers").setLevel(logging.INFO)
+    logging.getLogger("schoolgate").info(
+        "policy %s for %s; CA certificate for school devices: %s",
+        filterset.policy.source,
+        filterset.policy.school,
+        filterset.settings.data_dir / "mitmproxy" / "mitmproxy-ca-cert.pem",
+    )
     try:
         asyncio.run(_serve(config_dir, filterset, extra))
     except exceptions.OptionsError as exc:
