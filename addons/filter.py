@@ -16,6 +16,7 @@ logs the first failure with its traceback, and counts them all.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from weakref import WeakKeyDictionary
 
@@ -30,6 +31,7 @@ from proxy.identity import Identity
 
 DECISION = "schoolgate.decision"
 REFERENCE = "schoolgate.reference"
+LOOKUP_SECONDS = "schoolgate.lookup_seconds"
 log = logging.getLogger("schoolgate.filter")
 
 _SEVERITY = {None: 0, "unacceptable": 1, "illegal": 2}
@@ -82,6 +84,8 @@ class Filter:
             self._host_blocks[client] = decision
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:  # an earlier addon answered (a 407 login challenge)
+            return
         try:
             identity = identity_of(flow)
             if identity is None:
@@ -121,8 +125,11 @@ class Filter:
         return decision
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:  # an earlier addon answered: nothing goes upstream
+            return
         reference = blockpage.new_reference()
         flow.metadata[REFERENCE] = reference
+        started = time.perf_counter()
         try:
             identity = identity_of(flow)
             if identity is None:
@@ -130,6 +137,7 @@ class Filter:
             decision = self._host_blocks.get(flow.client_conn) or self._decide(flow, identity)
         except Exception as exc:
             decision = self._fail(flow, exc)
+        flow.metadata[LOOKUP_SECONDS] = time.perf_counter() - started
         flow.metadata[DECISION] = decision
         if decision.blocked:
             self._block(flow, decision, reference)
@@ -156,4 +164,4 @@ class Filter:
         )
 
 
-__all__ = ["DECISION", "REFERENCE", "CanonicalURL", "Filter", "decision_of"]
+__all__ = ["DECISION", "LOOKUP_SECONDS", "REFERENCE", "CanonicalURL", "Filter", "decision_of"]

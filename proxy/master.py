@@ -36,6 +36,7 @@ def mitmproxy_options(settings: Settings) -> dict[str, object]:
         "connection_strategy": "lazy",
         # The filter serves clients on private school networks, not the internet.
         "block_global": True,
+        "schoolgate_metrics_listen": settings.metrics_listen or "",
     }
 
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    field_validator,
+    model_validator,
+)
 
 from proxy.yamlfile import ConfigError, load_yaml, validate
 
@@ -58,6 +65,48 @@ class Alerts(Strict):
     illegal: AlertChannel = AlertChannel()
 
 
+class LdapLogin(Strict):
+    """Check proxy logins with an LDAP / Active Directory simple bind (ldap3)."""
+
+    server: str  # ldaps://dc1.school.local (ldap:// only on a trusted network)
+    # the bind DN for a login; {user} is replaced, escaped: "{user}@school.local" (AD UPN)
+    # or "uid={user},ou=people,dc=school,dc=local"
+    user_dn: str = "{user}"
+    timeout_seconds: float = Field(5.0, gt=0)
+
+    @field_validator("user_dn")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if "{user}" not in value:
+            raise ValueError("user_dn must contain {user}")
+        return value
+
+
+class HeaderLogin(Strict):
+    """A user named in a header by a trusted upstream (an SSO gateway, a parent proxy)."""
+
+    header: str = "X-Authenticated-User"
+    trusted: list[IPvAnyNetwork]  # only requests from these addresses may name a user
+
+
+class Auth(Strict):
+    """Proxy logins: who a request is from, beyond its address."""
+
+    users_file: Path | None = None  # NAME:BCRYPT-HASH lines (`schoolgate users add`, htpasswd -B)
+    ldap: LdapLogin | None = None
+    required: bool = False  # true: explicit-proxy clients must log in (407 until they do)
+    # transparent clients sign in at http://LOGIN_HOST/ and their address is bound to them
+    login_host: str = "login.schoolgate"
+    bind_minutes: int = Field(480, ge=1)
+    header: HeaderLogin | None = None
+
+    @model_validator(mode="after")
+    def _something_to_check(self) -> Auth:
+        if self.required and self.users_file is None and self.ldap is None:
+            raise ValueError("auth.required needs users_file or ldap to check logins against")
+        return self
+
+
 class Settings(Strict):
     """The settings file as written, before paths are resolved."""
 
@@ -69,6 +118,10 @@ class Settings(Strict):
     retention_days: Retention = Retention()
     alerts: Alerts = Alerts()
     policy: Path = Path(POLICY_FILE)
+    metrics_listen: str | None = None  # HOST:PORT of the Prometheus endpoint; null: none
+    workers: int = Field(1, ge=1, le=64)  # mitmproxy processes sharing the listen port
+    upstream: str | None = None  # http://HOST:PORT of a parent proxy to chain to
+    auth: Auth = Auth()
 
     @field_validator("listen")
     @classmethod
@@ -76,6 +129,23 @@ class Settings(Strict):
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"listen must be HOST:PORT, not {value!r}")
+        return value
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            cls._listen(value)
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream(cls, value: str | None) -> str | None:
+        if value is not None:
+            scheme, sep, rest = value.partition("://")
+            if scheme not in ("http", "https") or not sep:
+                raise ValueError(f"upstream must be http://HOST:PORT, not {value!r}")
+            cls._listen(rest.rstrip("/"))
         return value
 
     @field_validator("modes")
@@ -122,5 +192,12 @@ def load_settings(config_dir: Path) -> Settings:
             "data_dir": _resolve(base, settings.data_dir),
             "policy": _resolve(base, settings.policy),
             "sources": sources,
+            "auth": settings.auth.model_copy(
+                update={
+                    "users_file": _resolve(base, settings.auth.users_file)
+                    if settings.auth.users_file
+                    else None
+                }
+            ),
         }
     )

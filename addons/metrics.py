@@ -1,0 +1,123 @@
+"""Metrics: count every decided request and serve them to Prometheus on their own port.
+
+Hooks only increment counters (a few hundred nanoseconds); the endpoint runs
+in prometheus-client's own thread. Gauges that describe state rather than
+traffic (index age and entries, reload counts) are refreshed by a small task
+every few seconds, not per request. Labels come only from the configuration
+(``proxy.metrics``).
+
+Failure policy: a metrics failure must never change a decision, so the hooks
+here run after ``Filter`` has decided and acted, and only read the flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.addonmanager import Loader
+from mitmproxy.utils.asyncio_utils import create_task
+
+from addons.filter import LOOKUP_SECONDS, Filter, decision_of
+from addons.policyload import PolicyLoader
+from proxy.lists import index_path
+from proxy.metrics import FilterMetrics, MetricsServer, entries_by_source, split_listen
+
+log = logging.getLogger("schoolgate.metrics")
+REFRESH_SECONDS = 5.0
+
+
+class Metrics:
+    def __init__(self, loader: PolicyLoader, filt: Filter) -> None:
+        self.loader = loader
+        self.filter = filt
+        self.metrics = FilterMetrics()
+        self.server: MetricsServer | None = None
+        self._seen_reloads = 0
+        self._seen_failures = 0
+        self._seen_errors = 0
+        self._prepared: object = None
+        self._task: asyncio.Task[None] | None = None
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "schoolgate_metrics_listen",
+            str,
+            "",
+            "HOST:PORT of the Prometheus endpoint (empty: not served by this process).",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "schoolgate_metrics_listen" not in updated:
+            return
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        value = ctx.options.schoolgate_metrics_listen
+        if not value:
+            return
+        try:
+            host, port = split_listen(value)
+            self.server = MetricsServer(host, port, self.metrics.registry)
+        except (ValueError, OSError) as exc:
+            raise exceptions.OptionsError(f"metrics_listen {value}: {exc}") from None
+
+    def running(self) -> None:
+        self.refresh()
+        self._task = create_task(self._refresh_loop(), name="schoolgate metrics", keep_ref=True)
+
+    def done(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            try:
+                self.refresh()
+            except Exception:  # a broken gauge must not stop the counters
+                log.exception("metrics refresh failed")
+
+    def refresh(self) -> None:
+        """Bring the state gauges and the reload counters up to date."""
+        fs = self.loader.filterset
+        m = self.metrics
+        sources = list(fs.settings.sources)
+        if self._prepared is not fs.policy:
+            m.prepare(fs.policy, sources)
+            self._prepared = fs.policy
+        m.reloads.inc(self.loader.reloads - self._seen_reloads)
+        m.reload_failures.inc(self.loader.failures - self._seen_failures)
+        m.filter_errors.inc(self.filter.errors - self._seen_errors)
+        self._seen_reloads = self.loader.reloads
+        self._seen_failures = self.loader.failures
+        self._seen_errors = self.filter.errors
+        for source, count in entries_by_source(dict(fs.lists.counts()), sources).items():
+            m.index_entries.labels(source).set(count)
+        try:
+            built = index_path(fs.settings).stat().st_mtime
+        except OSError:
+            return
+        m.index_age.set(max(0.0, time.time() - built))
+
+    def _count(self, flow: http.HTTPFlow) -> None:
+        decision = decision_of(flow)
+        if decision is None:
+            return
+        seconds = flow.metadata.get(LOOKUP_SECONDS)
+        self.metrics.count(
+            self.loader.filterset.policy,
+            decision,
+            seconds if isinstance(seconds, float) else None,
+        )
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._count(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._count(flow)
