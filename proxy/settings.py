@@ -61,8 +61,30 @@ class AlertChannel(Strict):
     email: list[str] = []
 
 
+class Digest(Strict):
+    """Where the digest of other incidents goes, and how often (at ``hour`` o'clock UTC)."""
+
+    webhook: str | None = None
+    email: list[str] = []
+    every: Literal["daily", "weekly"] = "daily"
+    hour: int = Field(16, ge=0, le=23)
+
+
+class Smtp(Strict):
+    """The mail server alerts are sent through; the password is read from ``password_env``."""
+
+    host: str = "localhost"
+    port: int = Field(25, ge=1, le=65535)
+    sender: str = "schoolgate@localhost"
+    starttls: bool = False
+    username: str | None = None
+    password_env: str | None = None
+
+
 class Alerts(Strict):
-    illegal: AlertChannel = AlertChannel()
+    illegal: AlertChannel = AlertChannel()  # told at once
+    digest: Digest = Digest()  # every other incident, daily or weekly
+    smtp: Smtp = Smtp()
 
 
 class LdapLogin(Strict):
