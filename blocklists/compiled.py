@@ -69,22 +69,27 @@ class IndexFormatError(Exception):
 
 
 def _bits_for(n: int) -> int:
-    """Directory size: about two keys per bucket (only consulted when the Bloom filter passes)."""
+    """Directory size: about two keys per bucket (consulted only when the filter passes)."""
     return max(4, n.bit_length() - 1)
 
 
-def _bloom_bits_for(n: int) -> int:
-    """Bloom filter size: 16 to 32 bits per key, one probe: about 3-6% false positives."""
-    return max(10, n.bit_length() + 4)
+def _filter_bits_for(n: int) -> int:
+    """Filter slots: 2 to 4 per key, so about a third of the slots are taken."""
+    return max(10, n.bit_length() + 1)
 
 
-def _bloom(keys: list[int], bits: int) -> bytearray:
-    bloom = bytearray(1 << (bits - 3))
+_MANY = 1  # a filter slot shared by several keys: always look in the table
+
+
+def _filter(keys: list[int], bits: int) -> bytearray:
+    """One byte per slot (the top ``bits`` of the hash): 0 empty, a 7-bit fingerprint
+    with the high bit set when one key sits there, ``_MANY`` when several do."""
+    slots = bytearray(1 << bits)
     shift = 64 - bits
     for k in keys:
-        x = k >> shift
-        bloom[x >> 3] |= 1 << (x & 7)
-    return bloom
+        slot = k >> shift
+        slots[slot] = (k & 0x7F | 0x80) if slots[slot] == 0 else _MANY
+    return slots
 
 
 def _pad(buf: bytearray) -> None:
@@ -207,8 +212,8 @@ class CompiledBuilder:
             if a == b:
                 raise IndexFormatError("two entries share a 64-bit hash; cannot compile")
         host_tab = _table(keys)
-        bloom_bits = _bloom_bits_for(len(keys))
-        bloom = _bloom(keys, bloom_bits)
+        filter_bits = _filter_bits_for(len(keys))
+        slots = _filter(keys, filter_bits)
         host_vals = array("I", (v & 0xFFFFFFFF for v in packed))
         del packed, keys
 
@@ -221,7 +226,7 @@ class CompiledBuilder:
             ("host.keys", host_tab[0]),
             ("host.dir", host_tab[1]),
             ("host.vals", host_vals),
-            ("host.bloom", bytes(bloom)),
+            ("host.filter", bytes(slots)),
             ("recs", array("I", rec_flat)),
             ("paths", bytes(paths_blob)),
             ("hash.keys", hash_tab[0]),
@@ -240,7 +245,7 @@ class CompiledBuilder:
             "min_labels": 1 if min_labels > 255 else min_labels,
             "host_bits": host_tab[2],
             "hash_bits": hash_tab[2],
-            "bloom_bits": bloom_bits,
+            "filter_bits": filter_bits,
             "keys": len(host_tab[0]),
             "hashed": len(digests),
         }
@@ -364,8 +369,8 @@ class CompiledIndex:
             off, size = layout[name]
             return body[off : off + size]
 
-        self._bloom = section("host.bloom")
-        self._bloom_shift = 64 - meta["bloom_bits"]
+        self._filter = section("host.filter")
+        self._filter_shift = 64 - meta["filter_bits"]
         self._recs = section("recs").cast("I")
         self._paths = section("paths")
         self._digests = section("hash.digests")
@@ -390,7 +395,37 @@ class CompiledIndex:
     def match(self, host: str, path: str | None = None) -> tuple[Hit, ...]:
         found = self._cache.get(host)
         if found is None:
-            found = self._remember(host)
+            found = self._old.get(host)
+            if found is None:
+                # _walk(host, None), inlined: in CPython a call costs as much as a probe
+                raw = host.encode()
+                slots = self._filter
+                shift = self._filter_shift
+                found = NO_HITS
+                start = 0
+                # suffixes with fewer labels than the shortest key cannot match ("com")
+                todo = raw.count(b".") + 2 - self._min_labels
+                while todo > 0:
+                    h = _xxh(raw[start:]) if start else _xxh(raw)
+                    v = slots[h >> shift]
+                    if v and (v == _MANY or v == h & 0x7F | 0x80):
+                        i = self._find(self._host, h)
+                        if i >= 0:
+                            hits, paths = self._hits(self._host.vals[i], raw[start:].decode(), None)
+                            if paths:
+                                found = _HAS_PATHS
+                                break
+                            if hits:
+                                found = found + hits
+                    todo -= 1
+                    start = raw.find(b".", start) + 1
+            if self._cache_size:
+                # two generations, a cheap LRU: when the young one is full it becomes the
+                # old one; a host found in the old one moves back to the young one
+                if len(self._cache) >= self._cache_size:
+                    self._old = self._cache
+                    self._cache = {}
+                self._cache[host] = found
         if found is _HAS_PATHS:
             found = self._walk(host, path)[0]
         if self._has_hashed:
@@ -399,26 +434,11 @@ class CompiledIndex:
                 found = found + hashed
         return found
 
-    def _remember(self, host: str) -> tuple[Hit, ...]:
-        """Host hits of ``host`` (or ``_HAS_PATHS``), kept in the bounded memo."""
-        found = self._old.get(host)
-        if found is None:
-            walked, has_paths = self._walk(host, None)
-            found = _HAS_PATHS if has_paths else walked
-        if self._cache_size:
-            # two generations, a cheap LRU: when the young one is full it becomes the old
-            # one; a host found in the old one moves back to the young one
-            if len(self._cache) >= self._cache_size:
-                self._old = self._cache
-                self._cache = {}
-            self._cache[host] = found
-        return found
-
     def _walk(self, host: str, path: str | None) -> tuple[tuple[Hit, ...], bool]:
         """Probe every suffix of ``host``: (hits in suffix order, whether any has path entries)."""
         raw = host.encode()
-        bloom = self._bloom
-        shift = self._bloom_shift
+        slots = self._filter
+        shift = self._filter_shift
         tab = self._host
         keys = tab.keys
         directory = tab.dir
@@ -429,8 +449,8 @@ class CompiledIndex:
         todo = raw.count(b".") + 2 - self._min_labels
         while todo > 0:
             h = _xxh(raw[start:]) if start else _xxh(raw)
-            x = h >> shift
-            if bloom[x >> 3] >> (x & 7) & 1:
+            v = slots[h >> shift]
+            if v and (v == _MANY or v == h & 0x7F | 0x80):
                 bucket = h >> tab.shift
                 i = directory[bucket]
                 end = directory[bucket + 1]
@@ -500,7 +520,9 @@ class CompiledIndex:
     def has_paths(self, host: str) -> bool:
         found = self._cache.get(host)
         if found is None:
-            found = self._remember(host)
+            found = self._old.get(host)
+        if found is None:
+            return self._walk(host, None)[1]
         return found is _HAS_PATHS
 
     def counts(self) -> Mapping[str, int]:

@@ -187,6 +187,13 @@ class UpdateResult:
     bad_lines: list[str] = field(default_factory=list)
 
 
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
+
+
 def _credentials(name: str, source: Source) -> str | None:
     if source.credentials_env:
         value = os.environ.get(source.credentials_env)
@@ -244,7 +251,7 @@ def update_sources(
     copies are deleted; the previous copy and index stay. The index is compiled to a
     temporary name and renamed over the live one, so the proxy swaps it in whole.
     """
-    by = by or getpass.getuser()
+    by = by or _login_name()
     wanted = names or [n for n, s in settings.sources.items() if s.url]
     for n in wanted:
         if n not in settings.sources:
