@@ -1,0 +1,180 @@
+"""Incident events: what the proxy hands the store when someone reaches for bad content.
+
+An event is built on the request path from the decision, so it must cost
+no I/O. For an illegal hit the URL is replaced by its keyed hash here,
+before the event is queued or spooled to disk: the address never leaves
+the request. ``rolls_into`` is the roll-up rule the store applies: hits by
+the same person on the same category and severity within a window add to
+one open incident (count, first and last time) instead of flooding the log.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from proxy.decision import Decision
+from proxy.identity import Identity
+from proxy.incidents.keyedhash import url_hash
+
+Severity = Literal["illegal", "unacceptable", "concerning"]
+SEVERITIES: tuple[Severity, ...] = ("illegal", "unacceptable", "concerning")
+IWF_NOTICE = "matched the IWF list — do not visit, refer to the police"
+ROLLUP_WINDOW = timedelta(minutes=30)
+CONCERNING_SEARCH = "concerning_search"
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentEvent:
+    """One hit, as recorded; ``url`` is None (and ``url_hash`` set) for an illegal hit."""
+
+    event_id: str
+    at: datetime
+    user: str | None
+    group: str
+    client_ip: str | None
+    device: str | None
+    category: str
+    incident_type: str
+    severity: Severity
+    url: str | None
+    url_hash: str | None
+    list_name: str | None
+    reference: str | None
+    search_engine: str | None = None
+    search_query: str | None = None
+    matched_term: str | None = None
+
+    @property
+    def subject(self) -> str:
+        """Whose incident it is: the user, or the address when nobody logged in."""
+        return self.user if self.user else f"ip:{self.client_ip or 'unknown'}"
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["at"] = self.at.isoformat()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IncidentEvent:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["at"] = datetime.fromisoformat(values["at"])
+        event = cls(**values)
+        if event.severity == "illegal" and event.url is not None:
+            raise ValueError("an illegal incident event must not carry its URL")
+        return event
+
+
+def from_decision(
+    decision: Decision,
+    identity: Identity,
+    canonical_url: str,
+    when: datetime,
+    key: bytes,
+    reference: str | None = None,
+) -> IncidentEvent | None:
+    """The event a decision raises, or None when it raises no incident."""
+    if decision.incident is None or decision.category is None:
+        return None
+    illegal = decision.incident == "illegal"
+    return IncidentEvent(
+        event_id=uuid.uuid4().hex,
+        at=when,
+        user=identity.user,
+        group=identity.group,
+        client_ip=identity.ip,
+        device=identity.device,
+        category=decision.category,
+        incident_type=decision.incident_type or ("illegal" if illegal else "unacceptable"),
+        severity="illegal" if illegal else "unacceptable",
+        url=None if illegal else canonical_url,
+        url_hash=url_hash(key, canonical_url) if illegal else None,
+        list_name=decision.matched.list if decision.matched else None,
+        reference=reference,
+    )
+
+
+def concerning_search(
+    identity: Identity,
+    engine: str,
+    query: str,
+    term_category: str,
+    term: str,
+    when: datetime,
+    reference: str | None = None,
+) -> IncidentEvent:
+    """The event for a search that contains a concerning term."""
+    return IncidentEvent(
+        event_id=uuid.uuid4().hex,
+        at=when,
+        user=identity.user,
+        group=identity.group,
+        client_ip=identity.ip,
+        device=identity.device,
+        category=term_category,
+        incident_type=CONCERNING_SEARCH,
+        severity="concerning",
+        url=None,
+        url_hash=None,
+        list_name=None,
+        reference=reference,
+        search_engine=engine,
+        search_query=query,
+        matched_term=term,
+    )
+
+
+def rolls_into(last_seen: datetime, closed: bool, at: datetime, window: timedelta) -> bool:
+    """Whether a hit at ``at`` adds to an incident last seen at ``last_seen``.
+
+    Only an incident still open takes more hits, and only within ``window``
+    of its last hit (a hit slightly out of order, before ``last_seen``, also
+    counts).
+    """
+    if closed:
+        return False
+    return at - last_seen <= window
+
+
+@dataclass(frozen=True, slots=True)
+class SearchEvent:
+    """A search query seen at a search engine, with who searched and whether it concerns."""
+
+    event_id: str
+    at: datetime
+    user: str | None
+    group: str
+    client_ip: str | None
+    engine: str
+    query: str
+    concerning: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["at"] = self.at.isoformat()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchEvent:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["at"] = datetime.fromisoformat(values["at"])
+        return cls(**values)
+
+
+def search_event(
+    identity: Identity, engine: str, query: str, concerning: str | None, when: datetime
+) -> SearchEvent:
+    return SearchEvent(
+        event_id=uuid.uuid4().hex,
+        at=when,
+        user=identity.user,
+        group=identity.group,
+        client_ip=identity.ip,
+        engine=engine,
+        query=query,
+        concerning=concerning,
+    )
