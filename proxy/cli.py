@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from blocklists.normalise import BadURL, normalise_url
+from proxy.cli_changes import CHANGE_CONTROL, controls_for_explain
 from proxy.filterset import Filterset, load_filterset
 from proxy.identity import Identity, parse_ip
 from proxy.yamlfile import ConfigError
@@ -135,7 +136,7 @@ def explain(
         canonical = normalise_url(url)
     except BadURL as exc:
         raise fail(f"{url!r}: not a URL: {exc}") from None
-    decision = fs.decide_url(identity, canonical, when)
+    decision = fs.decide_url(identity, canonical, when, controls_for_explain(fs.settings, when))
     if as_json:
         out = decision.as_dict()
         out["identity"] = {"user": identity.user, "group": identity.group, "via": identity.source}
@@ -201,3 +202,7 @@ def run(
 
 def main() -> None:
     cli(prog_name="schoolgate")
+
+
+for _command in CHANGE_CONTROL:  # override, access, policy, changes, db (proxy/cli_changes.py)
+    cli.add_command(_command)

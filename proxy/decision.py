@@ -7,6 +7,13 @@ matched and the time are all arguments, so tests need no clock and
 Precedence, first that applies wins: illegal categories; the school's local
 block entries; its local allow entries; the group's action for the matched
 categories (the strictest wins when several match); the group's default.
+
+Change control adds two keyword arguments, both from the ``Controls``
+snapshot: a user whose access is ``suspended`` is blocked everywhere except
+the local allow list (checked right after illegal categories), and approved
+``overrides`` come next: one for this host, URL or all categories opens the
+request, one for a category takes that category's hits out of the decision.
+Nothing opens an illegal category.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any, Literal
 
 from blocklists.index import Hit
 from blocklists.normalise import CanonicalURL
+from proxy.controls import ActiveOverride, ActiveSuspension
 from proxy.identity import Identity
 from proxy.policy import LOCAL_ALLOW, LOCAL_BLOCK_PREFIX, Action, Group, Policy
 
@@ -44,6 +52,7 @@ class Decision:
     rule: str
     group: str
     user: str | None
+    override: int | None = None
 
     @property
     def blocked(self) -> bool:
@@ -66,6 +75,7 @@ class Decision:
             "rule": self.rule,
             "group": self.group,
             "user": self.user,
+            "override": self.override,
         }
 
 
@@ -121,11 +131,17 @@ def decide(
     url: CanonicalURL | None,
     hits: Sequence[Hit],
     when: datetime,
+    *,
+    overrides: Sequence[ActiveOverride] = (),
+    suspended: ActiveSuspension | None = None,
+    host: str | None = None,
 ) -> Decision:
-    """Decide for one request; ``url`` is None when only the host is known (CONNECT, SNI)."""
-    del url  # the hits already carry what the URL matched; kept for callers' symmetry
+    """Decide for one request; ``url`` is None when only the ``host`` is known (CONNECT, SNI).
+
+    ``overrides`` are those covering this identity (``Controls.overrides_for``);
+    ``suspended`` is this user's suspension in force, if any.
+    """
     local_time = when.astimezone(policy.timezone)
-    group: Group = policy.groups[identity.group]
     categorised = _categorised(policy, hits)
 
     for category, hit in categorised:
@@ -143,6 +159,98 @@ def decide(
                 user=identity.user,
             )
 
+    if suspended is not None:
+        opened = _by_policy(policy, identity, hits, local_time)
+        if opened.matched is not None and opened.matched.list == LOCAL_ALLOW:
+            return opened
+        return Decision(
+            decision="block",
+            category=None,
+            action="suspended",
+            incident=None,
+            incident_type=None,
+            matched=None,
+            rule=suspended.describe(),
+            group=identity.group,
+            user=identity.user,
+        )
+
+    if overrides:
+        site = (url.host, url.path) if url is not None else (host, None)
+        overridden = _overridden(policy, identity, site, hits, local_time, overrides)
+        if overridden is not None:
+            return overridden
+    return _by_policy(policy, identity, hits, local_time)
+
+
+def _overridden(
+    policy: Policy,
+    identity: Identity,
+    site: tuple[str | None, str | None],
+    hits: Sequence[Hit],
+    local_time: datetime,
+    overrides: Sequence[ActiveOverride],
+) -> Decision | None:
+    """The decision an override makes (illegal hits are already ruled out), or None.
+
+    None also when the policy allows anyway, so that ``explain`` names an
+    override only when it is what opened the request.
+    """
+    if not _by_policy(policy, identity, hits, local_time).blocked:
+        return None
+    host, path = site
+    categorised = _categorised(policy, hits)
+    for override in overrides:
+        if host is not None and override.opens_site(host, path):
+            category, hit = categorised[0] if categorised else (None, None)
+            return Decision(
+                decision="allow",
+                category=category,
+                action="override",
+                incident=None,
+                incident_type=None,
+                matched=Matched(hit.list, hit.entry) if hit else None,
+                rule=override.describe(),
+                group=identity.group,
+                user=identity.user,
+                override=override.id,
+            )
+    by_category = {o.what: o for o in overrides if o.what_kind == "category"}
+    if not by_category:
+        return None
+    kept = [
+        hit
+        for hit in hits
+        if not (cats := policy.list_categories.get(hit.list, ()))
+        or not all(c in by_category for c in cats)
+    ]
+    if len(kept) == len(hits):
+        return None
+    remaining = _by_policy(policy, identity, kept, local_time)
+    if remaining.blocked:
+        return remaining
+    category, hit = next((c, h) for c, h in categorised if c in by_category)
+    override = by_category[category]
+    return Decision(
+        decision="allow",
+        category=category,
+        action="override",
+        incident=None,
+        incident_type=None,
+        matched=Matched(hit.list, hit.entry),
+        rule=override.describe(),
+        group=identity.group,
+        user=identity.user,
+        override=override.id,
+    )
+
+
+def _by_policy(
+    policy: Policy, identity: Identity, hits: Sequence[Hit], local_time: datetime
+) -> Decision:
+    """The policy's decision once illegal categories are ruled out: local entries, then group."""
+    group: Group = policy.groups[identity.group]
+    categorised = _categorised(policy, hits)
     for category, hit in categorised:
         if hit.list.startswith(LOCAL_BLOCK_PREFIX):
             outcome, _ = _outcome(group.action_for(category), identity, local_time)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from blocklists.index import CombinedMatcher, Hit, IndexBuilder, Matcher, MemoryIndex
 from blocklists.normalise import CanonicalURL, normalise_host
+from proxy.controls import NO_CONTROLS, Controls
 from proxy.decision import Decision, decide
 from proxy.identity import Identity, IdentityResolver
 from proxy.lists import ListError, build_matcher
@@ -126,23 +127,55 @@ class Filterset:
     def lookup(self, url: CanonicalURL) -> tuple[Hit, ...]:
         return self.matcher.match(url.host, url.path)
 
-    def decide_url(self, identity: Identity, url: CanonicalURL, when: datetime) -> Decision:
-        return decide(self.policy, identity, url, self.lookup(url), when)
+    def decide_url(
+        self,
+        identity: Identity,
+        url: CanonicalURL,
+        when: datetime,
+        controls: Controls = NO_CONTROLS,
+    ) -> Decision:
+        return decide(
+            self.policy,
+            identity,
+            url,
+            self.lookup(url),
+            when,
+            overrides=controls.overrides_for(identity, when),
+            suspended=controls.suspension_of(identity, when),
+        )
 
-    def decide_host(self, identity: Identity, host: str, when: datetime) -> Decision | None:
+    def decide_host(
+        self,
+        identity: Identity,
+        host: str,
+        when: datetime,
+        controls: Controls = NO_CONTROLS,
+    ) -> Decision | None:
         """A decision from the host alone, or None when the path could change it.
 
-        Only a block can be final here: a local allow entry with a path under
-        this host could still open part of it, and any path entry under an
-        allowed host could still block part of it.
+        Only a block can be final here: a local allow entry (or an override)
+        with a path under this host could still open part of it, and any
+        path entry under an allowed host could still block part of it.
         """
         host = normalise_host(host)
-        decision = decide(self.policy, identity, None, self.matcher.match(host, None), when)
+        overrides = controls.overrides_for(identity, when)
+        decision = decide(
+            self.policy,
+            identity,
+            None,
+            self.matcher.match(host, None),
+            when,
+            overrides=overrides,
+            suspended=controls.suspension_of(identity, when),
+            host=host,
+        )
         if not decision.blocked:
             return None
-        if decision.illegal or not self.local.has_paths(host):
+        if decision.illegal:
             return decision
-        return None
+        if self.local.has_paths(host) or any(o.path_under(host) for o in overrides):
+            return None
+        return decision
 
 
 def load_filterset(config_dir: Path) -> Filterset:

@@ -1,0 +1,31 @@
+"""Bringing the store's schema up to date with the Alembic migrations in ``migrations/``.
+
+``schoolgate db upgrade`` calls ``upgrade``; so does ``schoolgate run`` at
+start (and the writer again whenever the store comes back), so a fresh
+install or a new release needs no separate step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(engine: Engine) -> None:
+    """Run every migration not yet applied, on ``engine``'s database."""
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")

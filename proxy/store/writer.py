@@ -1,0 +1,198 @@
+"""The background writer: the one place the proxy writes to the store.
+
+Hooks call ``enqueue`` (a lock-free queue put: no I/O on the request path).
+One thread takes events off the queue in batches and applies each batch in
+one transaction. When the store is down the batch goes to the fsync'd
+spool instead, and so does everything after it until the spool has been
+replayed, in order, into a store that answers again, on the next try, or
+on the next start after a crash. Replays are exactly-once through
+``applied_events``. An event the store refuses for a reason other than
+being down (a bug, bad data) is set aside in ``rejected.jsonl`` so it
+cannot block those behind it.
+
+Loss window, written down honestly: events still in the in-memory queue
+when the process is killed (milliseconds' worth) are lost; once the writer
+has spooled or committed them, they are not.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from proxy.store import migrate
+from proxy.store.engine import down_reason, is_down, session
+from proxy.store.events import Event, apply_event
+from proxy.store.spool import Spool
+
+log = logging.getLogger("schoolgate.writer")
+
+SPOOL_DIR = "spool"
+BATCH = 500
+RETRY_S = 1.0
+_STOP = object()
+
+
+class Writer:
+    """``start()``, ``enqueue(event)`` from anywhere, ``stop()`` to flush and finish."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        data_dir: Path,
+        *,
+        retry_s: float = RETRY_S,
+        prepare: Callable[[Engine], None] = migrate.upgrade,
+    ) -> None:
+        self.engine = engine
+        self.spool = Spool(data_dir / SPOOL_DIR / "events.jsonl")
+        self.rejected = Spool(data_dir / SPOOL_DIR / "rejected.jsonl")
+        self.retry_s = retry_s
+        self._prepare = prepare
+        self._prepared = False
+        self._queue: queue.SimpleQueue[Event | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._spooled = len(self.spool)
+        self._next_try = 0.0
+        self._idle = threading.Event()
+        self.applied = 0
+        self.duplicates = 0
+        self.down: str | None = None
+
+    # --- the hooks' side ---------------------------------------------------------------
+
+    def enqueue(self, event: Event) -> None:
+        self._idle.clear()
+        self._queue.put(event)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="schoolgate writer", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write or spool everything queued, then end the thread."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        self._thread = None
+
+    @property
+    def spooled(self) -> int:
+        return self._spooled
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until the queue is empty and nothing is spooled (for tests and shutdown)."""
+        return self._idle.wait(timeout)
+
+    # --- the thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch, stopping = self._take()
+            self._step(batch, final=stopping)
+            if not batch and self._spooled == 0 and self._queue.empty():
+                self._idle.set()
+
+    def _take(self) -> tuple[list[Event], bool]:
+        batch: list[Event] = []
+        try:
+            item = self._queue.get(timeout=self.retry_s / 2)
+        except queue.Empty:
+            return batch, False
+        while True:
+            if item is _STOP:
+                return batch, True
+            assert isinstance(item, Event)
+            batch.append(item)
+            if len(batch) >= BATCH:
+                return batch, False
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return batch, False
+
+    def _step(self, batch: list[Event], final: bool) -> None:
+        # The writer must outlive any one failure, and nothing it was given is dropped.
+        if self._spooled:
+            # Order: nothing may overtake what is already waiting in the spool.
+            self._spool(batch)
+            if final or time.monotonic() >= self._next_try:
+                try:
+                    self._replay()
+                except Exception:
+                    log.exception("replaying the spool failed; it is kept for the next try")
+                    self._next_try = time.monotonic() + self.retry_s
+        elif batch:
+            try:
+                written = self._write(batch)
+            except Exception:
+                log.exception("writing events failed; they are spooled")
+                self._next_try = time.monotonic() + self.retry_s
+                written = False
+            if not written:
+                self._spool(batch)
+
+    def _spool(self, batch: Sequence[Event]) -> None:
+        if batch:
+            self.spool.append(batch)
+            self._spooled += len(batch)
+
+    def _write(self, batch: Sequence[Event]) -> bool:
+        """Apply a batch in one transaction; False (and note why) when the store is down."""
+        try:
+            if not self._prepared:
+                self._prepare(self.engine)
+                self._prepared = True
+            self._apply(batch)
+        except Exception as exc:
+            if not is_down(exc):
+                raise
+            if self.down is None:
+                log.warning("store unavailable, spooling events: %s", down_reason(exc))
+            self.down = down_reason(exc)
+            self._next_try = time.monotonic() + self.retry_s
+            return False
+        if self.down is not None:
+            log.warning("store available again")
+            self.down = None
+        return True
+
+    def _apply(self, batch: Sequence[Event]) -> None:
+        try:
+            with session(self.engine) as s:
+                for event in batch:
+                    self._count(apply_event(s, event))
+        except Exception as exc:
+            if is_down(exc) or len(batch) == 1:
+                if not is_down(exc):
+                    log.exception("event %s refused by the store; set aside", batch[0].id)
+                    self.rejected.append(batch)
+                    return
+                raise
+            # One bad event must not hold back the rest: apply them one by one.
+            for event in batch:
+                self._apply([event])
+
+    def _count(self, applied: bool) -> None:
+        if applied:
+            self.applied += 1
+        else:
+            self.duplicates += 1
+
+    def _replay(self) -> None:
+        events = self.spool.read()
+        for start in range(0, len(events), BATCH):
+            if not self._write(events[start : start + BATCH]):
+                return
+        self.spool.clear()
+        log.info("replayed %d spooled events", len(events))
+        self._spooled = 0
