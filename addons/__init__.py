@@ -12,6 +12,7 @@ from typing import Any
 from addons.audit import Audit
 from addons.filter import Filter
 from addons.identify import Identify
+from addons.login import ProxyLogin
 from addons.metrics import Metrics
 from addons.policyload import PolicyLoader
 from proxy.filterset import Filterset
@@ -20,16 +21,20 @@ from proxy.filterset import Filterset
 def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
     """Schoolgate's addons in request order."""
     loader = PolicyLoader(config_dir, filterset)
-    filt = Filter(loader)
+    login = ProxyLogin(loader)
+    identify = Identify(loader, login)
+    filt = Filter(loader, identify)
     return [
         # First: owns the filterset every later addon reads, and its hot reload.
         loader,
+        # Checks proxy logins (407 on wrong ones) and trusted headers before anyone is named.
+        login,
         # Who is asking must be known before anything is decided.
-        Identify(loader),
+        identify,
         # Decides on the CONNECT/SNI host first, then on each request; blocks.
         filt,
         # Last: records what was decided, after the response is known.
         Audit(loader),
         # After the decision and the response: only counts, never changes a flow.
-        Metrics(loader, filt),
+        Metrics(loader, filt, login),
     ]

@@ -22,7 +22,7 @@ from weakref import WeakKeyDictionary
 
 from mitmproxy import connection, http, tls
 
-from addons.identify import identity_of
+from addons.identify import Identify, identity_of
 from addons.policyload import PolicyLoader
 from blocklists.normalise import BadURL, CanonicalURL, normalise_url
 from proxy import blockpage
@@ -64,8 +64,9 @@ def stricter(a: Decision, b: Decision) -> Decision:
 
 
 class Filter:
-    def __init__(self, loader: PolicyLoader) -> None:
+    def __init__(self, loader: PolicyLoader, identify: Identify | None = None) -> None:
         self.loader = loader
+        self.identify = identify
         self.errors = 0
         self._host_blocks: WeakKeyDictionary[connection.Client, Decision] = WeakKeyDictionary()
 
@@ -99,8 +100,11 @@ class Filter:
         if client in self._host_blocks or data.client_hello.sni is None:
             return
         try:
-            peer = client.peername[0]
-            identity = self.loader.filterset.identities.resolve(peer)
+            # The CONNECT's sender, or the user bound to a transparent client's address.
+            if self.identify is not None:
+                identity = self.identify.of_client(client)
+            else:
+                identity = self.loader.filterset.identities.resolve(client.peername[0])
             self._decide_host(client, data.client_hello.sni, identity)
         except Exception as exc:
             self._host_blocks[client] = self._fail(None, exc)

@@ -21,6 +21,7 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.utils.asyncio_utils import create_task
 
 from addons.filter import LOOKUP_SECONDS, Filter, decision_of
+from addons.login import ProxyLogin
 from addons.policyload import PolicyLoader
 from proxy.lists import index_path
 from proxy.metrics import FilterMetrics, MetricsServer, entries_by_source, split_listen
@@ -30,9 +31,11 @@ REFRESH_SECONDS = 5.0
 
 
 class Metrics:
-    def __init__(self, loader: PolicyLoader, filt: Filter) -> None:
+    def __init__(self, loader: PolicyLoader, filt: Filter, login: ProxyLogin | None = None) -> None:
         self.loader = loader
         self.filter = filt
+        self.login = login
+        self._seen_refused = 0
         self.metrics = FilterMetrics()
         self.server: MetricsServer | None = None
         self._seen_reloads = 0
@@ -97,6 +100,9 @@ class Metrics:
         self._seen_reloads = self.loader.reloads
         self._seen_failures = self.loader.failures
         self._seen_errors = self.filter.errors
+        if self.login is not None:
+            m.auth_failures.inc(self.login.refused - self._seen_refused)
+            self._seen_refused = self.login.refused
         for source, count in entries_by_source(dict(fs.lists.counts()), sources).items():
             m.index_entries.labels(source).set(count)
         try:

@@ -18,6 +18,7 @@ from blocklists.normalise import BadURL, normalise_url
 from proxy.cli_changes import CHANGE_CONTROL, controls_for_explain
 from proxy.filterset import Filterset, load_filterset
 from proxy.identity import Identity, parse_ip
+from proxy.users_cli import users
 from proxy.yamlfile import ConfigError
 
 config_option = click.option(
@@ -206,3 +207,4 @@ def main() -> None:
 
 for _command in CHANGE_CONTROL:  # override, access, policy, changes, db (proxy/cli_changes.py)
     cli.add_command(_command)
+cli.add_command(users)  # proxy-login users file (proxy/users_cli.py)

@@ -122,6 +122,6 @@ def test_connect_to_host_with_allowed_paths_waits_for_the_request(filterset: Fil
 
 
 def test_addon_order_is_declared_once(filterset: Filterset) -> None:
-    """The loader comes first, identify before filter, audit then metrics last."""
+    """The loader comes first, logins before identify before filter, audit then metrics."""
     names = [type(a).__name__ for a in schoolgate_addons(ROOT / "config", filterset)]
-    assert names == ["PolicyLoader", "Identify", "Filter", "Audit", "Metrics"]
+    assert names == ["PolicyLoader", "ProxyLogin", "Identify", "Filter", "Audit", "Metrics"]

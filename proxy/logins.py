@@ -1,0 +1,266 @@
+"""Proxy logins: checking a user name and password, and binding a login to an address.
+
+Three ways to know who is asking beyond the client address (``auth`` in
+``schoolgate.yaml``):
+
+- a **users file** of ``NAME:HASH`` lines with bcrypt hashes (Apache's
+  ``htpasswd -B`` format, or ``schoolgate users add``); bcrypt is salted,
+  deliberately slow and maintained (mitmproxy itself depends on it);
+- an **LDAP / Active Directory** simple bind through ldap3, with the login put
+  into a DN template (escaped), so the directory checks the password;
+- a **header** set by a trusted upstream (an SSO gateway), believed only from
+  the addresses listed as trusted.
+
+A successful check is cached for a few minutes (keyed by a SHA-256 of the
+name and password, never the password itself) so that bcrypt's deliberate cost
+is paid once per user, not once per connection. Failures are not cached.
+
+Transparent clients have no proxy setting, so they cannot answer a 407. They
+sign in once at the login page, and ``LoginBindings`` then binds their address
+to that user for ``bind_minutes``. Bindings live in one small JSON file in the
+data folder so that every worker process sees them; a worker rereads it when
+its modification time changes (looked at most once a second).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import bcrypt
+import ldap3
+from ldap3.core.exceptions import LDAPException
+from ldap3.utils.dn import escape_rdn
+
+from proxy.settings import Auth, LdapLogin
+from proxy.yamlfile import ConfigError, Problem
+
+log = logging.getLogger("schoolgate.logins")
+
+BINDINGS_FILE = "logins.json"
+CACHE_SECONDS = 300.0
+_BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+# Checked against an unknown user so a miss costs as long as a hit (no user enumeration).
+_DUMMY_HASH = bcrypt.hashpw(b"schoolgate", bcrypt.gensalt(rounds=10))
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """A user known from a proxy login, a login page, a bound address or a trusted header."""
+
+    user: str
+    via: Literal["proxy", "page", "binding", "header"]
+
+
+def hash_password(password: str, rounds: int = 12) -> str:
+    """A bcrypt hash for the users file."""
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=rounds)).decode()
+
+
+def valid_name(user: str) -> bool:
+    return bool(user) and len(user) <= 256 and user.isprintable() and ":" not in user
+
+
+class UsersFile:
+    """``NAME:BCRYPT-HASH`` lines; ``#`` comments and blank lines are ignored."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hashes: dict[str, bytes] = {}
+        problems = []
+        try:
+            text = path.read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError.single(path, 0, f"cannot read users file: {exc.strerror}") from None
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            user, sep, hashed = line.partition(":")
+            if not sep or not valid_name(user):
+                problems.append(Problem(str(path), number, "expected NAME:HASH"))
+            elif not hashed.startswith(_BCRYPT_PREFIXES):
+                problems.append(
+                    Problem(str(path), number, f"{user}: not a bcrypt hash (use htpasswd -B)")
+                )
+            elif user in self.hashes:
+                problems.append(Problem(str(path), number, f"{user}: listed twice"))
+            else:
+                self.hashes[user] = hashed.encode()
+        if problems:
+            raise ConfigError(problems)
+
+    def check(self, user: str, password: str) -> bool:
+        hashed = self.hashes.get(user)
+        ok = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH)
+        return ok and hashed is not None
+
+
+class LdapChecker:
+    """A simple bind as the user: the directory says whether the password is right."""
+
+    def __init__(
+        self,
+        conf: LdapLogin,
+        *,
+        server: ldap3.Server | None = None,
+        strategy: Literal["SYNC", "MOCK_SYNC"] = "SYNC",
+    ) -> None:
+        self.conf = conf
+        self.server = server or ldap3.Server(conf.server, connect_timeout=conf.timeout_seconds)
+        self.strategy = strategy
+
+    def check(self, user: str, password: str) -> bool:
+        # An empty password would be an "unauthenticated bind", which directories accept.
+        if not password or not valid_name(user):
+            return False
+        dn = self.conf.user_dn.replace("{user}", escape_rdn(user))
+        conn = ldap3.Connection(
+            self.server,
+            user=dn,
+            password=password,
+            client_strategy=self.strategy,
+            receive_timeout=self.conf.timeout_seconds,
+            raise_exceptions=False,
+        )
+        try:
+            return bool(conn.bind())
+        except LDAPException as exc:
+            log.warning("LDAP bind for a login failed: %s", type(exc).__name__)
+            return False
+        finally:
+            conn.unbind()
+
+
+class LoginChecker:
+    """Checks a name and password against the users file, then LDAP; caches successes."""
+
+    def __init__(self, checks: list[Callable[[str, str], bool]]) -> None:
+        self.checks = checks
+        self._ok: dict[bytes, float] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, auth: Auth) -> LoginChecker:
+        checks: list[Callable[[str, str], bool]] = []
+        if auth.users_file is not None:
+            checks.append(UsersFile(auth.users_file).check)
+        if auth.ldap is not None:
+            checks.append(LdapChecker(auth.ldap).check)
+        return cls(checks)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.checks)
+
+    @staticmethod
+    def _key(user: str, password: str) -> bytes:
+        return hashlib.sha256(f"{user}\0{password}".encode()).digest()
+
+    def cached(self, user: str, password: str, now: float | None = None) -> bool:
+        """True when this exact login checked out within the last few minutes."""
+        expires = self._ok.get(self._key(user, password))
+        return expires is not None and expires > (time.monotonic() if now is None else now)
+
+    def check(self, user: str, password: str) -> bool:
+        """The slow check (bcrypt, a network bind): call it off the event loop."""
+        if self.cached(user, password):
+            return True
+        if not valid_name(user) or not password:
+            return False
+        for check in self.checks:
+            if check(user, password):
+                with self._lock:
+                    if len(self._ok) > 10_000:
+                        self._ok.clear()
+                    self._ok[self._key(user, password)] = time.monotonic() + CACHE_SECONDS
+                return True
+        return False
+
+
+class LoginBindings:
+    """Client address -> (user, until), shared by every worker through one JSON file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock_path = path.with_name(path.name + ".lock")
+        self._bindings: dict[str, tuple[str, float]] = {}
+        self._stamp: tuple[int, int] | None = None
+        self._checked = 0.0
+
+    def _read(self) -> dict[str, tuple[str, float]]:
+        try:
+            data: Any = json.loads(self.path.read_text("utf-8"))
+        except (OSError, ValueError):
+            return {}
+        out = {}
+        if isinstance(data, dict):
+            for ip, row in data.items():
+                if isinstance(row, dict) and isinstance(row.get("user"), str):
+                    out[str(ip)] = (row["user"], float(row.get("until", 0)))
+        return out
+
+    def _refresh(self, now: float) -> None:
+        if now - self._checked < 1.0:
+            return
+        self._checked = now
+        try:
+            st = self.path.stat()
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_ino)
+        except OSError:
+            stamp = None
+        if stamp != self._stamp:
+            self._stamp = stamp
+            self._bindings = self._read() if stamp else {}
+
+    def user_at(self, ip: str, now: float | None = None) -> str | None:
+        """The user bound to this address now, if any."""
+        now = time.time() if now is None else now
+        self._refresh(now)
+        found = self._bindings.get(ip)
+        if found is None or found[1] <= now:
+            return None
+        return found[0]
+
+    def bind(self, ip: str, user: str, minutes: int, now: float | None = None) -> None:
+        """Bind ``ip`` to ``user`` (one writer at a time; the file is replaced whole)."""
+        now = time.time() if now is None else now
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = {k: v for k, v in self._read().items() if v[1] > now}
+            current[ip] = (user, now + minutes * 60)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            tmp.write_text(
+                json.dumps({k: {"user": u, "until": t} for k, (u, t) in current.items()}),
+                "utf-8",
+            )
+            os.replace(tmp, self.path)
+        self._bindings = current
+        self._checked = 0.0
+
+    def unbind(self, ip: str) -> None:
+        """Forget the binding of ``ip`` (signing out)."""
+        if not self.path.exists():
+            return
+        with self._lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self._read()
+            current.pop(ip, None)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            tmp.write_text(
+                json.dumps({k: {"user": u, "until": t} for k, (u, t) in current.items()}),
+                "utf-8",
+            )
+            os.replace(tmp, self.path)
+        self._bindings = current
+        self._checked = 0.0
