@@ -1,0 +1,369 @@
+"""The incident log in the SQL store: raising with roll-up, the review record, closing, purging.
+
+``apply_incident`` and ``apply_search`` are the store writer's handlers for
+the events the proxy queues (``incident.raise``, ``search.seen``); the
+rest is what the ``schoolgate incidents`` commands call. Every function
+takes the caller's session: one transaction per command or writer batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from proxy.incidents.escalation import Escalation
+from proxy.incidents.events import (
+    IWF_NOTICE,
+    ROLLUP_WINDOW,
+    IncidentEvent,
+    SearchEvent,
+    rolls_into,
+)
+from proxy.incidents.models import Incident, IncidentReview, SearchRecord
+from proxy.store.events import HANDLERS, Event
+from proxy.store.models import Change
+
+INCIDENT_EVENT = "incident.raise"
+SEARCH_EVENT = "search.seen"
+
+
+class ReviewError(ValueError):
+    """A review or close the record cannot take; ``str()`` is one line."""
+
+
+def record_incident(
+    session: Session,
+    event: IncidentEvent,
+    escalation: Escalation | None,
+    window: timedelta = ROLLUP_WINDOW,
+) -> tuple[Incident, bool]:
+    """Add a hit to the log: (incident, True) for a new one, (incident, False) when rolled up."""
+    if event.severity == "illegal" and event.url is not None:
+        raise ValueError("refusing to store the URL of an illegal hit")
+    candidate = session.scalars(
+        select(Incident)
+        .where(
+            Incident.subject == event.subject,
+            Incident.category == event.category,
+            Incident.severity == event.severity,
+            Incident.status != "closed",
+        )
+        .order_by(Incident.last_seen.desc())
+        .limit(1)
+    ).first()
+    if candidate is not None and rolls_into(candidate.last_seen, False, event.at, window):
+        candidate.count += 1
+        candidate.last_seen = max(candidate.last_seen, event.at)
+        candidate.first_seen = min(candidate.first_seen, event.at)
+        if event.search_query and event.search_query != candidate.search_query:
+            candidate.search_query = event.search_query
+        session.flush()
+        return candidate, False
+    actions = (
+        [
+            {"key": a.key, "label": a.label}
+            for a in escalation.actions_for(event.incident_type, event.group)
+        ]
+        if escalation is not None
+        else []
+    )
+    incident = Incident(
+        first_seen=event.at,
+        last_seen=event.at,
+        count=1,
+        subject=event.subject,
+        user=event.user,
+        group=event.group,
+        client_ip=event.client_ip,
+        device=event.device,
+        category=event.category,
+        incident_type=event.incident_type,
+        severity=event.severity,
+        url=None if event.severity == "illegal" else event.url,
+        url_hash=event.url_hash,
+        list_name=event.list_name,
+        reference=event.reference,
+        search_engine=event.search_engine,
+        search_query=event.search_query,
+        matched_term=event.matched_term,
+        actions=json.dumps(actions, ensure_ascii=False),
+        status="open",
+    )
+    session.add(incident)
+    session.flush()
+    return incident, True
+
+
+def record_search(session: Session, event: SearchEvent) -> SearchRecord:
+    row = SearchRecord(
+        at=event.at,
+        user=event.user,
+        group=event.group,
+        client_ip=event.client_ip,
+        engine=event.engine,
+        query=event.query,
+        concerning=event.concerning,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+# --- the store writer's handlers ----------------------------------------------------------
+
+_escalation: list[Escalation | None] = [None]
+
+
+def incident_event(event: IncidentEvent) -> Event:
+    return Event(INCIDENT_EVENT, event.as_dict(), at=event.at.isoformat(), id=event.event_id)
+
+
+def search_store_event(event: SearchEvent) -> Event:
+    return Event(SEARCH_EVENT, event.as_dict(), at=event.at.isoformat(), id=event.event_id)
+
+
+def _apply_incident(session: Session, event: Event) -> Change | None:
+    record_incident(session, IncidentEvent.from_dict(event.data), _escalation[0])
+    return None
+
+
+def _apply_search(session: Session, event: Event) -> Change | None:
+    record_search(session, SearchEvent.from_dict(event.data))
+    return None
+
+
+def register(escalation: Escalation | None) -> None:
+    """Teach the store's writer the incident events; the escalation tables new incidents get."""
+    _escalation[0] = escalation
+    HANDLERS[INCIDENT_EVENT] = _apply_incident
+    HANDLERS[SEARCH_EVENT] = _apply_search
+
+
+# --- reading, for the CLI, exports and the report -----------------------------------------
+
+
+def find(
+    session: Session,
+    *,
+    status: str | None = None,
+    severity: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[Incident]:
+    query = select(Incident).order_by(Incident.first_seen, Incident.id)
+    if status is not None:
+        query = query.where(Incident.status == status)
+    if severity is not None:
+        query = query.where(Incident.severity == severity)
+    if since is not None:
+        query = query.where(Incident.last_seen >= since)
+    if until is not None:
+        query = query.where(Incident.first_seen < until)
+    return list(session.scalars(query))
+
+
+def get(session: Session, incident_id: int) -> Incident:
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        raise ReviewError(f"no incident #{incident_id}")
+    return incident
+
+
+def reviews_of(session: Session, incident_id: int) -> list[IncidentReview]:
+    return list(
+        session.scalars(
+            select(IncidentReview)
+            .where(IncidentReview.incident_id == incident_id)
+            .order_by(IncidentReview.id)
+        )
+    )
+
+
+def where_text(incident: Incident) -> str:
+    """What was reached for, as anyone may be shown it: never an illegal URL."""
+    if incident.severity == "illegal":
+        return f"{IWF_NOTICE} (list {incident.list_name or '?'}, {incident.url_hash or 'no hash'})"
+    if incident.search_query is not None:
+        return f"search on {incident.search_engine}: {incident.search_query!r}"
+    return incident.url or "-"
+
+
+def view(incident: Incident, reviews: Sequence[IncidentReview] = ()) -> dict[str, Any]:
+    """An incident as shown and exported; an illegal one carries the notice, not a URL."""
+    illegal = incident.severity == "illegal"
+    return {
+        "id": incident.id,
+        "status": incident.status,
+        "severity": incident.severity,
+        "incident_type": incident.incident_type,
+        "category": incident.category,
+        "first_seen": incident.first_seen.isoformat(),
+        "last_seen": incident.last_seen.isoformat(),
+        "count": incident.count,
+        "user": incident.user,
+        "group": incident.group,
+        "client_ip": incident.client_ip,
+        "device": incident.device,
+        "url": None if illegal else incident.url,
+        "notice": IWF_NOTICE if illegal else None,
+        "list": incident.list_name,
+        "url_hash": incident.url_hash,
+        "search_engine": incident.search_engine,
+        "search_query": incident.search_query,
+        "matched_term": incident.matched_term,
+        "reference": incident.reference,
+        "recommended_actions": [a["label"] for a in json.loads(incident.actions or "[]")],
+        "closed_at": incident.closed_at.isoformat() if incident.closed_at else None,
+        "closed_by": incident.closed_by,
+        "outcome": incident.outcome,
+        "reviews": [
+            {
+                "reviewed_at": r.reviewed_at.isoformat(),
+                "first_reviewer": r.first_reviewer,
+                "first_position": r.first_position,
+                "second_reviewer": r.second_reviewer,
+                "second_position": r.second_position,
+                "computer": r.computer,
+                "reason": r.reason,
+                "concern": r.concern,
+                "conclusion": r.conclusion,
+                "action_taken": r.action_taken,
+            }
+            for r in reviews
+        ],
+    }
+
+
+# --- the review (form C2) and closing ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReviewForm:
+    """Form C2: two reviewers with positions, the computer used, reason, conclusion, action."""
+
+    first_reviewer: str
+    first_position: str
+    second_reviewer: str
+    second_position: str
+    computer: str
+    reason: str
+    conclusion: str
+    action_taken: str
+    concern: str | None = None
+
+    def problems(self) -> list[str]:
+        found = [
+            f"{name.replace('_', ' ')} is empty"
+            for name in (
+                "first_reviewer",
+                "first_position",
+                "second_reviewer",
+                "second_position",
+                "computer",
+                "reason",
+                "conclusion",
+                "action_taken",
+            )
+            if not str(getattr(self, name)).strip()
+        ]
+        if self.first_reviewer.strip().casefold() == self.second_reviewer.strip().casefold():
+            found.append("the two reviewers must be two different people")
+        return found
+
+
+def review(session: Session, incident_id: int, form: ReviewForm, now: datetime) -> IncidentReview:
+    """Record a two-person review; the incident becomes ``reviewed`` (a closed one cannot be)."""
+    problems = form.problems()
+    if problems:
+        raise ReviewError("; ".join(problems))
+    incident = get(session, incident_id)
+    if incident.status == "closed":
+        raise ReviewError(f"incident #{incident_id} is closed")
+    row = IncidentReview(
+        incident_id=incident.id,
+        reviewed_at=now,
+        first_reviewer=form.first_reviewer.strip(),
+        first_position=form.first_position.strip(),
+        second_reviewer=form.second_reviewer.strip(),
+        second_position=form.second_position.strip(),
+        computer=form.computer.strip(),
+        reason=form.reason.strip(),
+        concern=form.concern.strip() if form.concern else None,
+        conclusion=form.conclusion.strip(),
+        action_taken=form.action_taken.strip(),
+    )
+    session.add(row)
+    incident.status = "reviewed"
+    session.flush()
+    return row
+
+
+def close(session: Session, incident_id: int, by: str, outcome: str, now: datetime) -> Incident:
+    """Close an incident with its outcome; it must have had its two-person review."""
+    if not by.strip() or not outcome.strip():
+        raise ReviewError("closing needs --by and --outcome")
+    incident = get(session, incident_id)
+    if incident.status == "closed":
+        raise ReviewError(f"incident #{incident_id} is already closed")
+    if not reviews_of(session, incident_id):
+        raise ReviewError(
+            f"incident #{incident_id} has no review yet: record one with `incidents review` first"
+        )
+    incident.status = "closed"
+    incident.closed_at = now
+    incident.closed_by = by.strip()
+    incident.outcome = outcome.strip()
+    session.flush()
+    return incident
+
+
+# --- retention -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Purged:
+    incidents: int
+    reviews: int
+    searches: int
+
+
+def purge(session: Session, now: datetime, incidents_days: int, access_days: int) -> Purged:
+    """Delete closed incidents (with their reviews) and searches past their retention."""
+    incident_cutoff = now - timedelta(days=incidents_days)
+    old = select(Incident.id).where(
+        Incident.status == "closed", Incident.last_seen < incident_cutoff
+    )
+    ids = list(session.scalars(old))
+    reviews = 0
+    if ids:
+        doomed = select(IncidentReview).where(IncidentReview.incident_id.in_(ids))
+        for row in session.scalars(doomed):
+            session.delete(row)
+            reviews += 1
+        for incident in session.scalars(select(Incident).where(Incident.id.in_(ids))):
+            session.delete(incident)
+    removed = len(ids)
+    searches = 0
+    cutoff = now - timedelta(days=access_days)
+    old_ids = list(session.scalars(select(SearchRecord.id).where(SearchRecord.at < cutoff)))
+    for start in range(0, len(old_ids), 500):
+        chunk = old_ids[start : start + 500]
+        session.execute(delete(SearchRecord).where(SearchRecord.id.in_(chunk)))
+        searches += len(chunk)
+    session.flush()
+    return Purged(removed, reviews, searches)
+
+
+def counts_by(session: Session, column: Any, since: datetime, until: datetime) -> dict[str, int]:
+    rows = session.execute(
+        select(column, func.sum(Incident.count))
+        .where(Incident.first_seen >= since, Incident.first_seen < until)
+        .group_by(column)
+    )
+    return {str(k): int(v or 0) for k, v in rows}

@@ -1,0 +1,99 @@
+"""Alerts: an illegal hit reaches the webhook and the mail server, failures are retried."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from proxy.decision import WITHHELD, Decision, Matched
+from proxy.identity import Identity
+from proxy.incidents.alerts import Alert, Alerter, Email, Webhook, illegal_alert
+from proxy.incidents.events import IWF_NOTICE, from_decision
+from proxy.settings import Smtp
+from tests.alertsinks import MailSink, WebhookSink, mail_sink, webhook_sink
+
+__all__ = ["mail_sink", "webhook_sink"]  # fixtures
+URL = "iwf-test.example/abuse/test-image.jpg"
+
+
+def illegal() -> Alert:
+    decision = Decision(
+        decision="block",
+        category="child_abuse",
+        action="unacceptable",
+        incident="illegal",
+        incident_type="illegal",
+        matched=Matched("iwf", WITHHELD),
+        rule="r",
+        group="pupil",
+        user="p.one",
+    )
+    identity = Identity("p.one", "pupil", "10.10.0.7", "address")
+    when = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    event = from_decision(decision, identity, URL, when, b"k" * 32, "SG-ABC")
+    assert event is not None
+    return illegal_alert(event, "Test School")
+
+
+def wait_for(check: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(check) and check():
+            return
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def test_the_alert_names_the_notice_not_the_url() -> None:
+    """The alert text and payload say the IWF list matched, and never the address."""
+    alert = illegal()
+    assert IWF_NOTICE in alert.text
+    assert "SG-ABC" in alert.text
+    assert URL not in alert.text
+    assert URL not in str(alert.payload)
+    assert "iwf-test.example" not in alert.text
+
+
+def test_webhook_and_email_are_delivered(mail_sink: MailSink, webhook_sink: WebhookSink) -> None:
+    """Both channels get the alert: a JSON POST and a mail to every recipient."""
+    alerter = Alerter()
+    alerter.start()
+    smtp = Smtp(host="127.0.0.1", port=mail_sink.port, sender="filter@school.example")
+    alerter.send(
+        illegal(),
+        [Webhook(webhook_sink.url), Email(smtp, ("head@school.example", "dsl@school.example"))],
+    )
+    wait_for(lambda: webhook_sink.calls and mail_sink.messages)
+    alerter.stop()
+    assert webhook_sink.calls[0]["kind"] == "illegal"
+    assert webhook_sink.calls[0]["notice"] == IWF_NOTICE
+    message = mail_sink.messages[0]
+    assert message["To"] == "head@school.example, dsl@school.example"
+    assert "Illegal content incident" in str(message["Subject"])
+
+
+def test_a_failing_channel_is_retried(mail_sink: MailSink, webhook_sink: WebhookSink) -> None:
+    """A webhook answering 503 and a mail server answering 451 are tried until they take it."""
+    webhook_sink.fail = 2
+    mail_sink.refuse = 1
+    alerter = Alerter(base_delay=0.05)
+    alerter.start()
+    smtp = Smtp(host="127.0.0.1", port=mail_sink.port)
+    alerter.send(illegal(), [Webhook(webhook_sink.url), Email(smtp, ("head@school.example",))])
+    wait_for(lambda: len(alerter.delivered) == 2)
+    alerter.stop()
+    assert len(webhook_sink.calls) == 1
+    assert len(mail_sink.messages) == 1
+    assert alerter.failed == []
+
+
+def test_send_never_blocks_on_a_dead_channel() -> None:
+    """With nothing listening, send returns at once and the alerter gives up after its tries."""
+    alerter = Alerter(max_attempts=2, base_delay=0.01)
+    alerter.start()
+    started = time.monotonic()
+    alerter.send(illegal(), [Webhook("http://127.0.0.1:9/hook")])
+    assert time.monotonic() - started < 0.1
+    wait_for(lambda: alerter.failed)
+    alerter.stop()
+    assert alerter.failed[0][:2] == ("illegal", "webhook")
