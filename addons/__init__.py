@@ -14,19 +14,26 @@ from addons.filter import Filter
 from addons.identify import Identify
 from addons.login import ProxyLogin
 from addons.metrics import Metrics
+from addons.overrides import Overrides
 from addons.policyload import PolicyLoader
+from addons.store import StoreWriter
 from proxy.filterset import Filterset
 
 
 def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
     """Schoolgate's addons in request order."""
     loader = PolicyLoader(config_dir, filterset)
+    store = StoreWriter(loader)
     login = ProxyLogin(loader)
     identify = Identify(loader, login)
     filt = Filter(loader, identify)
     return [
         # First: owns the filterset every later addon reads, and its hot reload.
         loader,
+        # The one writer to the SQL store (spools while it is down); running before any recorder.
+        store,
+        # Keeps the overrides and suspensions in force in memory, for the filter's decisions.
+        Overrides(loader, store),
         # Checks proxy logins (407 on wrong ones) and trusted headers before anyone is named.
         login,
         # Who is asking must be known before anything is decided.

@@ -80,7 +80,9 @@ class Filter:
     def _decide_host(self, client: connection.Client, host: str | None, identity: Identity) -> None:
         if not host:
             return
-        decision = self.loader.filterset.decide_host(identity, host, datetime.now(UTC))
+        decision = self.loader.filterset.decide_host(
+            identity, host, datetime.now(UTC), self.loader.controls
+        )
         if decision is not None:
             self._host_blocks[client] = decision
 
@@ -117,7 +119,8 @@ class Filter:
             url = normalise_url(request.url)
         except BadURL as exc:
             raise ValueError(f"unparseable URL: {exc}") from None
-        decision = fs.decide_url(identity, url, now)
+        controls = self.loader.controls
+        decision = fs.decide_url(identity, url, now, controls)
         header_host = request.host_header
         if header_host:
             try:
@@ -125,7 +128,7 @@ class Filter:
             except BadURL:
                 return stricter(decision, failed_closed(identity, "bad Host header"))
             if other.host != url.host:
-                decision = stricter(decision, fs.decide_url(identity, other, now))
+                decision = stricter(decision, fs.decide_url(identity, other, now, controls))
         return decision
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:

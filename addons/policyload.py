@@ -17,6 +17,7 @@ from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
 from mitmproxy.utils.asyncio_utils import create_task
 
+from proxy.controls import NO_CONTROLS, Controls
 from proxy.filterset import Filterset, load_filterset
 from proxy.lists import ListError, build_matcher, index_stamp
 from proxy.policy import load_policy
@@ -37,6 +38,10 @@ class PolicyLoader:
     def __init__(self, config_dir: Path, filterset: Filterset) -> None:
         self.config_dir = config_dir
         self.filterset = filterset
+        # Overrides and suspensions in force, refreshed from the store by `Overrides`.
+        self.controls: Controls = NO_CONTROLS
+        # Called with (old, new, what) after each swap (change control records policy edits).
+        self.on_swap: list[Callable[[Filterset, Filterset, str], None]] = []
         self.reloads = 0
         self.failures = 0
         self._policy_mtime = _mtime(filterset.policy.source)
@@ -111,7 +116,9 @@ class PolicyLoader:
             self._swap(new, what)
 
     def _swap(self, new: Filterset, what: str) -> None:
-        self.filterset = new
+        old, self.filterset = self.filterset, new
+        for hook in self.on_swap:
+            hook(old, new, what)
         self.reloads += 1
         gc.freeze()  # the new lists are long-lived: keep them out of the collector's scans
         log.info("reloaded %s: %s", what, new.policy.source)

@@ -7,6 +7,7 @@ install or a new release needs no separate step.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -26,6 +27,7 @@ def alembic_config(url: str) -> Config:
 def upgrade(engine: Engine) -> None:
     """Run every migration not yet applied, on ``engine``'s database."""
     config = alembic_config(engine.url.render_as_string(hide_password=False))
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # not a line per start in the log
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

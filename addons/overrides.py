@@ -1,0 +1,163 @@
+"""Overrides: change control inside the proxy, with no I/O on the request path.
+
+Every few seconds, off the event loop, it reads the approved overrides and
+the suspensions in force into a frozen ``Controls`` snapshot and hands it
+to ``PolicyLoader.controls``, which the filter passes to the decision. It
+also turns what other parts leave in ``DATA_DIR`` into change-log events:
+``list-updates.jsonl`` (one line per list update) and
+``review-requests.jsonl`` (the block page's "request a review" form, which
+become pending override requests, once each by reference). And it records
+the policy in force at start and after every hot reload, so an edit made
+without ``schoolgate policy apply`` appears in the log as unattributed.
+
+When the store is down the last snapshot stays in force: an override still
+ends at its end time (the decision checks the time), and nothing new can
+be approved without the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mitmproxy import ctx, exceptions
+from mitmproxy.addonmanager import Loader
+from mitmproxy.utils.asyncio_utils import create_task
+
+from addons.policyload import PolicyLoader
+from addons.store import StoreWriter
+from proxy.filterset import Filterset
+from proxy.lists import UPDATES_LOG
+from proxy.store import control, events
+from proxy.store.engine import down_reason, session
+
+log = logging.getLogger("schoolgate.overrides")
+
+REVIEW_REQUESTS = "review-requests.jsonl"
+
+
+class _Tail:
+    """Complete new lines of a JSON-lines file, from where the last read stopped."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def new_lines(self) -> list[str]:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return []
+        if size < self.offset:  # rotated or truncated: start again (ids make it harmless)
+            self.offset = 0
+        if size == self.offset:
+            return []
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            data = f.read(size - self.offset)
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next round
+        self.offset += end
+        return [line for line in data[:end].decode("utf-8", "replace").splitlines() if line.strip()]
+
+
+class Overrides:
+    def __init__(self, loader: PolicyLoader, store: StoreWriter) -> None:
+        self.loader = loader
+        self.store = store
+        data_dir = loader.filterset.settings.data_dir
+        self._updates = _Tail(data_dir / UPDATES_LOG)
+        self._reviews = _Tail(data_dir / REVIEW_REQUESTS)
+        self._policy_sha: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._down: str | None = None
+        self.refreshes = 0
+        loader.on_swap.append(self._swapped)
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "schoolgate_controls_refresh_ms",
+            int,
+            3000,
+            "Milliseconds between reading overrides and suspensions from the store.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if (
+            "schoolgate_controls_refresh_ms" in updated
+            and ctx.options.schoolgate_controls_refresh_ms <= 0
+        ):
+            raise exceptions.OptionsError("schoolgate_controls_refresh_ms must be positive")
+
+    async def running(self) -> None:
+        self._observe_policy(self.loader.filterset, "start")
+        await self._refresh_now()
+        self._task = create_task(self._watch(), name="schoolgate overrides", keep_ref=True)
+
+    def done(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(ctx.options.schoolgate_controls_refresh_ms / 1000)
+            await self._refresh_now()
+
+    async def _refresh_now(self) -> None:
+        try:
+            await asyncio.to_thread(self.refresh)
+        except Exception:  # the refresher must outlive any one bad round
+            log.exception("refreshing overrides failed; the last snapshot stays in force")
+
+    def refresh(self) -> None:
+        """One round (in a worker thread): ingest new file lines, reload the snapshot."""
+        policy = self.loader.filterset.policy
+        for line in self._updates.new_lines():
+            try:
+                self.store.record(events.list_update(line))
+            except (ValueError, KeyError):
+                log.error("%s: unreadable line skipped: %.80s", self._updates.path, line)
+        for line in self._reviews.new_lines():
+            try:
+                row = json.loads(line)
+                category = policy.categories.get(str(row.get("category")))
+                self.store.record(
+                    events.review_request(row, illegal=bool(category and category.illegal))
+                )
+            except (ValueError, KeyError, AttributeError):
+                log.error("%s: unreadable line skipped: %.80s", self._reviews.path, line)
+        now = datetime.now(UTC)
+        try:
+            with session(self.store.engine) as s:
+                snapshot = control.load_controls(s, now)
+                due = control.expiries_due(s, now)
+        except Exception as exc:
+            reason = down_reason(exc)
+            if self._down != reason:
+                log.warning("overrides not refreshed, the last snapshot stays: %s", reason)
+            self._down = reason
+            return
+        self._down = None
+        self.loader.controls = snapshot
+        self.refreshes += 1
+        if due:
+            self.store.record(events.sweep())
+
+    def _swapped(self, old: Filterset, new: Filterset, what: str) -> None:
+        if what in ("policy", "settings"):
+            self._observe_policy(new, "hot reload")
+
+    def _observe_policy(self, fs: Filterset, how: str) -> None:
+        """Record the policy text now in force, when it differs from the last one recorded."""
+        try:
+            text = fs.policy.source.read_text(encoding="utf-8")
+        except OSError as exc:
+            log.error("cannot read %s to record it: %s", fs.policy.source, exc)
+            return
+        sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        if sha != self._policy_sha:
+            self._policy_sha = sha
+            self.store.record(events.policy_observed(text, str(fs.policy.source), how))
