@@ -12,6 +12,7 @@ from typing import Any
 from addons.audit import Audit
 from addons.filter import Filter
 from addons.identify import Identify
+from addons.incidents import Incidents
 from addons.login import ProxyLogin
 from addons.metrics import Metrics
 from addons.overrides import Overrides
@@ -40,6 +41,9 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         identify,
         # Decides on the CONNECT/SNI host first, then on each request; blocks.
         filt,
+        # Reads the filter's decision: raises incidents (alerting at once for illegal hits)
+        # and logs searches, through the store's writer; never changes a flow.
+        Incidents(loader, store),
         # Last: records what was decided, after the response is known.
         Audit(loader),
         # After the decision and the response: only counts, never changes a flow.

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from proxy.decision import Decision
 from proxy.identity import Identity
+from proxy.incidents.escalation import Escalation
 from proxy.incidents.keyedhash import url_hash
 
 Severity = Literal["illegal", "unacceptable", "concerning"]
@@ -46,6 +47,8 @@ class IncidentEvent:
     search_engine: str | None = None
     search_query: str | None = None
     matched_term: str | None = None
+    # The escalation table's recommended actions, as (key, label), fixed when raised.
+    actions: tuple[tuple[str, str], ...] = ()
 
     @property
     def subject(self) -> str:
@@ -62,6 +65,7 @@ class IncidentEvent:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["at"] = datetime.fromisoformat(values["at"])
+        values["actions"] = tuple((str(k), str(v)) for k, v in values.get("actions", ()))
         event = cls(**values)
         if event.severity == "illegal" and event.url is not None:
             raise ValueError("an illegal incident event must not carry its URL")
@@ -75,11 +79,13 @@ def from_decision(
     when: datetime,
     key: bytes,
     reference: str | None = None,
+    escalation: Escalation | None = None,
 ) -> IncidentEvent | None:
     """The event a decision raises, or None when it raises no incident."""
     if decision.incident is None or decision.category is None:
         return None
     illegal = decision.incident == "illegal"
+    incident_type = decision.incident_type or ("illegal" if illegal else "unacceptable")
     return IncidentEvent(
         event_id=uuid.uuid4().hex,
         at=when,
@@ -88,13 +94,22 @@ def from_decision(
         client_ip=identity.ip,
         device=identity.device,
         category=decision.category,
-        incident_type=decision.incident_type or ("illegal" if illegal else "unacceptable"),
+        incident_type=incident_type,
         severity="illegal" if illegal else "unacceptable",
         url=None if illegal else canonical_url,
         url_hash=url_hash(key, canonical_url) if illegal else None,
         list_name=decision.matched.list if decision.matched else None,
         reference=reference,
+        actions=_actions(escalation, incident_type, identity.group),
     )
+
+
+def _actions(
+    escalation: Escalation | None, incident_type: str, group: str
+) -> tuple[tuple[str, str], ...]:
+    if escalation is None:
+        return ()
+    return tuple((a.key, a.label) for a in escalation.actions_for(incident_type, group))
 
 
 def concerning_search(
@@ -105,6 +120,7 @@ def concerning_search(
     term: str,
     when: datetime,
     reference: str | None = None,
+    escalation: Escalation | None = None,
 ) -> IncidentEvent:
     """The event for a search that contains a concerning term."""
     return IncidentEvent(
@@ -124,6 +140,7 @@ def concerning_search(
         search_engine=engine,
         search_query=query,
         matched_term=term,
+        actions=_actions(escalation, CONCERNING_SEARCH, identity.group),
     )
 
 

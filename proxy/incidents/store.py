@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from proxy.incidents.escalation import Escalation
 from proxy.incidents.events import (
     IWF_NOTICE,
     ROLLUP_WINDOW,
@@ -38,10 +37,7 @@ class ReviewError(ValueError):
 
 
 def record_incident(
-    session: Session,
-    event: IncidentEvent,
-    escalation: Escalation | None,
-    window: timedelta = ROLLUP_WINDOW,
+    session: Session, event: IncidentEvent, window: timedelta = ROLLUP_WINDOW
 ) -> tuple[Incident, bool]:
     """Add a hit to the log: (incident, True) for a new one, (incident, False) when rolled up."""
     if event.severity == "illegal" and event.url is not None:
@@ -65,14 +61,7 @@ def record_incident(
             candidate.search_query = event.search_query
         session.flush()
         return candidate, False
-    actions = (
-        [
-            {"key": a.key, "label": a.label}
-            for a in escalation.actions_for(event.incident_type, event.group)
-        ]
-        if escalation is not None
-        else []
-    )
+    actions = [{"key": key, "label": label} for key, label in event.actions]
     incident = Incident(
         first_seen=event.at,
         last_seen=event.at,
@@ -117,8 +106,6 @@ def record_search(session: Session, event: SearchEvent) -> SearchRecord:
 
 # --- the store writer's handlers ----------------------------------------------------------
 
-_escalation: list[Escalation | None] = [None]
-
 
 def incident_event(event: IncidentEvent) -> Event:
     return Event(INCIDENT_EVENT, event.as_dict(), at=event.at.isoformat(), id=event.event_id)
@@ -129,7 +116,7 @@ def search_store_event(event: SearchEvent) -> Event:
 
 
 def _apply_incident(session: Session, event: Event) -> Change | None:
-    record_incident(session, IncidentEvent.from_dict(event.data), _escalation[0])
+    record_incident(session, IncidentEvent.from_dict(event.data))
     return None
 
 
@@ -138,11 +125,10 @@ def _apply_search(session: Session, event: Event) -> Change | None:
     return None
 
 
-def register(escalation: Escalation | None) -> None:
-    """Teach the store's writer the incident events; the escalation tables new incidents get."""
-    _escalation[0] = escalation
-    HANDLERS[INCIDENT_EVENT] = _apply_incident
-    HANDLERS[SEARCH_EVENT] = _apply_search
+# Importing this module teaches the store's writer the incident events; the
+# events carry everything (recommended actions included), so no state is needed.
+HANDLERS[INCIDENT_EVENT] = _apply_incident
+HANDLERS[SEARCH_EVENT] = _apply_search
 
 
 # --- reading, for the CLI, exports and the report -----------------------------------------

@@ -57,7 +57,8 @@ def hit(
         group=identity.group,
         user=identity.user,
     )
-    event = from_decision(decision, identity, url, T0 + timedelta(minutes=minutes), KEY, "SG-1")
+    when = T0 + timedelta(minutes=minutes)
+    event = from_decision(decision, identity, url, when, KEY, "SG-1", ESCALATION)
     assert event is not None
     return event
 
@@ -66,7 +67,7 @@ def test_hits_within_the_window_roll_up(engine: Engine) -> None:
     """Three hits by one pupil on one category in half an hour are one incident of count 3."""
     with session(engine) as s:
         for minutes in (0, 10, 25):
-            incidents.record_incident(s, hit(minutes=minutes), ESCALATION)
+            incidents.record_incident(s, hit(minutes=minutes))
     with session(engine) as s:
         found = incidents.find(s)
     assert len(found) == 1
@@ -78,18 +79,18 @@ def test_hits_within_the_window_roll_up(engine: Engine) -> None:
 def test_other_user_category_or_a_gap_opens_a_new_incident(engine: Engine) -> None:
     """Another user, another category, or a hit after the window each open their own incident."""
     with session(engine) as s:
-        incidents.record_incident(s, hit(), ESCALATION)
-        incidents.record_incident(s, hit(STAFF), ESCALATION)
-        incidents.record_incident(s, hit(category="social"), ESCALATION)
-        incidents.record_incident(s, hit(minutes=90), ESCALATION)
+        incidents.record_incident(s, hit())
+        incidents.record_incident(s, hit(STAFF))
+        incidents.record_incident(s, hit(category="social"))
+        incidents.record_incident(s, hit(minutes=90))
         assert len(incidents.find(s)) == 4
 
 
 def test_incidents_carry_their_table_s_actions(engine: Engine) -> None:
     """A pupil's incident carries the pupil table's actions, a staff member's the staff table's."""
     with session(engine) as s:
-        pupil, _ = incidents.record_incident(s, hit(), ESCALATION)
-        staff, _ = incidents.record_incident(s, hit(STAFF), ESCALATION)
+        pupil, _ = incidents.record_incident(s, hit())
+        staff, _ = incidents.record_incident(s, hit(STAFF))
         pupil_actions = incidents.view(pupil)["recommended_actions"]
         staff_actions = incidents.view(staff)["recommended_actions"]
     assert "Inform parents / carers" in pupil_actions
@@ -102,7 +103,7 @@ def test_an_illegal_incident_stores_no_url(engine: Engine, tmp_path: Path) -> No
     """The row, its view and the database file hold the hash and notice, never the address."""
     with session(engine) as s:
         incident, _ = incidents.record_incident(
-            s, hit(illegal=True, category="child_abuse", url=IWF_URL), ESCALATION
+            s, hit(illegal=True, category="child_abuse", url=IWF_URL)
         )
         shown = incidents.view(incident)
         where = incidents.where_text(incident)
@@ -147,7 +148,7 @@ FORM = incidents.ReviewForm(
 def test_review_needs_two_different_people(engine: Engine) -> None:
     """A review by one person under two names is refused, by the code and by the database."""
     with session(engine) as s:
-        incident, _ = incidents.record_incident(s, hit(), ESCALATION)
+        incident, _ = incidents.record_incident(s, hit())
         incident_id = incident.id
     same = incidents.ReviewForm(**{**FORM.__dict__, "second_reviewer": " A.DSL "})
     with pytest.raises(incidents.ReviewError, match="two different people"), session(engine) as s:
@@ -166,7 +167,7 @@ def test_review_needs_two_different_people(engine: Engine) -> None:
 def test_review_then_close_records_form_c2(engine: Engine) -> None:
     """A review records reviewers, reason, conclusion and action; closing records the outcome."""
     with session(engine) as s:
-        incident, _ = incidents.record_incident(s, hit(), ESCALATION)
+        incident, _ = incidents.record_incident(s, hit())
         incident_id = incident.id
     with pytest.raises(incidents.ReviewError, match="no review yet"), session(engine) as s:
         incidents.close(s, incident_id, "a.dsl", "done", T0)
@@ -187,10 +188,10 @@ def test_review_then_close_records_form_c2(engine: Engine) -> None:
 def test_a_closed_incident_takes_no_more_hits(engine: Engine) -> None:
     """After closing, a new hit opens a new incident instead of reopening the old one."""
     with session(engine) as s:
-        incident, _ = incidents.record_incident(s, hit(), ESCALATION)
+        incident, _ = incidents.record_incident(s, hit())
         incidents.review(s, incident.id, FORM, T0)
         incidents.close(s, incident.id, "a.dsl", "done", T0)
-        _, new = incidents.record_incident(s, hit(minutes=1), ESCALATION)
+        _, new = incidents.record_incident(s, hit(minutes=1))
     assert new
 
 
@@ -198,11 +199,11 @@ def test_purge_removes_only_what_is_past_retention(engine: Engine) -> None:
     """Closed incidents and searches past their retention go; open and recent ones stay."""
     old = T0 - timedelta(days=400)
     with session(engine) as s:
-        closed_old, _ = incidents.record_incident(s, hit(minutes=-400 * 24 * 60), ESCALATION)
+        closed_old, _ = incidents.record_incident(s, hit(minutes=-400 * 24 * 60))
         incidents.review(s, closed_old.id, FORM, old)
         incidents.close(s, closed_old.id, "a.dsl", "done", old)
-        incidents.record_incident(s, hit(STAFF, minutes=-400 * 24 * 60), ESCALATION)  # still open
-        incidents.record_incident(s, hit(), ESCALATION)
+        incidents.record_incident(s, hit(STAFF, minutes=-400 * 24 * 60))  # still open
+        incidents.record_incident(s, hit())
     with session(engine) as s:
         purged = incidents.purge(s, T0, incidents_days=365, access_days=90)
     assert (purged.incidents, purged.reviews) == (1, 1)
@@ -212,7 +213,6 @@ def test_purge_removes_only_what_is_past_retention(engine: Engine) -> None:
 
 def test_events_go_through_the_store_writer_handlers(engine: Engine) -> None:
     """The writer applies incident events once, even when one is replayed from the spool."""
-    incidents.register(ESCALATION)
     event = incidents.incident_event(hit())
     with session(engine) as s:
         assert apply_event(s, event)

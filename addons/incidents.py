@@ -1,0 +1,170 @@
+"""Incidents: raise a safeguarding incident for each unacceptable or illegal hit, and log searches.
+
+Runs after ``Filter``, reading the decision it left in the flow. A hit that
+raises an incident becomes an ``incident.raise`` event for the store's
+writer (a queue put, no I/O); an illegal hit's URL is replaced by its keyed
+hash before the event exists, and the people in ``alerts.illegal`` are
+alerted at once by the alerter thread. A search on Google, Bing,
+DuckDuckGo, YouTube or Yahoo is logged (``search.seen``), and a concerning
+term in it raises a ``concerning_search`` incident.
+
+Failure policy: this addon never decides; the filter has already blocked.
+A failure here is logged once, counted, and the flow goes on as the filter
+left it, so an error can never open anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from mitmproxy import http
+from sqlalchemy import Engine
+
+from addons.filter import REFERENCE, decision_of
+from addons.identify import identity_of
+from addons.policyload import PolicyLoader
+from blocklists.normalise import BadURL, normalise_url
+from proxy.incidents import events
+from proxy.incidents import store as incident_store
+from proxy.incidents.alerts import Alerter, illegal_alert, illegal_channels
+from proxy.incidents.escalation import ESCALATION_FILE, Escalation, load_escalation
+from proxy.incidents.keyedhash import load_or_create_key
+from proxy.incidents.retention import Housekeeper
+from proxy.incidents.searchterms import TERMS_FILE, TermMatcher, extract_search, load_terms
+from proxy.store.events import Event
+from proxy.yamlfile import ConfigError
+
+log = logging.getLogger("schoolgate.incidents")
+
+
+class Recorder(Protocol):
+    """The store's writer, as the proxy holds it (``addons.store.StoreWriter``)."""
+
+    engine: Engine
+
+    def record(self, event: Event) -> None: ...
+
+
+class Incidents:
+    def __init__(self, loader: PolicyLoader, recorder: Recorder) -> None:
+        self.loader = loader
+        self.recorder = recorder
+        self.config_dir: Path = loader.config_dir
+        self.escalation: Escalation | None = None
+        self.terms: TermMatcher | None = None
+        self.key: bytes | None = None
+        self.alerter = Alerter()
+        self.housekeeper: Housekeeper | None = None
+        self.errors = 0
+        self.raised = 0
+        self._alerted: dict[tuple[str, str], float] = {}
+
+    def running(self) -> None:
+        settings = self.loader.filterset.settings
+        self.key = load_or_create_key(settings.data_dir)
+        # A missing file is a warning (an install from before incidents); a broken one is an
+        # error, which at start makes mitmproxy refuse to run, as a broken policy does.
+        escalation_path = self.config_dir / ESCALATION_FILE
+        if escalation_path.exists():
+            try:
+                self.escalation = load_escalation(escalation_path)
+            except ConfigError as exc:
+                log.error("%s", exc)
+        else:
+            log.warning("no %s: incidents will carry no recommended actions", escalation_path)
+        terms_path = self.config_dir / TERMS_FILE
+        if terms_path.exists():
+            try:
+                self.terms = load_terms(terms_path)
+            except ConfigError as exc:
+                log.error("%s", exc)
+        else:
+            log.warning("no %s: searches are logged, none raises an incident", terms_path)
+        self.alerter.start()
+        self.housekeeper = Housekeeper(
+            settings,
+            self.recorder.engine,
+            self.alerter,
+            lambda: self.loader.filterset.policy.school,
+        )
+        self.housekeeper.start()
+
+    def done(self) -> None:
+        if self.housekeeper is not None:
+            self.housekeeper.stop()
+        self.alerter.stop()
+
+    def _fail(self) -> None:
+        self.errors += 1
+        if self.errors == 1:
+            log.exception("recording an incident failed (later failures are only counted)")
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._record(flow)
+        except Exception:
+            self._fail()
+
+    def _record(self, flow: http.HTTPFlow) -> None:
+        decision = decision_of(flow)
+        identity = identity_of(flow)
+        if decision is None or identity is None or self.key is None:
+            return
+        now = datetime.now(UTC)
+        reference = flow.metadata.get(REFERENCE)
+        if decision.incident is not None:
+            try:
+                canonical = normalise_url(flow.request.url).entry
+            except BadURL:
+                canonical = flow.request.pretty_host
+            event = events.from_decision(
+                decision, identity, canonical, now, self.key, reference, self.escalation
+            )
+            if event is not None:
+                self.recorder.record(incident_store.incident_event(event))
+                self.raised += 1
+                if event.severity == "illegal":
+                    self._alert(event)
+            return
+        search = extract_search(flow.request.pretty_url)
+        if search is None:
+            return
+        match = self.terms.find(search.query) if self.terms is not None else None
+        self.recorder.record(
+            incident_store.search_store_event(
+                events.search_event(
+                    identity, search.engine, search.query, match.category if match else None, now
+                )
+            )
+        )
+        if match is not None:
+            concern = events.concerning_search(
+                identity,
+                search.engine,
+                search.query,
+                match.category,
+                match.term,
+                now,
+                reference,
+                self.escalation,
+            )
+            self.recorder.record(incident_store.incident_event(concern))
+            self.raised += 1
+
+    def _alert(self, event: events.IncidentEvent) -> None:
+        """Alert at once, but once per person and category within the roll-up window."""
+        key = (event.subject, event.category)
+        now = time.monotonic()
+        if now - self._alerted.get(key, -1e9) < events.ROLLUP_WINDOW.total_seconds():
+            return
+        self._alerted[key] = now
+        fs = self.loader.filterset
+        channels = illegal_channels(fs.settings.alerts)
+        if not channels:
+            log.warning("illegal-content incident, but alerts.illegal names nobody to tell")
+            return
+        self.alerter.send(illegal_alert(event, fs.policy.school), channels)

@@ -1,0 +1,58 @@
+"""The digest: incidents other than illegal ones, gathered daily or weekly for the DSL.
+
+Illegal hits alert at once; everything else is gathered here so the
+Designated Safeguarding Lead reads one message a day (or week), not one per
+blocked page. ``due`` says when the next one is due; ``build`` writes it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from proxy.incidents.alerts import Alert
+from proxy.incidents.models import Incident
+from proxy.incidents.store import where_text
+
+
+def due(last_sent: datetime | None, now: datetime, every: str, hour: int) -> bool:
+    """Whether a digest is due at ``now`` (UTC): once a day (or a week) from ``hour`` o'clock."""
+    if now.hour < hour:
+        return False
+    if every == "weekly" and now.weekday() != 0:
+        return False
+    if last_sent is None:
+        return True
+    gap = timedelta(days=7 if every == "weekly" else 1) - timedelta(hours=1)
+    return now - last_sent >= gap
+
+
+def build(incidents: Sequence[Incident], school: str, now: datetime) -> Alert:
+    """One message listing the incidents not yet in a digest, most serious types first."""
+    by_type = Counter(i.incident_type for i in incidents)
+    hits = sum(i.count for i in incidents)
+    lines = [
+        f"{school}: {len(incidents)} incident(s), {hits} attempt(s), since the last digest.",
+        "",
+    ]
+    for incident_type, count in by_type.most_common():
+        lines.append(f"  {incident_type.replace('_', ' ')}: {count}")
+    lines.append("")
+    for i in incidents:
+        lines.append(
+            f"#{i.id} {i.first_seen:%Y-%m-%d %H:%M} UTC  {i.user or i.subject} ({i.group})  "
+            f"{i.incident_type}  {i.category}  x{i.count}  {where_text(i)}"
+        )
+    lines += ["", "Review with `schoolgate incidents list` and `schoolgate incidents show ID`."]
+    return Alert(
+        kind="digest",
+        subject=f"[Schoolgate] Incident digest — {school} — {now:%Y-%m-%d}",
+        text="\n".join(lines),
+        payload={
+            "incidents": len(incidents),
+            "attempts": hits,
+            "by_type": dict(by_type),
+            "ids": [i.id for i in incidents],
+        },
+    )
