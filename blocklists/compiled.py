@@ -10,28 +10,42 @@ File layout (all integers little-endian)::
     header   "SGLIDX\\r\\n" u32 version, u32 meta_len, u64 body_len, u64 xxh3_64(body)
     body     meta (JSON: list names, list-sets, counts, sources, section offsets), padded to 8
              sections, each 8-aligned:
-             host.keys  u64[n]   sorted xxh3_64 of each canonical host key
-             host.dir   u32[2^b+1] host.dir[i] = first key whose top b bits are >= i
-             host.vals  u32[n]   record number of each key
-             recs       u32[2*r] (list-set of the host entries or 0, path block + 1 or 0)
-             paths      per host with path entries: u32 count, then (u32 set, u32 len, path)
-             hash.*     the same keys/dir/vals trio for hashed (IWF) lists, keyed by the first
-                        8 bytes of the SHA-256; hash.digests holds the 32 bytes to confirm
+             host.keys    u64[n]  sorted xxh3_64 of each canonical host key
+             host.dir     u32[2^b+1] host.dir[i] = first key whose top b bits are >= i
+             host.vals    u32[n]  record number of each key
+             host.filter  u8[2^f] slot = top f bits of a key's hash: 0 empty, a 7-bit
+                          fingerprint | 0x80 for one key, 1 for several
+             base.filter  the same for the last two labels of every key ("example.com")
+             recs         u32[2*r] (list-set of the host entries or 0, path block + 1 or 0)
+             paths        per host with path entries: u32 count, then (u32 set, u32 len, path)
+             hash.*       keys/dir/vals for hashed (IWF) lists, keyed by the first 8 bytes
+                          of the SHA-256; hash.digests holds the 32 bytes to confirm a hit
 
-Why this structure (measured with ``make bench`` on this VM, CPython 3.13, 3.4M keys):
-the time of a lookup in CPython is the number of bytecodes per host suffix, not
-the memory layout. A sorted array of 64-bit hashes with a bucket directory costs
-one xxh3 call, two directory reads and usually zero or one key read per suffix
-(the directory has about one bucket per key, so 44% of buckets are empty and a
-miss often ends at the directory). Measured per host (umbrella-top-100k):
-a Python dict walk 0.29 µs (but 170 MB per process and a ~1 s load), this index
-about 0.8 µs, marisa-trie ``prefixes()`` about 2.7 µs (peers/RESULTS.md), and a
-binary search over sorted strings was over 10 µs (22 Python-level steps).
-It takes 16 bytes per key (8 key + 4 dir + 4 value), 55 MB for 3.4M keys,
-and stores no host strings: the entry a hit reports is the suffix that was
-looked up. Two different hosts share a 64-bit hash with probability about
-n / 2^64 per probe (3.4M keys: 2e-13); a collision between two *entries* is
-detected at compile time and fails the build.
+Why this structure: in CPython the cost of a lookup is the number of bytecodes
+run per host suffix, not the memory layout, so the structure is the one that
+ends a miss in the fewest Python operations while staying in one shared mapping.
+Per suffix: one xxh3 call on a bytes slice, one byte read of the filter, one
+compare (two thirds of the slots are empty). Only a filter pass (about 6%) reads
+the sorted key table through its bucket directory. Before that, the base filter
+ends a three-or-more-label host whose last two labels sit above no key after
+one probe (1.6 probes per lookup instead of 2.3 on ../shared/traffic).
+Measured with ``make bench`` (CPython 3.13 without PGO, one core, 135k lookups):
+
+    structure, sample lists (661k entries)                     cold lookups/s
+    sorted u64 keys + bucket directory                         ~750k
+    + bit Bloom filter (5 int operations per test)             ~755k
+    + byte fingerprint filter (2 operations)                   ~805k
+    + base-domain filter                                       ~915k
+    Python dict walk (170-650 MB private per process, 1.5-10 s load)   ~1.1-1.3M
+    marisa-trie prefixes() (peers/RESULTS.md, 1.1M entries)    ~375k
+
+A binary search over sorted strings needs 22 Python-level steps per probe at
+3.4M keys and was not pursued. At 3.4M keys the file is about 67 MB (8 key +
+4 directory + 4 value + 2 filter bytes per key, plus the lists' path entries),
+loads in a few ms (map + checksum), and stores no host strings: the entry a hit
+reports is the suffix that was looked up. Two hosts share a 64-bit hash with
+probability about n / 2^64 per probe (3.4M keys: 2e-13); two *entries* sharing
+one is detected at compile time and fails the build.
 
 A miss allocates no result: it returns the shared ``NO_HITS``. CPython still
 makes the short-lived ``bytes`` of the host and the hash ``int`` (freed at once).

@@ -101,7 +101,9 @@ def update(config_dir: Path, force: bool, by: str | None, names: tuple[str, ...]
         return
     failed = []
     for r in results:
-        counts = f"{r.before if r.before is not None else '-'} -> {r.after or '-'} entries"
+        before = "-" if r.before is None else r.before
+        after = "-" if r.after is None else r.after
+        counts = f"{before} -> {after} entries"
         line = f"{r.source}: {r.result} ({counts})"
         click.echo(line + (f": {r.reason}" if r.reason else ""))
         if r.result != "updated":
