@@ -15,8 +15,10 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
-from mitmproxy import exceptions, master, options
+from mitmproxy import certs, exceptions, master, options
+from mitmproxy.proxy import mode_servers
 from mitmproxy.addons import default_addons, errorcheck
 
 from addons import schoolgate_addons
@@ -24,8 +26,8 @@ from proxy.filterset import Filterset
 from proxy.settings import Settings
 
 
-def mitmproxy_options(settings: Settings) -> dict[str, object]:
-    """mitmproxy's options for these settings."""
+def mitmproxy_options(settings: Settings, *, worker: bool = False) -> dict[str, object]:
+    """mitmproxy's options for these settings (a worker leaves metrics to its supervisor)."""
     data_dir = settings.data_dir
     return {
         "listen_host": settings.listen_host,
@@ -36,17 +38,46 @@ def mitmproxy_options(settings: Settings) -> dict[str, object]:
         "connection_strategy": "lazy",
         # The filter serves clients on private school networks, not the internet.
         "block_global": True,
-        "schoolgate_metrics_listen": settings.metrics_listen or "",
+        "schoolgate_metrics_listen": "" if worker else (settings.metrics_listen or ""),
     }
 
 
-async def _serve(config_dir: Path, filterset: Filterset, extra: dict[str, str]) -> None:
+def ensure_ca(settings: Settings) -> None:
+    """Create the CA in the data folder now, so that workers started next do not race to."""
+    certs.CertStore.from_store(settings.data_dir / "mitmproxy", "mitmproxy", 2048)
+
+
+def listen_with_reuse_port() -> None:
+    """Make mitmproxy bind its TCP listeners with SO_REUSEPORT, for ``run --workers``.
+
+    mitmproxy 12 binds each TCP mode with ``asyncio.start_server(handler, host,
+    port)`` in ``AsyncioServerInstance.listen`` and offers no option for
+    ``reuse_port``; a subclass cannot be registered for a mode that already has
+    one. So this replaces that one method in the worker process only, keeping
+    mitmproxy's own path for UDP modes. ``tests/integration/test_workers.py``
+    proves two workers share the port, and fails if mitmproxy changes this.
+    """
+    original = mode_servers.AsyncioServerInstance.listen
+
+    async def listen(self: Any, host: str, port: int) -> list[Any]:
+        if self.mode.transport_protocol != "tcp" or port == 0:
+            return await original(self, host, port)
+        return [await asyncio.start_server(self.handle_stream, host, port, reuse_port=True)]
+
+    mode_servers.AsyncioServerInstance.listen = listen  # type: ignore[method-assign]
+
+
+async def _serve(
+    config_dir: Path, filterset: Filterset, extra: dict[str, str], worker: bool
+) -> None:
+    if worker:
+        listen_with_reuse_port()
     opts = options.Options()
     m = master.Master(opts, with_termlog=True)
     m.addons.add(*default_addons())
     m.addons.add(errorcheck.ErrorCheck())
     m.addons.add(*schoolgate_addons(config_dir, filterset))
-    opts.update(**mitmproxy_options(filterset.settings))
+    opts.update(**mitmproxy_options(filterset.settings, worker=worker))
     opts.update(termlog_verbosity="warn")
     if extra:
         try:
@@ -62,7 +93,9 @@ async def _serve(config_dir: Path, filterset: Filterset, extra: dict[str, str]) 
     await m.run()
 
 
-def run_proxy(config_dir: Path, filterset: Filterset, extra: dict[str, str]) -> None:
+def run_proxy(
+    config_dir: Path, filterset: Filterset, extra: dict[str, str], *, worker: bool = False
+) -> None:
     """Run the filter until stopped; an option mitmproxy rejects is a one-line error."""
     filterset.settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -77,7 +110,7 @@ def run_proxy(config_dir: Path, filterset: Filterset, extra: dict[str, str]) -> 
         filterset.settings.data_dir / "mitmproxy" / "mitmproxy-ca-cert.pem",
     )
     try:
-        asyncio.run(_serve(config_dir, filterset, extra))
+        asyncio.run(_serve(config_dir, filterset, extra, worker))
     except exceptions.OptionsError as exc:
         print(f"schoolgate run: {exc}", file=sys.stderr)
         sys.exit(1)
