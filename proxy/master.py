@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from mitmproxy import certs, exceptions, master, options
-from mitmproxy.proxy import mode_servers
 from mitmproxy.addons import default_addons, errorcheck
+from mitmproxy.proxy import mode_servers
 
 from addons import schoolgate_addons
 from proxy.filterset import Filterset
