@@ -1,0 +1,424 @@
+"""Incidents on the command line: the log, the two-person review, exports, the termly report.
+
+``incidents`` (list, show, review, close, export, check, digest), ``report
+termly`` and ``purge``, registered in ``proxy/cli.py`` from
+``INCIDENT_COMMANDS``. They open the store as the change-control commands
+do (``proxy.cli_changes.open_store``). Nothing here can print the URL of an
+illegal hit: the store does not hold one, and every view goes through
+``proxy.incidents.store.view`` / ``where_text``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from proxy.cli_changes import Store, config_option, fail, open_store, parse_time
+from proxy.incidents import report as termly
+from proxy.incidents import store as log
+from proxy.incidents.alerts import Alerter, digest_channels
+from proxy.incidents.digest import build as build_digest
+from proxy.incidents.escalation import ESCALATION_FILE, check_against_policy, load_escalation
+from proxy.incidents.models import Incident
+from proxy.incidents.retention import purge_all, send_digest
+from proxy.incidents.searchterms import TERMS_FILE, load_terms
+from proxy.policy import load_policy
+from proxy.settings import load_settings
+from proxy.yamlfile import ConfigError, Problem
+
+STATUSES = ("open", "reviewed", "closed", "all", "unclosed")
+
+
+def _local(value: datetime | None, store: Store) -> str:
+    if value is None:
+        return "-"
+    return value.astimezone(store.fs.policy.timezone).strftime("%Y-%m-%d %H:%M")
+
+
+def _since_until(
+    store: Store, start: str | None, end: str | None
+) -> tuple[datetime | None, datetime | None]:
+    since = parse_time(start, store, "--from") if start else None
+    until = parse_time(end, store, "--to", end_of_day=True) if end else None
+    if since and until and until <= since:
+        raise fail("--to is before --from")
+    return since, until
+
+
+@click.group()
+def incidents() -> None:
+    """The incident log: list, show, review (form C2), close, export, check, digest."""
+
+
+@incidents.command("list")
+@click.option(
+    "--status",
+    type=click.Choice(STATUSES),
+    default="unclosed",
+    show_default=True,
+    help="Which incidents (unclosed: open and reviewed).",
+)
+@click.option("--severity", type=click.Choice(["illegal", "unacceptable", "concerning"]))
+@click.option("--from", "start", help="First day (2026-09-01).")
+@click.option("--to", "end", help="Last day, included.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@config_option
+def incidents_list(
+    status: str,
+    severity: str | None,
+    start: str | None,
+    end: str | None,
+    as_json: bool,
+    config_dir: Path,
+) -> None:
+    """Incidents, oldest first: when, how many times, who, what, and their status."""
+    store = open_store(config_dir)
+    since, until = _since_until(store, start, end)
+    with store.session() as s:
+        found = log.find(
+            s,
+            status=None if status in ("all", "unclosed") else status,
+            severity=severity,
+            since=since,
+            until=until,
+        )
+        if status == "unclosed":
+            found = [i for i in found if i.status != "closed"]
+        rows = [log.view(i) for i in found]
+        where = {i.id: log.where_text(i) for i in found}
+    for row in rows:
+        if as_json:
+            click.echo(json.dumps(row, ensure_ascii=False))
+            continue
+        who = row["user"] or row["client_ip"] or "-"
+        click.echo(
+            f"#{row['id']}  {row['first_seen'][:16].replace('T', ' ')}  x{row['count']}  "
+            f"{row['severity']}  {row['incident_type']}  {row['category']}  "
+            f"{who} ({row['group']})  {row['status']}  {where[row['id']]}"
+        )
+    if not rows and not as_json:
+        click.echo("no incidents")
+
+
+@incidents.command("show")
+@click.argument("incident_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@config_option
+def incidents_show(incident_id: int, as_json: bool, config_dir: Path) -> None:
+    """One incident: who, when, what, the recommended actions and every review."""
+    store = open_store(config_dir)
+    with store.session() as s:
+        try:
+            incident = log.get(s, incident_id)
+        except log.ReviewError as exc:
+            raise fail(str(exc)) from None
+        shown = log.view(incident, log.reviews_of(s, incident_id))
+        where = log.where_text(incident)
+        first, last = incident.first_seen, incident.last_seen
+    if as_json:
+        click.echo(json.dumps(shown, ensure_ascii=False))
+        return
+    lines = [
+        f"incident #{shown['id']}  ({shown['status']})",
+        f"severity:   {shown['severity']}",
+        f"type:       {shown['incident_type']}",
+        f"category:   {shown['category']}",
+        f"who:        {shown['user'] or '-'} (group {shown['group']})",
+        f"address:    {shown['client_ip'] or '-'}   device: {shown['device'] or '-'}",
+        f"when:       {_local(first, store)} to {_local(last, store)}",
+        f"attempts:   {shown['count']}",
+        f"what:       {where}",
+        f"reference:  {shown['reference'] or '-'}",
+        "recommended actions (escalation.yaml):",
+        *(f"  - {a}" for a in shown["recommended_actions"] or ["(none: the reviewers decide)"]),
+    ]
+    for n, review in enumerate(shown["reviews"], 1):
+        lines += [
+            f"review {n} ({review['reviewed_at'][:16].replace('T', ' ')} UTC):",
+            f"  first reviewer:  {review['first_reviewer']}, {review['first_position']}",
+            f"  second reviewer: {review['second_reviewer']}, {review['second_position']}",
+            f"  computer used:   {review['computer']}",
+            f"  reason:          {review['reason']}",
+            f"  concern:         {review['concern'] or '-'}",
+            f"  conclusion:      {review['conclusion']}",
+            f"  action taken:    {review['action_taken']}",
+        ]
+    if shown["status"] == "closed":
+        lines.append(
+            f"closed {shown['closed_at'][:16].replace('T', ' ')} UTC by {shown['closed_by']}: "
+            f"{shown['outcome']}"
+        )
+    click.echo("\n".join(lines))
+
+
+@incidents.command("review")
+@click.argument("incident_id", type=int)
+@click.option("--first", "first", required=True, help="First reviewing person (name).")
+@click.option("--first-position", required=True, help="Their position (e.g. DSL).")
+@click.option("--second", "second", required=True, help="Second reviewing person: not the first.")
+@click.option("--second-position", required=True, help="Their position.")
+@click.option("--computer", required=True, help="Name and location of the computer used.")
+@click.option("--reason", required=True, help="Reason for investigation.")
+@click.option("--concern", help="Reason for concern (never an illegal site's address).")
+@click.option("--conclusion", required=True, help="Conclusion.")
+@click.option("--action", "action_taken", required=True, help="Action proposed or taken.")
+@config_option
+def incidents_review(
+    incident_id: int,
+    first: str,
+    first_position: str,
+    second: str,
+    second_position: str,
+    computer: str,
+    reason: str,
+    concern: str | None,
+    conclusion: str,
+    action_taken: str,
+    config_dir: Path,
+) -> None:
+    """Record the two-person review of an incident (form C2)."""
+    store = open_store(config_dir)
+    form = log.ReviewForm(
+        first_reviewer=first,
+        first_position=first_position,
+        second_reviewer=second,
+        second_position=second_position,
+        computer=computer,
+        reason=reason,
+        conclusion=conclusion,
+        action_taken=action_taken,
+        concern=concern,
+    )
+    try:
+        with store.session() as s:
+            log.review(s, incident_id, form, store.now())
+    except log.ReviewError as exc:
+        raise fail(str(exc)) from None
+    click.echo(f"incident #{incident_id}: review by {first} and {second} recorded")
+
+
+@incidents.command("close")
+@click.argument("incident_id", type=int)
+@click.option("--by", "by", required=True, help="Who closes it.")
+@click.option("--outcome", required=True, help="The outcome, for the record.")
+@config_option
+def incidents_close(incident_id: int, by: str, outcome: str, config_dir: Path) -> None:
+    """Close a reviewed incident with its outcome."""
+    store = open_store(config_dir)
+    try:
+        with store.session() as s:
+            log.close(s, incident_id, by, outcome, store.now())
+    except log.ReviewError as exc:
+        raise fail(str(exc)) from None
+    click.echo(f"incident #{incident_id} closed by {by}")
+
+
+C3_COLUMNS = (
+    "incident",
+    "date",
+    "time",
+    "severity",
+    "type",
+    "category",
+    "times",
+    "user",
+    "group",
+    "what",
+    "recommended actions",
+    "reviewed by",
+    "action taken",
+    "status",
+    "outcome",
+)
+
+
+def _c3_row(incident: Incident, shown: dict[str, object], store: Store) -> list[str]:
+    reviews = shown["reviews"]
+    assert isinstance(reviews, list)
+    actions = shown["recommended_actions"]
+    assert isinstance(actions, list)
+    local = incident.first_seen.astimezone(store.fs.policy.timezone)
+    return [
+        f"#{incident.id}",
+        f"{local:%Y-%m-%d}",
+        f"{local:%H:%M}",
+        incident.severity,
+        incident.incident_type,
+        incident.category,
+        str(incident.count),
+        incident.user or incident.subject,
+        incident.group,
+        log.where_text(incident),
+        "; ".join(str(a) for a in actions),
+        "; ".join(f"{r['first_reviewer']} & {r['second_reviewer']}" for r in reviews),
+        "; ".join(str(r["action_taken"]) for r in reviews),
+        incident.status,
+        incident.outcome or "",
+    ]
+
+
+@incidents.command("export")
+@click.option("--from", "start", help="First day (2026-09-01).")
+@click.option("--to", "end", help="Last day, included.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path, dir_okay=False), help="File (default: stdout)."
+)
+@config_option
+def incidents_export(
+    start: str | None, end: str | None, fmt: str, out: Path | None, config_dir: Path
+) -> None:
+    """The reporting log (form C3) as CSV for a spreadsheet, or JSON lines."""
+    store = open_store(config_dir)
+    since, until = _since_until(store, start, end)
+    with store.session() as s:
+        found = log.find(s, since=since, until=until)
+        views = [(i, log.view(i, log.reviews_of(s, i.id))) for i in found]
+        rows = [_c3_row(i, shown, store) for i, shown in views]
+    if fmt == "json":
+        text = "".join(json.dumps(shown, ensure_ascii=False) + "\n" for _, shown in views)
+    else:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(C3_COLUMNS)
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8", newline="")
+        click.echo(f"{out}: {len(rows)} incidents", err=True)
+
+
+@incidents.command("check")
+@config_option
+def incidents_check(config_dir: Path) -> None:
+    """Validate escalation.yaml and concerning-terms.yaml: exit 0, or FILE:LINE: error lines."""
+    problems: list[Problem] = []
+    try:
+        escalation = load_escalation(config_dir / ESCALATION_FILE)
+    except ConfigError as exc:
+        problems += exc.problems
+        escalation = None
+    try:
+        terms = load_terms(config_dir / TERMS_FILE)
+    except ConfigError as exc:
+        problems += exc.problems
+        terms = None
+    if escalation is not None:
+        try:
+            policy = load_policy(load_settings(config_dir).policy)
+        except ConfigError as exc:
+            problems += exc.problems
+        else:
+            types = {
+                c.incident: policy.line_of(("categories", c.name, "incident"))
+                for c in policy.categories.values()
+                if c.incident
+            }
+            types |= {"illegal": 0, "concerning_search": 0}
+            problems += check_against_policy(escalation, types, str(policy.source))
+    if problems:
+        for problem in problems:
+            click.echo(str(problem), err=True)
+        raise SystemExit(1)
+    assert escalation is not None
+    assert terms is not None
+    click.echo(
+        f"OK: {len(escalation.rows)} incident types, {terms.count} concerning terms "
+        f"({config_dir / ESCALATION_FILE}, {config_dir / TERMS_FILE})"
+    )
+
+
+@incidents.command("digest")
+@click.option("--send", is_flag=True, help="Send it to alerts.digest now, and mark them sent.")
+@config_option
+def incidents_digest(send: bool, config_dir: Path) -> None:
+    """The incidents not yet in a digest (illegal ones alert at once): print, or --send."""
+    store = open_store(config_dir)
+    settings = store.fs.settings
+    now = store.now()
+    if send:
+        if not digest_channels(settings.alerts):
+            raise fail("alerts.digest names no webhook or e-mail in schoolgate.yaml")
+        alerter = Alerter(max_attempts=3)
+        alerter.start()
+        sent = send_digest(settings, store.engine, alerter, store.fs.policy.school, now)
+        alerter.stop(timeout=30)
+        if alerter.failed:
+            raise fail(f"digest not delivered: {alerter.failed[0][2]}")
+        click.echo(f"digest of {sent} incident(s) sent")
+        return
+    with store.session() as s:
+        pending = [i for i in log.find(s) if i.severity != "illegal" and i.digested_at is None]
+        text = build_digest(pending, store.fs.policy.school, now).text
+    click.echo(text)
+
+
+@click.group()
+def report() -> None:
+    """Reports for governors."""
+
+
+@report.command("termly")
+@click.option("--from", "start", required=True, help="First day of the term (2026-09-01).")
+@click.option("--to", "end", required=True, help="Last day, included (2026-12-18).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="FILE.html or FILE.pdf.",
+)
+@config_option
+def report_termly(start: str, end: str, out: Path, config_dir: Path) -> None:
+    """The anonymised termly report: incidents, blocking, change control, with charts."""
+    if out.suffix.lower() not in (".html", ".htm", ".pdf"):
+        raise fail(f"--out {out}: give a .html or .pdf file")
+    store = open_store(config_dir)
+    since = parse_time(start, store, "--from")
+    until = parse_time(end, store, "--to", end_of_day=True)
+    if until <= since:
+        raise fail("--to is before --from")
+    with store.session() as s:
+        data = termly.gather(
+            s,
+            store.fs.settings.data_dir,
+            store.fs.policy.school,
+            since,
+            until,
+            store.fs.policy.timezone,
+            store.now(),
+        )
+    page = termly.render_html(data)
+    if out.suffix.lower() == ".pdf":
+        try:
+            termly.write_pdf(page, out)
+        except termly.PdfUnavailable as exc:
+            raise fail(str(exc)) from None
+    else:
+        out.write_text(page, encoding="utf-8")
+    click.echo(f"{out}: {data.incidents} incidents, {data.blocked_requests} blocked requests")
+
+
+@click.command()
+@config_option
+def purge(config_dir: Path) -> None:
+    """Delete what is past retention_days: closed incidents, searches, access-log lines."""
+    store = open_store(config_dir)
+    try:
+        counts = purge_all(store.fs.settings, store.engine, store.now())
+    except Exception as exc:
+        raise fail(f"purge failed: {exc}") from None
+    click.echo(
+        "purged: " + ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in counts.items())
+    )
+
+
+INCIDENT_COMMANDS = (incidents, report, purge)

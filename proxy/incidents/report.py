@@ -1,0 +1,320 @@
+"""The termly report for governors: incidents, blocking and change control, anonymised.
+
+``gather`` reads the store and the access log for a period into a
+``ReportData`` of counts; ``render_html`` turns that into one self-contained
+page (inline CSS and SVG charts, no script, nothing fetched), and
+``write_pdf`` prints it with WeasyPrint when that is installed.
+
+Anonymised by construction: ``ReportData`` holds no user name, address,
+device, search query or incident URL, only counts, categories, groups,
+host names of blocked sites (illegal hits excluded) and per-report
+pseudonyms ("Person A") for people with more than one incident.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from html import escape
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from proxy.incidents.charts import columns, hbars
+from proxy.incidents.models import Incident, SearchRecord
+from proxy.store import chain
+from proxy.store.models import Change, Override
+
+TOP = 15
+WITHHELD_HOSTS = {"(withheld)", "(withheld: illegal list)"}
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    ok: bool
+    rows: int
+    head_seq: int
+    head_hash: str
+    problems: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReportData:
+    school: str
+    start: datetime
+    end: datetime
+    generated: datetime
+    timezone: tzinfo
+    incidents: int
+    attempts: int
+    by_severity: list[tuple[str, int]]
+    by_category: list[tuple[str, int]]
+    by_group: list[tuple[str, int]]
+    by_type: list[tuple[str, int]]
+    by_week: list[tuple[str, int]]
+    by_status: list[tuple[str, int]]
+    concerning: list[tuple[str, int]]
+    repeats: list[tuple[str, str, int]]
+    people: int
+    searches: int
+    blocked_categories: list[tuple[str, int]]
+    top_blocked_hosts: list[tuple[str, int]]
+    blocked_requests: int
+    unblock_requests: int
+    unblock_approved: int
+    changes: list[tuple[str, int]]
+    chain: ChainResult
+
+
+def _pseudonym(i: int) -> str:
+    letters = string.ascii_uppercase
+    return "Person " + (letters[i] if i < 26 else letters[i // 26 - 1] + letters[i % 26])
+
+
+def _weeks(start: datetime, end: datetime, zone: tzinfo) -> list[datetime]:
+    local = start.astimezone(zone)
+    monday = (local - timedelta(days=local.weekday())).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    weeks = []
+    while monday < end:
+        weeks.append(monday)
+        monday += timedelta(days=7)
+    return weeks
+
+
+def _access_lines(data_dir: Path) -> Iterator[dict[str, object]]:
+    for path in sorted(data_dir.glob("access.log*")):
+        try:
+            handle = path.open(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        with handle:
+            for line in handle:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict):
+                    yield row
+
+
+def blocked_from_access_log(
+    rows: Iterable[dict[str, object]], start: datetime, end: datetime
+) -> tuple[Counter[str], Counter[str], int]:
+    """(blocks by category, by host, in all) in the period; illegal hits are counted only."""
+    categories: Counter[str] = Counter()
+    hosts: Counter[str] = Counter()
+    total = 0
+    for row in rows:
+        if row.get("decision") != "block":
+            continue
+        try:
+            when = datetime.fromisoformat(str(row.get("time")))
+        except ValueError:
+            continue
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        if not start <= when < end:
+            continue
+        total += 1
+        categories[str(row.get("category") or "(filter rule)")] += 1
+        host = str(row.get("host") or "")
+        if host and host not in WITHHELD_HOSTS and row.get("incident") != "illegal":
+            hosts[host] += 1
+    return categories, hosts, total
+
+
+def _sorted(counter: Counter[str] | dict[str, int]) -> list[tuple[str, int]]:
+    return sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def gather(
+    session: Session,
+    data_dir: Path,
+    school: str,
+    start: datetime,
+    end: datetime,
+    zone: tzinfo,
+    now: datetime,
+) -> ReportData:
+    found = list(
+        session.scalars(
+            select(Incident).where(Incident.first_seen >= start, Incident.first_seen < end)
+        )
+    )
+    weeks = _weeks(start, end, zone)
+    by_week: Counter[int] = Counter()
+    for incident in found:
+        local = incident.first_seen.astimezone(zone)
+        index = max(i for i, w in enumerate(weeks) if w <= local) if weeks else 0
+        by_week[index] += 1
+    per_person = Counter(i.subject for i in found)
+    groups = {i.subject: i.group for i in found}
+    repeats = [
+        (_pseudonym(n), groups[subject], count)
+        for n, (subject, count) in enumerate(
+            sorted(((s, c) for s, c in per_person.items() if c > 1), key=lambda sc: -sc[1])
+        )
+    ]
+    searches = session.scalar(
+        select(func.count(SearchRecord.id)).where(SearchRecord.at >= start, SearchRecord.at < end)
+    )
+    overrides = list(
+        session.scalars(
+            select(Override).where(Override.requested_at >= start, Override.requested_at < end)
+        )
+    )
+    changes = Counter(
+        chain.KINDS.get(kind, kind)
+        for kind in session.scalars(select(Change.kind).where(Change.at >= start, Change.at < end))
+    )
+    verified = chain.verify(session)
+    categories, hosts, blocked = blocked_from_access_log(_access_lines(data_dir), start, end)
+    return ReportData(
+        school=school,
+        start=start,
+        end=end,
+        generated=now,
+        timezone=zone,
+        incidents=len(found),
+        attempts=sum(i.count for i in found),
+        by_severity=_sorted(Counter(i.severity for i in found)),
+        by_category=_sorted(Counter(i.category for i in found)),
+        by_group=_sorted(Counter(i.group for i in found)),
+        by_type=_sorted(Counter(i.incident_type for i in found)),
+        by_week=[(f"{w:%d %b}", by_week[n]) for n, w in enumerate(weeks)],
+        by_status=_sorted(Counter(i.status for i in found)),
+        concerning=_sorted(Counter(i.category for i in found if i.severity == "concerning")),
+        repeats=repeats,
+        people=len(per_person),
+        searches=int(searches or 0),
+        blocked_categories=_sorted(categories)[:TOP],
+        top_blocked_hosts=_sorted(hosts)[:TOP],
+        blocked_requests=blocked,
+        unblock_requests=len(overrides),
+        unblock_approved=sum(1 for o in overrides if o.approved_by),
+        changes=_sorted(changes),
+        chain=ChainResult(
+            verified.ok,
+            verified.rows,
+            verified.head_seq,
+            verified.head_hash,
+            tuple(verified.problems),
+        ),
+    )
+
+
+CSS = """
+body { font-family: sans-serif; color: #1a202c; max-width: 60rem; margin: 2rem auto; }
+h1 { font-size: 1.6rem; margin-bottom: 0; } h2 { border-bottom: 2px solid #2b6cb0; }
+.meta { color: #4a5568; } .ok { color: #276749; } .bad { color: #c53030; font-weight: bold; }
+table { border-collapse: collapse; margin: .5rem 0 1rem; }
+td, th { border: 1px solid #cbd5e0; padding: .25rem .6rem; text-align: left; }
+.figures td:last-child { text-align: right; } .empty { color: #4a5568; font-style: italic; }
+section { page-break-inside: avoid; }
+"""
+
+
+def _table(rows: Sequence[Sequence[object]], head: Sequence[str]) -> str:
+    if not rows:
+        return '<p class="empty">None in this period.</p>'
+    out = ['<table class="figures"><tr>', *(f"<th>{escape(h)}</th>" for h in head), "</tr>"]
+    for row in rows:
+        out.append("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def render_html(data: ReportData) -> str:
+    """The report as one self-contained HTML page."""
+    zone = data.timezone
+    period = (
+        f"{data.start.astimezone(zone):%d %B %Y} to "
+        f"{(data.end - timedelta(seconds=1)).astimezone(zone):%d %B %Y}"
+    )
+    chain_line = (
+        f'<p class="ok">The change-control log verified: {data.chain.rows} rows, head row '
+        f"{data.chain.head_seq}, hash <code>{escape(data.chain.head_hash)}</code>.</p>"
+        if data.chain.ok
+        else '<p class="bad">The change-control log did NOT verify:</p><ul>'
+        + "".join(f"<li>{escape(p)}</li>" for p in data.chain.problems)
+        + "</ul>"
+    )
+    approved = (
+        f"{data.unblock_approved} of {data.unblock_requests} approved"
+        if data.unblock_requests
+        else "none requested"
+    )
+    sections = [
+        "<section><h2>Summary</h2>",
+        _table(
+            [
+                ("Incidents", data.incidents),
+                ("Blocked attempts within them", data.attempts),
+                ("People involved", data.people),
+                (
+                    "Illegal-content incidents (referred as the policy requires)",
+                    dict(data.by_severity).get("illegal", 0),
+                ),
+                ("Concerning searches", dict(data.by_severity).get("concerning", 0)),
+                ("Searches logged", data.searches),
+                ("Blocked requests", data.blocked_requests),
+                ("Unblock requests", approved),
+            ],
+            ["", "count"],
+        ),
+        "</section><section><h2>Incidents by week</h2>",
+        columns(data.by_week, "Incidents by week"),
+        "</section><section><h2>Incidents by category</h2>",
+        hbars(data.by_category, "Incidents by category"),
+        "</section><section><h2>Incidents by group</h2>",
+        hbars(data.by_group, "Incidents by group"),
+        "</section><section><h2>Incidents by type</h2>",
+        hbars([(t.replace("_", " "), n) for t, n in data.by_type], "Incidents by type"),
+        "</section><section><h2>Review status</h2>",
+        _table(data.by_status, ["status", "incidents"]),
+        "<h3>Concerning searches by theme</h3>",
+        _table(data.concerning, ["theme", "incidents"]),
+        "<h3>People with more than one incident</h3>",
+        '<p class="meta">Pseudonyms are assigned afresh in each report.</p>',
+        _table(data.repeats, ["person", "group", "incidents"]),
+        "</section><section><h2>Blocking: is the filter blocking too much?</h2>",
+        hbars(data.blocked_categories, "Blocked requests by category"),
+        "<h3>Most blocked sites</h3>",
+        _table(data.top_blocked_hosts, ["site", "blocked requests"]),
+        "</section><section><h2>Change control</h2>",
+        f"<p>Unblock requests: {escape(approved)}.</p>",
+        _table(data.changes, ["change", "count"]),
+        chain_line,
+        "</section>",
+    ]
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>Termly online safety report — {escape(data.school)}</title>"
+        f"<style>{CSS}</style></head><body>"
+        f"<h1>Termly online safety report</h1><p><strong>{escape(data.school)}</strong>, "
+        f"{escape(period)}</p>"
+        f'<p class="meta">Made by Schoolgate on {data.generated.astimezone(zone):%d %B %Y %H:%M}. '
+        "Anonymised for governors: it names no pupil and shows no address or search; "
+        "people appear only as counts or pseudonyms.</p>" + "".join(sections) + "</body></html>"
+    )
+
+
+class PdfUnavailable(Exception):
+    """WeasyPrint (or the system's Pango it needs) is not installed; ``str()`` says what to do."""
+
+
+def write_pdf(html_text: str, out: Path) -> None:
+    try:
+        from weasyprint import HTML  # type: ignore[import-untyped]
+    except (ImportError, OSError) as exc:
+        raise PdfUnavailable(
+            f"PDF needs WeasyPrint: pip install 'schoolgate[pdf]' ({type(exc).__name__}: {exc})"
+        ) from None
+    HTML(string=html_text).write_pdf(str(out))
