@@ -17,6 +17,7 @@ import click
 from blocklists.normalise import BadURL, normalise_url
 from proxy.cli_changes import CHANGE_CONTROL, controls_for_explain
 from proxy.cli_incidents import INCIDENT_COMMANDS
+from proxy.cli_incidents import INCIDENT_COMMANDS
 from proxy.filterset import Filterset, load_filterset
 from proxy.identity import Identity, parse_ip
 from proxy.users_cli import users
@@ -174,11 +175,22 @@ def explain(
     metavar="OPTION=VALUE",
     help="A mitmproxy option, e.g. --set ssl_insecure=true (repeatable).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Proxy processes sharing the listen port (default: workers in schoolgate.yaml).",
+)
+@click.option("--worker", is_flag=True, hidden=True, help="Run as one worker of --workers.")
 def run(
-    config_dir: Path, listen: str | None, modes: tuple[str, ...], extra: tuple[str, ...]
+    config_dir: Path,
+    listen: str | None,
+    modes: tuple[str, ...],
+    extra: tuple[str, ...],
+    workers: int | None,
+    worker: bool,
 ) -> None:
     """Start the filter."""
-    from proxy.master import run_proxy
+    from proxy.master import ensure_ca, run_proxy
 
     fs = open_filterset(config_dir)
     for warning in fs.warnings:
@@ -197,9 +209,26 @@ def run(
         if not sep or not key:
             raise fail(f"--set {item!r}: expected OPTION=VALUE")
         options[key] = value
+    count = workers if workers is not None else settings.workers
+    if count > 1 and not worker:
+        from proxy.workers import run_workers
+
+        if "wireguard" in settings.modes:
+            raise fail("--workers needs regular or transparent modes (wireguard is one UDP port)")
+        # The supervisor serves the workers' summed metrics; workers must not bind that port.
+        metrics = options.pop("schoolgate_metrics_listen", settings.metrics_listen)
+        try:
+            settings = settings.model_validate(settings.model_dump() | {"metrics_listen": metrics})
+        except ValueError:
+            raise fail(f"schoolgate_metrics_listen {metrics!r}: expected HOST:PORT") from None
+        ensure_ca(settings)
+        args = ["run", "--config", str(config_dir), "--worker", "--listen", settings.listen]
+        args += [f"--mode={m}" for m in settings.modes]
+        args += [f"--set={k}={v}" for k, v in options.items()]
+        sys.exit(run_workers(settings, count, args))
     if settings != fs.settings:
         fs = Filterset.build(settings, fs.policy, fs.lists)
-    run_proxy(config_dir, fs, options)
+    run_proxy(config_dir, fs, options, worker=worker)
 
 
 def main() -> None:
@@ -209,5 +238,7 @@ def main() -> None:
 for _command in CHANGE_CONTROL:  # override, access, policy, changes, db (proxy/cli_changes.py)
     cli.add_command(_command)
 cli.add_command(users)  # proxy-login users file (proxy/users_cli.py)
+for _command in INCIDENT_COMMANDS:  # incidents, report, purge (proxy/cli_incidents.py)
+    cli.add_command(_command)
 for _command in INCIDENT_COMMANDS:  # incidents, report, purge (proxy/cli_incidents.py)
     cli.add_command(_command)
