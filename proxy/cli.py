@@ -17,7 +17,6 @@ import click
 from blocklists.normalise import BadURL, normalise_url
 from proxy.cli_changes import CHANGE_CONTROL, controls_for_explain
 from proxy.cli_incidents import INCIDENT_COMMANDS
-from proxy.cli_incidents import INCIDENT_COMMANDS
 from proxy.filterset import Filterset, load_filterset
 from proxy.identity import Identity, parse_ip
 from proxy.users_cli import users
@@ -238,7 +237,5 @@ def main() -> None:
 for _command in CHANGE_CONTROL:  # override, access, policy, changes, db (proxy/cli_changes.py)
     cli.add_command(_command)
 cli.add_command(users)  # proxy-login users file (proxy/users_cli.py)
-for _command in INCIDENT_COMMANDS:  # incidents, report, purge (proxy/cli_incidents.py)
-    cli.add_command(_command)
 for _command in INCIDENT_COMMANDS:  # incidents, report, purge (proxy/cli_incidents.py)
     cli.add_command(_command)
