@@ -57,6 +57,7 @@ class ReportData:
     by_group: list[tuple[str, int]]
     by_type: list[tuple[str, int]]
     by_week: list[tuple[str, int]]
+    week_unit: str
     by_status: list[tuple[str, int]]
     concerning: list[tuple[str, int]]
     repeats: list[tuple[str, str, int]]
@@ -76,16 +77,28 @@ def _pseudonym(i: int) -> str:
     return "Person " + (letters[i] if i < 26 else letters[i // 26 - 1] + letters[i % 26])
 
 
-def _weeks(start: datetime, end: datetime, zone: tzinfo) -> list[datetime]:
+MAX_WEEKS = 26
+
+
+def _buckets(start: datetime, end: datetime, zone: tzinfo) -> tuple[str, list[datetime]]:
+    """Week starts (Mondays) across the period, or month starts when it is longer than
+    ``MAX_WEEKS`` weeks, so the chart stays readable; with the unit's name."""
     local = start.astimezone(zone)
     monday = (local - timedelta(days=local.weekday())).replace(
         hour=0, minute=0, second=0, microsecond=0
     )
-    weeks = []
-    while monday < end:
-        weeks.append(monday)
-        monday += timedelta(days=7)
-    return weeks
+    if end - monday <= timedelta(weeks=MAX_WEEKS):
+        weeks = []
+        while monday < end:
+            weeks.append(monday)
+            monday += timedelta(days=7)
+        return "week", weeks
+    month = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    months = []
+    while month < end:
+        months.append(month)
+        month = (month + timedelta(days=32)).replace(day=1)
+    return "month", months
 
 
 def _access_lines(data_dir: Path) -> Iterator[dict[str, object]]:
@@ -148,12 +161,11 @@ def gather(
             select(Incident).where(Incident.first_seen >= start, Incident.first_seen < end)
         )
     )
-    weeks = _weeks(start, end, zone)
-    by_week: Counter[int] = Counter()
+    unit, buckets = _buckets(start, end, zone)
+    by_bucket: Counter[int] = Counter()
     for incident in found:
         local = incident.first_seen.astimezone(zone)
-        index = max(i for i, w in enumerate(weeks) if w <= local) if weeks else 0
-        by_week[index] += 1
+        by_bucket[max((i for i, b in enumerate(buckets) if b <= local), default=0)] += 1
     per_person = Counter(i.subject for i in found)
     groups = {i.subject: i.group for i in found}
     repeats = [
@@ -188,7 +200,11 @@ def gather(
         by_category=_sorted(Counter(i.category for i in found)),
         by_group=_sorted(Counter(i.group for i in found)),
         by_type=_sorted(Counter(i.incident_type for i in found)),
-        by_week=[(f"{w:%d %b}", by_week[n]) for n, w in enumerate(weeks)],
+        by_week=[
+            (f"{b:%d %b}" if unit == "week" else f"{b:%b %Y}", by_bucket[n])
+            for n, b in enumerate(buckets)
+        ],
+        week_unit=unit,
         by_status=_sorted(Counter(i.status for i in found)),
         concerning=_sorted(Counter(i.category for i in found if i.severity == "concerning")),
         repeats=repeats,
@@ -269,8 +285,8 @@ def render_html(data: ReportData) -> str:
             ],
             ["", "count"],
         ),
-        "</section><section><h2>Incidents by week</h2>",
-        columns(data.by_week, "Incidents by week"),
+        f"</section><section><h2>Incidents by {data.week_unit}</h2>",
+        columns(data.by_week, f"Incidents by {data.week_unit}"),
         "</section><section><h2>Incidents by category</h2>",
         hbars(data.by_category, "Incidents by category"),
         "</section><section><h2>Incidents by group</h2>",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,8 +16,7 @@ from proxy.incidents import store as incidents
 from proxy.incidents.escalation import load_escalation
 from proxy.incidents.events import IWF_NOTICE, IncidentEvent, from_decision
 from proxy.incidents.models import Incident
-from proxy.store import migrate
-from proxy.store.engine import make_engine, session
+from proxy.store.engine import session
 from proxy.store.events import apply_event
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -28,15 +26,6 @@ PUPIL = Identity("p.one", "pupil", "10.10.0.7", "address")
 STAFF = Identity("s.one", "staff", "10.20.0.9", "address")
 KEY = b"k" * 32
 IWF_URL = "iwf-test.example/abuse/test-image.jpg"
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    """A migrated SQLite store."""
-    eng = make_engine(f"sqlite:///{tmp_path / 'schoolgate.db'}")
-    migrate.upgrade(eng)
-    yield eng
-    eng.dispose()
 
 
 def hit(
@@ -99,8 +88,8 @@ def test_incidents_carry_their_table_s_actions(engine: Engine) -> None:
     assert "Inform parents / carers" not in staff_actions
 
 
-def test_an_illegal_incident_stores_no_url(engine: Engine, tmp_path: Path) -> None:
-    """The row, its view and the database file hold the hash and notice, never the address."""
+def test_an_illegal_incident_stores_no_url(engine: Engine) -> None:
+    """The row, its view and every column hold the hash and notice, never the address."""
     with session(engine) as s:
         incident, _ = incidents.record_incident(
             s, hit(illegal=True, category="child_abuse", url=IWF_URL)
@@ -111,10 +100,14 @@ def test_an_illegal_incident_stores_no_url(engine: Engine, tmp_path: Path) -> No
     assert shown["notice"] == IWF_NOTICE
     assert IWF_NOTICE in where
     assert shown["url_hash"].startswith("hmac-sha256:")
-    engine.dispose()
-    assert b"iwf-test.example" not in (tmp_path / "schoolgate.db").read_bytes()
-    wal = tmp_path / "schoolgate.db-wal"
-    assert not wal.exists() or b"iwf-test.example" not in wal.read_bytes()
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT * FROM incidents")).all()
+    assert "iwf-test.example" not in repr(rows)
+    database = engine.url.database
+    if engine.url.get_backend_name() == "sqlite" and database:
+        engine.dispose()
+        for path in Path(database).parent.glob(Path(database).name + "*"):
+            assert b"iwf-test.example" not in path.read_bytes()
 
 
 def test_the_database_refuses_an_illegal_url(engine: Engine) -> None:
