@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint typecheck unit integration bench clean
+.PHONY: help venv run test lint typecheck migrations-check unit integration bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ venv: $(STAMP) ## create .venv and install Schoolgate into it
 run: $(STAMP) ## start the filter on 127.0.0.1:8080 with the demo policy in config/
 	$(VENV)/bin/schoolgate run --config config
 
-test: lint typecheck unit integration ## everything CI runs: lint, types, unit and integration tests
+test: lint typecheck migrations-check unit integration ## everything CI runs: lint, types, unit and integration tests
 
 lint: $(STAMP) ## ruff, and import-linter for the rooms of DESIGN.md
 	$(VENV)/bin/ruff check .
@@ -30,6 +30,11 @@ lint: $(STAMP) ## ruff, and import-linter for the rooms of DESIGN.md
 
 typecheck: $(STAMP) ## mypy --strict
 	$(VENV)/bin/mypy
+
+migrations-check: $(STAMP) ## alembic check: the migrations in migrations/ create exactly the models
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(VENV)/bin/alembic -x url=sqlite:///$$tmp/check.db upgrade head && \
+	$(VENV)/bin/alembic -x url=sqlite:///$$tmp/check.db check
 
 unit: $(STAMP) ## unit tests
 	$(PY) -m pytest -q tests/unit
