@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from addons.audit import Audit
+from addons.circumvention import Circumvention
+from addons.downloads import Downloads
 from addons.filter import Filter
 from addons.identify import Identify
 from addons.incidents import Incidents
@@ -17,7 +19,10 @@ from addons.login import ProxyLogin
 from addons.metrics import Metrics
 from addons.overrides import Overrides
 from addons.policyload import PolicyLoader
+from addons.review import Review
+from addons.safesearch import SafeSearch
 from addons.store import StoreWriter
+from addons.tlspolicy import TlsPolicy
 from proxy.filterset import Filterset
 
 
@@ -28,6 +33,7 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
     login = ProxyLogin(loader)
     identify = Identify(loader, login)
     filt = Filter(loader, identify)
+    audit = Audit(loader)
     return [
         # First: owns the filterset every later addon reads, and its hot reload.
         loader,
@@ -41,11 +47,23 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         identify,
         # Decides on the CONNECT/SNI host first, then on each request; blocks.
         filt,
+        # The protections from here on only tighten what the filter let through, never open.
+        # Tunnels to ports other than the group's, QUIC, DNS-over-HTTPS: before incidents
+        # are raised, so a DNS-over-HTTPS request raises subvert_filtering like a DoH host.
+        Circumvention(loader, audit),
         # Reads the filter's decision: raises incidents (alerting at once for illegal hits)
         # and logs searches, through the store's writer; never changes a flow.
         Incidents(loader, store),
+        # At the ClientHello, before any handshake: pass TLS through undecrypted, or refuse it.
+        TlsPolicy(loader, audit),
+        # On each allowed request: force the engine's safe mode, or block an unlockable engine.
+        SafeSearch(loader),
+        # At the response: file kinds and sizes the group may not download.
+        Downloads(loader),
+        # After every addon that can block: remembers the blocks, answers the page's review form.
+        Review(loader),
         # Last: records what was decided, after the response is known.
-        Audit(loader),
+        audit,
         # After the decision and the response: only counts, never changes a flow.
         Metrics(loader, filt, login),
     ]

@@ -80,6 +80,11 @@ class Audit:
             error=error,
         )
 
+    def record(self, **fields: object) -> None:
+        """One line for an event with no HTTP flow (a refused connection), same log."""
+        if self.log is not None:
+            self.log.write(**fields)
+
     def response(self, flow: http.HTTPFlow) -> None:
         self._write(flow)
 

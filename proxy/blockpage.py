@@ -32,8 +32,33 @@ def new_reference() -> str:
     return "SG-" + secrets.token_hex(4).upper()
 
 
-def render(decision: Decision, *, school: str, reference: str, url: str | None) -> str:
-    """The HTML of the block page for one decision."""
+REVIEW_PATH = "/_schoolgate/review"
+
+_REVIEW_FORM = """\
+<form method="post" action="{action}" class="review" id="review">
+  <h2>Request a review</h2>
+  <input type="hidden" name="reference" value="{reference}">
+  <label for="reason">Why do you need this page? (for example, the lesson it is for)</label>
+  <textarea id="reason" name="reason" rows="3" maxlength="1000" required></textarea>
+  <button type="submit">Send the request</button>
+</form>"""
+
+
+def render(
+    decision: Decision,
+    *,
+    school: str,
+    reference: str,
+    url: str | None,
+    reason: str | None = None,
+) -> str:
+    """The HTML of the block page for one decision.
+
+    ``reason`` replaces the category sentence for blocks that are not about a
+    category (a download, a search engine that cannot be locked). Every page
+    but the illegal one carries the "request a review" form, which posts to
+    ``REVIEW_PATH`` on the same host so that it reaches the proxy in every mode.
+    """
     if decision.illegal:
         title = "This page is blocked"
         reason = ILLEGAL_TEXT
@@ -46,8 +71,12 @@ def render(decision: Decision, *, school: str, reference: str, url: str | None) 
         category = decision.category or "not allowed for your group"
         title = "This site is blocked"
         reason = (
-            f"The school's web filter blocked this page: category <strong>"
-            f"{html.escape(category)}</strong>."
+            html.escape(reason)
+            if reason
+            else (
+                f"The school's web filter blocked this page: category <strong>"
+                f"{html.escape(category)}</strong>."
+            )
         )
         if decision.incident:
             reason += " This request has been recorded."
@@ -57,6 +86,11 @@ def render(decision: Decision, *, school: str, reference: str, url: str | None) 
             "of study; the headteacher approves such requests."
         )
         shown_url = f"<p class=url>{html.escape(url)}</p>" if url else ""
+    form = (
+        ""
+        if decision.illegal
+        else _REVIEW_FORM.format(action=REVIEW_PATH, reference=html.escape(reference))
+    )
     return _TEMPLATE.substitute(
         title=html.escape(title),
         school=html.escape(school),
@@ -64,4 +98,5 @@ def render(decision: Decision, *, school: str, reference: str, url: str | None) 
         review=html.escape(review),
         reference=html.escape(reference),
         url=shown_url,
+        form=form,
     )

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from blocklists.normalise import BadURL, normalise_entry
 from proxy.yamlfile import (
@@ -116,17 +123,56 @@ class AcceptableFor(Strict):
 ActionRule = Literal["acceptable", "blocked", "unacceptable"] | AcceptableAt | AcceptableFor
 
 
+DownloadKind = Literal["executable", "installer", "script", "archive"]
+
+
+def _yaml_off(value: Any) -> Any:
+    # YAML 1.1 reads an unquoted `off` as false; a technician means the word.
+    return "off" if value is False else value
+
+
+SafeSearch = Annotated[Literal["off", "moderate", "strict"], BeforeValidator(_yaml_off)]
+NoSNI = Literal["block", "filter"]
+
+
 class Downloads(Strict):
-    block: list[Name] = []
+    block: list[DownloadKind] = []
     max_mb: float | None = Field(None, gt=0)
+
+
+def _port_range(value: Any) -> tuple[int, int]:
+    """443 or "1024-65535" as an inclusive range of TCP ports."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        low = high = value
+    elif isinstance(value, str) and value.partition("-")[0].strip().isdigit():
+        first, _, last = value.partition("-")
+        low = int(first)
+        high = int(last) if last.strip().isdigit() else (low if not last else -1)
+    else:
+        raise ValueError(f"{value!r} is not a port or a range of ports (443, '8000-8999')")
+    if not 1 <= low <= high <= 65535:
+        raise ValueError(f"{value!r} is not a port or a range of ports within 1-65535")
+    return low, high
+
+
+PortRange = Annotated[tuple[int, int], BeforeValidator(_port_range)]
 
 
 class GroupRule(Strict):
     inherits: Name | None = None
     default: ActionRule | None = None
-    safe_search: Literal["off", "moderate", "strict"] | None = None
+    safe_search: SafeSearch | None = None
     downloads: Downloads | None = None
+    intercept: bool | None = None
+    allowed_ports: list[PortRange] | None = None
+    https_without_sni: NoSNI | None = None
+    doh: Literal["acceptable", "blocked", "unacceptable"] | None = None
     categories: dict[Name, ActionRule] = {}
+
+
+class NoDecrypt(Strict):
+    categories: list[Name] = []
+    hosts: list[str] = []
 
 
 class LocalBlock(Strict):
@@ -148,6 +194,7 @@ class PolicyFile(Strict):
     groups: dict[Name, GroupRule]
     local: LocalRules = LocalRules()
     approvers: list[Name] = []
+    no_decrypt: NoDecrypt = NoDecrypt()
 
     @field_validator("timezone")
     @classmethod
@@ -219,9 +266,17 @@ class Group:
     safe_search: str
     downloads: Downloads
     chain: tuple[str, ...]
+    # The gateway's protections (addons/safesearch, downloads, tlspolicy, circumvention).
+    intercept: bool = True
+    allowed_ports: tuple[tuple[int, int], ...] = ((443, 443),)
+    https_without_sni: str = "block"
+    doh: str = "acceptable"
 
     def action_for(self, category: str) -> Action:
         return self.categories.get(category, self.default)
+
+    def port_allowed(self, port: int) -> bool:
+        return any(low <= port <= high for low, high in self.allowed_ports)
 
 
 @dataclass(frozen=True)
@@ -240,6 +295,9 @@ class Policy:
     approvers: tuple[str, ...]
     users: frozenset[str]
     lines: dict[Loc, int]
+    # Categories and canonical hosts whose TLS is passed through untouched (addons/tlspolicy).
+    no_decrypt_categories: frozenset[str] = frozenset()
+    no_decrypt_hosts: tuple[str, ...] = ()
 
     def category_order(self, name: str) -> int:
         return (
@@ -354,6 +412,7 @@ class _Compiler:
                 continue
             default: Action | None = None
             safe_search, downloads = "off", Downloads()
+            protections: dict[str, Any] = {}
             actions: dict[str, Action] = {}
             # Walk from the root ancestor down so that each child overrides its parent.
             for member in reversed(chain):
@@ -364,6 +423,9 @@ class _Compiler:
                     safe_search = rule.safe_search
                 if rule.downloads is not None:
                     downloads = rule.downloads
+                for field in ("intercept", "allowed_ports", "https_without_sni", "doh"):
+                    if getattr(rule, field) is not None:
+                        protections[field] = getattr(rule, field)
                 for cat_name, cat_rule in rule.categories.items():
                     loc: Loc = ("groups", member, "categories", cat_name)
                     if cat_name not in categories:
@@ -375,8 +437,16 @@ class _Compiler:
             for cat in categories.values():
                 if cat.illegal:
                     actions[cat.name] = Action("unacceptable")
+            if "allowed_ports" in protections:
+                protections["allowed_ports"] = tuple(protections["allowed_ports"])
             resolved[name] = Group(
-                name, default or Action("acceptable"), actions, safe_search, downloads, chain
+                name,
+                default or Action("acceptable"),
+                actions,
+                safe_search,
+                downloads,
+                chain,
+                **protections,
             )
         return resolved
 
@@ -430,6 +500,30 @@ class _Compiler:
                 self.error(("local", "block", i, "entry"), f"bad entry {item.entry!r}: {exc}")
         return tuple(allow), block
 
+    def no_decrypt(self, categories: dict[str, Category]) -> tuple[frozenset[str], tuple[str, ...]]:
+        rule = self.raw.no_decrypt
+        for i, name in enumerate(rule.categories):
+            if name not in categories:
+                known = ", ".join(categories) or "none defined"
+                self.error(
+                    ("no_decrypt", "categories", i), f"unknown category {name!r} (known: {known})"
+                )
+        hosts = []
+        for i, entry in enumerate(rule.hosts):
+            try:
+                host = normalise_entry(entry)
+            except BadURL as exc:
+                self.error(("no_decrypt", "hosts", i), f"bad host {entry!r}: {exc}")
+                continue
+            if "/" in host:
+                self.error(
+                    ("no_decrypt", "hosts", i),
+                    f"{entry!r} has a path: TLS that is not decrypted shows only the host",
+                )
+                continue
+            hosts.append(host)
+        return frozenset(rule.categories), tuple(hosts)
+
 
 def compile_policy(raw: PolicyFile, positions: Positions, source: Path) -> Policy:
     """Resolve references and inheritance; raises ``ConfigError`` listing every problem."""
@@ -438,6 +532,7 @@ def compile_policy(raw: PolicyFile, positions: Positions, source: Path) -> Polic
     groups = compiler.groups(categories)
     compiler.identity(groups)
     allow, block = compiler.local(categories)
+    no_decrypt_categories, no_decrypt_hosts = compiler.no_decrypt(categories)
     if compiler.problems:
         # An inherited rule is compiled once per heir; report each mistake once.
         raise ConfigError(list(dict.fromkeys(compiler.problems)))
@@ -460,6 +555,8 @@ def compile_policy(raw: PolicyFile, positions: Positions, source: Path) -> Polic
         approvers=tuple(raw.approvers),
         users=frozenset(compiler.users),
         lines=dict(positions.lines),
+        no_decrypt_categories=no_decrypt_categories,
+        no_decrypt_hosts=no_decrypt_hosts,
     )
 
 

@@ -88,7 +88,7 @@ class OriginCA:
     key: ec.EllipticCurvePrivateKey
     cert: x509.Certificate
 
-    def issue(self, tmp: Path, hostname: str) -> tuple[Path, Path]:
+    def issue(self, tmp: Path, hostname: str, *more: str) -> tuple[Path, Path]:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         cert = (
@@ -99,7 +99,10 @@ class OriginCA:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(h) for h in (hostname, *more)]),
+                critical=False,
+            )
             .sign(self.key, hashes.SHA256())
         )
         cert_path, key_path = tmp / f"{hostname}.pem", tmp / f"{hostname}.key"
@@ -264,7 +267,9 @@ def schoolgate_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "proxy"]
 
 
-def start_gateway(tmp: Path, origin_ca: OriginCA, *extra: str) -> Gateway:
+def start_gateway(
+    tmp: Path, origin_ca: OriginCA, *extra: str, env: dict[str, str] | None = None
+) -> Gateway:
     port = free_port()
     config_dir, data_dir = tmp / "config", tmp / "var"
     if not (config_dir / "policy.yaml").exists():
@@ -286,7 +291,7 @@ def start_gateway(tmp: Path, origin_ca: OriginCA, *extra: str) -> Gateway:
         ],
         stdout=subprocess.DEVNULL,
         stderr=stderr_path.open("wb"),
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     gateway = Gateway(process, port, config_dir, data_dir, stderr_path)
     deadline = time.monotonic() + 30

@@ -122,6 +122,21 @@ def test_connect_to_host_with_allowed_paths_waits_for_the_request(filterset: Fil
 
 
 def test_addon_order_is_declared_once(filterset: Filterset) -> None:
-    """The loader comes first, logins before identify before filter, audit then metrics."""
+    """The loader first, identify before filter, the protections after it, audit then metrics."""
     names = [type(a).__name__ for a in schoolgate_addons(ROOT / "config", filterset)]
-    assert names == ["PolicyLoader", "ProxyLogin", "Identify", "Filter", "Audit", "Metrics"]
+    assert names == [
+        "PolicyLoader",
+        "StoreWriter",
+        "Overrides",
+        "ProxyLogin",
+        "Identify",
+        "Filter",
+        "Circumvention",
+        "Incidents",
+        "TlsPolicy",
+        "SafeSearch",
+        "Downloads",
+        "Review",
+        "Audit",
+        "Metrics",
+    ]

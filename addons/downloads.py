@@ -1,0 +1,193 @@
+"""Downloads: block file kinds by what they are, and files over a group's size limit.
+
+Per group, ``downloads: {block: [executable, installer, script, archive], max_mb: N}``.
+The core (``proxy/downloads.py``) says what a body is from its magic bytes,
+its content type and its file name. Three paths, chosen at the response
+headers:
+
+1. The headers decide (``Content-Length`` over the limit, a blocked content
+   type or file name): the user gets the block page at once; the origin's
+   body is read and dropped, never forwarded or held in memory.
+2. A body of known length up to ``BUFFER_BYTES``: mitmproxy buffers it as
+   usual and the ``response`` hook sniffs the decoded first bytes, so a
+   renamed ``.exe`` still gets the block page.
+3. Anything else (no length, chunked, or large): the body streams through a
+   ``StreamGuard`` that holds back the first bytes until it can sniff them
+   and counts as it goes. A hit there comes after the headers have gone,
+   so the transfer is cut: the browser reports a failed download, never a
+   complete file.
+
+Each block is logged in the access log with the rule that says why. For
+groups with kinds to block, requests ask only for gzip or deflate, the
+encodings a streamed body can be sniffed through.
+
+Failure policy: an error while deciding blocks the download.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable
+
+from mitmproxy import exceptions, http
+
+from addons.blocking import ANSWERED, answered, block_page, protection_block
+from addons.filter import DECISION, failed_closed
+from addons.identify import identity_of
+from addons.policyload import PolicyLoader
+from proxy.downloads import (
+    SNIFF_BYTES,
+    Rules,
+    StreamGuard,
+    Verdict,
+    check_body,
+    check_headers,
+    filename_of,
+)
+
+BUFFER_BYTES = 8 * 1024 * 1024
+BLOCKED_PAGE = "schoolgate.downloads.page"
+SNIFF = "schoolgate.downloads.sniff"
+log = logging.getLogger("schoolgate.downloads")
+
+
+class Downloads:
+    def __init__(self, loader: PolicyLoader) -> None:
+        self.loader = loader
+        self.errors = 0
+        self.blocked = 0
+
+    def _rules(self, flow: http.HTTPFlow) -> Rules | None:
+        identity = identity_of(flow)
+        if identity is None:
+            raise RuntimeError("no identity")
+        group = self.loader.filterset.policy.groups[identity.group]
+        rules = Rules.of(group.downloads.block, group.downloads.max_mb)
+        return rules if rules.active else None
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if answered(flow):
+            return
+        try:
+            rules = self._rules(flow)
+        except Exception:
+            return  # responseheaders decides again and fails closed there
+        if rules is not None and rules.kinds and "accept-encoding" in flow.request.headers:
+            flow.request.headers["accept-encoding"] = "gzip, deflate"
+
+    def _verdict_rule(self, flow: http.HTTPFlow, verdict: Verdict) -> str:
+        identity = identity_of(flow)
+        return f"{verdict.describe()} for group {identity.group if identity else 'unknown'}"
+
+    def _page(self, flow: http.HTTPFlow, verdict: Verdict) -> http.Response:
+        self.blocked += 1
+        decision = protection_block(identity_of(flow), self._verdict_rule(flow, verdict))
+        flow.metadata[DECISION] = decision
+        flow.metadata[ANSWERED] = True
+        reason = (
+            "This download is larger than the school allows."
+            if verdict.kind == "too_large"
+            else f"The school's filter does not allow downloading this kind of file "
+            f"({verdict.kind}: {verdict.what})."
+        )
+        response = block_page(self.loader, flow, decision, reason)
+        flow.metadata[BLOCKED_PAGE] = response.content
+        log.info("download blocked: %s", decision.rule)
+        return response
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if answered(flow) or flow.response is None:
+            return
+        try:
+            rules = self._rules(flow)
+            if rules is None:
+                return
+            response = flow.response
+            length_text = response.headers.get("content-length", "")
+            length = int(length_text) if length_text.strip().isdigit() else None
+            name = filename_of(response.headers.get("content-disposition"), flow.request.path)
+            verdict = check_headers(
+                rules,
+                content_type=response.headers.get("content-type"),
+                content_disposition=response.headers.get("content-disposition"),
+                path=flow.request.path,
+                content_length=length,
+            )
+            if verdict is not None:
+                self._replace_now(flow, verdict)
+            elif length is not None and (not rules.kinds or length <= BUFFER_BYTES):
+                if rules.kinds:
+                    flow.metadata[SNIFF] = (rules, name)
+            else:
+                guard = StreamGuard(
+                    rules,
+                    name,
+                    response.headers.get("content-encoding"),
+                    lambda verdict: self._cut(flow, verdict),
+                )
+                response.stream = guard.feed
+        except Exception as exc:
+            self._fail(flow, exc)
+
+    def _replace_now(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
+        self._serve_now(flow, self._page(flow, verdict))
+
+    @staticmethod
+    def _serve_now(flow: http.HTTPFlow, page: http.Response) -> None:
+        """Serve ``page`` now; the origin's body, still arriving, is dropped."""
+        body = page.content or b""
+        sent = False
+
+        def drop(chunk: bytes) -> Iterable[bytes]:
+            nonlocal sent
+            if sent:
+                return []
+            sent = True
+            return [body]
+
+        page.stream = drop
+        flow.response = page
+
+    def _cut(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
+        """A streamed body turned out to be blocked: nothing more goes on, and the flow dies."""
+        self.blocked += 1
+        flow.metadata[DECISION] = protection_block(
+            identity_of(flow), self._verdict_rule(flow, verdict) + " (transfer cut)"
+        )
+        log.info("download cut: %s", flow.metadata[DECISION].rule)
+        with contextlib.suppress(exceptions.ControlException):
+            flow.kill()  # already ended: nothing more is forwarded either way
+
+    def _fail(self, flow: http.HTTPFlow, exc: Exception) -> None:
+        self.errors += 1
+        if self.errors == 1:
+            log.exception("downloads check failed; blocking (later failures are only counted)")
+        decision = failed_closed(identity_of(flow), f"downloads: {type(exc).__name__}")
+        flow.metadata[DECISION] = decision
+        flow.metadata[ANSWERED] = True
+        page = block_page(self.loader, flow, decision, "The filter could not check this download.")
+        flow.metadata[BLOCKED_PAGE] = page.content
+        if flow.response is not None and flow.response.data.content is None:
+            self._serve_now(flow, page)  # at the headers: the body is still to come
+        else:
+            flow.response = page
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        page = flow.metadata.get(BLOCKED_PAGE)
+        if isinstance(page, bytes) and flow.response is not None:
+            # A body-less origin response overwrote the page's content: put it back.
+            if flow.response.content != page:
+                flow.response.content = page
+            return
+        sniff = flow.metadata.pop(SNIFF, None)
+        if sniff is None or flow.response is None:
+            return
+        rules, name = sniff
+        try:
+            head = (flow.response.get_content(strict=False) or b"")[:SNIFF_BYTES]
+            verdict = check_body(rules, head, name)
+            if verdict is not None:
+                flow.response = self._page(flow, verdict)
+        except Exception as exc:
+            self._fail(flow, exc)

@@ -1,0 +1,143 @@
+"""TLS choices from the host alone: intercept, pass through undecrypted, or refuse."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from blocklists.index import IndexBuilder
+from proxy.filterset import Filterset
+from proxy.policy import parse_policy
+from proxy.settings import Settings, Source
+from proxy.tlspolicy import choose
+from proxy.yamlfile import ConfigError
+
+POLICY = """\
+school: S
+identity:
+  default_group: guest
+  networks:
+    - {cidr: 10.10.0.0/16, group: pupil}
+    - {cidr: 10.30.0.0/16, group: byod}
+  users:
+    - {name: head.teacher, group: head, ips: [10.20.0.5]}
+categories:
+  adult: {lists: [ut1/adult], incident: deliberate_offensive}
+  banking: {lists: [ut1/bank]}
+no_decrypt:
+  categories: [banking]
+  hosts: [pinned.example]
+groups:
+  pupil:
+    default: acceptable
+    safe_search: strict
+    categories: {adult: unacceptable}
+  byod:
+    inherits: pupil
+    intercept: false
+    https_without_sni: filter
+  head:
+    default: acceptable
+    allowed_ports: [443, "8000-8999"]
+  guest:
+    inherits: pupil
+"""
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def fs() -> Filterset:
+    builder = IndexBuilder()
+    builder.add("ut1/adult", "adult.example")
+    builder.add("ut1/bank", "bank.example")
+    policy = parse_policy(POLICY, Path("policy.yaml"))
+    settings = Settings(sources={"ut1": Source(path=Path("/nonexistent"), format="ut1")})
+    return Filterset.build(settings, policy, builder.freeze())
+
+
+def who(fs: Filterset, ip: str):
+    return fs.identities.resolve(ip)
+
+
+def test_trusting_clients_are_intercepted(fs: Filterset) -> None:
+    """A pupil's device trusts the CA: TLS is decrypted and decided per request."""
+    choice = choose(fs, who(fs, "10.10.0.9"), sni="adult.example", connect_host=None, when=NOW)
+    assert choice.action == "intercept"
+
+
+def test_no_decrypt_hosts_and_categories_pass_untouched(fs: Filterset) -> None:
+    """Banking (a category) and a pinned app's host are passed through, not decrypted."""
+    pupil = who(fs, "10.10.0.9")
+    bank = choose(fs, pupil, sni="www.bank.example", connect_host=None, when=NOW)
+    assert (bank.action, bank.host) == ("pass", "www.bank.example")
+    assert "no-decrypt category banking" in bank.reason
+    pinned = choose(fs, pupil, sni="api.pinned.example", connect_host=None, when=NOW)
+    assert pinned.action == "pass"
+
+
+def test_clients_without_the_ca_are_filtered_on_sni(fs: Filterset) -> None:
+    """A BYOD device is never intercepted: allowed hosts pass, blocked hosts are refused."""
+    byod = who(fs, "10.30.0.9")
+    assert choose(fs, byod, sni="lesson.example", connect_host=None, when=NOW).action == "pass"
+    refused = choose(fs, byod, sni="adult.example", connect_host=None, when=NOW)
+    assert refused.action == "refuse"
+    assert refused.decision is not None
+    assert refused.decision.incident == "unacceptable"
+
+
+def test_a_blocked_connect_host_refuses_whatever_the_sni(fs: Filterset) -> None:
+    """Fronting an allowed SNI does not open a blocked CONNECT host for undecrypted TLS."""
+    byod = who(fs, "10.30.0.9")
+    choice = choose(fs, byod, sni="lesson.example", connect_host="adult.example", when=NOW)
+    assert choice.action == "refuse"
+
+
+def test_search_engines_are_refused_without_decryption_when_safe_search_is_on(
+    fs: Filterset,
+) -> None:
+    """Safe search cannot be forced on TLS that is not decrypted, so the engine is refused."""
+    choice = choose(fs, who(fs, "10.30.0.9"), sni="www.google.co.uk", connect_host=None, when=NOW)
+    assert choice.action == "refuse"
+    assert "safe search" in choice.reason
+
+
+def test_https_without_sni_follows_the_group(fs: Filterset) -> None:
+    """No SNI to a raw IP: refused for pupils, decided on the address for BYOD."""
+    pupil = choose(fs, who(fs, "10.10.0.9"), sni=None, connect_host="203.0.113.7", when=NOW)
+    assert pupil.action == "refuse"
+    assert "no SNI" in pupil.reason
+    byod = choose(fs, who(fs, "10.30.0.9"), sni=None, connect_host="203.0.113.7", when=NOW)
+    assert byod.action == "pass"
+
+
+def test_protection_fields_inherit_and_ports_parse(fs: Filterset) -> None:
+    """Groups inherit the protections; ports take numbers and ranges; 443 is the default."""
+    groups = fs.policy.groups
+    assert groups["byod"].safe_search == "strict"
+    assert not groups["byod"].intercept
+    assert groups["pupil"].intercept
+    assert groups["pupil"].port_allowed(443)
+    assert not groups["pupil"].port_allowed(22)
+    assert groups["head"].port_allowed(8443)
+    assert not groups["head"].port_allowed(9000)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("categories: [banking]", "categories: [banks]", "unknown category 'banks'"),
+        ("hosts: [pinned.example]", "hosts: [pinned.example/app]", "has a path"),
+        ('allowed_ports: [443, "8000-8999"]', "allowed_ports: [0]", "within 1-65535"),
+        ('allowed_ports: [443, "8000-8999"]', 'allowed_ports: ["ssh"]', "not a port"),
+        ("intercept: false", "intercept: maybe", "intercept"),
+        ("https_without_sni: filter", "https_without_sni: allow", "https_without_sni"),
+    ],
+)
+def test_bad_protection_fields_name_their_line(old: str, new: str, message: str) -> None:
+    """Each mistake in the new fields is one file:line error."""
+    with pytest.raises(ConfigError) as caught:
+        parse_policy(POLICY.replace(old, new), Path("policy.yaml"))
+    assert any(message in str(p) for p in caught.value.problems)
+    assert all(str(p).startswith("policy.yaml:") for p in caught.value.problems)
