@@ -634,4 +634,4 @@ def db_upgrade(config_dir: Path) -> None:
     click.echo(f"store up to date: {store.engine.url.render_as_string(hide_password=True)}")
 
 
-CHANGE_CONTROL = (override, access, policy, changes, db)
+CHANGE_CONTROL: tuple[click.Command, ...] = (override, access, policy, changes, db)
