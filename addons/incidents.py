@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mitmproxy import http
+from mitmproxy.addonmanager import Loader
 from sqlalchemy import Engine
 
 from addons.filter import REFERENCE, decision_of
@@ -63,7 +64,12 @@ class Incidents:
         self.raised = 0
         self._alerted: dict[tuple[str, str], float] = {}
 
-    def running(self) -> None:
+    def load(self, loader: Loader) -> None:
+        # Before the proxy listens: a request that arrives while slower addons are still
+        # starting (the store's migrations) must already find the key and the tables.
+        self._setup()
+
+    def _setup(self) -> None:
         settings = self.loader.filterset.settings
         self.key = load_or_create_key(settings.data_dir)
         # A missing file is a warning (an install from before incidents); a broken one is an
@@ -84,6 +90,9 @@ class Incidents:
                 log.error("%s", exc)
         else:
             log.warning("no %s: searches are logged, none raises an incident", terms_path)
+
+    def running(self) -> None:
+        settings = self.loader.filterset.settings
         self.alerter.start()
         self.housekeeper = Housekeeper(
             settings,
@@ -112,8 +121,11 @@ class Incidents:
     def _record(self, flow: http.HTTPFlow) -> None:
         decision = decision_of(flow)
         identity = identity_of(flow)
-        if decision is None or identity is None or self.key is None:
+        if decision is None or identity is None:
             return
+        if self.key is None:
+            self._setup()
+        assert self.key is not None
         now = datetime.now(UTC)
         reference = flow.metadata.get(REFERENCE)
         if decision.incident is not None:
