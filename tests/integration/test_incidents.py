@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,9 +79,11 @@ def sg(gateway: Gateway, *args: str) -> str:
     return result.stdout + result.stderr
 
 
-def wait_for_incidents(gateway: Gateway, ready: object, timeout: float = 15.0) -> list[dict]:
+def wait_for_incidents(
+    gateway: Gateway, ready: object, timeout: float = 15.0
+) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         out = sg(gateway, "incidents", "list", "--status", "all", "--json")
         rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
