@@ -1,0 +1,134 @@
+"""Retention and the digest: old access-log lines go, the digest is due once a day and sent."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from proxy.identity import Identity
+from proxy.incidents import digest
+from proxy.incidents import store as log
+from proxy.incidents.alerts import Alerter
+from proxy.incidents.events import concerning_search
+from proxy.incidents.report import blocked_from_access_log
+from proxy.incidents.retention import Housekeeper, purge_access_log
+from proxy.settings import Settings
+from proxy.store.engine import session
+from tests.alertsinks import MailSink, mail_sink
+
+__all__ = ["mail_sink"]  # fixture
+NOW = datetime(2026, 11, 23, 17, 0, tzinfo=UTC)
+
+
+def line(when: datetime, **fields: object) -> str:
+    return json.dumps({"time": when.isoformat(), **fields}) + "\n"
+
+
+def test_old_access_log_lines_and_rotated_files_go(tmp_path: Path) -> None:
+    """Lines before the cutoff go, newer and unreadable ones stay; old rotated files go."""
+    path = tmp_path / "access.log"
+    path.write_text(
+        line(NOW - timedelta(days=100), host="old.example")
+        + "not json\n"
+        + line(NOW - timedelta(days=1), host="new.example"),
+        encoding="utf-8",
+    )
+    rotated = tmp_path / "access.log.1"
+    rotated.write_text(line(NOW - timedelta(days=200)), encoding="utf-8")
+    old = time.time() - 200 * 86400
+    os.utime(rotated, (old, old))
+    removed = purge_access_log(path, NOW - timedelta(days=90))
+    assert removed == 2
+    assert not rotated.exists()
+    text = path.read_text(encoding="utf-8")
+    assert "old.example" not in text
+    assert "new.example" in text
+    assert "not json" in text
+
+
+@pytest.mark.parametrize(
+    ("last", "now", "every", "due"),
+    [
+        (None, NOW, "daily", True),
+        (None, NOW.replace(hour=9), "daily", False),
+        (NOW - timedelta(hours=3), NOW, "daily", False),
+        (NOW - timedelta(days=1), NOW, "daily", True),
+        (None, NOW, "weekly", True),  # 23 Nov 2026 is a Monday
+        (None, NOW + timedelta(days=1), "weekly", False),
+        (NOW - timedelta(days=1), NOW, "weekly", False),
+    ],
+)
+def test_digest_is_due_once_per_period_after_its_hour(
+    last: datetime | None, now: datetime, every: str, due: bool
+) -> None:
+    """Daily at or after the hour, once; weekly only on Mondays."""
+    assert digest.due(last, now, every, 16) is due
+
+
+def test_access_log_blocks_are_counted_without_illegal_hosts() -> None:
+    """The report counts blocks by category and host, illegal hits only by count."""
+    start, end = NOW - timedelta(days=7), NOW
+    rows = [
+        json.loads(
+            line(NOW - timedelta(days=1), decision="block", category="adult", host="a.example")
+        ),
+        json.loads(
+            line(NOW - timedelta(days=1), decision="block", category="adult", host="a.example")
+        ),
+        json.loads(
+            line(
+                NOW - timedelta(days=1),
+                decision="block",
+                category="child_abuse",
+                incident="illegal",
+                host="(withheld)",
+            )
+        ),
+        json.loads(
+            line(NOW - timedelta(days=30), decision="block", category="adult", host="old.example")
+        ),
+        json.loads(line(NOW - timedelta(days=1), decision="allow", host="ok.example")),
+    ]
+    categories, hosts, total = blocked_from_access_log(rows, start, end)
+    assert total == 3
+    assert categories == {"adult": 2, "child_abuse": 1}
+    assert hosts == {"a.example": 2}
+
+
+def test_housekeeper_sends_the_digest_once(
+    engine: Engine, tmp_path: Path, mail_sink: MailSink
+) -> None:
+    """A tick after the digest hour mails the undigested incidents, marks them, and not again."""
+    settings = Settings.model_validate(
+        {
+            "data_dir": str(tmp_path),
+            "alerts": {
+                "digest": {"email": ["dsl@school.example"], "hour": 16},
+                "smtp": {"host": "127.0.0.1", "port": mail_sink.port},
+            },
+        }
+    )
+    pupil = Identity("p.one", "pupil", "10.10.0.7", "login")
+    with session(engine) as s:
+        log.record_incident(
+            s, concerning_search(pupil, "google", "self harm", "self_harm", "self harm", NOW)
+        )
+    alerter = Alerter()
+    alerter.start()
+    keeper = Housekeeper(settings, engine, alerter, lambda: "Test School")
+    keeper.tick(NOW)
+    keeper.tick(NOW + timedelta(minutes=1))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not mail_sink.messages:
+        time.sleep(0.05)
+    alerter.stop()
+    assert len(mail_sink.messages) == 1
+    assert "Incident digest" in str(mail_sink.messages[0]["Subject"])
+    with session(engine) as s:
+        assert all(i.digested_at is not None for i in log.find(s))
