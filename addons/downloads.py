@@ -136,7 +136,6 @@ class Downloads:
     @staticmethod
     def _serve_now(flow: http.HTTPFlow, page: http.Response) -> None:
         """Serve ``page`` now; the origin's body, still arriving, is dropped."""
-        body = page.content or b""
         sent = False
 
         def drop(chunk: bytes) -> Iterable[bytes]:
@@ -144,7 +143,8 @@ class Downloads:
             if sent:
                 return []
             sent = True
-            return [body]
+            # Read now, not when chosen: the review addon signs its form in after this hook.
+            return [page.content or b""]
 
         page.stream = drop
         flow.response = page
@@ -177,7 +177,7 @@ class Downloads:
         page = flow.metadata.get(BLOCKED_PAGE)
         if isinstance(page, bytes) and flow.response is not None:
             # A body-less origin response overwrote the page's content: put it back.
-            if flow.response.content != page:
+            if not flow.response.content:
                 flow.response.content = page
             return
         sniff = flow.metadata.pop(SNIFF, None)

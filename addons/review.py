@@ -3,17 +3,20 @@
 The form posts to ``REVIEW_PATH`` on the blocked host, so the post reaches
 the proxy in regular and transparent mode alike, inside the same
 (intercepted) connection as the block page. This addon sits after every
-addon that can block: it remembers each block it sees answered (never an
-illegal one) by its reference, and when a post to ``REVIEW_PATH`` arrives
-it replaces whatever answer the post got with the reply page, after
-appending the request to ``DATA_DIR/review-requests.jsonl`` off the event
-loop. A post on an illegal block keeps the illegal block page.
+addon that can block. On each block page it sees (never an illegal one) it
+signs a token with the block's reference, URL, category and client address
+into the form (``proxy/review.py``); when a post to ``REVIEW_PATH`` arrives
+it checks the token, appends the request to
+``DATA_DIR/review-requests.jsonl`` off the event loop, and answers with a
+page saying what happens next, in place of whatever the post would have
+got. A post on an illegal block keeps the illegal block page.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 
 from mitmproxy import http
@@ -27,12 +30,15 @@ from proxy.blockpage import REVIEW_PATH
 from proxy.decision import Decision
 from proxy.review import (
     REVIEW_FILE,
+    TOKEN_FIELD,
     Blocked,
-    Recent,
     ReviewRequest,
     append,
     clean_reason,
+    load_key,
     reply_page,
+    sign,
+    verify,
 )
 
 log = logging.getLogger("schoolgate.review")
@@ -41,25 +47,45 @@ log = logging.getLogger("schoolgate.review")
 class Review:
     def __init__(self, loader: PolicyLoader) -> None:
         self.loader = loader
-        self.recent = Recent()
         self.filed = 0
+        self.rejected = 0
+        self._key: bytes | None = None
 
-    def response(self, flow: http.HTTPFlow) -> None:
-        """Remember what was blocked under each reference, for the form's post."""
+    def _signing_key(self) -> bytes:
+        if self._key is None:
+            self._key = load_key(self.loader.filterset.settings.data_dir)
+        return self._key
+
+    def running(self) -> None:
+        self._signing_key()
+
+    def _sign_page(self, flow: http.HTTPFlow) -> None:
+        """Put a signed token into the form of a block page this flow is answered with."""
+        response = flow.response
         decision = decision_of(flow)
         reference = flow.metadata.get(REFERENCE)
-        if decision is None or not decision.blocked or decision.illegal:
+        if response is None or decision is None or not decision.blocked or decision.illegal:
             return
-        if not isinstance(reference, str) or flow.metadata.get("schoolgate.review"):
+        if not isinstance(reference, str) or response.status_code != 403:
+            return
+        content = response.content or b""
+        if TOKEN_FIELD not in content:
             return
         try:
             url: str | None = normalise_url(flow.request.pretty_url).entry
         except BadURL:
             url = None
-        self.recent.remember(
-            reference,
-            Blocked(url, decision.category, decision.rule, flow.client_conn.peername[0]),
+        blocked = Blocked(url, decision.category, flow.client_conn.peername[0])
+        token = sign(self._signing_key(), reference, blocked, int(time.time()))
+        response.content = content.replace(
+            TOKEN_FIELD, b'name="token" value="' + token.encode("ascii") + b'"', 1
         )
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        self._sign_page(flow)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._sign_page(flow)
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.request.method != "POST" or flow.request.path.split("?", 1)[0] != REVIEW_PATH:
@@ -69,11 +95,17 @@ class Review:
             return  # the illegal block page stands; nothing about it is ever filed
         identity = identity_of(flow)
         form = flow.request.urlencoded_form
-        reference = form.get("reference", "")
         client_ip = flow.client_conn.peername[0]
-        blocked = self.recent.get(reference)
-        filed = blocked is not None and blocked.client_ip == client_ip and identity is not None
-        if filed and blocked is not None and identity is not None:
+        vouched = verify(self._signing_key(), form.get("token", ""), int(time.time()))
+        reference = form.get("reference", "")
+        filed = False
+        if (
+            vouched is not None
+            and vouched[0] == reference
+            and vouched[1].client_ip == client_ip
+            and identity is not None
+        ):
+            blocked = vouched[1]
             record = ReviewRequest(
                 time=datetime.now(UTC).isoformat(timespec="seconds"),
                 user=identity.user,
@@ -87,10 +119,12 @@ class Review:
             path = self.loader.filterset.settings.data_dir / REVIEW_FILE
             try:
                 await asyncio.to_thread(append, path, record)
+                filed = True
                 self.filed += 1
             except OSError:
                 log.exception("could not record review request %s", reference)
-                filed = False
+        if not filed:
+            self.rejected += 1
         flow.metadata[DECISION] = Decision(
             decision="allow",
             category=None,
@@ -103,7 +137,6 @@ class Review:
             user=identity.user if identity else None,
         )
         flow.metadata[ANSWERED] = True
-        flow.metadata["schoolgate.review"] = True
         flow.response = http.Response.make(
             200 if filed else 404,
             reply_page(

@@ -38,6 +38,7 @@ _REVIEW_FORM = """\
 <form method="post" action="{action}" class="review" id="review">
   <h2>Request a review</h2>
   <input type="hidden" name="reference" value="{reference}">
+  <input type="hidden" name="token" value="">
   <label for="reason">Why do you need this page? (for example, the lesson it is for)</label>
   <textarea id="reason" name="reason" rows="3" maxlength="1000" required></textarea>
   <button type="submit">Send the request</button>

@@ -1,26 +1,36 @@
-"""Review requests from the block page: remembered blocks, the record, the reply page.
+"""Review requests from the block page: the signed form token, the record, the reply page.
 
-The block page's form posts its reference and the user's reason. The proxy
-remembers recent blocks by reference (``Recent``, bounded), so the record
-holds the URL and category the proxy itself saw, never what a form claims.
-Each request is one JSON line appended to ``DATA_DIR/review-requests.jsonl``
+The block page's form carries a token the proxy signs (HMAC-SHA256 with a
+key kept in ``DATA_DIR/review.key``, shared by every worker): the block's
+reference, URL, category, client address and time. The post is checked
+against it, so the record holds what the proxy itself saw, never what a
+form claims, and any worker can answer a form another worker served. Each
+request is one JSON line appended to ``DATA_DIR/review-requests.jsonl``
 with ``time, user, group, client_ip, url, category, reason, reference``;
 the change-control store ingests that file as override requests. Illegal
-blocks are never remembered, so they can never be filed (their page has no
-form either).
+blocks get no form and no token, so they can never be filed.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import html
 import json
 import os
-from collections import OrderedDict
+import secrets
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REVIEW_FILE = "review-requests.jsonl"
+KEY_FILE = "review.key"
 MAX_REASON = 1000
+MAX_AGE_SECONDS = 7 * 24 * 3600
+# The empty token field the block page carries; the Review addon signs it in.
+TOKEN_FIELD = b'name="token" value=""'
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +39,6 @@ class Blocked:
 
     url: str | None
     category: str | None
-    rule: str
     client_ip: str | None
 
 
@@ -48,21 +57,56 @@ class ReviewRequest:
         return json.dumps(asdict(self), ensure_ascii=False, sort_keys=False) + "\n"
 
 
-class Recent:
-    """The last ``size`` blocks by reference (oldest forgotten first)."""
+def load_key(data_dir: Path) -> bytes:
+    """The install's signing key, created once (atomically, so workers agree on it)."""
+    path = data_dir / KEY_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(50):
+        try:
+            text = path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            tmp = path.with_name(f"{KEY_FILE}.{os.getpid()}.tmp")
+            tmp.write_text(secrets.token_hex(32), encoding="ascii")
+            tmp.chmod(0o600)
+            try:
+                os.link(tmp, path)  # fails if another worker got there first
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+            continue
+        if len(text) == 64:
+            return bytes.fromhex(text)
+        time.sleep(0.01)
+    raise OSError(f"{path}: not a review key (64 hex digits)")
 
-    def __init__(self, size: int = 20_000) -> None:
-        self.size = size
-        self._items: OrderedDict[str, Blocked] = OrderedDict()
 
-    def remember(self, reference: str, blocked: Blocked) -> None:
-        self._items[reference] = blocked
-        self._items.move_to_end(reference)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
+def _mac(key: bytes, payload: str) -> str:
+    return hmac.new(key, payload.encode("ascii"), hashlib.sha256).hexdigest()[:32]
 
-    def get(self, reference: str) -> Blocked | None:
-        return self._items.get(reference)
+
+def sign(key: bytes, reference: str, blocked: Blocked, issued: int) -> str:
+    """The form token for one block: its facts, readable, and a MAC over them."""
+    facts = {"r": reference, "u": blocked.url, "c": blocked.category, "ip": blocked.client_ip}
+    payload = base64.urlsafe_b64encode(
+        json.dumps({**facts, "t": issued}, separators=(",", ":")).encode()
+    ).decode("ascii")
+    return f"{payload}.{_mac(key, payload)}"
+
+
+def verify(key: bytes, token: str, now: int) -> tuple[str, Blocked] | None:
+    """The reference and block a token vouches for, or None if forged, damaged or stale."""
+    payload, _, mac = token.partition(".")
+    if not payload or not hmac.compare_digest(mac, _mac(key, payload)):
+        return None
+    try:
+        facts = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
+    except (ValueError, binascii.Error, UnicodeError):
+        return None
+    if not isinstance(facts, dict) or not 0 <= now - int(facts.get("t", -1)) <= MAX_AGE_SECONDS:
+        return None
+    blocked = Blocked(facts.get("u"), facts.get("c"), facts.get("ip"))
+    return str(facts.get("r")), blocked
 
 
 def clean_reason(text: str) -> str:
@@ -110,7 +154,7 @@ def reply_page(*, school: str, reference: str, filed: bool) -> str:
     else:
         title = "This request could not be sent"
         body = (
-            "<p>The filter no longer remembers this block (or it was not yours). Go back, "
-            "reload the blocked page and send the form again, or ask your teacher.</p>"
+            "<p>The form has expired or was not sent from the device that was blocked. "
+            "Go back, reload the blocked page and send the form again, or ask your teacher.</p>"
         )
     return _PAGE.format(title=html.escape(title), body=body, school=html.escape(school))

@@ -268,7 +268,11 @@ def schoolgate_command() -> list[str]:
 
 
 def start_gateway(
-    tmp: Path, origin_ca: OriginCA, *extra: str, env: dict[str, str] | None = None
+    tmp: Path,
+    origin_ca: OriginCA,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    command: list[str] | None = None,
 ) -> Gateway:
     port = free_port()
     config_dir, data_dir = tmp / "config", tmp / "var"
@@ -277,7 +281,7 @@ def start_gateway(
     stderr_path = tmp / "schoolgate.stderr"
     process = subprocess.Popen(
         [
-            *schoolgate_command(),
+            *(command or schoolgate_command()),
             "run",
             "--config",
             str(config_dir),

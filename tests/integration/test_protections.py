@@ -1,7 +1,7 @@
 """The gateway's protections through the real proxy: safe search, downloads, TLS, circumvention.
 
 A local origin plays Google, Bing, DuckDuckGo, YouTube, a file server, a
-bank and a DNS-over-HTTPS resolver: the test-only script ``hostmap.py``
+bank and a DNS-over-HTTPS resolver: the test-only launcher ``hostmap.py``
 sends those names to it (nothing leaves 127.0.0.1). Each protection is
 shown working for a pupil (127.0.0.2) and, where the policy says so, not
 applying to the headteacher (127.0.0.4); 127.0.0.5 is a BYOD device that
@@ -18,6 +18,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -234,9 +235,8 @@ def gw(
     gateway = start_gateway(
         tmp,
         origin_ca,
-        "--set",
-        f"scripts={ROOT / 'tests' / 'integration' / 'hostmap.py'}",
-        env={"SCHOOLGATE_TEST_HOSTMAP": json.dumps(hostmap)},
+        env={"SCHOOLGATE_TEST_HOSTMAP": json.dumps(hostmap), "PYTHONPATH": str(ROOT)},
+        command=[sys.executable, "-m", "tests.integration.hostmap"],
     )
     yield gateway
     stop_gateway(gateway)
@@ -534,7 +534,7 @@ def test_doh_shaped_requests_are_blocked_on_any_host(gw: Gateway) -> None:
     assert status == 403
     assert b"DNS-over-HTTPS" in body
     assert fetch(gw, url, headers=headers, client=HEAD)[0] == 200
-    line = next(l for l in reversed(log_lines(gw)) if l.get("client_ip") == PUPIL)
+    line = next(x for x in reversed(log_lines(gw)) if x.get("client_ip") == PUPIL)
     assert line["incident"] == "unacceptable"
 
 
@@ -579,13 +579,20 @@ def _reference(body: bytes) -> str:
     return text[start : text.index("<", start)]
 
 
+def _token(body: bytes) -> str:
+    """The signed token the proxy put in the page's review form."""
+    return body.decode().split('name="token" value="', 1)[1].split('"', 1)[0]
+
+
 def test_review_form_files_a_request(gw: Gateway) -> None:
-    """The block page's form posts to the proxy, which records one JSON line and says what's next."""
+    """The page's form posts to the proxy, which records one JSON line and says what's next."""
     status, _, body = fetch(gw, "https://adult-demo.example/page")
     assert status == 403
     assert b'action="/_schoolgate/review"' in body
     reference = _reference(body)
-    form = urllib.parse.urlencode({"reference": reference, "reason": "Biology\nlesson"})
+    form = urllib.parse.urlencode(
+        {"reference": reference, "token": _token(body), "reason": "Biology\nlesson"}
+    )
     status, _, reply = fetch(
         gw, "https://adult-demo.example/_schoolgate/review", method="POST", body=form
     )
@@ -612,13 +619,17 @@ def test_review_form_files_a_request(gw: Gateway) -> None:
 
 
 def test_review_of_someone_elses_block_is_not_filed(gw: Gateway) -> None:
-    """A reference that is unknown, or another client's, files nothing."""
+    """A post from another client, for another reference, or without the token files nothing."""
     _, _, body = fetch(gw, "http://adult-demo.example/")
-    reference = _reference(body)
+    reference, token = _reference(body), _token(body)
     path = gw.data_dir / "review-requests.jsonl"
     before = path.read_text(encoding="utf-8") if path.exists() else ""
-    for ref, client in ((reference, "127.0.0.3"), ("SG-00000000", PUPIL)):
-        form = urllib.parse.urlencode({"reference": ref, "reason": "x"})
+    for ref, tok, client in (
+        (reference, token, "127.0.0.3"),
+        ("SG-00000000", token, PUPIL),
+        (reference, "", PUPIL),
+    ):
+        form = urllib.parse.urlencode({"reference": ref, "token": tok, "reason": "x"})
         status, _, reply = fetch(
             gw,
             "http://adult-demo.example/_schoolgate/review",

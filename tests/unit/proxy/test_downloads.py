@@ -176,7 +176,7 @@ def test_stream_guard_sniffs_through_gzip() -> None:
     seen: list[Verdict] = []
     guard = StreamGuard(ALL, "", "gzip", seen.append)
     assert _stream(guard, [gzip.compress(PE)]) == b""
-    assert seen and seen[0].kind == "executable"
+    assert [v.kind for v in seen] == ["executable"]
     deflated = zlib.compress(b"<html>hello</html>")
     guard = StreamGuard(ALL, "", "deflate", lambda v: None)
     assert _stream(guard, [deflated[:5], deflated[5:]]) == deflated
