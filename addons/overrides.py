@@ -131,7 +131,7 @@ class Overrides:
                 log.error("%s: unreadable line skipped: %.80s", self._reviews.path, line)
         now = datetime.now(UTC)
         try:
-            with session(self.store.engine) as s:
+            with session(self.store.engine, read_only=True) as s:
                 snapshot = control.load_controls(s, now)
                 due = control.expiries_due(s, now)
         except Exception as exc:

@@ -75,7 +75,7 @@ def controls_for_explain(settings: Settings, when: datetime) -> Controls:
         return NO_CONTROLS
     engine = make_engine(database_url(settings))
     try:
-        with session(engine) as s:
+        with session(engine, read_only=True) as s:
             return control.load_controls(s, when)
     except Exception as exc:
         click.echo(

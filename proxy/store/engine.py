@@ -28,6 +28,9 @@ CONNECT_TIMEOUT_S = 3
 BUSY_TIMEOUT_MS = 3000
 
 
+_READ_ONLY = "schoolgate_read_only"
+
+
 class StoreDown(Exception):
     """The database cannot be reached or is locked; ``str()`` is one line."""
 
@@ -65,7 +68,9 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Readers (``read_session``) never wait for the write lock: WAL gives them a snapshot.
+            read = conn.get_execution_options().get(_READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(
@@ -90,10 +95,15 @@ def down_reason(exc: BaseException) -> str:
 
 
 @contextmanager
-def session(engine: Engine) -> Iterator[Session]:
-    """A transaction: committed on success, rolled back on error; driver errors → StoreDown."""
+def session(engine: Engine, *, read_only: bool = False) -> Iterator[Session]:
+    """A transaction: committed on success, rolled back on error; driver errors → StoreDown.
+
+    ``read_only`` on SQLite starts it with a plain ``BEGIN``, so a reader is never held
+    up by a writer (for the proxy's snapshot refresh and ``explain``).
+    """
+    bind = engine.execution_options(**{_READ_ONLY: True}) if read_only else engine
     try:
-        with Session(engine, expire_on_commit=False) as s, s.begin():
+        with Session(bind, expire_on_commit=False) as s, s.begin():
             yield s
     except OperationalError as exc:
         raise StoreDown(
