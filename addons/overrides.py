@@ -147,8 +147,12 @@ class Overrides:
             self.store.record(events.sweep())
 
     def _swapped(self, old: Filterset, new: Filterset, what: str) -> None:
-        if what in ("policy", "settings"):
+        if what not in ("policy", "settings"):
+            return
+        try:
             self._observe_policy(new, "hot reload")
+        except Exception:  # recording must never undo or break a reload
+            log.exception("could not record the reloaded policy")
 
     def _observe_policy(self, fs: Filterset, how: str) -> None:
         """Record the policy text now in force, when it differs from the last one recorded."""
