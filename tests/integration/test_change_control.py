@@ -96,6 +96,33 @@ def test_suspended_user_is_blocked_everywhere_until_restored(
     eventually(lambda: gw.get(url, client=HEAD)[0] == 200, "the restore")
 
 
+def test_list_updates_and_hand_edits_reach_the_log(sqlite_gateway: Gateway) -> None:
+    """A list update line and a policy edit without `policy apply` appear in `changes list`."""
+    gw = sqlite_gateway
+    eventually(lambda: "policy.baseline" in sg(gw.config_dir, "changes", "list"), "the baseline")
+    line = {
+        "at": "2026-11-23T03:00:00+00:00",
+        "by": "cron",
+        "source": "ut1",
+        "url": "https://lists.example/ut1.tar.gz",
+        "result": "updated",
+        "before": 100,
+        "after": 120,
+        "forced": False,
+        "reason": None,
+    }
+    with (gw.data_dir / "list-updates.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+    policy = gw.config_dir / "policy.yaml"
+    policy.write_text(policy.read_text("utf-8").replace("social: blocked", "social: acceptable"))
+    eventually(
+        lambda: "policy.unattributed" in sg(gw.config_dir, "changes", "list"), "the hand edit"
+    )
+    listed = sg(gw.config_dir, "changes", "list").splitlines()
+    assert any("lists.update  cron  source ut1: updated" in row for row in listed)
+    assert sg(gw.config_dir, "changes", "verify").startswith("verified: 3 rows")
+
+
 # --- nothing lost ------------------------------------------------------------------------
 
 
