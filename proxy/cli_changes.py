@@ -364,6 +364,12 @@ def access_suspend(
     ends = period_end(store, starts, until, days, default_days=None)
     with store.session() as s:
         found = control.suspend(s, user, by=by, reason=reason, starts=starts, ends=ends, now=now)
+    if user not in store.fs.policy.users:
+        click.echo(
+            f"warning: {user} is not under identity.users: the suspension applies when the "
+            "proxy knows them by login",
+            err=True,
+        )
     click.echo(
         f"suspension #{found.id}: {user} has no internet access from {_show(starts, store)} "
         + (f"until {_show(ends, store)}" if ends else "until restored")
