@@ -5,10 +5,14 @@ retention (rewriting the file beside itself and renaming it into place,
 which the proxy's ``WatchedFileHandler`` notices and reopens) and deletes
 rotated copies older than that. ``Housekeeper`` runs in the proxy: once a
 day it purges the store and the log, and sends the digest when it is due.
+With ``--workers N`` every worker has one, but only the holder of an
+exclusive lock on ``DATA_DIR/housekeeping.lock`` does the work (another
+takes over if that worker dies), so a digest is sent once, not N times.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -29,6 +33,7 @@ from proxy.store.engine import session
 log = logging.getLogger("schoolgate.retention")
 ACCESS_LOG = "access.log"
 STATE_FILE = "housekeeping.json"
+LOCK_FILE = "housekeeping.lock"
 
 
 def purge_access_log(path: Path, cutoff: datetime) -> int:
@@ -125,6 +130,20 @@ class Housekeeper:
         self._state_path = settings.data_dir / STATE_FILE
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock: int | None = None
+
+    def _holds_lock(self) -> bool:
+        """Whether this process is the one that does the housekeeping (non-blocking)."""
+        if self._lock is not None:
+            return True
+        fd = os.open(self.settings.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._lock = fd
+        return True
 
     def _state(self) -> dict[str, str]:
         try:
@@ -157,7 +176,8 @@ class Housekeeper:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.tick(datetime.now(UTC))
+                if self._holds_lock():
+                    self.tick(datetime.now(UTC))
             except Exception:
                 # The store may be down: try again next round, the proxy carries on.
                 log.exception("housekeeping failed; trying again later")
@@ -175,3 +195,6 @@ class Housekeeper:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+        if self._lock is not None:
+            os.close(self._lock)  # closing releases the lock for another worker
+            self._lock = None

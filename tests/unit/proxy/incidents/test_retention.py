@@ -132,3 +132,15 @@ def test_housekeeper_sends_the_digest_once(
     assert "Incident digest" in str(mail_sink.messages[0]["Subject"])
     with session(engine) as s:
         assert all(i.digested_at is not None for i in log.find(s))
+
+
+def test_only_one_housekeeper_holds_the_lock(tmp_path: Path) -> None:
+    """Of two housekeepers on one data folder (two workers), one works; the other takes over."""
+    settings = Settings.model_validate({"data_dir": str(tmp_path)})
+    first = Housekeeper(settings, None, Alerter(), lambda: "School")  # type: ignore[arg-type]
+    second = Housekeeper(settings, None, Alerter(), lambda: "School")  # type: ignore[arg-type]
+    assert first._holds_lock()
+    assert not second._holds_lock()
+    first.stop()
+    assert second._holds_lock()
+    second.stop()
