@@ -15,14 +15,16 @@ left it, so an error can never open anything.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
+from mitmproxy.utils.asyncio_utils import create_task
 from sqlalchemy import Engine
 
 from addons.filter import REFERENCE, decision_of
@@ -63,6 +65,8 @@ class Incidents:
         self.errors = 0
         self.raised = 0
         self._alerted: dict[tuple[str, str], float] = {}
+        self._stamps: tuple[tuple[int, int], ...] = ()
+        self._task: asyncio.Task[None] | None = None
 
     def load(self, loader: Loader) -> None:
         # Before the proxy listens: a request that arrives while slower addons are still
@@ -70,10 +74,26 @@ class Incidents:
         self._setup()
 
     def _setup(self) -> None:
-        settings = self.loader.filterset.settings
-        self.key = load_or_create_key(settings.data_dir)
-        # A missing file is a warning (an install from before incidents); a broken one is an
-        # error, which at start makes mitmproxy refuse to run, as a broken policy does.
+        self.key = load_or_create_key(self.loader.filterset.settings.data_dir)
+        self._reload()
+
+    def _stamp(self) -> tuple[tuple[int, int], ...]:
+        stamps = []
+        for name in (ESCALATION_FILE, TERMS_FILE):
+            try:
+                stat = (self.config_dir / name).stat()
+                stamps.append((stat.st_mtime_ns, stat.st_size))
+            except OSError:
+                stamps.append((0, 0))
+        return tuple(stamps)
+
+    def _reload(self) -> None:
+        """(Re)load both files; a broken one keeps the last good tables and is logged.
+
+        A missing file is a warning (an install from before incidents); a broken one is an
+        error, which at start makes mitmproxy refuse to run, as a broken policy does.
+        """
+        self._stamps = self._stamp()
         escalation_path = self.config_dir / ESCALATION_FILE
         if escalation_path.exists():
             try:
@@ -91,6 +111,17 @@ class Incidents:
         else:
             log.warning("no %s: searches are logged, none raises an incident", terms_path)
 
+    async def _watch(self) -> None:
+        """Pick up an edited escalation.yaml or concerning-terms.yaml, as the policy is."""
+        while True:
+            await asyncio.sleep(ctx.options.schoolgate_reload_ms / 1000)
+            try:
+                if self._stamp() != self._stamps:
+                    await asyncio.to_thread(self._reload)
+                    log.info("reloaded %s and %s", ESCALATION_FILE, TERMS_FILE)
+            except Exception:  # the watcher must outlive any one bad reload
+                log.exception("incident tables reload failed")
+
     def running(self) -> None:
         settings = self.loader.filterset.settings
         self.alerter.start()
@@ -101,8 +132,12 @@ class Incidents:
             lambda: self.loader.filterset.policy.school,
         )
         self.housekeeper.start()
+        if ctx.options.schoolgate_reload_ms > 0:
+            self._task = create_task(self._watch(), name="schoolgate incidents", keep_ref=True)
 
     def done(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
         if self.housekeeper is not None:
             self.housekeeper.stop()
         self.alerter.stop()

@@ -255,3 +255,29 @@ def test_a_concerning_search_raises_an_incident(scene: Scene, origin: Origin) ->
     assert rows[0]["search_query"] == "how to k1ll myself"
     assert rows[0]["recommended_actions"] == ["Safeguarding (Designated Safeguarding Lead)"]
     assert scene.mail.messages == []  # a digest matter, not an at-once alert
+
+
+def test_a_broken_escalation_table_stops_the_start(tmp_path: Path) -> None:
+    """Like a broken policy, a mistake in escalation.yaml refuses the start with FILE:LINE."""
+    config_dir = tmp_path / "config"
+    write_config(config_dir, tmp_path / "var", free_port(), POLICY)
+    text = (ROOT / "config" / "escalation.yaml").read_text(encoding="utf-8")
+    broken = config_dir / "escalation.yaml"
+    broken.write_text(text.replace("[refer_class_teacher, warning]", "[detention]", 1), "utf-8")
+    result = subprocess.run(
+        [
+            *schoolgate_command(),
+            "run",
+            "--config",
+            str(config_dir),
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert f"{broken}:" in result.stderr
+    assert "unknown action 'detention'" in result.stderr

@@ -114,3 +114,19 @@ def test_a_failing_recorder_never_breaks_the_flow(rig: Any) -> None:
     assert incidents.errors == 2
     assert flow.response is not None
     assert flow.response.status_code == 403
+
+
+def test_an_edited_table_is_picked_up_and_a_broken_one_keeps_the_last(rig: Any) -> None:
+    """A valid edit of escalation.yaml applies; a broken one is logged and the last good stays."""
+    incidents: Incidents = rig[2]
+    path = incidents.config_dir / "escalation.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("    pupil: [safeguarding]\n", "    pupil: [warning]\n"), "utf-8")
+    assert incidents._stamp() != incidents._stamps
+    incidents._reload()
+    assert incidents.escalation is not None
+    edited = incidents.escalation
+    assert [a.key for a in edited.actions_for("concerning_search", "pupil")] == ["warning"]
+    path.write_text(text.replace("[refer_class_teacher, warning]", "[detention]"), "utf-8")
+    incidents._reload()
+    assert incidents.escalation is edited
