@@ -53,6 +53,7 @@ categories:
 groups:
   pupil:
     default: acceptable
+    allowed_ports: [443, "1024-65535"]  # the local origins listen on ephemeral ports
     categories:
       adult: unacceptable
       gambling: unacceptable
@@ -60,6 +61,7 @@ groups:
       social: unacceptable
   staff:
     default: acceptable
+    allowed_ports: [443, "1024-65535"]
     categories:
       adult: unacceptable
       social: blocked
