@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +254,10 @@ class DictWalk:
             self.hosts.setdefault(entry, []).append(list_name)
         else:
             self.paths.setdefault(entry[:slash], []).append((entry[slash:], list_name))
+
+    def add_many(self, list_name: str, entries: Iterable[str]) -> None:
+        for entry in entries:
+            self.add(list_name, entry)
 
     def add_hashed(self, list_name: str, digest: bytes) -> None:
         pass

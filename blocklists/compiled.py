@@ -60,7 +60,7 @@ import os
 import struct
 import time
 from array import array
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from itertools import accumulate, pairwise
 from pathlib import Path
 from typing import Any, Literal
@@ -170,6 +170,21 @@ class CompiledBuilder:
                 return
             paths[path] = old | bit
         self._counts[list_name] += 1
+
+    def add_many(self, list_name: str, entries: Iterable[str]) -> None:
+        """``add`` for a file's worth of entries; host entries in a tight loop."""
+        bit = self._bit(list_name)
+        hosts = self._hosts
+        added = 0
+        for entry in entries:
+            if "/" in entry:
+                self.add(list_name, entry)
+                continue
+            old = hosts.get(entry, 0)
+            if not old & bit:
+                hosts[entry] = old | bit
+                added += 1
+        self._counts[list_name] += added
 
     def add_hashed(self, list_name: str, digest: bytes) -> None:
         bit = self._bit(list_name)

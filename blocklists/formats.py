@@ -46,7 +46,7 @@ import os
 import re
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -81,6 +81,8 @@ class ListSink(Protocol):
     def declare(self, list_name: str) -> None: ...
 
     def add(self, list_name: str, entry: str) -> None: ...
+
+    def add_many(self, list_name: str, entries: Iterable[str]) -> None: ...
 
     def add_hashed(self, list_name: str, digest: bytes) -> None: ...
 
@@ -129,32 +131,44 @@ class _Reader:
             )
 
     def lines(self, handle: IO[bytes], where: str) -> Iterator[tuple[int, str]]:
-        for number, raw in enumerate(handle, 1):
-            try:
-                line = raw.decode("utf-8").strip()
-            except UnicodeDecodeError:
-                self.bad(where, number, "not UTF-8")
-                continue
+        data = handle.read()
+        try:
+            # one decode per file: per-line decoding was a fifth of compiling 3.4M entries
+            lines = data.decode("utf-8").split("\n")
+        except UnicodeDecodeError:
+            lines = []
+            for number, raw in enumerate(data.split(b"\n"), 1):
+                try:
+                    lines.append(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    self.bad(where, number, "not UTF-8")
+                    lines.append("")
+        for number, raw_line in enumerate(lines, 1):
+            line = raw_line.strip()
             if line and line[0] != "#":
                 yield number, line
 
     def entries(self, handle: IO[bytes], where: str, list_name: str, *, urls: bool) -> None:
-        add = self.sink.add
-        count = 0
+        batch: list[str] = []
+        add = batch.append
+        canonical = _CANONICAL_HOST
         for number, line in self.lines(handle, where):
+            if canonical(line) and "xn--" not in line:
+                add(line)  # the common case, kept short: 3.4M lines must compile in seconds
+                continue
             if " " in line or "\t" in line:
                 self.bad(where, number, "spaces in an entry")
                 continue
             try:
-                entry = canonical_entry(line)
+                entry = normalise_entry(line)
             except BadURL as exc:
                 self.bad(where, number, str(exc) or "not a host or URL")
                 continue
             if urls and entry.startswith("www.") and "/" in entry:
                 entry = entry[4:]
-            add(list_name, entry)
-            count += 1
-        self.report.entries[list_name] = self.report.entries.get(list_name, 0) + count
+            add(entry)
+        self.sink.add_many(list_name, batch)
+        self.report.entries[list_name] = self.report.entries.get(list_name, 0) + len(batch)
 
     def hosts_file(self, handle: IO[bytes], where: str, list_name: str) -> None:
         count = 0

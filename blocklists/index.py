@@ -183,6 +183,10 @@ class IndexBuilder:
         for entry in entries:
             self.add(list_name, entry)
 
+    def add_many(self, list_name: str, entries: Iterable[str]) -> None:
+        """Add canonical entries to a list (the readers hand over a file at a time)."""
+        self.add_all(list_name, entries)
+
     def add_hashed(self, list_name: str, digest: bytes) -> None:
         """Add the SHA-256 of a canonical entry (see ``hash_entry``) to a list."""
         hit = Hit(list_name, hashed_hit_entry(digest))

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -359,6 +360,9 @@ class _CountingSink:
         pass
 
     def add(self, list_name: str, entry: str) -> None:
+        pass
+
+    def add_many(self, list_name: str, entries: Iterable[str]) -> None:
         pass
 
     def add_hashed(self, list_name: str, digest: bytes) -> None:
