@@ -36,19 +36,22 @@ Measured with ``make bench`` (CPython 3.13 without PGO, one core, 135k lookups):
     + bit Bloom filter (5 int operations per test)             ~755k
     + byte fingerprint filter (2 operations)                   ~805k
     + base-domain filter                                       ~915k
-    Python dict walk (170-650 MB private per process, 1.5-10 s load)   ~1.1-1.3M
+    + path entries parsed once per host, matched by prefix     ~920k (path hosts 2x faster)
+    Python dict walk (125-650 MB private per process, 1.5-10 s load)   ~0.9-1.3M
     marisa-trie prefixes() (peers/RESULTS.md, 1.1M entries)    ~375k
 
 A binary search over sorted strings needs 22 Python-level steps per probe at
-3.4M keys and was not pursued. At 3.4M keys the file is about 67 MB (8 key +
-4 directory + 4 value + 2 filter bytes per key, plus the lists' path entries),
+3.4M keys and was not pursued. At 3.4M keys the file is 66 MB (8 key + 2
+directory + 4 value + about 4 filter bytes per key, plus the lists' path entries),
 loads in a few ms (map + checksum), and stores no host strings: the entry a hit
 reports is the suffix that was looked up. Two hosts share a 64-bit hash with
 probability about n / 2^64 per probe (3.4M keys: 2e-13); two *entries* sharing
 one is detected at compile time and fails the build.
 
 A miss allocates no result: it returns the shared ``NO_HITS``. CPython still
-makes the short-lived ``bytes`` of the host and the hash ``int`` (freed at once).
+makes the short-lived ``bytes`` of the host and the hash ``int`` (freed at once),
+and the first lookup of a host stores its answer (``NO_HITS`` for a miss) in the
+bounded per-process memo described on ``CompiledIndex``.
 """
 
 from __future__ import annotations
