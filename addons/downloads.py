@@ -15,7 +15,8 @@ headers:
    ``StreamGuard`` that holds back the first bytes until it can sniff them
    and counts as it goes. A hit there comes after the headers have gone,
    so the transfer is cut: the browser reports a failed download, never a
-   complete file.
+   complete file. Live feeds (server-sent events, MJPEG) are left alone:
+   holding their first bytes back would stall them, and no browser saves one.
 
 Each block is logged in the access log with the rule that says why. For
 groups with kinds to block, requests ask only for gzip or deflate, the
@@ -47,6 +48,8 @@ from proxy.downloads import (
 )
 
 BUFFER_BYTES = 8 * 1024 * 1024
+# Long-lived feeds a browser reads as they come (server-sent events, MJPEG cameras).
+LIVE_STREAMS = frozenset({"text/event-stream", "multipart/x-mixed-replace"})
 BLOCKED_PAGE = "schoolgate.downloads.page"
 SNIFF = "schoolgate.downloads.sniff"
 log = logging.getLogger("schoolgate.downloads")
@@ -114,8 +117,11 @@ class Downloads:
                 path=flow.request.path,
                 content_length=length,
             )
+            mime = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
             if verdict is not None:
                 self._replace_now(flow, verdict)
+            elif mime in LIVE_STREAMS:
+                return  # a live feed, never saved as a file: holding bytes back would stall it
             elif length is not None and (not rules.kinds or length <= BUFFER_BYTES):
                 if rules.kinds:
                     flow.metadata[SNIFF] = (rules, name)

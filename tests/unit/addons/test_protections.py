@@ -213,6 +213,15 @@ def test_unknown_length_streams_through_the_guard(chain: Chain) -> None:
     assert flow.metadata[DECISION].blocked
 
 
+def test_live_feeds_are_not_held_back(chain: Chain) -> None:
+    """Server-sent events pass as they come: holding back bytes to sniff would stall them."""
+    flow = chain.request(flow_for("https://chat.example/events"))
+    respond(chain, flow, b"", content_type="text/event-stream")
+    assert flow.response is not None
+    assert not flow.response.stream
+    assert flow.response.status_code == 200
+
+
 def test_accept_encoding_is_limited_to_what_can_be_sniffed(chain: Chain) -> None:
     """Groups with kinds to block ask only for gzip or deflate."""
     flow = chain.request(flow_for("https://files.example/", accept_encoding="br, zstd, gzip"))
