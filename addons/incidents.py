@@ -1,6 +1,9 @@
 """Incidents: raise a safeguarding incident for each unacceptable or illegal hit, and log searches.
 
-Runs after ``Filter``, reading the decision it left in the flow. A hit that
+Runs after ``Filter``, reading the decision it left in the flow. A host
+blocked at CONNECT (or TLS SNI) raises its incident there, once per
+connection, so a device that never trusts the school's CA is still seen;
+requests inside that connection add nothing more. A hit that
 raises an incident becomes an ``incident.raise`` event for the store's
 writer (a queue put, no I/O); an illegal hit's URL is replaced by its keyed
 hash before the event exists, and the people in ``alerts.illegal`` are
@@ -21,16 +24,19 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
+from weakref import WeakKeyDictionary
 
-from mitmproxy import ctx, http
+from mitmproxy import connection, ctx, http, tls
 from mitmproxy.addonmanager import Loader
 from mitmproxy.utils.asyncio_utils import create_task
 from sqlalchemy import Engine
 
 from addons.filter import REFERENCE, decision_of
-from addons.identify import identity_of
+from addons.identify import Identify, identity_of
 from addons.policyload import PolicyLoader
-from blocklists.normalise import BadURL, normalise_url
+from blocklists.normalise import BadURL, normalise_host, normalise_url
+from proxy.decision import Decision
+from proxy.identity import Identity
 from proxy.incidents import events
 from proxy.incidents import store as incident_store
 from proxy.incidents.alerts import Alerter, illegal_alert, illegal_channels
@@ -67,6 +73,7 @@ class Incidents:
         self._alerted: dict[tuple[str, str], float] = {}
         self._stamps: tuple[tuple[int, int], ...] = ()
         self._task: asyncio.Task[None] | None = None
+        self._at_connect: WeakKeyDictionary[connection.Client, Decision] = WeakKeyDictionary()
 
     def load(self, loader: Loader) -> None:
         # Before the proxy listens: a request that arrives while slower addons are still
@@ -153,29 +160,78 @@ class Incidents:
         except Exception:
             self._fail()
 
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:  # answered already (a 407 login challenge)
+            return
+        try:
+            identity = identity_of(flow)
+            if identity is not None:
+                self._connect(flow.client_conn, flow.request.host, identity)
+        except Exception:
+            self._fail()
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        client = data.context.client
+        if client in self._at_connect or data.client_hello.sni is None:
+            return
+        try:
+            identify = ctx.master.addons.get("identify")
+            identity = (
+                identify.of_client(client)
+                if isinstance(identify, Identify)
+                else self.loader.filterset.identities.resolve(client.peername[0])
+            )
+            self._connect(client, data.client_hello.sni, identity)
+        except Exception:
+            self._fail()
+
+    def _connect(self, client: connection.Client, host: str, identity: Identity) -> None:
+        """An attempt decided on the host alone (CONNECT or SNI) is an incident even if the
+        device never sends a request inside (it does not trust the school's CA)."""
+        if not host:
+            return
+        now = datetime.now(UTC)
+        decision = self.loader.filterset.decide_host(identity, host, now, self.loader.controls)
+        if decision is None or decision.incident is None:
+            return
+        self._at_connect[client] = decision
+        self._raise(decision, identity, normalise_host(host), now, None)
+
+    def _raise(
+        self,
+        decision: Decision,
+        identity: Identity,
+        canonical: str,
+        now: datetime,
+        reference: str | None,
+    ) -> None:
+        if self.key is None:
+            self._setup()
+        assert self.key is not None
+        event = events.from_decision(
+            decision, identity, canonical, now, self.key, reference, self.escalation
+        )
+        if event is None:
+            return
+        self.recorder.record(incident_store.incident_event(event))
+        self.raised += 1
+        if event.severity == "illegal":
+            self._alert(event)
+
     def _record(self, flow: http.HTTPFlow) -> None:
         decision = decision_of(flow)
         identity = identity_of(flow)
         if decision is None or identity is None:
             return
-        if self.key is None:
-            self._setup()
-        assert self.key is not None
         now = datetime.now(UTC)
-        reference = flow.metadata.get(REFERENCE)
         if decision.incident is not None:
+            if self._at_connect.get(flow.client_conn) == decision:
+                return  # the same attempt, raised already at its CONNECT / SNI
             try:
                 canonical = normalise_url(flow.request.url).entry
             except BadURL:
                 canonical = flow.request.pretty_host
-            event = events.from_decision(
-                decision, identity, canonical, now, self.key, reference, self.escalation
-            )
-            if event is not None:
-                self.recorder.record(incident_store.incident_event(event))
-                self.raised += 1
-                if event.severity == "illegal":
-                    self._alert(event)
+            self._raise(decision, identity, canonical, now, flow.metadata.get(REFERENCE))
             return
         search = extract_search(flow.request.pretty_url)
         if search is None:
@@ -196,7 +252,7 @@ class Incidents:
                 match.category,
                 match.term,
                 now,
-                reference,
+                flow.metadata.get(REFERENCE),
                 self.escalation,
             )
             self.recorder.record(incident_store.incident_event(concern))

@@ -130,3 +130,25 @@ def test_an_edited_table_is_picked_up_and_a_broken_one_keeps_the_last(rig: Any) 
     path.write_text(text.replace("[refer_class_teacher, warning]", "[detention]"), "utf-8")
     incidents._reload()
     assert incidents.escalation is edited
+
+
+def test_a_blocked_connect_raises_once_for_its_connection(rig: Any) -> None:
+    """A CONNECT to a blocked host raises the incident; the request inside adds nothing."""
+    identify, filt, incidents, recorder = rig
+    connect: http.HTTPFlow = tflow.tflow()
+    connect.client_conn.peername = ("10.10.1.2", 50000)
+    connect.request.method = "CONNECT"
+    connect.request.host, connect.request.port = "adult-demo.example", 443
+    identify.http_connect(connect)
+    filt.http_connect(connect)
+    incidents.http_connect(connect)
+    (event,) = recorder.events
+    assert event.data["url"] == "adult-demo.example"
+    inside: http.HTTPFlow = tflow.tflow()
+    inside.client_conn = connect.client_conn
+    inside.request.url = "https://adult-demo.example/page"
+    identify.requestheaders(inside)
+    filt.requestheaders(inside)
+    incidents.requestheaders(inside)
+    assert inside.response is not None
+    assert len(recorder.events) == 1
