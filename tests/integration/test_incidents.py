@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.alertsinks import MailSink, WebhookSink, mail_sink, webhook_sink
 from tests.integration.harness import (
@@ -42,11 +43,12 @@ from tests.integration.harness import (
 __all__ = ["mail_sink", "webhook_sink"]  # fixtures
 IWF_URL = "http://iwf-test.example/abuse/test-image.jpg"
 SECRETS = (b"iwf-test.example", b"test-image")
-NAMES = ("pupil.one", "head.teacher")
 ARTIFACTS = ROOT / "artifacts"
 POLICY = TEST_POLICY.replace(
     "  users:\n", "  users:\n    - {name: pupil.one, group: pupil, ips: [127.0.0.2]}\n", 1
 )
+# Every user name in the fixture's policy: none may appear in the governors' report.
+NAMES = tuple(user["name"] for user in yaml.safe_load(POLICY)["identity"]["users"])
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -122,6 +124,7 @@ def files_under(*folders: Path) -> Iterator[Path]:
 
 def test_rolled_up_and_illegal_incidents_end_to_end(scene: Scene, origin: Origin) -> None:
     """Three adult hits roll into one incident; the IWF hit alerts at once and is stored blind."""
+    assert "pupil.one" in NAMES
     gateway = scene.gateway
     # Three attempts, one over HTTPS: decided at its CONNECT, and counted once.
     for url in (
