@@ -265,6 +265,9 @@ class Incidents:
         if now - self._alerted.get(key, -1e9) < events.ROLLUP_WINDOW.total_seconds():
             return
         self._alerted[key] = now
+        if len(self._alerted) > 10_000:  # keep the memory bounded: forget expired windows
+            window = events.ROLLUP_WINDOW.total_seconds()
+            self._alerted = {k: t for k, t in self._alerted.items() if now - t < window}
         fs = self.loader.filterset
         channels = illegal_channels(fs.settings.alerts)
         if not channels:
