@@ -453,6 +453,13 @@ class CompiledIndex:
         self._digests = section("hash.digests")
         self._has_hashed = meta["hashed"] > 0
         self._min_labels: int = meta["min_labels"]
+        self._hot = (
+            self._filter,
+            self._filter_shift,
+            self._min_labels,
+            self._base,
+            self._base_shift,
+        )
         self._counts: dict[str, int] = meta["counts"]
         names: list[tuple[str, ...]] = [tuple(n) for n in meta["lists"]]
         self._set_names: list[tuple[str, ...]] = [
@@ -494,18 +501,17 @@ class CompiledIndex:
     def _host_hits(self, host: str) -> tuple[Hit, ...]:
         """Hits of host entries on every suffix, ending with ``_PATHS`` if any has paths."""
         raw = host.encode()
-        slots = self._filter
-        shift = self._filter_shift
+        slots, shift, min_labels, base, base_shift = self._hot  # one attribute load, not five
         found = NO_HITS
         has_paths = False
         start = 0
         # suffixes with fewer labels than the shortest key cannot match ("com")
-        todo = raw.count(b".") + 2 - self._min_labels
-        if todo > 1 and self._min_labels > 1:
+        todo = raw.count(b".") + 2 - min_labels
+        if todo > 1 and min_labels > 1:
             # three labels or more: if no key sits under the last two, stop here
             second = raw.rfind(b".", 0, raw.rfind(b"."))
             h = _xxh(raw[second + 1 :])
-            v = self._base[h >> self._base_shift]
+            v = base[h >> base_shift]
             if not v or (v != _MANY and v != h & 0x7F | 0x80):
                 return NO_HITS
         while todo > 0:
