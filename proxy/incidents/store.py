@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from proxy.incidents.events import (
@@ -344,12 +344,3 @@ def purge(session: Session, now: datetime, incidents_days: int, access_days: int
         searches += len(chunk)
     session.flush()
     return Purged(removed, reviews, searches)
-
-
-def counts_by(session: Session, column: Any, since: datetime, until: datetime) -> dict[str, int]:
-    rows = session.execute(
-        select(column, func.sum(Incident.count))
-        .where(Incident.first_seen >= since, Incident.first_seen < until)
-        .group_by(column)
-    )
-    return {str(k): int(v or 0) for k, v in rows}
