@@ -27,6 +27,17 @@ def answered(flow: http.HTTPFlow) -> bool:
     return bool(flow.metadata.get(ANSWERED)) or (decision is not None and decision.blocked)
 
 
+def answered_early(flow: http.HTTPFlow) -> bool:
+    """For request hooks: ``answered``, or an earlier addon set a response (a login challenge).
+
+    Such a flow is marked, so the response hooks leave it alone too.
+    """
+    if flow.response is not None:
+        flow.metadata[ANSWERED] = True
+        return True
+    return answered(flow)
+
+
 def protection_block(
     identity: Identity | None,
     rule: str,

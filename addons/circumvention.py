@@ -28,7 +28,7 @@ from mitmproxy import http
 from mitmproxy.proxy import layer
 
 from addons.audit import Audit
-from addons.blocking import ANSWERED, answered, protection_block, serve_block
+from addons.blocking import ANSWERED, answered_early, protection_block, serve_block
 from addons.filter import DECISION, failed_closed
 from addons.identify import identity_of
 from addons.policyload import PolicyLoader
@@ -121,7 +121,7 @@ class Circumvention:
         self.refused_quic += 1
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if answered(flow):
+        if answered_early(flow):
             return
         identity = identity_of(flow)
         try:

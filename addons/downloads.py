@@ -33,7 +33,7 @@ from collections.abc import Iterable
 
 from mitmproxy import exceptions, http
 
-from addons.blocking import ANSWERED, answered, block_page, protection_block
+from addons.blocking import ANSWERED, answered, answered_early, block_page, protection_block
 from addons.filter import DECISION, failed_closed
 from addons.identify import identity_of
 from addons.policyload import PolicyLoader
@@ -70,7 +70,7 @@ class Downloads:
         return rules if rules.active else None
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if answered(flow):
+        if answered_early(flow):
             return
         try:
             rules = self._rules(flow)

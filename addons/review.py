@@ -93,6 +93,8 @@ class Review:
         decision = decision_of(flow)
         if decision is not None and decision.illegal:
             return  # the illegal block page stands; nothing about it is ever filed
+        if flow.response is not None and (decision is None or not decision.blocked):
+            return  # answered by an earlier addon for another reason (a login challenge)
         identity = identity_of(flow)
         form = flow.request.urlencoded_form
         client_ip = flow.client_conn.peername[0]

@@ -18,7 +18,7 @@ from typing import cast
 from mitmproxy import http
 from mitmproxy.net.http.url import parse_authority
 
-from addons.blocking import answered, protection_block, serve_block
+from addons.blocking import answered_early, protection_block, serve_block
 from addons.filter import failed_closed
 from addons.identify import identity_of
 from addons.policyload import PolicyLoader
@@ -50,7 +50,7 @@ class SafeSearch:
         return locks
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if answered(flow):
+        if answered_early(flow):
             return
         identity = identity_of(flow)
         try:
@@ -101,7 +101,7 @@ class SafeSearch:
     def request(self, flow: http.HTTPFlow) -> None:
         """A search posted as a form (DuckDuckGo's HTML version) gets the same parameters."""
         locks = flow.metadata.get(SAFESEARCH, ())
-        if answered(flow) or not locks or flow.request.method != "POST":
+        if answered_early(flow) or not locks or flow.request.method != "POST":
             return
         content_type = flow.request.headers.get("content-type", "").lower()
         if "application/x-www-form-urlencoded" not in content_type:

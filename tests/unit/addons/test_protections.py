@@ -175,6 +175,18 @@ def test_safe_search_fails_closed(chain: Chain) -> None:
     assert chain.safesearch.errors == 1
 
 
+def test_a_response_set_earlier_is_left_alone(chain: Chain) -> None:
+    """A login challenge set before the protections (no identity yet) is not turned into a block."""
+    flow = flow_for("https://www.google.com/search?q=x")
+    flow.response = http.Response.make(407, b"login", {"Content-Length": "5"})
+    for addon in (chain.circumvention, chain.safesearch, chain.downloads):
+        addon.requestheaders(flow)
+    chain.downloads.responseheaders(flow)
+    chain.downloads.response(flow)
+    assert flow.response.status_code == 407
+    assert chain.safesearch.errors == chain.downloads.errors == 0
+
+
 # --- downloads -----------------------------------------------------------------------------
 
 
