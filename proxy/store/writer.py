@@ -1,18 +1,20 @@
 """The background writer: the one place the proxy writes to the store.
 
-Hooks call ``enqueue`` (a lock-free queue put: no I/O on the request path).
-One thread takes events off the queue in batches and applies each batch in
-one transaction. When the store is down the batch goes to the fsync'd
-spool instead, and so does everything after it until the spool has been
-replayed, in order, into a store that answers again, on the next try, or
-on the next start after a crash. Replays are exactly-once through
-``applied_events``. An event the store refuses for a reason other than
-being down (a bug, bad data) is set aside in ``rejected.jsonl`` so it
-cannot block those behind it.
+Hooks call ``enqueue`` (a queue put: no I/O on the request path). One
+thread takes events off the queue in batches and writes each batch to the
+fsync'd spool first, then applies the spool to the store in one
+transaction per batch and empties it. When the store is down the events
+stay in the spool, behind any already there, and are replayed in order
+once it answers again, on a later try or on the next start after a crash.
+Replays are exactly-once through ``applied_events``. An event the store
+refuses for a reason other than being down (a bug, bad data) is set aside
+in ``rejected.jsonl`` so it cannot block those behind it.
 
-Loss window, written down honestly: events still in the in-memory queue
-when the process is killed (milliseconds' worth) are lost; once the writer
-has spooled or committed them, they are not.
+Loss window, written down honestly: an event is safe once the writer
+thread has appended it to the spool, which it does as soon as it takes it
+off the queue; events still in the queue when the process is killed are lost.
+Change control writes a few events an hour, so the price (two fsyncs per
+batch) is small.
 """
 
 from __future__ import annotations
@@ -121,25 +123,17 @@ class Writer:
                 return batch, False
 
     def _step(self, batch: list[Event], final: bool) -> None:
-        # The writer must outlive any one failure, and nothing it was given is dropped.
-        if self._spooled:
-            # Order: nothing may overtake what is already waiting in the spool.
-            self._spool(batch)
-            if final or time.monotonic() >= self._next_try:
-                try:
-                    self._replay()
-                except Exception:
-                    log.exception("replaying the spool failed; it is kept for the next try")
-                    self._next_try = time.monotonic() + self.retry_s
-        elif batch:
+        # Durable first, behind whatever already waits there: order is the spool's order.
+        self._spool(batch)
+        if not self._spooled:
+            return
+        # While the store is down, try again only every retry_s (and once more at the end).
+        if self.down is None or final or time.monotonic() >= self._next_try:
             try:
-                written = self._write(batch)
-            except Exception:
-                log.exception("writing events failed; they are spooled")
+                self._replay()
+            except Exception:  # the writer outlives any one failure; the spool is kept
+                log.exception("writing the spool failed; it is kept for the next try")
                 self._next_try = time.monotonic() + self.retry_s
-                written = False
-            if not written:
-                self._spool(batch)
 
     def _spool(self, batch: Sequence[Event]) -> None:
         if batch:
