@@ -1,6 +1,6 @@
 """Incidents on the command line: the log, the two-person review, exports, the termly report.
 
-``incidents`` (list, show, review, close, export, check, digest), ``report
+``incidents`` (list, show, review, close, export, searches, check, digest), ``report
 termly`` and ``purge``, registered in ``proxy/cli.py`` from
 ``INCIDENT_COMMANDS``. They open the store as the change-control commands
 do (``proxy.cli_changes.open_store``). Nothing here can print the URL of an
@@ -52,7 +52,7 @@ def _since_until(
 
 @click.group()
 def incidents() -> None:
-    """The incident log: list, show, review (form C2), close, export, check, digest."""
+    """The incident log: list, show, review (form C2), close, export, searches, check, digest."""
 
 
 @incidents.command("list")
@@ -295,6 +295,36 @@ def incidents_export(
     else:
         out.write_text(text, encoding="utf-8", newline="")
         click.echo(f"{out}: {len(rows)} incidents", err=True)
+
+
+@incidents.command("searches")
+@click.option("--user", help="Only this user's searches.")
+@click.option("--group", help="Only this group's searches.")
+@click.option("--concerning", is_flag=True, help="Only searches with a concerning term.")
+@click.option("--from", "start", help="First day (2026-09-01).")
+@click.option("--to", "end", help="Last day, included.")
+@config_option
+def incidents_searches(
+    user: str | None,
+    group: str | None,
+    concerning: bool,
+    start: str | None,
+    end: str | None,
+    config_dir: Path,
+) -> None:
+    """Search terms typed into Google, Bing, DuckDuckGo, YouTube and Yahoo: who, when, what."""
+    store = open_store(config_dir)
+    since, until = _since_until(store, start, end)
+    with store.session() as s:
+        rows = log.searches(
+            s, user=user, group=group, concerning=concerning, since=since, until=until
+        )
+        lines = [
+            f"{_local(r.at, store)}  {r.user or r.client_ip or '-'} ({r.group})  {r.engine}  "
+            f"{r.query!r}" + (f"  [concerning: {r.concerning}]" if r.concerning else "")
+            for r in rows
+        ]
+    click.echo("\n".join(lines) if lines else "no searches")
 
 
 @incidents.command("check")

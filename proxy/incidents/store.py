@@ -154,6 +154,29 @@ def find(
     return list(session.scalars(query))
 
 
+def searches(
+    session: Session,
+    *,
+    user: str | None = None,
+    group: str | None = None,
+    concerning: bool = False,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[SearchRecord]:
+    query = select(SearchRecord).order_by(SearchRecord.at, SearchRecord.id)
+    if user is not None:
+        query = query.where(SearchRecord.user == user)
+    if group is not None:
+        query = query.where(SearchRecord.group == group)
+    if concerning:
+        query = query.where(SearchRecord.concerning.is_not(None))
+    if since is not None:
+        query = query.where(SearchRecord.at >= since)
+    if until is not None:
+        query = query.where(SearchRecord.at < until)
+    return list(session.scalars(query))
+
+
 def get(session: Session, incident_id: int) -> Incident:
     incident = session.get(Incident, incident_id)
     if incident is None:

@@ -17,7 +17,7 @@ from proxy.decision import WITHHELD, Decision, Matched
 from proxy.identity import Identity
 from proxy.incidents import store as log
 from proxy.incidents.escalation import load_escalation
-from proxy.incidents.events import IWF_NOTICE, concerning_search, from_decision
+from proxy.incidents.events import IWF_NOTICE, concerning_search, from_decision, search_event
 from proxy.store import migrate
 from proxy.store.engine import make_engine, session
 from tests.postgres import postgres, store_url  # noqa: F401  (fixtures)
@@ -105,6 +105,8 @@ def config(tmp_path: Path, store_url: str) -> Path:  # noqa: F811
         assert event is not None
         log.record_incident(s, event)
         jones = Identity("j.jones", "pupil", "10.10.0.8", "login")
+        log.record_search(s, search_event(jones, "google", "volcano facts", None, now))
+        log.record_search(s, search_event(jones, "google", "how to kill myself", "suicide", now))
         log.record_incident(
             s,
             concerning_search(jones, "google", "how to kill myself", "suicide", "kill myself", now),
@@ -244,3 +246,14 @@ def test_purge_keeps_open_incidents(config: Path) -> None:
     assert code == 0
     assert out.startswith("purged: 0 incidents")
     assert "p.smith" in sg(config, "incidents", "list")[1]
+
+
+def test_searches_are_listed_with_who_and_what(config: Path) -> None:
+    """`incidents searches` shows each search with its user; --concerning only the concerning."""
+    code, out, _ = sg(config, "incidents", "searches", "--user", "j.jones")
+    assert code == 0
+    assert "'volcano facts'" in out
+    assert "j.jones (pupil)" in out
+    code, out, _ = sg(config, "incidents", "searches", "--concerning")
+    assert "volcano" not in out
+    assert "[concerning: suicide]" in out
