@@ -23,6 +23,7 @@ from addons.review import Review
 from addons.safesearch import SafeSearch
 from addons.store import StoreWriter
 from addons.tlspolicy import TlsPolicy
+from addons.upstream import UpstreamChain
 from proxy.filterset import Filterset
 
 
@@ -62,6 +63,8 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         Downloads(loader),
         # After every addon that can block: remembers the blocks, answers the page's review form.
         Review(loader),
+        # With a parent proxy: closes surplus parent connections, never touches a decision.
+        UpstreamChain(),
         # Last: records what was decided, after the response is known.
         audit,
         # After the decision and the response: only counts, never changes a flow.

@@ -32,7 +32,11 @@ def mitmproxy_options(settings: Settings, *, worker: bool = False) -> dict[str, 
     return {
         "listen_host": settings.listen_host,
         "listen_port": settings.listen_port,
-        "mode": list(settings.modes),
+        # A parent proxy turns the regular mode into mitmproxy's upstream mode.
+        "mode": [
+            f"upstream:{settings.upstream}" if m == "regular" and settings.upstream else m
+            for m in settings.modes
+        ],
         "confdir": str(data_dir / "mitmproxy"),
         # Lazy: a request that is blocked never costs an upstream connection.
         "connection_strategy": "lazy",
@@ -40,6 +44,33 @@ def mitmproxy_options(settings: Settings, *, worker: bool = False) -> dict[str, 
         "block_global": True,
         "schoolgate_metrics_listen": "" if worker else (settings.metrics_listen or ""),
     }
+
+
+# mitmproxy's default addons a filter needs. mitmproxy calls every hook on every addon
+# in its chain for every event (about ten per request), so each idle addon costs time on
+# every request: with all 31 defaults plus Schoolgate's, hook dispatch was the largest
+# item in a py-spy profile under load. Left out: the interactive and replay tools
+# (browser, clientplayback, serverplayback, command_history, comment, cut, export, save,
+# savehar, script, onboarding) and request rewriting a filter does not offer
+# (anticache, anticomp, blocklist, mapremote, maplocal, modifybody, modifyheaders,
+# stickyauth, stickycookie, proxyauth: logins are Schoolgate's ProxyLogin).
+_PROXY_ADDONS = (
+    "Core",
+    "Block",
+    "StripDnsHttpsRecords",
+    "DisableH2C",
+    "Proxyserver",
+    "DnsResolver",
+    "NextLayer",
+    "TlsConfig",
+    "UpstreamAuth",
+    "UpdateAltSvc",
+)
+
+
+def proxy_addons() -> list[Any]:
+    """The mitmproxy default addons that proxying and TLS interception need, in their order."""
+    return [a for a in default_addons() if type(a).__name__ in _PROXY_ADDONS]
 
 
 def ensure_ca(settings: Settings) -> None:
@@ -74,7 +105,7 @@ async def _serve(
         listen_with_reuse_port()
     opts = options.Options()
     m = master.Master(opts, with_termlog=True)
-    m.addons.add(*default_addons())
+    m.addons.add(*proxy_addons())
     m.addons.add(errorcheck.ErrorCheck())
     m.addons.add(*schoolgate_addons(config_dir, filterset))
     opts.update(**mitmproxy_options(filterset.settings, worker=worker))

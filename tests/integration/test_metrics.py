@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,14 +63,17 @@ def test_metrics_count_real_requests(metered: tuple[Gateway, int], origin: Origi
     assert delta('schoolgate_blocks_total{category="adult"}') == 1
     assert delta('schoolgate_incidents_total{severity="unacceptable"}') == 1
     assert delta("schoolgate_lookup_seconds_count") == 2
+    # The state gauges are set by the refresh task, which starts with the proxy's `running`.
+    deadline = time.monotonic() + 10
+    while 'schoolgate_index_entries{source="ut1"}' not in after and time.monotonic() < deadline:
+        time.sleep(0.2)
+        after = scrape(port)
     assert after['schoolgate_index_entries{source="ut1"}'] > 0
     assert 0 <= after["schoolgate_index_age_seconds"] < 3600
 
 
 def test_a_rejected_reload_is_counted(metered: tuple[Gateway, int]) -> None:
     """A broken policy edit shows as a reload failure, and the proxy keeps filtering."""
-    import time
-
     gw, port = metered
     before = scrape(port).get("schoolgate_policy_reload_failures_total", 0.0)
     policy = gw.config_dir / "policy.yaml"
