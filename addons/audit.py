@@ -58,6 +58,8 @@ class Audit:
 
     def _write(self, flow: http.HTTPFlow, error: str | None = None) -> None:
         if self.log is None:
+            self._open()  # a request can arrive before every addon's `running` has run
+        if self.log is None:
             return
         decision = decision_of(flow)
         identity = identity_of(flow)
@@ -82,6 +84,8 @@ class Audit:
 
     def record(self, **fields: object) -> None:
         """One line for an event with no HTTP flow (a refused connection), same log."""
+        if self.log is None:
+            self._open()  # a connection can arrive before every addon's `running` has run
         if self.log is not None:
             self.log.write(**fields)
 

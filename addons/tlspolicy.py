@@ -21,10 +21,15 @@ import logging
 from datetime import UTC, datetime
 from weakref import WeakKeyDictionary
 
-from mitmproxy import connection, http
+from mitmproxy import connection, ctx, http, tls
 from mitmproxy.proxy import commands, events, layer, layers
 from mitmproxy.proxy.context import Context
-from mitmproxy.proxy.layers.tls import ClientTLSLayer, ServerTLSLayer, parse_client_hello
+from mitmproxy.proxy.layers.tls import (
+    ClientTLSLayer,
+    ServerTLSLayer,
+    TlsClienthelloHook,
+    parse_client_hello,
+)
 
 from addons.audit import Audit
 from addons.blocking import ANSWERED, protection_block
@@ -147,7 +152,7 @@ class TlsPolicy:
             log.exception("TLS policy failed; refusing (later failures are only counted)")
         return TlsChoice("refuse", failed_closed(None, type(exc).__name__).rule)
 
-    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+    async def next_layer(self, nextlayer: layer.NextLayer) -> None:
         if not isinstance(nextlayer.layer, ServerTLSLayer) or not isinstance(
             getattr(nextlayer.layer, "child_layer", None), ClientTLSLayer
         ):
@@ -187,3 +192,11 @@ class TlsPolicy:
             self.refused += 1
             nextlayer.layer = Refuse(context, ACCESS_DENIED)
         self._record(identity, client_ip, choice, decision, "TLS")
+        if hello is not None:
+            # mitmproxy's TLS layer, which would announce this ClientHello, never runs for
+            # a connection passed through or refused here; announce it to the addons that
+            # watch ClientHellos (the incidents addon raises one for a blocked SNI), marked
+            # as not intercepted.
+            announced = tls.ClientHelloData(context, hello)
+            announced.ignore_connection = True
+            await ctx.master.addons.trigger_event(TlsClienthelloHook(announced))

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -296,10 +296,21 @@ def connect(gw: Gateway, host: str, port: int, client: str) -> tuple[int, socket
     return status, sock
 
 
-def log_lines(gw: Gateway) -> list[dict[str, object]]:
-    time.sleep(0.3)  # the access log is written off-thread
+def log_lines(gw: Gateway) -> list[dict[str, Any]]:
     text = gw.access_log.read_text(encoding="utf-8") if gw.access_log.exists() else ""
     return [json.loads(line) for line in text.splitlines()]
+
+
+def logged(gw: Gateway, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The last access-log line matching ``predicate``, waiting for it (written off-thread)."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = [line for line in log_lines(gw) if predicate(line)]
+        if found:
+            return found[-1]
+        if time.monotonic() > deadline:
+            raise AssertionError("no such line in the access log")
+        time.sleep(0.1)
 
 
 # --- safe search ---------------------------------------------------------------------------
@@ -415,8 +426,7 @@ def test_chunked_executable_is_cut_before_a_byte_arrives(gw: Gateway) -> None:
 def test_download_blocks_are_logged(gw: Gateway) -> None:
     """Each blocked download is an access-log line with the rule saying why."""
     fetch(gw, "https://files.example/download/notes.txt")
-    rules = [str(line.get("rule")) for line in log_lines(gw) if line.get("decision") == "block"]
-    assert any("download blocked (executable): Windows executable" in r for r in rules)
+    logged(gw, lambda x: "download blocked (executable): Windows executable" in str(x.get("rule")))
 
 
 # --- TLS -----------------------------------------------------------------------------------
@@ -461,8 +471,23 @@ def test_byod_blocked_sni_is_refused_cleanly(gw: Gateway, origin_ca: OriginCA) -
     with pytest.raises(ssl.SSLError, match=r"ACCESS_DENIED|access denied"):
         _tls(sock, "adult-demo.example", origin_ca.cert_path)
     sock.close()
-    refused = [line for line in log_lines(gw) if line.get("tls") == "refused"]
-    assert any(line["client_ip"] == BYOD and line["group"] == "byod" for line in refused)
+    logged(gw, lambda x: (x.get("tls"), x["client_ip"], x["group"]) == ("refused", BYOD, "byod"))
+    # The refusal is a safeguarding incident too, though no request was ever decrypted.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        listed = subprocess.run(
+            [*schoolgate_command(), "incidents", "list", "--json", "--config", str(gw.config_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        incidents = [json.loads(line) for line in listed.splitlines() if line.strip()]
+        if any("byod" in json.dumps(i) and "adult" in json.dumps(i) for i in incidents):
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"no incident for the refused SNI: {listed}")
 
 
 def test_byod_search_engines_are_refused_without_decryption(gw: Gateway) -> None:
@@ -478,8 +503,7 @@ def test_no_decrypt_category_passes_untouched_for_pupils(gw: Gateway, origin_ca:
     assert status == 200
     with _tls(sock, "www.bank-demo.example", origin_ca.cert_path) as tls:
         assert "Schoolgate test origin CA" in _issuer(tls)
-    passed = [line for line in log_lines(gw) if line.get("tls") == "passthrough"]
-    assert any(line["host"] == "www.bank-demo.example" for line in passed)
+    logged(gw, lambda x: (x.get("tls"), x["host"]) == ("passthrough", "www.bank-demo.example"))
 
 
 def test_intercepted_block_costs_no_upstream_connection(gw: Gateway, search_origin) -> None:
@@ -534,7 +558,7 @@ def test_doh_shaped_requests_are_blocked_on_any_host(gw: Gateway) -> None:
     assert status == 403
     assert b"DNS-over-HTTPS" in body
     assert fetch(gw, url, headers=headers, client=HEAD)[0] == 200
-    line = next(x for x in reversed(log_lines(gw)) if x.get("client_ip") == PUPIL)
+    line = logged(gw, lambda x: x.get("client_ip") == PUPIL and "dns-query" in str(x.get("path")))
     assert line["incident"] == "unacceptable"
 
 

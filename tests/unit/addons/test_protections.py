@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import ssl
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from mitmproxy import http
+from mitmproxy import ctx, http, tls
 from mitmproxy.proxy import events, layer, layers
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.tls import ClientTLSLayer, ServerTLSLayer
@@ -60,6 +60,16 @@ groups:
 """
 
 
+class HelloWatcher:
+    """Stands for the addons that watch ClientHellos (the incidents addon)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str | None, bool]] = []
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        self.seen.append((data.client_hello.sni, data.ignore_connection))
+
+
 @dataclass
 class Chain:
     identify: Identify
@@ -70,6 +80,7 @@ class Chain:
     downloads: Downloads
     review: Review
     data_dir: Path
+    hellos: HelloWatcher
 
     def request(self, flow: http.HTTPFlow) -> http.HTTPFlow:
         for addon in (self.identify, self.filt, self.circumvention, self.safesearch):
@@ -100,6 +111,7 @@ def chain(tmp_path: Path) -> Iterator[Chain]:
         Downloads(loader),
         Review(loader),
         tmp_path / "var",
+        HelloWatcher(),
     )
     with taddons.context(
         loader,
@@ -111,8 +123,14 @@ def chain(tmp_path: Path) -> Iterator[Chain]:
         addons.downloads,
         addons.review,
         audit,
+        addons.hellos,
     ):
         yield addons
+
+
+def run(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run a hook coroutine on the test master's own event loop (its log handler uses it)."""
+    ctx.master.event_loop.run_until_complete(coroutine)
 
 
 def flow_for(url: str, client: str = PUPIL, **headers: str) -> http.HTTPFlow:
@@ -287,7 +305,7 @@ def _nextlayer(client_ip: str, transport: str, address: tuple[str, int], data: b
     client = tflow.tclient_conn()
     client.peername = (client_ip, 40000)
     client.transport_protocol = transport  # type: ignore[assignment]
-    context = Context(client, taddons.context().options)
+    context = Context(client, ctx.master.options)
     context.server.address = address
     nextlayer = layer.NextLayer(context)
     nextlayer.events.append(events.DataReceived(client, data))
@@ -330,16 +348,23 @@ def test_tls_choice_at_the_client_hello(
 ) -> None:
     """The ClientHello's SNI decides: intercept, pass through or refuse."""
     nl = _nextlayer(client, "tcp", ("192.0.2.1", 443), client_hello(sni), tls=True)
-    chain.tls.next_layer(nl)
+    run(chain.tls.next_layer(nl))
     assert isinstance(nl.layer, expected)
     stack = nl.context.layers
     assert len(stack) == len({id(x) for x in stack})
 
 
+def test_a_refused_client_hello_is_still_announced(chain: Chain) -> None:
+    """Addons that watch ClientHellos see one the TLS layer never got, marked not intercepted."""
+    nl = _nextlayer(BYOD, "tcp", ("192.0.2.1", 443), client_hello("adult.example"), tls=True)
+    run(chain.tls.next_layer(nl))
+    assert chain.hellos.seen == [("adult.example", True)]
+
+
 def test_tls_waits_for_the_whole_client_hello(chain: Chain) -> None:
     """Half a ClientHello defers the choice instead of guessing."""
     nl = _nextlayer(BYOD, "tcp", ("192.0.2.1", 443), client_hello("adult.example")[:20], tls=True)
-    chain.tls.next_layer(nl)
+    run(chain.tls.next_layer(nl))
     assert nl.layer is None
     assert nl.context.layers == []
 
@@ -367,7 +392,7 @@ def test_review_form_is_signed_and_filed(chain: Chain) -> None:
     assert token
 
     flow = _post(chain, "adult.example", PUPIL, reference=reference, token=token, reason="Art")
-    asyncio.run(chain.review.request(flow))
+    run(chain.review.request(flow))
     assert flow.response is not None
     assert flow.response.status_code == 200
     line = json.loads((chain.data_dir / "review-requests.jsonl").read_text().splitlines()[-1])
@@ -375,7 +400,7 @@ def test_review_form_is_signed_and_filed(chain: Chain) -> None:
 
     for client, tok in ((BYOD, token), (PUPIL, token[:-1] + "0"), (PUPIL, "")):
         forged = _post(chain, "adult.example", client, reference=reference, token=tok, reason="x")
-        asyncio.run(chain.review.request(forged))
+        run(chain.review.request(forged))
         assert forged.response is not None
         assert forged.response.status_code == 404
     assert len((chain.data_dir / "review-requests.jsonl").read_text().splitlines()) == 1
