@@ -10,7 +10,9 @@ says ``https_without_sni: block``). A refused connection costs no TLS
 handshake: the client gets a TLS ``access_denied`` alert and the connection
 closes. In regular mode a CONNECT whose host alone refuses it is answered
 403 before any TLS starts. Each pass-through and refusal is one line in the
-access log.
+access log, and its ClientHello is announced to the other addons (the
+``tls_clienthello`` hook, with ``ignore_connection`` set) since mitmproxy's
+TLS layer never sees it: the incidents addon raises one for a blocked SNI.
 
 Failure policy: an error while choosing refuses the connection.
 """
