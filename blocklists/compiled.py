@@ -108,7 +108,11 @@ def _filter(keys: list[int], bits: int) -> bytearray:
     shift = 64 - bits
     for k in keys:
         slot = k >> shift
-        slots[slot] = (k & 0x7F | 0x80) if slots[slot] == 0 else _MANY
+        mark = k & 0x7F | 0x80
+        old = slots[slot]
+        # the same key twice (bases repeat) keeps its mark; two different keys give _MANY
+        # unless their fingerprints agree, which still lets both through: no false negative
+        slots[slot] = mark if old in (0, mark) else _MANY
     return slots
 
 
@@ -219,8 +223,8 @@ class CompiledBuilder:
             if a == b:
                 raise IndexFormatError("two entries share a 64-bit hash; cannot compile")
         host_tab = _table(keys)
-        filter_bits, slots, base_bits, base_slots = _filters(keys, sorted(bases))
-        host_vals = array("I", (v & 0xFFFFFFFF for v in packed))
+        filter_bits, slots, base_bits, base_slots = _filters(keys, bases)
+        host_vals = array("I", [v & 0xFFFFFFFF for v in packed])
         del packed, keys, bases
 
         digests = sorted(self._hashed)
@@ -297,10 +301,11 @@ class _Records:
 
 def _pack_hosts(
     hosts: dict[str, int], paths: dict[str, dict[str, int]], recs: _Records
-) -> tuple[list[int], set[int], int]:
-    """(hash << 32 | record) per key, the hashes of the keys' bases, the fewest labels."""
+) -> tuple[list[int], list[int], int]:
+    """(hash << 32 | record) per key, the hashes of the keys' bases (repeating), the
+    fewest labels."""
     packed: list[int] = []
-    bases: set[int] = set()
+    bases: list[int] = []
     fewest_dots = 255
     rec_of_mask: dict[int, int] = {}  # hosts without path entries share a few records
     for host, mask in hosts.items():
@@ -316,14 +321,14 @@ def _pack_hosts(
         if dots > 1:
             raw = raw[raw.rfind(b".", 0, raw.rfind(b".")) + 1 :]
         if dots:
-            bases.add(_xxh(raw))
+            bases.append(_xxh(raw))
     for host, entries in paths.items():
         mask = hosts.get(host, 0)
         rec = recs.record(recs.set_id(mask) if mask else 0, recs.path_block(entries))
         packed.append(_xxh(host.encode()) << 32 | rec)
         fewest_dots = min(fewest_dots, host.count("."))
         if "." in host:
-            bases.add(_xxh(_base(host)))
+            bases.append(_xxh(_base(host)))
     return packed, bases, fewest_dots + 1 if packed else 1
 
 
