@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 from mitmproxy import certs, exceptions, master, options
 from mitmproxy.addons import default_addons, errorcheck
 from mitmproxy.proxy import mode_servers
+from mitmproxy.utils.asyncio_utils import create_task
 
 from addons import schoolgate_addons
 from proxy.filterset import Filterset
@@ -121,7 +123,21 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, m.shutdown)
+    if worker:
+        # A worker whose supervisor is gone (killed with SIGKILL) must not keep the port.
+        orphan_watch = create_task(
+            _stop_when_orphaned(m, os.getppid()), name="schoolgate orphan watch", keep_ref=True
+        )
     await m.run()
+    if worker:
+        orphan_watch.cancel()
+
+
+async def _stop_when_orphaned(m: master.Master, parent: int) -> None:
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    logging.getLogger("schoolgate.workers").warning("supervisor %d is gone: stopping", parent)
+    m.shutdown()
 
 
 def run_proxy(

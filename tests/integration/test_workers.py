@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +119,21 @@ def test_a_dead_worker_is_started_again(pool: tuple[Gateway, int]) -> None:
     else:
         raise AssertionError("the killed worker was not replaced")
     assert gw.process.poll() is None
+
+
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, origin_ca: OriginCA) -> None:
+    """A supervisor killed with SIGKILL leaves no worker holding the port."""
+    gw = start_gateway(tmp_path, origin_ca, "--workers", "2")
+    workers: set[int] = set()
+    try:
+        workers = wait_for_listeners(gw.port, 2)
+        gw.process.kill()
+        gw.process.wait()
+        deadline = time.monotonic() + 15
+        while listeners(gw.port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not listeners(gw.port)
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
