@@ -43,11 +43,13 @@ class Audit:
         self.log.start()
 
     def configure(self, updated: set[str]) -> None:
-        if "schoolgate_access_log" in updated and self.log is not None:
+        # configure() only hears of options that change, and the first change (the listen
+        # address, at start) comes before any request: open the default path then, since
+        # other addons' running() may take a while (store migrations) with servers up.
+        if self.log is None or "schoolgate_access_log" in updated:
             self._open()
 
     def running(self) -> None:
-        # configure() only hears of options that change; the default path needs opening here.
         if self.log is None:
             self._open()
 
