@@ -68,5 +68,5 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         # Last: records what was decided, after the response is known.
         audit,
         # After the decision and the response: only counts, never changes a flow.
-        Metrics(loader, filt, login),
+        Metrics(loader, filt, login, store),
     ]

@@ -23,6 +23,7 @@ from mitmproxy.utils.asyncio_utils import create_task
 from addons.filter import LOOKUP_SECONDS, Filter, decision_of
 from addons.login import ProxyLogin
 from addons.policyload import PolicyLoader
+from addons.store import StoreWriter
 from proxy.lists import index_path
 from proxy.metrics import FilterMetrics, MetricsServer, entries_by_source, split_listen
 
@@ -31,10 +32,17 @@ REFRESH_SECONDS = 5.0
 
 
 class Metrics:
-    def __init__(self, loader: PolicyLoader, filt: Filter, login: ProxyLogin | None = None) -> None:
+    def __init__(
+        self,
+        loader: PolicyLoader,
+        filt: Filter,
+        login: ProxyLogin | None = None,
+        store: StoreWriter | None = None,
+    ) -> None:
         self.loader = loader
         self.filter = filt
         self.login = login
+        self.store = store
         self._seen_refused = 0
         self.metrics = FilterMetrics()
         self.server: MetricsServer | None = None
@@ -103,6 +111,8 @@ class Metrics:
         if self.login is not None:
             m.auth_failures.inc(self.login.refused - self._seen_refused)
             self._seen_refused = self.login.refused
+        if self.store is not None:
+            m.spool_depth.set(self.store.writer.spooled)
         for source, count in entries_by_source(dict(fs.lists.counts()), sources).items():
             m.index_entries.labels(source).set(count)
         try:

@@ -124,6 +124,13 @@ class FilterMetrics:
             multiprocess_mode="livemax",
         )
 
+        self.spool_depth = Gauge(
+            "schoolgate_spool_depth",
+            "Events (incidents, change-control rows) spooled on disk, not yet in the store.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+
     def prepare(self, policy: Policy, sources: list[str]) -> None:
         """Create every labelled series at zero, so dashboards show them before traffic."""
         for group in [*policy.groups, UNKNOWN]:

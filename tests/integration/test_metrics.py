@@ -70,6 +70,7 @@ def test_metrics_count_real_requests(metered: tuple[Gateway, int], origin: Origi
         after = scrape(port)
     assert after['schoolgate_index_entries{source="ut1"}'] > 0
     assert 0 <= after["schoolgate_index_age_seconds"] < 3600
+    assert after["schoolgate_spool_depth"] >= 0
 
 
 def test_a_rejected_reload_is_counted(metered: tuple[Gateway, int]) -> None:
