@@ -1,0 +1,120 @@
+"""ProxyLogin with Identify and Filter in mitmproxy's test context.
+
+The TLS ClientHello is decided as the person who logged in on the CONNECT,
+not as the address's group: a headteacher signed in on a pupil's machine may
+reach social media over HTTPS, the pupil may not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mitmproxy import connection, ctx, tls
+from mitmproxy.addons.proxyauth import mkauth
+from mitmproxy.proxy.context import Context
+from mitmproxy.test import taddons, tflow
+
+from addons.filter import Filter
+from addons.identify import IDENTITY, Identify
+from addons.login import LOGIN, ProxyLogin
+from addons.policyload import PolicyLoader
+from proxy.filterset import Filterset, load_filterset
+from proxy.logins import hash_password
+from proxy.settings import Auth
+
+ROOT = Path(__file__).resolve().parents[3]
+PUPIL_IP = "10.10.1.2"
+
+
+def client_hello(sni: str) -> tls.ClientHello:
+    """A real ClientHello, as Python's own TLS client writes it, for ``sni``."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls_client = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname=sni)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls_client.do_handshake()
+    record = outgoing.read()
+    return tls.ClientHello(record[5 + 4 :])  # minus the record and handshake headers
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Iterator[tuple[ProxyLogin, Identify, Filter]]:
+    base = load_filterset(ROOT / "config")
+    users = tmp_path / "users"
+    users.write_text(f"head.teacher:{hash_password('right', rounds=4)}\n")
+    settings = base.settings.model_copy(
+        update={"auth": Auth(users_file=users), "data_dir": tmp_path / "var"}
+    )
+    fs = Filterset.build(settings, base.policy, base.lists)
+    loader = PolicyLoader(ROOT / "config", fs)
+    login = ProxyLogin(loader)
+    identify = Identify(loader, login)
+    filt = Filter(loader, identify)
+    with taddons.context(loader, login, identify, filt):
+        yield login, identify, filt
+
+
+def connect(
+    chain: tuple[ProxyLogin, Identify, Filter], credentials: str | None
+) -> connection.Client:
+    login, identify, filt = chain
+    flow = tflow.tflow()
+    flow.client_conn.peername = (PUPIL_IP, 50000)
+    flow.request.method = "CONNECT"
+    flow.request.host, flow.request.port = "127.0.0.1", 443
+    if credentials:
+        flow.request.headers["Proxy-Authorization"] = credentials
+    asyncio.run(login.http_connect(flow))
+    identify.http_connect(flow)
+    filt.http_connect(flow)
+    assert flow.response is None
+    return flow.client_conn
+
+
+def sni_blocked(chain: tuple[ProxyLogin, Identify, Filter], client: connection.Client) -> bool:
+    _, _, filt = chain
+    hello = client_hello("social-demo.example")
+    filt.tls_clienthello(tls.ClientHelloData(Context(client, ctx.options), hello))
+    return client in filt._host_blocks
+
+
+def test_a_login_decides_the_sni_as_that_user(chain: tuple[ProxyLogin, Identify, Filter]) -> None:
+    """After a CONNECT signed in as head.teacher, social media's SNI is not blocked."""
+    client = connect(chain, mkauth("head.teacher", "right"))
+    assert not sni_blocked(chain, client)
+
+
+def test_without_a_login_the_sni_is_the_address_group(
+    chain: tuple[ProxyLogin, Identify, Filter],
+) -> None:
+    """The same pupil address without a login is blocked at the SNI."""
+    client = connect(chain, None)
+    assert sni_blocked(chain, client)
+
+
+def test_the_login_reaches_the_identity(chain: tuple[ProxyLogin, Identify, Filter]) -> None:
+    """A checked proxy login becomes the flow's login and the head group."""
+    login, identify, _ = chain
+    flow = tflow.tflow()
+    flow.client_conn.peername = (PUPIL_IP, 50000)
+    flow.request.headers["Proxy-Authorization"] = mkauth("head.teacher", "right")
+    asyncio.run(login.requestheaders(flow))
+    identify.requestheaders(flow)
+    assert flow.metadata[LOGIN].user == "head.teacher"
+    assert flow.metadata[IDENTITY].group == "head"
+    assert "Proxy-Authorization" not in flow.request.headers
+
+
+def test_a_wrong_password_is_407_and_no_login(chain: tuple[ProxyLogin, Identify, Filter]) -> None:
+    """Wrong credentials answer 407 and leave no login behind."""
+    login, _, _ = chain
+    flow = tflow.tflow()
+    flow.client_conn.peername = (PUPIL_IP, 50000)
+    flow.request.headers["Proxy-Authorization"] = mkauth("head.teacher", "wrong")
+    asyncio.run(login.requestheaders(flow))
+    assert flow.response is not None
+    assert flow.response.status_code == 407
+    assert LOGIN not in flow.metadata
