@@ -259,7 +259,7 @@ class DictWalk:
         for entry in entries:
             self.add(list_name, entry)
 
-    def add_hashed(self, list_name: str, digest: bytes) -> None:
+    def add_hashed(self, list_name: str, digest: bytes, host: str | None = None) -> None:
         pass
 
     def alias(self, alias_name: str, list_name: str) -> None:

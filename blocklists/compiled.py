@@ -80,6 +80,9 @@ _xxh = xxhash.xxh3_64_intdigest
 # Ends a memoised answer when the host (or a parent) has path entries: the answer then
 # depends on the path. Compared by identity, never shown.
 _PATHS = Hit("", "")
+# Ends it when, besides, the host (or a parent) is the host of a hashed entry.
+_HASHED = Hit("", "#")
+_HASHED_FLAG = 1 << 31  # in a record's list-set field: hashed entries sit on this host
 _PATH_MEMO = 4096  # hosts with path entries whose entries are kept parsed, per process
 _Layout = tuple[tuple[tuple[Hit, ...], dict[str, tuple[Hit, ...]]], ...]
 
@@ -149,6 +152,8 @@ class CompiledBuilder:
         self._hosts: dict[str, int] = {}  # canonical host -> bit mask of list ids
         self._paths: dict[str, dict[str, int]] = {}  # host -> path -> mask
         self._hashed: dict[bytes, int] = {}  # sha256 -> mask
+        self._hashed_hosts: set[str] = set()  # hosts of hashed entries read as plain URLs
+        self._opaque = 0  # hashed entries read as hashes: their hosts are unknown
         self.sources: dict[str, Any] = {}
 
     def declare(self, list_name: str) -> None:
@@ -193,8 +198,19 @@ class CompiledBuilder:
                 added += 1
         self._counts[list_name] += added
 
-    def add_hashed(self, list_name: str, digest: bytes) -> None:
+    def add_hashed(self, list_name: str, digest: bytes, host: str | None = None) -> None:
+        """Add a hashed entry; ``host`` when the reader knew it (a plain IWF line).
+
+        While every hashed entry's host is known, the hosts go into the host table
+        (as hashes, like every key) flagged "hashed entries here", and only lookups
+        of those hosts hash their candidates. One entry known only by its hash
+        (an opaque line) makes every lookup hash its candidates.
+        """
         bit = self._bit(list_name)
+        if host is None:
+            self._opaque += 1
+        else:
+            self._hashed_hosts.add(host)
         old = self._hashed.get(digest, 0)
         if old & bit:
             return
@@ -216,7 +232,8 @@ class CompiledBuilder:
         """
         started = time.perf_counter() if started is None else started
         recs = _Records()
-        packed, bases, min_labels = _pack_hosts(self._hosts, self._paths, recs)
+        flagged = self._hashed_hosts if not self._opaque else set()
+        packed, bases, min_labels = _pack_hosts(self._hosts, self._paths, flagged, recs)
         packed.sort()
         keys = [v >> 32 for v in packed]
         for a, b in pairwise(keys):
@@ -259,6 +276,7 @@ class CompiledBuilder:
             "base_bits": base_bits,
             "keys": len(host_tab[0]),
             "hashed": len(digests),
+            "hashed_everywhere": self._opaque > 0,
         }
         _write_file(path, meta, sections, started)
 
@@ -300,10 +318,10 @@ class _Records:
 
 
 def _pack_hosts(
-    hosts: dict[str, int], paths: dict[str, dict[str, int]], recs: _Records
+    hosts: dict[str, int], paths: dict[str, dict[str, int]], flagged: set[str], recs: _Records
 ) -> tuple[list[int], list[int], int]:
     """(hash << 32 | record) per key, the hashes of the keys' bases (repeating), the
-    fewest labels."""
+    fewest labels. Hosts in ``flagged`` get ``_HASHED_FLAG`` in their list-set field."""
     packed: list[int] = []
     bases: list[int] = []
     fewest_dots = 255
@@ -311,9 +329,11 @@ def _pack_hosts(
     for host, mask in hosts.items():
         if host in paths:
             continue
-        rec = rec_of_mask.get(mask)
+        flag = host in flagged
+        rec = rec_of_mask.get(mask * 2 + flag)
         if rec is None:
-            rec = rec_of_mask[mask] = recs.record(recs.set_id(mask), 0)
+            rec = recs.record(recs.set_id(mask) | (_HASHED_FLAG if flag else 0), 0)
+            rec_of_mask[mask * 2 + flag] = rec
         raw = host.encode()
         packed.append(_xxh(raw) << 32 | rec)
         dots = raw.count(b".")
@@ -322,9 +342,13 @@ def _pack_hosts(
             raw = raw[raw.rfind(b".", 0, raw.rfind(b".")) + 1 :]
         if dots:
             bases.append(_xxh(raw))
-    for host, entries in paths.items():
-        mask = hosts.get(host, 0)
-        rec = recs.record(recs.set_id(mask) if mask else 0, recs.path_block(entries))
+    others = [(h, hosts.get(h, 0), e) for h, e in paths.items()]
+    others += [(h, 0, {}) for h in flagged if h not in hosts and h not in paths]
+    for host, mask, entries in others:
+        host_set = recs.set_id(mask) if mask else 0
+        if host in flagged:
+            host_set |= _HASHED_FLAG
+        rec = recs.record(host_set, recs.path_block(entries) if entries else 0)
         packed.append(_xxh(host.encode()) << 32 | rec)
         fewest_dots = min(fewest_dots, host.count("."))
         if "." in host:
@@ -456,7 +480,9 @@ class CompiledIndex:
         self._recs = section("recs").cast("I")
         self._paths = section("paths")
         self._digests = section("hash.digests")
-        self._has_hashed = meta["hashed"] > 0
+        # hash every lookup's candidates only if some hashed entry's host is unknown;
+        # otherwise only for hosts flagged in the host table
+        self._hash_always = meta["hashed"] > 0 and meta.get("hashed_everywhere", True)
         self._min_labels: int = meta["min_labels"]
         self._hot = (
             self._filter,
@@ -495,9 +521,14 @@ class CompiledIndex:
                     self._old = self._cache
                     self._cache = {}
                 self._cache[host] = found
-        if found and found[-1] is _PATHS:
-            found = found[:-1] if path is None else self._path_hits(host, path)
-        if self._has_hashed:
+        if found:
+            last = found[-1]
+            if last is _PATHS:
+                found = found[:-1] if path is None else self._path_hits(host, path)
+            elif last is _HASHED:
+                found = found[:-1] if path is None else self._path_hits(host, path)
+                found = found + self._match_hashed(host, path)
+        if self._hash_always:
             hashed = self._match_hashed(host, path)
             if hashed:
                 found = found + hashed
@@ -508,7 +539,7 @@ class CompiledIndex:
         raw = host.encode()
         slots, shift, min_labels, base, base_shift = self._hot  # one attribute load, not five
         found = NO_HITS
-        has_paths = False
+        has_paths = has_hashed = False
         start = 0
         # suffixes with fewer labels than the shortest key cannot match ("com")
         todo = raw.count(b".") + 2 - min_labels
@@ -527,6 +558,9 @@ class CompiledIndex:
                 if i >= 0:
                     rec = self._host.vals[i]
                     host_set = self._recs[2 * rec]
+                    if host_set & _HASHED_FLAG:
+                        has_hashed = True
+                        host_set ^= _HASHED_FLAG
                     if host_set:
                         suffix = raw[start:].decode()
                         found = found + tuple(
@@ -536,6 +570,8 @@ class CompiledIndex:
                         has_paths = True
             todo -= 1
             start = raw.find(b".", start) + 1
+        if has_hashed:
+            return (*found, _HASHED)
         return (*found, _PATHS) if has_paths else found
 
     def _path_hits(self, host: str, path: str) -> tuple[Hit, ...]:
@@ -570,7 +606,8 @@ class CompiledIndex:
             if i >= 0:
                 suffix = raw[start:].decode()
                 rec = self._host.vals[i]
-                host_set, block = self._recs[2 * rec], self._recs[2 * rec + 1]
+                host_set = self._recs[2 * rec] & ~_HASHED_FLAG
+                block = self._recs[2 * rec + 1]
                 host_hits = tuple(Hit(name, suffix) for name in self._set_names[host_set])
                 table: dict[str, tuple[Hit, ...]] = {}
                 if block:
@@ -625,7 +662,9 @@ class CompiledIndex:
             found = self._old.get(host)
         if found is None:
             found = self._host_hits(host)
-        return bool(found) and found[-1] is _PATHS
+        if not found or found[-1] is not _HASHED:
+            return bool(found) and found[-1] is _PATHS
+        return any(table for _, table in self._path_layout(host))
 
     def counts(self) -> Mapping[str, int]:
         return self._counts

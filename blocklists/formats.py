@@ -84,7 +84,7 @@ class ListSink(Protocol):
 
     def add_many(self, list_name: str, entries: Iterable[str]) -> None: ...
 
-    def add_hashed(self, list_name: str, digest: bytes) -> None: ...
+    def add_hashed(self, list_name: str, digest: bytes, host: str | None = None) -> None: ...
 
     def alias(self, alias_name: str, list_name: str) -> None: ...
 
@@ -195,16 +195,19 @@ class _Reader:
     def iwf(self, handle: IO[bytes], where: str, list_name: str) -> None:
         count = 0
         for number, line in self.lines(handle, where):
+            host = None
             if _HEX_SHA256(line):
                 digest = bytes.fromhex(line)
             else:
                 try:
-                    digest = hash_entry(canonical_entry(line))
+                    entry = canonical_entry(line)
                 except BadURL as exc:
                     # the reason may quote the URL: an IWF report must not
                     self.bad(where, number, f"not a URL or SHA-256 ({type(exc).__name__})")
                     continue
-            self.sink.add_hashed(list_name, digest)
+                digest = hash_entry(entry)
+                host = entry.split("/", 1)[0]
+            self.sink.add_hashed(list_name, digest, host)
             count += 1
         self.report.entries[list_name] = self.report.entries.get(list_name, 0) + count
 

@@ -187,7 +187,7 @@ class IndexBuilder:
         """Add canonical entries to a list (the readers hand over a file at a time)."""
         self.add_all(list_name, entries)
 
-    def add_hashed(self, list_name: str, digest: bytes) -> None:
+    def add_hashed(self, list_name: str, digest: bytes, host: str | None = None) -> None:
         """Add the SHA-256 of a canonical entry (see ``hash_entry``) to a list."""
         hit = Hit(list_name, hashed_hit_entry(digest))
         bucket = self._hashed.setdefault(digest, {})

@@ -365,7 +365,7 @@ class _CountingSink:
     def add_many(self, list_name: str, entries: Iterable[str]) -> None:
         pass
 
-    def add_hashed(self, list_name: str, digest: bytes) -> None:
+    def add_hashed(self, list_name: str, digest: bytes, host: str | None = None) -> None:
         pass
 
     def alias(self, alias_name: str, list_name: str) -> None:

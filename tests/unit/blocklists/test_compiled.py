@@ -207,3 +207,33 @@ def test_identical_decisions_to_the_dict_walk_on_all_traffic(tmp_path: Path) -> 
     assert differ == []
     hits = sum(1 for h, p in traffic if index.match(h, p))
     assert hits > 20_000  # about 14% of the hosts and 21% of the URLs are listed
+
+
+def test_plain_iwf_urls_hash_only_the_lookups_on_their_hosts(tmp_path: Path) -> None:
+    """With every IWF host known, other hosts skip the hashing and hits stay the same."""
+    lst = tmp_path / "iwf.txt"
+    lst.write_text("http://bad.example/dir/\nhttp://worse.example\nx.example/f\n")
+    comp, ref = CompiledBuilder(), IndexBuilder()
+    read_source("iwf", lst, "iwf", comp)
+    read_source("iwf", lst, "iwf", ref)
+    read_source("plain", lst, "plain", comp)  # path entries on the same hosts
+    read_source("plain", lst, "plain", ref)
+    comp.write(tmp_path / "i.idx")
+    index, reference = CompiledIndex.open(tmp_path / "i.idx"), ref.freeze()
+    assert index.meta["hashed_everywhere"] is False
+    assert b"bad.example" not in (tmp_path / "i.idx").read_bytes()
+    for host, path in [
+        ("bad.example", "/dir/a"),
+        ("www.bad.example", "/dir/a"),
+        ("bad.example", "/dir"),
+        ("a.worse.example", "/"),
+        ("a.worse.example", None),
+        ("x.example", "/f?x"),
+        ("x.example", "/fx"),
+        ("x.example", None),
+        ("elsewhere.example", "/dir/"),
+    ]:
+        for _ in range(2):  # cold, then from the memo
+            got = sorted(index.match(host, path), key=repr)
+            assert got == sorted(reference.match(host, path), key=repr), (host, path)
+        assert index.has_paths(host) == reference.has_paths(host)
