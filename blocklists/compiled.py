@@ -640,14 +640,22 @@ class CompiledIndex:
             offset += size
 
     def _match_hashed(self, host: str, path: str | None) -> tuple[Hit, ...]:
+        """Hash each candidate entry: every host suffix, alone and with each path prefix."""
         found = NO_HITS
-        sha = hashlib.sha256
+        chunks: list[bytes] = []
+        if path is not None:
+            # the path cut at each prefix path_prefixes() yields: hashing is incremental
+            end = 0
+            for prefix in path_prefixes(path):
+                chunks.append(prefix[end:].encode())
+                end = len(prefix)
         for suffix in _suffixes(host):
-            candidates = [suffix]
-            if path is not None:
-                candidates.extend(suffix + p for p in path_prefixes(path))
-            for candidate in candidates:
-                digest = sha(candidate.encode()).digest()
+            running = hashlib.sha256(suffix.encode())
+            digest = running.digest()
+            for chunk in (b"", *chunks):
+                if chunk:
+                    running.update(chunk)
+                    digest = running.digest()
                 i = self._find(self._hash, int.from_bytes(digest[:8], "big"))
                 if i >= 0 and self._digests[32 * i : 32 * i + 32] == digest:
                     entry = hashed_hit_entry(digest)
