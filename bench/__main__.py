@@ -35,6 +35,7 @@ from typing import Any
 
 from blocklists.compiled import CompiledBuilder, CompiledIndex
 from blocklists.formats import read_source
+from blocklists.index import hash_entry
 from blocklists.normalise import BadURL, normalise_host, normalise_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -431,9 +432,31 @@ def bench_set(name: str, lists: Path, traffic: Traffic, work: Path) -> dict[str,
     res["dict_zipf_lps"] = throughput(walk.match, zipf)
     del walk
     gc.collect()
+    if name == "sample":
+        res["iwf"] = bench_hashed(lists, traffic, work)
     print("measuring squidGuard", flush=True)
     res["squidguard"] = squidguard(lists, work, traffic)
     return res
+
+
+def bench_hashed(lists: Path, traffic: Traffic, work: Path) -> dict[str, float]:
+    """Cold lookups/s with a 10k-entry IWF-style list beside the lists: plain URLs
+    (hosts known, flagged) and the same entries given only as SHA-256 hashes."""
+    plain = [f"http://iwf{i}.example/dir{i % 7}/image{i}.jpg" for i in range(10_000)]
+    out: dict[str, float] = {}
+    for kind in ("plain", "hashed"):
+        lst = work / f"iwf-{kind}.txt"
+        if kind == "plain":
+            lst.write_text("\n".join(plain) + "\n")
+        else:
+            lst.write_text("".join(hash_entry(normalise_url(u).entry).hex() + "\n" for u in plain))
+        builder = CompiledBuilder()
+        read_source("ut1", lists, "ut1", builder)
+        read_source("iwf", lst, "iwf", builder)
+        builder.write(work / "iwf.idx")
+        index = CompiledIndex.open(work / "iwf.idx", cache_size=0)
+        out[kind] = throughput(index.match, traffic)
+    return out
 
 
 def show(res: dict[str, Any]) -> None:
@@ -470,6 +493,11 @@ def show(res: dict[str, Any]) -> None:
     ratio = res["cold_lps"] / d["lookups_per_s"]
     print(f"  ratio, cold           compiled/dict = {ratio:.2f}x")
     print(f"  ratio, zipf           compiled/dict = {res['zipf_lps'] / res['dict_zipf_lps']:.2f}x")
+    if "iwf" in res:
+        print(
+            f"with a 10k IWF list    {res['iwf']['plain']:>11,.0f} lookups/s cold as plain URLs, "
+            f"{res['iwf']['hashed']:,.0f} as SHA-256 only (every candidate hashed)"
+        )
     if sg is None:
         print("squidGuard             missing (apt-get install squidguard failed): not compared")
         return
