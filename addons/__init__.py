@@ -18,6 +18,7 @@ from addons.incidents import Incidents
 from addons.login import ProxyLogin
 from addons.metrics import Metrics
 from addons.overrides import Overrides
+from addons.pipeline import Pipeline
 from addons.policyload import PolicyLoader
 from addons.review import Review
 from addons.safesearch import SafeSearch
@@ -25,6 +26,8 @@ from addons.store import StoreWriter
 from addons.tlspolicy import TlsPolicy
 from addons.upstream import UpstreamChain
 from proxy.filterset import Filterset
+
+__all__ = ["Pipeline", "schoolgate_addons"]
 
 
 def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:

@@ -23,8 +23,7 @@ from mitmproxy.addons import default_addons, errorcheck
 from mitmproxy.proxy import mode_servers
 from mitmproxy.utils.asyncio_utils import create_task
 
-from addons import schoolgate_addons
-from addons.pipeline import Pipeline
+from addons import Pipeline, schoolgate_addons
 from proxy.filterset import Filterset
 from proxy.settings import Settings
 
