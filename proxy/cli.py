@@ -19,6 +19,7 @@ from proxy.cli_changes import CHANGE_CONTROL, controls_for_explain
 from proxy.cli_incidents import INCIDENT_COMMANDS
 from proxy.filterset import Filterset, load_filterset
 from proxy.identity import Identity, parse_ip
+from proxy.lists_cli import lists
 from proxy.users_cli import users
 from proxy.yamlfile import ConfigError
 
@@ -239,3 +240,4 @@ for _command in CHANGE_CONTROL:  # override, access, policy, changes, db (proxy/
 cli.add_command(users)  # proxy-login users file (proxy/users_cli.py)
 for _command in INCIDENT_COMMANDS:  # incidents, report, purge (proxy/cli_incidents.py)
     cli.add_command(_command)
+cli.add_command(lists)  # compile, update, lookup, stats (proxy/lists_cli.py)
