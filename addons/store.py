@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from addons.policyload import PolicyLoader
 from proxy.store import migrate
 from proxy.store.engine import database_url, down_reason, is_down, make_engine
 from proxy.store.events import Event
 from proxy.store.writer import Writer
+from proxy.workers import WORKER_ENV
 
 log = logging.getLogger("schoolgate.store")
 
@@ -27,7 +29,10 @@ class StoreWriter:
         settings = loader.filterset.settings
         # The database is chosen at start; changing `database:` needs a restart.
         self.engine = make_engine(database_url(settings))
-        self.writer = Writer(self.engine, settings.data_dir)
+        # Each worker of `run --workers` keeps its own spool (proxy.store.spool).
+        worker = os.environ.get(WORKER_ENV)
+        name = f"events-{worker}" if worker else "events"
+        self.writer = Writer(self.engine, settings.data_dir, name=name)
 
     def record(self, event: Event) -> None:
         """Hand an event to the writer (safe from any hook or thread)."""
@@ -36,10 +41,11 @@ class StoreWriter:
     async def running(self) -> None:
         try:
             await asyncio.to_thread(migrate.upgrade, self.engine)
-        except Exception as exc:
-            if not is_down(exc):
-                raise
-            log.warning("store unavailable at start (events will be spooled): %s", down_reason(exc))
+        except Exception as exc:  # the writer tries again before its first write
+            if is_down(exc):
+                log.warning("store unavailable at start (events are spooled): %s", down_reason(exc))
+            else:
+                log.exception("store upgrade failed at start; the writer tries again")
         self.writer.start()
 
     def done(self) -> None:

@@ -12,9 +12,11 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+# PostgreSQL: workers starting together upgrade one at a time (SQLite: BEGIN IMMEDIATE).
+_LOCK_KEY = 0x5C400D
 
 
 def alembic_config(url: str) -> Config:
@@ -29,5 +31,7 @@ def upgrade(engine: Engine) -> None:
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     logging.getLogger("alembic").setLevel(logging.WARNING)  # not a line per start in the log
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

@@ -6,10 +6,16 @@ killed. A line torn by a crash in mid-write is skipped on reading (it was
 never confirmed). ``clear`` empties the file only after every event in it
 is committed; a crash between the two replays events the store already
 has, which ``applied_events`` turns into no-ops.
+
+Each process writes its own spool (``run --workers`` names them by worker)
+and holds an advisory lock on it while it runs, so a writer can tell a
+spool whose process is gone (after a crash, or a restart with fewer
+workers) from a live one, and replay the orphan itself.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 from collections.abc import Sequence
@@ -23,6 +29,26 @@ log = logging.getLogger("schoolgate.spool")
 class Spool:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock_fd: int | None = None
+
+    def lock(self) -> bool:
+        """Claim this spool for this process; False when a live process holds it."""
+        if self._lock_fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the lock
+            self._lock_fd = None
 
     def append(self, events: Sequence[Event]) -> None:
         if not events:

@@ -10,6 +10,10 @@ Replays are exactly-once through ``applied_events``. An event the store
 refuses for a reason other than being down (a bug, bad data) is set aside
 in ``rejected.jsonl`` so it cannot block those behind it.
 
+With several processes (``run --workers``) each writes its own spool, named
+by the caller; a spool left by a process that is gone is replayed by
+whichever writer finds it unlocked (``Spool.lock``).
+
 Loss window, written down honestly: an event is safe once the writer
 thread has appended it to the spool, which it does as soon as it takes it
 off the queue; events still in the queue when the process is killed are lost.
@@ -20,6 +24,7 @@ batch) is small.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -38,6 +43,7 @@ log = logging.getLogger("schoolgate.writer")
 SPOOL_DIR = "spool"
 BATCH = 500
 RETRY_S = 1.0
+ORPHAN_CHECK_S = 60.0
 _STOP = object()
 
 
@@ -51,10 +57,13 @@ class Writer:
         *,
         retry_s: float = RETRY_S,
         prepare: Callable[[Engine], None] = migrate.upgrade,
+        name: str = "events",
     ) -> None:
         self.engine = engine
-        self.spool = Spool(data_dir / SPOOL_DIR / "events.jsonl")
-        self.rejected = Spool(data_dir / SPOOL_DIR / "rejected.jsonl")
+        self.spool_dir = data_dir / SPOOL_DIR
+        self.spool = Spool(self.spool_dir / f"{name}.jsonl")
+        self.rejected = Spool(self.spool_dir / "rejected.jsonl")
+        self._next_orphans = 0.0
         self.retry_s = retry_s
         self._prepare = prepare
         self._prepared = False
@@ -75,6 +84,15 @@ class Writer:
 
     def start(self) -> None:
         if self._thread is None:
+            if not self.spool.lock():
+                # Another live process writes under this name: keep a spool of our own.
+                taken = self.spool.path
+                self.spool = Spool(self.spool_dir / f"events-pid{os.getpid()}.jsonl")
+                self.spool.lock()
+                self._spooled = len(self.spool)
+                log.warning(
+                    "%s is in use by another process; spooling to %s", taken, self.spool.path
+                )
             self._thread = threading.Thread(target=self._run, name="schoolgate writer", daemon=True)
             self._thread.start()
 
@@ -85,6 +103,7 @@ class Writer:
         self._queue.put(_STOP)
         self._thread.join(timeout)
         self._thread = None
+        self.spool.unlock()
 
     @property
     def spooled(self) -> int:
@@ -125,15 +144,38 @@ class Writer:
     def _step(self, batch: list[Event], final: bool) -> None:
         # Durable first, behind whatever already waits there: order is the spool's order.
         self._spool(batch)
-        if not self._spooled:
-            return
         # While the store is down, try again only every retry_s (and once more at the end).
-        if self.down is None or final or time.monotonic() >= self._next_try:
+        if self._spooled and (self.down is None or final or time.monotonic() >= self._next_try):
             try:
                 self._replay()
             except Exception:  # the writer outlives any one failure; the spool is kept
                 log.exception("writing the spool failed; it is kept for the next try")
                 self._next_try = time.monotonic() + self.retry_s
+        if not final and self.down is None and time.monotonic() >= self._next_orphans:
+            self._next_orphans = time.monotonic() + ORPHAN_CHECK_S
+            try:
+                self._adopt_orphans()
+            except Exception:
+                log.exception("replaying another process's spool failed; tried again later")
+
+    def _adopt_orphans(self) -> None:
+        """Replay the spools of processes that are gone (a crash, fewer workers after a restart)."""
+        for path in sorted(self.spool_dir.glob("events*.jsonl")):
+            if path == self.spool.path:
+                continue
+            orphan = Spool(path)
+            if not orphan.lock():
+                continue  # its process is alive and will replay it itself
+            try:
+                events = orphan.read()
+                for start in range(0, len(events), BATCH):
+                    if not self._write(events[start : start + BATCH]):
+                        return
+                if events:
+                    orphan.clear()
+                    log.info("replayed %d events left in %s", len(events), path)
+            finally:
+                orphan.unlock()
 
     def _spool(self, batch: Sequence[Event]) -> None:
         if batch:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine
 
 from proxy.store import migrate
+from proxy.store.engine import make_engine
 from proxy.store.models import Base
 
 
@@ -23,3 +26,24 @@ def test_upgrade_twice_is_harmless(engine: Engine) -> None:
     with engine.connect() as conn:
         heads = MigrationContext.configure(conn).get_current_heads()
     assert len(heads) == 1
+
+
+def test_workers_starting_together_upgrade_one_at_a_time(store_url: str) -> None:
+    """Several processes upgrading a new store at once all succeed (the upgrade is locked)."""
+    engines = [make_engine(store_url) for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def run(engine: Engine) -> None:
+        try:
+            migrate.upgrade(engine)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for engine in engines:
+        engine.dispose()
+    assert errors == []

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, select
 from proxy.store import chain, events
 from proxy.store.engine import make_engine, session
 from proxy.store.models import AppliedEvent, Change
+from proxy.store.spool import Spool
 from proxy.store.writer import Writer
 
 
@@ -79,14 +80,16 @@ def test_spooled_events_survive_a_restart_and_replay_once_in_order(
     first.start()
     for event in policy_events(0, 3):
         first.enqueue(event)
-    assert first.wait_idle(10)
+    first.stop()
     with store_down(engine) as down:
         crashed = Writer(down, tmp_path, retry_s=0.2)
         crashed.start()
         for event in policy_events(3, 7):
             crashed.enqueue(event)
         wait_for(lambda: crashed.spooled == 7 and crashed.down is not None)
-        # The process dies here: the thread is abandoned, nothing is flushed.
+        # The process dies here: the thread is abandoned, nothing is flushed, and the
+        # kernel drops its lock on the spool.
+        crashed.spool.unlock()
     spool = tmp_path / "spool" / "events.jsonl"
     assert len(spool.read_text().splitlines()) == 7
     restarted = Writer(engine, tmp_path, retry_s=0.2)
@@ -147,3 +150,20 @@ def test_an_event_is_on_disk_before_the_store_is_tried(tmp_path: Path) -> None:
         wait_for(lambda: len(writer.spool) == 1, timeout=1.0)
     writer.stop()
     engine.dispose()
+
+
+def test_a_spool_left_by_a_process_that_is_gone_is_replayed(engine: Engine, tmp_path: Path) -> None:
+    """A worker's spool left behind (fewer workers after a restart) is replayed by another
+    writer; a spool still held by a live process is left to that process."""
+    left = Spool(tmp_path / "spool" / "events-3.jsonl")
+    left.append(policy_events(0, 2))
+    held = Spool(tmp_path / "spool" / "events-2.jsonl")
+    held.append(policy_events(9, 1))
+    assert held.lock()  # a live worker
+    other = Writer(engine, tmp_path, retry_s=0.2)
+    other.start()
+    wait_for(lambda: len(left) == 0)
+    other.stop()
+    held.unlock()
+    assert recorded(engine) == ["v: 0\n", "v: 1\n"]
+    assert len(held) == 1
