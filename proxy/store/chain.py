@@ -68,7 +68,8 @@ def row_hash(prev_hash: str, row: Change) -> str:
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
 
 
-def _lock(session: Session) -> None:
+def lock(session: Session) -> None:
+    """Serialise writers for the rest of this transaction (PostgreSQL; SQLite already is)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
 
@@ -94,7 +95,7 @@ def append(
     """Add one row at the end of the chain, inside the caller's transaction."""
     if kind not in KINDS:
         raise ValueError(f"unknown change kind {kind!r}")
-    _lock(session)
+    lock(session)
     last = head(session)
     row = Change(
         seq=(last.seq + 1) if last else 1,

@@ -204,6 +204,9 @@ HANDLERS: dict[str, Callable[[Session, Event], Change | None]] = {
 
 def apply_event(session: Session, event: Event) -> bool:
     """Apply one event inside the caller's transaction; False when it was applied before."""
+    # Workers may hold the same event (they all read the same files): one at a time, so the
+    # check below sees what another worker committed a moment ago.
+    chain.lock(session)
     if session.get(AppliedEvent, event.id) is not None:
         return False
     handler = HANDLERS.get(event.kind)

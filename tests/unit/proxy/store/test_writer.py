@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select
 
 from proxy.store import chain, events
 from proxy.store.engine import make_engine, session
-from proxy.store.models import AppliedEvent, Change
+from proxy.store.models import AppliedEvent, Change, Override
 from proxy.store.spool import Spool
 from proxy.store.writer import Writer
 
@@ -167,3 +167,53 @@ def test_a_spool_left_by_a_process_that_is_gone_is_replayed(engine: Engine, tmp_
     held.unlock()
     assert recorded(engine) == ["v: 0\n", "v: 1\n"]
     assert len(held) == 1
+
+
+def test_workers_given_the_same_file_lines_apply_each_once(engine: Engine, tmp_path: Path) -> None:
+    """Every worker reads review-requests.jsonl: the same events from two writers at once
+    give one override each, and nothing is set aside as refused."""
+    rows = [
+        {
+            "time": "2026-11-23T10:00:00+00:00",
+            "user": None,
+            "group": "pupil",
+            "client_ip": "10.10.1.2",
+            "url": f"http://games.example/{n}",
+            "category": "games",
+            "reason": "r",
+            "reference": f"SG-{n:08X}",
+        }
+        for n in range(20)
+    ]
+    writers = [Writer(engine, tmp_path, name=f"events-{n}", retry_s=0.2) for n in (1, 2)]
+    for writer in writers:
+        writer.start()
+    for row in rows:
+        for writer in writers:
+            writer.enqueue(events.review_request(row, illegal=False))
+    for writer in writers:
+        writer.stop()
+    with session(engine) as s:
+        references = s.scalars(select(Override.reference)).all()
+        assert chain.verify(s).ok
+    assert sorted(r or "" for r in references) == sorted(str(r["reference"]) for r in rows)
+    assert not (tmp_path / "spool" / "rejected.jsonl").exists()
+    assert sum(w.applied for w in writers) == 20
+    assert sum(w.duplicates for w in writers) == 20
+
+
+def test_workers_observing_the_same_edit_record_it_once(engine: Engine, tmp_path: Path) -> None:
+    """Every worker reloads a hand-edited policy and reports it: one unattributed row results."""
+    with session(engine) as s:
+        events.apply_event(s, events.policy_observed("v: 0\n", "policy.yaml", "start"))
+    writers = [
+        Writer(engine, tmp_path, name=f"events-{n}", retry_s=0.2, prepare=lambda e: None)
+        for n in range(4)
+    ]
+    for writer in writers:
+        writer.enqueue(events.policy_observed("v: 1\n", "policy.yaml", "hot reload"))
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.stop()
+    assert recorded(engine) == ["v: 0\n", "v: 1\n"]
