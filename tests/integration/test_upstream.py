@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,6 +16,7 @@ import pytest
 from tests.integration.harness import (
     PUPIL,
     Gateway,
+    Origin,
     OriginCA,
     free_port,
     start_gateway,
@@ -34,6 +37,17 @@ class Parent:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def _copy(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
 @pytest.fixture(scope="module")
 def parent() -> Iterator[Parent]:
     state = Parent(0)
@@ -52,6 +66,22 @@ def parent() -> Iterator[Parent]:
             super().finish()
             with state.lock:
                 state.open_now -= 1
+
+        def do_CONNECT(self) -> None:
+            """Tunnel to the address asked for (only 127.0.0.1/localhost exist here)."""
+            state.seen.append(f"CONNECT {self.path}")
+            host, _, port = self.path.rpartition(":")
+            if host not in ("localhost", "127.0.0.1"):
+                self.send_error(502)
+                return
+            upstream = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
+            self.send_response(200, "Connection established")
+            self.end_headers()
+            pipe = threading.Thread(target=_copy, args=(upstream, self.connection), daemon=True)
+            pipe.start()
+            _copy(self.connection, upstream)
+            pipe.join(timeout=10)
+            self.close_connection = True
 
         def do_GET(self) -> None:
             state.seen.append(self.path)
@@ -129,3 +159,14 @@ def test_a_host_visited_again_keeps_its_parent_connection(chained: Gateway, pare
         assert parent.accepted == before
     finally:
         conn.close()
+
+
+def test_https_goes_through_the_parent_and_blocks_stay_local(
+    chained: Gateway, parent: Parent, origin: Origin
+) -> None:
+    """Allowed HTTPS is tunnelled through the parent; a blocked host never reaches it."""
+    status, body = chained.get(f"https://localhost:{origin.https_port}/secure", client=PUPIL)
+    assert (status, body.startswith("origin ok")) == (200, True)
+    assert f"CONNECT localhost:{origin.https_port}" in parent.seen
+    assert chained.get("https://casino-demo.example/", client=PUPIL)[0] == 403
+    assert not any("casino-demo" in seen for seen in parent.seen)
