@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -96,14 +97,18 @@ def request(config: Path, *extra: str, by: str = "j.meer") -> str:
 
 def test_teacher_request_then_head_approval_opens_the_site(config: Path) -> None:
     """One short command asks; the headteacher approves; explain then names the override."""
-    code, out, _ = sg(config, "explain", "http://games-demo.example/", "--group", "pupil")
+    # Tomorrow at nine: inside the override's fortnight, outside the pupils' lunchtime games.
+    at = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT09:00")
+    code, out, _ = sg(
+        config, "explain", "http://games-demo.example/", "--group", "pupil", "--at", at
+    )
     assert "decision: block" in out
     override_id = request(config, "games-demo.example")
     code, out, err = sg(config, "override", "approve", override_id, "--by", "head.teacher")
     assert code == 0, err
     assert "approved by head.teacher" in out
     code, out, _ = sg(
-        config, "explain", "http://games-demo.example/x", "--group", "pupil", "--json"
+        config, "explain", "http://games-demo.example/x", "--group", "pupil", "--at", at, "--json"
     )
     found = json.loads(out)
     assert (found["decision"], found["override"]) == ("allow", int(override_id))
