@@ -97,7 +97,10 @@ def build(net: Net) -> None:
         sh("ip", "-n", ns, "link", "set", dev, "up")
     sh("ip", "-n", net.client, "route", "add", "default", "via", GW_LAN)
     sh("ip", "-n", net.origin, "route", "add", "default", "via", GW_WAN)
-    sh("ip", "netns", "exec", net.gateway, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    # A real gateway forwards what it does not redirect (so without the rules the client
+    # would reach the origin directly, and the test would fail).
+    forward = "open('/proc/sys/net/ipv4/ip_forward', 'w').write('1')"
+    sh("ip", "netns", "exec", net.gateway, sys.executable, "-c", forward)
     nft = shutil.which("nft")
     assert nft, "nft is missing: apt-get install nftables (.ci/run installs it)"
     sh("ip", "netns", "exec", net.gateway, nft, "-D", 'lan_if="lan"', "-D", f"proxy_port={PORT}",
