@@ -62,7 +62,7 @@ def details_text(row: Change) -> str:
         if data.get("forced"):
             parts.append("forced")
     if data.get("impact"):
-        parts.append("impact: " + "; ".join(data["impact"]))
+        parts.append("impact:\n" + "\n".join(f"  {line}" for line in data["impact"]))
     elif row.kind == "policy.apply":
         parts.append("impact: no decision changes")
     if data.get("diff"):
