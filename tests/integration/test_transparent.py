@@ -119,8 +119,12 @@ def wait_listening(ns: str, port: int, process: subprocess.Popen[bytes], what: s
     raise AssertionError(f"{what} did not listen on {port} in 30 s")
 
 
-@pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory, origin_ca: OriginCA) -> Iterator[Net]:
+@pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
+def net(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    origin_ca: OriginCA,
+) -> Iterator[Net]:
     reason = why_no_namespaces()
     if reason:
         pytest.skip(reason)
@@ -148,7 +152,7 @@ def net(tmp_path_factory: pytest.TempPathFactory, origin_ca: OriginCA) -> Iterat
             ["ip", "netns", "exec", n.gateway, *schoolgate_command(), "run", "--config",
              str(config), "--mode", "transparent", "--listen", f"0.0.0.0:{PORT}",
              "--set", f"ssl_verify_upstream_trusted_ca={origin_ca.cert_path}",
-             "--set", "schoolgate_reload_ms=0"],
+             "--set", "schoolgate_reload_ms=0", "--workers", str(request.param)],
             stdout=subprocess.DEVNULL, stderr=stderr,
         )  # fmt: skip
         n.processes.append(gateway)
@@ -219,8 +223,15 @@ def test_signing_in_binds_the_client_address(net: Net) -> None:
     status, body = net.request("http", "login.schoolgate", "/", f"Authorization=Basic {token}")
     assert (status, "signed in as head.teacher" in body) == (200, True)
     try:
-        status, body = net.request("http", "social-demo.example", "/feed")
+        # With workers, the other one rereads the shared bindings within a second.
+        deadline = time.monotonic() + 3
+        while True:
+            status, body = net.request("http", "social-demo.example", "/feed")
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert (status, body.strip()) == (200, "origin ok social-demo.example /feed")
     finally:
         assert net.request("http", "login.schoolgate", "/logout")[0] == 200
+    time.sleep(1.2)  # every worker has looked at the bindings again
     assert net.request("http", "social-demo.example")[0] == 403
