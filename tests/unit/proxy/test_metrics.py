@@ -115,3 +115,24 @@ def test_bad_listen_addresses_are_refused(text: str) -> None:
     """Anything but HOST:PORT with a port below 65536 is a ValueError."""
     with pytest.raises(ValueError, match="HOST:PORT"):
         split_listen(text)
+
+
+def test_the_dashboard_queries_only_exported_series() -> None:
+    """Every series the example Grafana dashboard queries is one Schoolgate exports."""
+    import json
+    import re
+
+    exported = {
+        metric.name + suffix
+        for metric in FilterMetrics().registry.collect()
+        for suffix in ("", "_total", "_bucket", "_count", "_sum")
+    }
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "schoolgate-dashboard.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"schoolgate_[a-z_]+", target["expr"])
+    }
+    assert queried
+    assert queried <= exported, queried - exported
