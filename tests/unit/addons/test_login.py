@@ -118,3 +118,17 @@ def test_a_wrong_password_is_407_and_no_login(chain: tuple[ProxyLogin, Identify,
     assert flow.response is not None
     assert flow.response.status_code == 407
     assert LOGIN not in flow.metadata
+
+
+def test_without_logins_configured_credentials_are_ignored() -> None:
+    """With no users file or directory, a stray Proxy-Authorization is dropped, not refused."""
+    fs = load_filterset(ROOT / "config")
+    loader = PolicyLoader(ROOT / "config", fs)
+    login = ProxyLogin(loader)
+    with taddons.context(loader, login):
+        flow = tflow.tflow()
+        flow.request.headers["Proxy-Authorization"] = mkauth("anyone", "anything")
+        asyncio.run(login.requestheaders(flow))
+    assert flow.response is None
+    assert LOGIN not in flow.metadata
+    assert "Proxy-Authorization" not in flow.request.headers
