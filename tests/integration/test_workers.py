@@ -78,6 +78,15 @@ def test_two_worker_processes_share_the_port(pool: tuple[Gateway, int]) -> None:
     assert gw.process.pid not in pids
 
 
+def test_the_workers_map_one_index_file(pool: tuple[Gateway, int]) -> None:
+    """Each worker maps the same compiled index file (shared page cache, not a copy each)."""
+    gw, _ = pool
+    index = str(gw.data_dir / "lists.idx")
+    for pid in wait_for_listeners(gw.port, 2):
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert index in maps, f"worker {pid} does not map {index}"
+
+
 def test_every_worker_filters_and_metrics_are_summed(
     pool: tuple[Gateway, int], origin: Origin
 ) -> None:
