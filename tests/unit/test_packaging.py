@@ -124,8 +124,11 @@ def test_container_lists_are_the_shipped_demo_lists(tmp_path: Path) -> None:
     )
     for source in load_settings(config).sources.values():
         assert source.path is not None
-        relative = source.path.relative_to("/app")
-        assert (ROOT / relative).exists(), relative
+        if source.path.is_relative_to("/app"):
+            assert (ROOT / source.path.relative_to("/app")).exists(), source.path
+        else:  # beside the settings in /etc/schoolgate, which the image fills from config/
+            assert source.path.parent == config
+            assert (ROOT / "config" / source.path.name).exists(), source.path
 
 
 def test_systemd_unit_is_hardened() -> None:
@@ -148,3 +151,21 @@ def test_systemd_unit_is_hardened() -> None:
     }.items():
         assert service[key] == value, key
     assert parser["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_the_image_configuration_loads(tmp_path: Path) -> None:
+    """config/ with the container's settings (as the image lays them out) is a valid filter."""
+    import shutil
+
+    from proxy.filterset import load_filterset
+
+    etc = tmp_path / "etc"
+    shutil.copytree(ROOT / "config", etc)
+    settings = (ROOT / "deploy" / "docker" / "schoolgate.yaml").read_text()
+    settings = settings.replace("/app/", f"{ROOT}/").replace(
+        "/var/lib/schoolgate", str(tmp_path / "data")
+    )
+    (etc / "schoolgate.yaml").write_text(settings)
+    fs = load_filterset(etc)
+    assert fs.policy.groups
+    assert set(fs.settings.sources) >= {"ut1", "iwf"}
