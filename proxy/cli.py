@@ -16,35 +16,13 @@ import click
 
 from blocklists.normalise import BadURL, normalise_url
 from proxy.cli_changes import CHANGE_CONTROL, controls_for_explain
+from proxy.cli_common import config_option, fail, open_filterset
 from proxy.cli_incidents import INCIDENT_COMMANDS
 from proxy.filterset import Filterset, load_filterset
 from proxy.identity import Identity, parse_ip
 from proxy.lists_cli import lists
 from proxy.users_cli import users
 from proxy.yamlfile import ConfigError
-
-config_option = click.option(
-    "--config",
-    "config_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("config"),
-    show_default=True,
-    help="Folder holding schoolgate.yaml and policy.yaml.",
-)
-
-
-def fail(message: str) -> click.ClickException:
-    """A one-line error for the user; exit status 1 (2 is click's own usage errors)."""
-    return click.ClickException(message.replace("\n", "; "))
-
-
-def open_filterset(config_dir: Path) -> Filterset:
-    try:
-        return load_filterset(config_dir)
-    except ConfigError as exc:
-        for problem in exc.problems[1:]:
-            click.echo(str(problem), err=True)
-        raise click.ClickException(str(exc.problems[0])) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

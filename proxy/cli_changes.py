@@ -25,8 +25,9 @@ from sqlalchemy.orm import Session
 
 from blocklists.index import split_entry
 from blocklists.normalise import BadURL, normalise_entry
+from proxy.cli_common import config_option, fail, open_filterset
 from proxy.controls import NO_CONTROLS, Controls, ScopeKind, WhatKind
-from proxy.filterset import Filterset, load_filterset
+from proxy.filterset import Filterset
 from proxy.policy import parse_policy
 from proxy.policydiff import impact, text_diff
 from proxy.settings import Settings
@@ -45,27 +46,6 @@ from proxy.store.models import Change
 from proxy.yamlfile import ConfigError
 
 by_option = click.option("--by", "by", required=True, help="Who is doing this (a login name).")
-config_option = click.option(
-    "--config",
-    "config_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("config"),
-    show_default=True,
-    help="Folder holding schoolgate.yaml and policy.yaml.",
-)
-
-
-def fail(message: str) -> click.ClickException:
-    return click.ClickException(message.replace("\n", "; "))
-
-
-def open_filterset(config_dir: Path) -> Filterset:
-    try:
-        return load_filterset(config_dir)
-    except ConfigError as exc:
-        for problem in exc.problems[1:]:
-            click.echo(str(problem), err=True)
-        raise fail(str(exc.problems[0])) from None
 
 
 def controls_for_explain(settings: Settings, when: datetime) -> Controls:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import click
 
-from proxy.cli_changes import Store, config_option, fail, open_store, parse_time
+from proxy.cli_changes import Store, open_store, parse_time
+from proxy.cli_common import config_option, fail
 from proxy.incidents import report as termly
 from proxy.incidents import store as log
 from proxy.incidents.alerts import Alerter, digest_channels

@@ -15,38 +15,26 @@ import click
 
 from blocklists.compiled import CompiledIndex, IndexFormatError
 from blocklists.normalise import BadURL, normalise_url
+from proxy.cli_common import config_option, fail
 from proxy.lists import ListError, build_matcher, compile_index, index_path, update_sources
 from proxy.settings import Settings, load_settings
 from proxy.yamlfile import ConfigError
-
-_config_option = click.option(
-    "--config",
-    "config_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("config"),
-    show_default=True,
-    help="Folder holding schoolgate.yaml.",
-)
-
-
-def _fail(message: str) -> click.ClickException:
-    return click.ClickException(message.replace("\n", "; "))
 
 
 def _settings(config_dir: Path) -> Settings:
     try:
         return load_settings(config_dir)
     except ConfigError as exc:
-        raise _fail(str(exc.problems[0]) if exc.problems else str(exc)) from None
+        raise fail(str(exc.problems[0]) if exc.problems else str(exc)) from None
 
 
 def _open_index(settings: Settings) -> CompiledIndex:
     try:
         matcher = build_matcher(settings)
     except ListError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if not isinstance(matcher, CompiledIndex):  # pragma: no cover - build_matcher's contract
-        raise _fail("the lists are not compiled")
+        raise fail("the lists are not compiled")
     return matcher
 
 
@@ -56,14 +44,14 @@ def lists() -> None:
 
 
 @lists.command("compile")
-@_config_option
+@config_option
 def compile_cmd(config_dir: Path) -> None:
     """Build the compiled index in data_dir from every source in the settings."""
     settings = _settings(config_dir)
     try:
         result = compile_index(settings)
     except (ListError, IndexFormatError, OSError) as exc:
-        raise _fail(f"compile failed, the previous index stays: {exc}") from None
+        raise fail(f"compile failed, the previous index stays: {exc}") from None
     for report in result.reports.values():
         for line in report.bad_lines:
             click.echo(f"warning: {line}", err=True)
@@ -80,7 +68,7 @@ def compile_cmd(config_dir: Path) -> None:
 
 
 @lists.command()
-@_config_option
+@config_option
 @click.option("--force", is_flag=True, help="Accept a copy that shrank or holds no entries.")
 @click.option("--by", default=None, help="Who updates (for the change log); default: login name.")
 @click.argument("names", nargs=-1)
@@ -95,7 +83,7 @@ def update(config_dir: Path, force: bool, by: str | None, names: tuple[str, ...]
     try:
         results = update_sources(settings, names=list(names) or None, force=force, by=by)
     except ListError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if not results:
         click.echo("no source has a url to fetch")
         return
@@ -109,11 +97,11 @@ def update(config_dir: Path, force: bool, by: str | None, names: tuple[str, ...]
         if r.result != "updated":
             failed.append(r.source)
     if failed:
-        raise _fail(f"not updated: {', '.join(failed)}; the previous lists stay in use")
+        raise fail(f"not updated: {', '.join(failed)}; the previous lists stay in use")
 
 
 @lists.command()
-@_config_option
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.argument("url")
 def lookup(config_dir: Path, as_json: bool, url: str) -> None:
@@ -121,7 +109,7 @@ def lookup(config_dir: Path, as_json: bool, url: str) -> None:
     try:
         canonical = normalise_url(url)
     except BadURL as exc:
-        raise _fail(f"not a URL: {exc}") from None
+        raise fail(f"not a URL: {exc}") from None
     index = _open_index(_settings(config_dir))
     started = time.perf_counter()
     hits = index.match(canonical.host, canonical.path)
@@ -138,7 +126,7 @@ def lookup(config_dir: Path, as_json: bool, url: str) -> None:
 
 
 @lists.command()
-@_config_option
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def stats(config_dir: Path, as_json: bool) -> None:
     """Entries per list and source, index size, build and load times."""
