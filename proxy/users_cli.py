@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from proxy.cli_common import config_option, fail
 from proxy.logins import UsersFile, hash_password, valid_name
 from proxy.settings import load_settings
 from proxy.yamlfile import ConfigError
@@ -24,9 +25,9 @@ def _users_file(config_dir: Path, given: Path | None) -> Path:
     try:
         settings = load_settings(config_dir)
     except ConfigError as exc:
-        raise click.ClickException(str(exc.problems[0])) from None
+        raise fail(str(exc.problems[0])) from None
     if settings.auth.users_file is None:
-        raise click.ClickException(
+        raise fail(
             f"no auth.users_file in {config_dir / 'schoolgate.yaml'}: set one, or give --file"
         )
     return settings.auth.users_file
@@ -58,14 +59,6 @@ file_option = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     help="The users file (default: auth.users_file in schoolgate.yaml).",
 )
-config_option = click.option(
-    "--config",
-    "config_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("config"),
-    show_default=True,
-    help="Folder holding schoolgate.yaml and policy.yaml.",
-)
 
 
 @click.group()
@@ -81,18 +74,18 @@ def users() -> None:
 def add(name: str, password_stdin: bool, users_file: Path | None, config_dir: Path) -> None:
     """Add NAME, or set a new password for NAME."""
     if not valid_name(name):
-        raise click.ClickException(f"{name!r}: a user name is printable and has no ':'")
+        raise fail(f"{name!r}: a user name is printable and has no ':'")
     path = _users_file(config_dir, users_file)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     if len(password) < 8:
-        raise click.ClickException("the password needs at least 8 characters")
+        raise fail("the password needs at least 8 characters")
     try:
         lines = _read_lines(path)
     except ConfigError as exc:
-        raise click.ClickException(str(exc.problems[0])) from None
+        raise fail(str(exc.problems[0])) from None
     _write_lines(path, [*_without(lines, name), f"{name}:{hash_password(password)}"])
     click.echo(f"{name}: password set in {path}")
 
@@ -107,10 +100,10 @@ def remove(name: str, users_file: Path | None, config_dir: Path) -> None:
     try:
         lines = _read_lines(path)
     except ConfigError as exc:
-        raise click.ClickException(str(exc.problems[0])) from None
+        raise fail(str(exc.problems[0])) from None
     kept = _without(lines, name)
     if len(kept) == len(lines):
-        raise click.ClickException(f"{name!r} is not in {path}")
+        raise fail(f"{name!r} is not in {path}")
     _write_lines(path, kept)
     click.echo(f"{name}: removed from {path}")
 
@@ -124,6 +117,6 @@ def list_users(users_file: Path | None, config_dir: Path) -> None:
     try:
         names = sorted(UsersFile(path).hashes) if path.exists() else []
     except ConfigError as exc:
-        raise click.ClickException(str(exc.problems[0])) from None
+        raise fail(str(exc.problems[0])) from None
     for name in names:
         click.echo(name)
