@@ -70,6 +70,7 @@ class Writer:
         self._queue: queue.SimpleQueue[Event | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._spooled = len(self.spool)
+        self._leftover = self._spooled > 0  # left by a crash: replaying it is worth a log line
         self._next_try = 0.0
         self._idle = threading.Event()
         self.applied = 0
@@ -225,10 +226,15 @@ class Writer:
             self.duplicates += 1
 
     def _replay(self) -> None:
+        recovering = self.down is not None or self._leftover
         events = self.spool.read()
         for start in range(0, len(events), BATCH):
             if not self._write(events[start : start + BATCH]):
                 return
         self.spool.clear()
-        log.info("replayed %d spooled events", len(events))
+        # Every batch passes through the spool; only a catch-up after an outage is news.
+        log.log(
+            logging.INFO if recovering else logging.DEBUG, "replayed %d spooled events", len(events)
+        )
         self._spooled = 0
+        self._leftover = False
