@@ -68,7 +68,7 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         Review(loader),
         # With a parent proxy: closes surplus parent connections, never touches a decision.
         UpstreamChain(),
-        # Last: records what was decided, after the response is known.
+        # Records what was decided, after the response is known.
         audit,
         # After the decision and the response: only counts, never changes a flow.
         Metrics(loader, filt, login, store),
