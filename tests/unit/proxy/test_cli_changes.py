@@ -15,9 +15,7 @@ from sqlalchemy import text
 from proxy.cli import cli
 from proxy.store.engine import make_engine
 from tests.postgres import postgres, store_url  # noqa: F401  (fixtures)
-
-ROOT = Path(__file__).resolve().parents[3]
-
+from tests.unit.proxy.configs import write_config
 
 POLICY = """\
 school: Example Primary School
@@ -56,19 +54,7 @@ local:
 @pytest.fixture
 def config(tmp_path: Path, store_url: str) -> Path:  # noqa: F811
     """A school's config with the demo lists, a private data_dir and the store under test."""
-    target = tmp_path / "config"
-    target.mkdir()
-    demo = ROOT / "blocklists" / "demo"
-    (target / "schoolgate.yaml").write_text(
-        f"data_dir: {tmp_path / 'var'}\n"
-        f"database: {store_url}\n"
-        "sources:\n"
-        f"  ut1: {{path: {demo / 'ut1'}, format: ut1}}\n"
-        f"  iwf: {{path: {demo / 'iwf.txt'}, format: iwf}}\n",
-        encoding="utf-8",
-    )
-    (target / "policy.yaml").write_text(POLICY, encoding="utf-8")
-    return target
+    return write_config(tmp_path, store_url, POLICY)
 
 
 def sg(config: Path, *args: str) -> tuple[int, str, str]:

@@ -21,6 +21,7 @@ from proxy.incidents.events import IWF_NOTICE, concerning_search, from_decision,
 from proxy.store import migrate
 from proxy.store.engine import make_engine, session
 from tests.postgres import postgres, store_url  # noqa: F401  (fixtures)
+from tests.unit.proxy.configs import write_config
 
 ROOT = Path(__file__).resolve().parents[3]
 IWF_URL = "iwf-test.example/abuse/test-image.jpg"
@@ -53,18 +54,7 @@ groups:
 @pytest.fixture
 def config(tmp_path: Path, store_url: str) -> Path:  # noqa: F811
     """A config with the shipped escalation and terms files and three incidents in the store."""
-    target = tmp_path / "config"
-    target.mkdir()
-    demo = ROOT / "blocklists" / "demo"
-    (target / "schoolgate.yaml").write_text(
-        f"data_dir: {tmp_path / 'var'}\n"
-        f"database: {store_url}\n"
-        "sources:\n"
-        f"  ut1: {{path: {demo / 'ut1'}, format: ut1}}\n"
-        f"  iwf: {{path: {demo / 'iwf.txt'}, format: iwf}}\n",
-        encoding="utf-8",
-    )
-    (target / "policy.yaml").write_text(POLICY, encoding="utf-8")
+    target = write_config(tmp_path, store_url, POLICY)
     for name in ("escalation.yaml", "concerning-terms.yaml"):
         shutil.copy(ROOT / "config" / name, target / name)
     escalation = load_escalation(target / "escalation.yaml")
