@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, select
 
 from proxy.store import chain, events
@@ -69,6 +70,41 @@ def test_events_reach_the_store_in_order(engine: Engine, tmp_path: Path) -> None
     writer.stop()
     assert recorded(engine) == [f"v: {i}\n" for i in range(20)]
     assert writer.spooled == 0
+
+
+def test_events_arriving_close_together_share_one_batch(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer lingers after a batch's first event: events arriving within the linger
+    are spooled in one fsync'd append and written in one transaction, still in order."""
+    appended: list[int] = []
+    append = Spool.append
+
+    def counted(spool: Spool, batch: Sequence[events.Event]) -> None:
+        appended.append(len(batch))
+        append(spool, batch)
+
+    monkeypatch.setattr(Spool, "append", counted)
+    writer = Writer(engine, tmp_path, retry_s=0.2, linger_s=0.5)
+    writer.start()
+    for event in policy_events(0, 4):
+        writer.enqueue(event)
+        time.sleep(0.05)
+    wait_for(lambda: writer.applied == 4)
+    writer.stop()
+    assert appended == [4]
+    assert recorded(engine) == [f"v: {i}\n" for i in range(4)]
+
+
+def test_stopping_ends_the_linger_at_once(engine: Engine, tmp_path: Path) -> None:
+    """A stop does not wait out the linger: the batch is written and the thread ends."""
+    writer = Writer(engine, tmp_path, retry_s=0.2, linger_s=30.0)
+    writer.start()
+    writer.enqueue(policy_events(0, 1)[0])
+    started = time.monotonic()
+    writer.stop()
+    assert time.monotonic() - started < 5
+    assert recorded(engine) == ["v: 0\n"]
 
 
 def test_spooled_events_survive_a_restart_and_replay_once_in_order(
