@@ -56,15 +56,11 @@ class IncidentEvent:
         return self.user if self.user else f"ip:{self.client_ip or 'unknown'}"
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["at"] = self.at.isoformat()
-        return out
+        return _as_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IncidentEvent:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["at"] = datetime.fromisoformat(values["at"])
+        values = _known_values(cls, data)
         values["actions"] = tuple((str(k), str(v)) for k, v in values.get("actions", ()))
         event = cls(**values)
         if event.severity == "illegal" and event.url is not None:
@@ -170,16 +166,11 @@ class SearchEvent:
     concerning: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["at"] = self.at.isoformat()
-        return out
+        return _as_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchEvent:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["at"] = datetime.fromisoformat(values["at"])
-        return cls(**values)
+        return cls(**_known_values(cls, data))
 
 
 def search_event(
@@ -195,3 +186,18 @@ def search_event(
         query=query,
         concerning=concerning,
     )
+
+
+def _as_dict(event: IncidentEvent | SearchEvent) -> dict[str, Any]:
+    """An event as the spool stores it: its fields, with the time in ISO 8601."""
+    out = asdict(event)
+    out["at"] = event.at.isoformat()
+    return out
+
+
+def _known_values(cls: type[Any], data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``cls`` found in a spooled event (others ignored), its time parsed."""
+    known = {f.name for f in fields(cls)}
+    values = {k: v for k, v in data.items() if k in known}
+    values["at"] = datetime.fromisoformat(values["at"])
+    return values
