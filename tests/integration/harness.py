@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,6 +158,27 @@ class _OriginHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@contextmanager
+def serve_origin(
+    handler: type[http.server.BaseHTTPRequestHandler], cert: Path, key: Path
+) -> Iterator[tuple[int, int]]:
+    """Serve ``handler`` over HTTP and HTTPS (``cert``) on 127.0.0.1; yields both ports."""
+    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    secure = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    secure.socket = context.wrap_socket(secure.socket, server_side=True)
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (plain, secure)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield int(plain.server_address[1]), int(secure.server_address[1])
+    finally:
+        for server in (plain, secure):
+            server.shutdown()
+            server.server_close()
+
+
 @dataclass
 class Origin:
     http_port: int
@@ -174,19 +196,9 @@ def origin(origin_ca: OriginCA, tmp_path_factory: pytest.TempPathFactory) -> Ite
             hits.append(f"{self.headers.get('Host')}{self.path}")
             super().do_GET()
 
-    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    secure = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     cert, key = origin_ca.issue(tmp_path_factory.mktemp("origin"), "localhost")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    secure.socket = context.wrap_socket(secure.socket, server_side=True)
-    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (plain, secure)]
-    for thread in threads:
-        thread.start()
-    yield Origin(plain.server_address[1], secure.server_address[1], hits)
-    for server in (plain, secure):
-        server.shutdown()
-        server.server_close()
+    with serve_origin(Handler, cert, key) as (http_port, https_port):
+        yield Origin(http_port, https_port, hits)
 
 
 @dataclass

@@ -19,7 +19,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -37,6 +36,7 @@ from tests.integration.harness import (
     Gateway,
     OriginCA,
     schoolgate_command,
+    serve_origin,
     start_gateway,
     stop_gateway,
     write_config,
@@ -190,19 +190,9 @@ def search_origin(
         pass
 
     Handler.seen = seen
-    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    secure = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     cert, key = origin_ca.issue(tmp_path_factory.mktemp("search-origin"), "localhost", *MAPPED)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    secure.socket = context.wrap_socket(secure.socket, server_side=True)
-    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (plain, secure)]
-    for thread in threads:
-        thread.start()
-    yield Origin(plain.server_address[1], secure.server_address[1], seen)
-    for server in (plain, secure):
-        server.shutdown()
-        server.server_close()
+    with serve_origin(Handler, cert, key) as (http_port, https_port):
+        yield Origin(http_port, https_port, seen)
 
 
 def _copy_sample(target: Path) -> Path:
