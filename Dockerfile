@@ -8,7 +8,9 @@
 # Named volumes start with the image's files (the config below); a bind mount of an
 # empty host folder over /etc/schoolgate would hide them, so copy config/ into it first.
 # The CA certificate for school devices appears in the data volume, under mitmproxy/.
-# Transparent mode needs the host's network (--network host) and the nftables rules of
+# Groups are found by client address: behind Docker's userland proxy every client can
+# appear as the bridge's address, so on a school network prefer --network host (or proxy
+# logins). Transparent mode needs the host's network (--network host) and the nftables rules of
 # deploy/nftables on the host; see deploy/README.md.
 FROM python:3.12-slim
 
@@ -22,7 +24,7 @@ RUN groupadd --system --gid 10001 schoolgate \
       --home-dir /var/lib/schoolgate --shell /usr/sbin/nologin schoolgate
 
 WORKDIR /app
-# Dependencies first, so a code change does not reinstall them.
+# The package, its templates and data, and the store's migrations.
 COPY pyproject.toml README.md alembic.ini ./
 COPY proxy/ proxy/
 COPY addons/ addons/
