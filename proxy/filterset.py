@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from blocklists.index import CombinedMatcher, Hit, IndexBuilder, Matcher, MemoryIndex
+from blocklists.index import (
+    CombinedMatcher,
+    Hit,
+    IndexBuilder,
+    Matcher,
+    MemoryIndex,
+    split_entry,
+)
 from blocklists.normalise import CanonicalURL, normalise_host
 from proxy.controls import NO_CONTROLS, Controls
 from proxy.decision import Decision, decide
@@ -33,11 +40,18 @@ def local_index(policy: Policy) -> MemoryIndex:
     return builder.freeze()
 
 
-def check_against_lists(policy: Policy, settings: Settings, lists: Matcher) -> list[Problem]:
-    """Problems and warnings from matching the policy's list names against the sources."""
+def check_against_lists(
+    policy: Policy, settings: Settings, lists: Matcher
+) -> tuple[list[Problem], list[Problem]]:
+    """(problems, warnings) from matching the policy's list names against the sources.
+
+    A list its source lacks is a warning and counts as empty, except for an
+    illegal category, where it is a problem: nothing may weaken those.
+    """
     file = str(policy.source)
     counts = lists.counts()
     problems: list[Problem] = []
+    warnings: list[Problem] = []
     for cat in policy.categories.values():
         for i, list_name in enumerate(cat.lists):
             line = policy.line_of(("categories", cat.name, "lists", i))
@@ -58,11 +72,19 @@ def check_against_lists(policy: Policy, settings: Settings, lists: Matcher) -> l
                         "is missing from its source",
                     )
                 )
+            elif list_name not in counts:
+                warnings.append(
+                    Problem(
+                        file,
+                        line,
+                        f"warning: list {list_name!r} is not in source {source!r}; "
+                        "it counts as empty",
+                    )
+                )
     illegal_lists = {n for c in policy.categories.values() if c.illegal for n in c.lists}
     for i, entry in enumerate(policy.local_allow):
-        host, _, path = entry.partition("/")
-        hits = lists.match(host, "/" + path if path else "/")
-        if any(hit.list in illegal_lists for hit in hits):
+        host, path = split_entry(entry)
+        if any(hit.list in illegal_lists for hit in lists.match(host, path or "/")):
             problems.append(
                 Problem(
                     file,
@@ -70,26 +92,7 @@ def check_against_lists(policy: Policy, settings: Settings, lists: Matcher) -> l
                     f"local allow entry {entry!r} would open an illegal category: rejected",
                 )
             )
-    return problems
-
-
-def list_warnings(policy: Policy, settings: Settings, lists: Matcher) -> list[Problem]:
-    counts = lists.counts()
-    warnings = []
-    for cat in policy.categories.values():
-        for i, list_name in enumerate(cat.lists):
-            source = list_name.split("/", 1)[0]
-            if not cat.illegal and source in settings.sources and list_name not in counts:
-                line = policy.line_of(("categories", cat.name, "lists", i))
-                warnings.append(
-                    Problem(
-                        str(policy.source),
-                        line,
-                        f"warning: list {list_name!r} is not in source {source!r}; "
-                        "it counts as empty",
-                    )
-                )
-    return warnings
+    return problems, warnings
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ class Filterset:
 
     @classmethod
     def build(cls, settings: Settings, policy: Policy, lists: Matcher) -> Filterset:
-        problems = check_against_lists(policy, settings, lists)
+        problems, warnings = check_against_lists(policy, settings, lists)
         if problems:
             raise ConfigError(problems)
         local = local_index(policy)
@@ -115,7 +118,7 @@ class Filterset:
             identities=IdentityResolver(policy),
             local=local,
             matcher=CombinedMatcher(lists, local),
-            warnings=list_warnings(policy, settings, lists),
+            warnings=warnings,
         )
 
     def with_policy(self, policy: Policy) -> Filterset:
