@@ -66,6 +66,7 @@ categories:
 groups:
   guest:
     default: acceptable
+    allowed_ports: [443, "1024-65535"]  # the TLS origin listens on an ephemeral port
     categories:
       adult: {action}
       gambling: {action}
@@ -116,6 +117,12 @@ class Row:
     errors: str
     cpu_pct: float
     start_s: float
+    seconds: float = 0.0
+
+    @property
+    def cpu_ms(self) -> float:
+        """CPU milliseconds the proxy spent per request: steadier than req/s on a busy host."""
+        return self.cpu_pct / 100 * self.seconds * 1000 / max(self.requests, 1)
 
 
 class Bench:
@@ -123,6 +130,7 @@ class Bench:
         self.tmp = tmp
         self.args = args
         self.origin_port = free_port()
+        self.tls_port = free_port()
         self.started: list[subprocess.Popen[bytes]] = []
         self.requests = tmp / "requests.txt"
         self.lists = SAMPLE if SAMPLE.is_dir() else DEMO / "ut1"
@@ -130,6 +138,16 @@ class Bench:
     # -- parts -------------------------------------------------------------------------
 
     def start_origin(self) -> None:
+        cert, key = self.tmp / "origin.pem", self.tmp / "origin.key"
+        subprocess.run(
+            [
+                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+                *("-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"),
+                *("-keyout", str(key), "-out", str(cert)),
+            ],
+            check=True,
+            capture_output=True,
+        )
         conf = self.tmp / "nginx.conf"
         conf.write_text(
             "worker_processes 1;\ndaemon off;\n"
@@ -138,6 +156,10 @@ class Bench:
             "http {\n  access_log off;\n  keepalive_requests 10000000;\n"
             "  keepalive_timeout 300s;\n"
             f"  server {{\n    listen 127.0.0.1:{self.origin_port} default_server backlog=4096;\n"
+            '    location / { default_type text/plain; return 200 "ok origin\\n"; }\n  }\n'
+            f"  server {{\n    listen 127.0.0.1:{self.tls_port} ssl backlog=4096;\n"
+            f"    listen [::1]:{self.tls_port} ssl backlog=4096;\n"
+            f"    ssl_certificate {cert};\n    ssl_certificate_key {key};\n"
             '    location / { default_type text/plain; return 200 "ok origin\\n"; }\n  }\n}\n'
         )
         self.started.append(subprocess.Popen(["nginx", "-c", str(conf)], stderr=subprocess.DEVNULL))
@@ -223,6 +245,7 @@ class Bench:
         if not found:
             raise RuntimeError(f"{name}: wrk printed no RESULT line:\n{out}")
         values = dict(item.split("=", 1) for item in found.group(1).split())
+        seconds = int(values["requests"]) / max(float(values["rps"]), 1e-9)
         row = Row(
             name,
             float(values["rps"]),
@@ -233,12 +256,9 @@ class Bench:
             values["errors"],
             cpu,
             start_s,
+            seconds,
         )
-        print(
-            f"  {name:<22} {row.rps:>9.1f} req/s  p50 {row.p50_ms:7.2f} ms  "
-            f"p99 {row.p99_ms:7.2f} ms  non-2xx {row.non2xx:>6}  cpu {row.cpu_pct:5.0f}%",
-            flush=True,
-        )
+        print_row(row)
         return row
 
     def stop(self, process: subprocess.Popen[bytes]) -> None:
@@ -255,6 +275,97 @@ class Bench:
     def stop_all(self) -> None:
         for process in list(reversed(self.started)):
             self.stop(process)
+
+    # -- HTTPS through CONNECT, intercepted ----------------------------------------------
+
+    def curl(self, port: int, ca: Path, count: int, *, fresh: bool) -> tuple[Row, float]:
+        """``count`` HTTPS GETs through the proxy with curl (20 at a time), and the wall time.
+
+        Keep-alive: curl keeps its 20 tunnels and sends request after request in them.
+        ``fresh``: a new connection (CONNECT and two TLS handshakes) for every request.
+        """
+        config = self.tmp / f"curl-{count}.cfg"
+        if not config.exists():
+            # A host name, so the client sends SNI (Schoolgate refuses HTTPS without it).
+            line = f'url = "https://localhost:{self.tls_port}/"\noutput = "/dev/null"\n'
+            config.write_text(line * count)
+        command = [
+            "curl",
+            "--parallel",
+            "--parallel-max",
+            str(self.args.https_parallel),
+            "--http1.1",
+            "-s",
+            "--proxy",
+            f"http://127.0.0.1:{port}",
+            "--cacert",
+            str(ca),
+            "--max-time",
+            "30",
+            "-w",
+            "%{http_code} %{time_total} %{num_connects}\\n",
+            # curl 7.88 has no --fresh-connect: "Connection: close" ends each tunnel after
+            # its one response, and no session id means a full handshake every time.
+            *(["-H", "Connection: close", "--no-sessionid"] if fresh else []),
+            "-K",
+            str(config),
+        ]
+        t0 = time.monotonic()
+        out = subprocess.run(
+            command, capture_output=True, text=True, timeout=300, check=False
+        ).stdout
+        wall = time.monotonic() - t0
+        codes, times, connects = [], [], 0
+        for line in out.splitlines():
+            code, total, opened = line.split()
+            codes.append(code)
+            times.append(float(total) * 1000)
+            connects += int(opened)
+        if not codes:
+            raise RuntimeError(f"curl answered nothing: {' '.join(command)}")
+        times.sort()
+        ok = sum(1 for c in codes if c == "200")
+
+        def pct(q: float) -> float:
+            return times[min(len(times) - 1, int(q * len(times)))] if times else float("nan")
+
+        row = Row("", ok / wall, pct(0.5), pct(0.99), len(codes), len(codes) - ok, "", 0, 0, wall)
+        row.errors = f"{connects} connections"
+        return row, wall
+
+    def measure_https(self, name: str, command: list[str], ca: Path) -> dict[str, Row]:
+        """Keep-alive and new-connection HTTPS rows for one proxy, started once."""
+        port = free_port()
+        command = [part.replace("{port}", str(port)) for part in command]
+        log = (self.tmp / f"{name}.log").open("wb")
+        process = subprocess.Popen(command, stdout=log, stderr=log, cwd=ROOT)
+        self.started.append(process)
+        rows: dict[str, Row] = {}
+        try:
+            start_s = self.wait_http(port, proxy=True)
+            for mode, fresh, count in (
+                ("keepalive", False, self.args.https_requests),
+                ("newconn", True, self.args.https_requests // 2),
+            ):
+                self.curl(port, ca, max(count // 10, 50), fresh=fresh)  # warm-up
+                cpu0 = tree_cpu_seconds(process.pid)
+                row, wall = self.curl(port, ca, count, fresh=fresh)
+                cpu = (tree_cpu_seconds(process.pid) - cpu0) / wall * 100
+                row.name, row.cpu_pct, row.start_s = f"{name} {mode}", cpu, start_s
+                print_row(row)
+                rows[mode] = row
+        finally:
+            self.stop(process)
+        return rows
+
+
+def print_row(row: Row) -> None:
+    print(
+        f"  {row.name:<28} {row.rps:>8.1f} req/s  p50 {row.p50_ms:7.2f} ms  "
+        f"p99 {row.p99_ms:7.2f} ms  non-2xx {row.non2xx:>5}  cpu {row.cpu_pct:4.0f}%  "
+        f"{row.cpu_ms:6.2f} ms cpu/req  {row.errors}",
+        flush=True,
+    )
 
 
 def schoolgate(config: Path, workers: int) -> list[str]:
@@ -274,7 +385,7 @@ def schoolgate(config: Path, workers: int) -> list[str]:
     ]
 
 
-def mitmdump() -> list[str]:
+def mitmdump(strategy: str = "lazy", confdir: Path | None = None) -> list[str]:
     exe = Path(sys.executable).with_name("mitmdump")
     return [
         str(exe),
@@ -284,12 +395,90 @@ def mitmdump() -> list[str]:
         "-p",
         "{port}",
         "--set",
-        "connection_strategy=lazy",
+        f"connection_strategy={strategy}",
         "--set",
         "flow_detail=0",
         "--set",
         "termlog_verbosity=warn",
+        *(["--set", f"confdir={confdir}", "--set", "ssl_insecure=true"] if confdir else []),
     ]
+
+
+def ratio_line(label: str, row: Row, bare: Row, target: float) -> str:
+    """``row`` against bare mitmdump by req/s and by CPU per request, with MET/MISSED."""
+    ratio, cpu_ratio = row.rps / bare.rps, bare.cpu_ms / row.cpu_ms
+    return (
+        f"{label} / bare mitmdump: {ratio:6.1%} req/s, {cpu_ratio:6.1%} by cpu/req  "
+        f"(target >= {target:.0%}: {verdict(ratio, target)} by req/s, "
+        f"{verdict(cpu_ratio, target)} by cpu/req)"
+    )
+
+
+def http_section(bench: Bench, filtering: Path, allowing: Path, quiet: Path) -> None:
+    """Plain HTTP with wrk: bare mitmdump (lazy, as Schoolgate runs it) and Schoolgate."""
+    rows = {
+        "mitmdump": bench.measure("mitmdump (bare)", mitmdump()),
+        "sg1": bench.measure("schoolgate-1w", schoolgate(filtering, 1)),
+        "sg2": bench.measure("schoolgate-2w", schoolgate(filtering, 2)),
+        "sg1allow": bench.measure("schoolgate-1w-allow", schoolgate(allowing, 1)),
+        "sg1quiet": bench.measure("schoolgate-1w-noincident", schoolgate(quiet, 1)),
+    }
+    bare, one, two = rows["mitmdump"], rows["sg1"], rows["sg2"]
+    blocked = one.non2xx / max(one.requests, 1)
+    print()
+    print(
+        ratio_line(f"HTTP schoolgate 1 worker ({blocked:.1%} blocked, incidents)", one, bare, 0.97)
+    )
+    print(ratio_line("HTTP schoolgate 1 worker, nothing blocked", rows["sg1allow"], bare, 0.97))
+    print(
+        ratio_line("HTTP schoolgate 1 worker, blocks, no incidents", rows["sg1quiet"], bare, 0.97)
+    )
+    print(
+        f"HTTP schoolgate 2 workers / 1 worker: {two.rps / one.rps:5.2f}x  "
+        f"(target >= 1.8x: {verdict(two.rps / one.rps, 1.8)}; {os.cpu_count()} CPUs shared "
+        "with wrk and nginx)"
+    )
+
+
+def https_section(bench: Bench, filtering: Path) -> None:
+    """Intercepted HTTPS: bare mitmdump (default and lazy strategies), Schoolgate 1 and 2 workers.
+
+    The client is curl (C, 20 transfers at a time, HTTP/1.1, trusting each proxy's CA),
+    so the proxies, not the client, are the bottleneck; both verify nothing upstream
+    (``ssl_insecure``: the origin's certificate is self-signed).
+    """
+    print(
+        f"\nHTTPS through CONNECT, intercepted: curl --parallel-max {bench.args.https_parallel}"
+        f" --http1.1, {bench.args.https_requests} keep-alive requests, "
+        f"{bench.args.https_requests // 2} with a new connection each (--fresh-connect); "
+        "nginx TLS origin"
+    )
+    sg_ca = bench.tmp / "var" / "mitmproxy" / "mitmproxy-ca-cert.pem"
+    insecure = ["--set", "ssl_insecure=true"]
+    runs: dict[str, dict[str, Row]] = {}
+    for name, command, ca in (
+        ("mitmdump", mitmdump("eager", bench.tmp / "mitm-eager"), bench.tmp / "mitm-eager"),
+        ("mitmdump-lazy", mitmdump("lazy", bench.tmp / "mitm-lazy"), bench.tmp / "mitm-lazy"),
+        ("schoolgate-1w", [*schoolgate(filtering, 1), *insecure], sg_ca),
+        ("schoolgate-2w", [*schoolgate(filtering, 2), *insecure], sg_ca),
+    ):
+        pem = ca if ca.suffix == ".pem" else ca / "mitmproxy-ca-cert.pem"
+        runs[name] = bench.measure_https(name, command, pem)
+    print()
+    for mode, label, target in (
+        ("keepalive", "keep-alive", 0.95),
+        ("newconn", "new connection per request", None),
+    ):
+        bare = runs["mitmdump"][mode]
+        for name in ("mitmdump-lazy", "schoolgate-1w", "schoolgate-2w"):
+            row = runs[name][mode]
+            if target is not None and name == "schoolgate-1w":
+                print(ratio_line(f"HTTPS {label}, {name}", row, bare, target))
+                continue
+            print(
+                f"HTTPS {label}, {name} / bare mitmdump: {row.rps / bare.rps:6.1%} req/s, "
+                f"{bare.cpu_ms / row.cpu_ms:6.1%} by cpu/req  (no target)"
+            )
 
 
 def verdict(value: float, target: float) -> str:
@@ -315,10 +504,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=10_000, help="hosts to replay")
     parser.add_argument("--quick", action="store_true", help="5 s runs")
     parser.add_argument("--profile", action="store_true", help="add a cProfile of one worker")
+    parser.add_argument("--https-requests", type=int, default=2000, help="keep-alive HTTPS")
+    parser.add_argument("--https-parallel", type=int, default=20, help="curl transfers at once")
+    parser.add_argument("--only", choices=("http", "https"), help="run one section (default: both)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup = 5, 1
-    missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None]
+        args.duration, args.warmup, args.https_requests = 5, 1, 600
+    missing = [tool for tool in ("wrk", "nginx", "curl") if shutil.which(tool) is None]
     if missing:
         print(
             f"bench.proxies: {' and '.join(missing)} not found: "
@@ -348,34 +540,10 @@ def main(argv: list[str] | None = None) -> int:
             f"-c{args.connections} -d{args.duration}s after {args.warmup} s warm-up"
         )
         bench.start_origin()
-        rows = {
-            "mitmdump": bench.measure("mitmdump (bare)", mitmdump()),
-            "sg1": bench.measure("schoolgate-1w", schoolgate(filtering, 1)),
-            "sg2": bench.measure("schoolgate-2w", schoolgate(filtering, 2)),
-            "sg1allow": bench.measure("schoolgate-1w-allow", schoolgate(allowing, 1)),
-            "sg1quiet": bench.measure("schoolgate-1w-noincident", schoolgate(quiet, 1)),
-        }
-        bare, one, two = rows["mitmdump"].rps, rows["sg1"].rps, rows["sg2"].rps
-        allow, quiet_rps = rows["sg1allow"].rps, rows["sg1quiet"].rps
-        blocked = rows["sg1"].non2xx / max(rows["sg1"].requests, 1)
-        print()
-        print(
-            f"schoolgate 1 worker / bare mitmdump: {one / bare:6.1%}  "
-            f"(target >= 97%: {verdict(one / bare, 0.97)}; {blocked:.1%} of requests blocked)"
-        )
-        print(
-            f"schoolgate 1 worker, nothing blocked / bare mitmdump: {allow / bare:6.1%}  "
-            f"(target >= 97%: {verdict(allow / bare, 0.97)})"
-        )
-        print(
-            f"schoolgate 1 worker, same blocks without incidents / bare mitmdump: "
-            f"{quiet_rps / bare:6.1%}  (target >= 97%: {verdict(quiet_rps / bare, 0.97)})"
-        )
-        print(
-            f"schoolgate 2 workers / 1 worker: {two / one:5.2f}x  "
-            f"(target >= 1.8x: {verdict(two / one, 1.8)}; {os.cpu_count()} CPUs shared "
-            "with wrk and nginx)"
-        )
+        if args.only in (None, "http"):
+            http_section(bench, filtering, allowing, quiet)
+        if args.only in (None, "https"):
+            https_section(bench, filtering)
         if args.profile:
             profile(bench, filtering)
     finally:
