@@ -44,6 +44,7 @@ integration: $(STAMP) ## tests that start the real proxy process
 
 bench: $(STAMP) ## benchmarks (figures as ratios against baselines measured in the same run)
 	$(PY) -m bench
+	$(PY) -m bench.incidents
 	$(PY) -m bench.proxies
 
 clean: ## remove the virtual environment and var/

@@ -307,7 +307,8 @@ class Bench:
             "%{http_code} %{time_total} %{num_connects} %{http_version}\\n",
             # curl 7.88 has no --fresh-connect: "Connection: close" ends each tunnel after
             # its one response, and no session id means a full handshake every time.
-            *(["-H", "Connection: close", "--no-sessionid"] if fresh else []),
+            # HTTP/1.1 there, since HTTP/2 has no "Connection: close" to end a tunnel with.
+            *(["--http1.1", "-H", "Connection: close", "--no-sessionid"] if fresh else []),
             "-K",
             str(config),
         ]
@@ -453,8 +454,8 @@ def https_section(bench: Bench, filtering: Path) -> None:
     print(
         f"\nHTTPS through CONNECT, intercepted: curl --parallel-max {bench.args.https_parallel}"
         f" (ALPN h2,http/1.1), {bench.args.https_requests} keep-alive requests, "
-        f"{bench.args.https_requests // 2} with a new connection each (Connection: close, "
-        "no TLS session reuse); nginx TLS origin, HTTP/1.1"
+        f"{bench.args.https_requests // 2} with a new connection each (HTTP/1.1, Connection: "
+        "close, no TLS session reuse); nginx TLS origin, HTTP/1.1"
     )
     sg_ca = bench.tmp / "var" / "mitmproxy" / "mitmproxy-ca-cert.pem"
     insecure = ["--set", "ssl_insecure=true"]
