@@ -1,0 +1,213 @@
+"""Content analysis through the real proxy: pages no list knows, scored on what they say.
+
+A local origin serves pages that are on no list: one that reads like adult
+content (plain, gzip and brotli-encoded, over HTTP and intercepted HTTPS), a
+sex education page and a breast cancer page (which must pass), and the five
+real school e-safety policies (which discuss pornography, extremism and
+self-harm educationally, and must never cross a threshold). Pupils have
+`content: {analyse: [pages], threshold: 100}`; staff have no analysis; the
+headteacher's group only logs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import brotli  # type: ignore[import-untyped]
+import pytest
+
+from tests.integration.harness import (
+    HEAD,
+    PUPIL,
+    ROOT,
+    STAFF,
+    TEST_POLICY,
+    Gateway,
+    OriginCA,
+    serve_origin,
+    start_gateway,
+    stop_gateway,
+    write_config,
+)
+from tests.shared import shared
+
+ADULT = (
+    "<html><head><title>Hot videos</title><script>var porn = 'not read'</script></head><body>"
+    "<h1>Free porn videos</h1><p>The best free porn, live sex cams and hardcore porn. "
+    "New porn videos every day: nude girls, milf and more.</p></body></html>"
+)
+SEX_EDUCATION = (
+    "<html><head><title>Relationships and sex education</title></head><body>"
+    "<h1>Relationships and sex education (RSE) at Key Stage 3</h1>"
+    "<p>Sex education helps pupils understand puberty, consent, contraception and sexual "
+    "health. Pupils learn how pornography presents an unrealistic picture of sex, and "
+    "where to get support. Parents may ask about the sex education curriculum.</p></body></html>"
+)
+BREAST_CANCER = (
+    "<html><body><h1>Breast cancer</h1><p>Breast cancer is the most common cancer in the UK. "
+    "Check your breasts and nipples regularly; breast cancer screening is offered from 50. "
+    "Signs include a lump, a change in the nipple or the skin of the breast.</p></body></html>"
+)
+
+PAGES: dict[str, tuple[str, bytes, str | None]] = {
+    "/adult": ("text/html; charset=utf-8", ADULT.encode(), None),
+    "/adult-gzip": ("text/html; charset=utf-8", gzip.compress(ADULT.encode()), "gzip"),
+    "/adult-br": ("text/html; charset=utf-8", brotli.compress(ADULT.encode()), "br"),
+    "/adult-latin1": ("text/html; charset=iso-8859-1", ADULT.encode("latin-1"), None),
+    "/sex-education": ("text/html; charset=utf-8", SEX_EDUCATION.encode(), None),
+    "/breast-cancer": ("text/html; charset=utf-8", BREAST_CANCER.encode(), None),
+    "/adult-image": ("image/png", b"\x89PNG\r\n\x1a\n" + ADULT.encode(), None),
+}
+
+POLICY = TEST_POLICY.replace(
+    """  pupil:
+    default: acceptable
+""",
+    """  pupil:
+    default: acceptable
+    content: {analyse: [pages], threshold: 100}
+""",
+).replace(
+    """  head:
+    inherits: staff
+""",
+    """  head:
+    inherits: staff
+    content: {analyse: [pages], threshold: 100, action: log}
+""",
+)
+
+
+@dataclass
+class Pages:
+    http_port: int
+    https_port: int
+    seen: list[str]
+
+    def url(self, path: str, scheme: str = "http") -> str:
+        port = self.http_port if scheme == "http" else self.https_port
+        return f"{scheme}://localhost:{port}{path}"
+
+
+POLICIES = sorted((ROOT.parent / "shared" / "school-policies").glob("*.txt"))
+
+
+@pytest.fixture(scope="module")
+def pages(origin_ca: OriginCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pages]:
+    """An origin serving PAGES, and the school policies as text under /policy/N."""
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            if self.path.startswith("/policy/"):
+                kind = "text/plain; charset=utf-8"
+                body, encoding = POLICIES[int(self.path.rsplit("/", 1)[1])].read_bytes(), None
+            else:
+                kind, body, encoding = PAGES[self.path]
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            if encoding:
+                self.send_header("Content-Encoding", encoding)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    cert, key = origin_ca.issue(tmp_path_factory.mktemp("pages"), "localhost")
+    with serve_origin(Handler, cert, key) as (http_port, https_port):
+        yield Pages(http_port, https_port, seen)
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, origin_ca: OriginCA) -> Iterator[Gateway]:
+    """The real proxy with content analysis for pupils (block) and the head (log only)."""
+    tmp = tmp_path_factory.mktemp("content")
+    write_config(tmp / "config", tmp / "var", 1, POLICY)  # run --listen sets the real port
+    shutil.copy(ROOT / "config" / "content-phrases.yaml", tmp / "config")
+    gateway = start_gateway(tmp, origin_ca)
+    yield gateway
+    stop_gateway(gateway)
+
+
+def last_log_line(gw: Gateway, path: str) -> dict[str, Any]:
+    """The access log's last line for ``path`` (it is written off-thread)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in gw.access_log.read_text().splitlines()]
+        found: list[dict[str, Any]] = [line for line in lines if line.get("path") == path]
+        if found:
+            return found[-1]
+        time.sleep(0.05)
+    raise AssertionError(f"no access log line for {path}")
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@pytest.mark.parametrize("path", ["/adult", "/adult-gzip", "/adult-br", "/adult-latin1"])
+def test_an_unlisted_adult_page_is_blocked_for_pupils(
+    gw: Gateway, pages: Pages, path: str, scheme: str
+) -> None:
+    """A page on no list that reads like adult content gets the block page, in plain words."""
+    status, body = gw.get(pages.url(path, scheme), client=PUPIL)
+    assert status == 403
+    assert "looked like adult content" in body
+    assert "porn" not in body.lower()  # the block page never repeats the phrases
+    line = last_log_line(gw, path)
+    assert line["decision"] == "block"
+    content = line["content"]
+    assert isinstance(content, dict)
+    assert content["outcome"] == "blocked"
+    assert content["scores"]["adult"] >= 100
+    assert "free porn" in content["phrases"]
+
+
+def test_staff_get_the_same_page(gw: Gateway, pages: Pages) -> None:
+    """Staff have no content analysis: the page passes as the origin sent it."""
+    status, body = gw.get(pages.url("/adult"), client=STAFF)
+    assert status == 200
+    assert "Free porn videos" in body
+
+
+def test_log_only_records_without_blocking(gw: Gateway, pages: Pages) -> None:
+    """With action: log the head gets the page, and the log says it would have crossed."""
+    status, _ = gw.get(pages.url("/adult-gzip"), client=HEAD)
+    assert status == 200
+    content = last_log_line(gw, "/adult-gzip")["content"]
+    assert isinstance(content, dict)
+    assert content["outcome"] == "logged"
+    assert content["category"] == "adult"
+
+
+@pytest.mark.parametrize("path", ["/sex-education", "/breast-cancer"])
+def test_benign_pages_about_the_body_pass(gw: Gateway, pages: Pages, path: str) -> None:
+    """Sex education and breast cancer pages are not adult content."""
+    status, body = gw.get(pages.url(path, "https"), client=PUPIL)
+    assert status == 200, body
+    content = last_log_line(gw, path)["content"]
+    assert isinstance(content, dict)
+    assert content["outcome"] == "passed"
+
+
+def test_images_are_not_scored_as_text(gw: Gateway, pages: Pages) -> None:
+    """Only text responses are analysed: an image whose bytes hold words passes."""
+    status, _ = gw.get(pages.url("/adult-image"), client=PUPIL)
+    assert status == 200
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_the_school_policies_never_cross_a_threshold(gw: Gateway, pages: Pages, index: int) -> None:
+    """The five real e-safety policies, which discuss pornography and self-harm, pass."""
+    shared("school-policies")
+    status, _ = gw.get(pages.url(f"/policy/{index}"), client=PUPIL)
+    assert status == 200
