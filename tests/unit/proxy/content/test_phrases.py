@@ -43,7 +43,7 @@ def errors(tmp_path: Path, text: str) -> list[str]:
 @pytest.mark.parametrize(
     ("text", "folded"),
     [
-        ("Free PORN videos!!", " fre porn videos "),  # case, punctuation, repeated letters
+        ("Free PORN videos!!", " free porn videos "),  # case and punctuation
         ("p0rn", " porn "),  # digits that read as letters
         ("рorn", " porn "),  # a Cyrillic р
         ("Ñandú  café", " nandu cafe "),  # accents
