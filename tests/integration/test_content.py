@@ -15,6 +15,7 @@ import gzip
 import http.server
 import json
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 import brotli  # type: ignore[import-untyped]
 import pytest
 
+from proxy.content.learned import LEARNED_FILE, LearnedList, learned_now
 from tests.integration.harness import (
     HEAD,
     PUPIL,
@@ -31,6 +33,7 @@ from tests.integration.harness import (
     TEST_POLICY,
     Gateway,
     OriginCA,
+    schoolgate_command,
     serve_origin,
     start_gateway,
     stop_gateway,
@@ -64,6 +67,9 @@ PAGES: dict[str, tuple[str, bytes, str | None]] = {
     "/sex-education": ("text/html; charset=utf-8", SEX_EDUCATION.encode(), None),
     "/breast-cancer": ("text/html; charset=utf-8", BREAST_CANCER.encode(), None),
     "/adult-image": ("image/png", b"\x89PNG\r\n\x1a\n" + ADULT.encode(), None),
+    "/learned-1": ("text/html; charset=utf-8", ADULT.encode(), None),
+    "/learned-2": ("text/html; charset=utf-8", ADULT.encode(), None),
+    "/rejected": ("text/html; charset=utf-8", ADULT.encode(), None),
 }
 
 POLICY = TEST_POLICY.replace(
@@ -167,7 +173,9 @@ def test_an_unlisted_adult_page_is_blocked_for_pupils(
     assert line["decision"] == "block"
     content = line["content"]
     assert isinstance(content, dict)
-    assert content["outcome"] == "blocked"
+    # The first request for a page is scored; later ones (the same path over the other scheme)
+    # are answered from the learned list.
+    assert content["outcome"] in {"blocked", "blocked: learned list entry"}
     assert content["scores"]["adult"] >= 100
     assert "free porn" in content["phrases"]
 
@@ -211,3 +219,69 @@ def test_the_school_policies_never_cross_a_threshold(gw: Gateway, pages: Pages, 
     shared("school-policies")
     status, _ = gw.get(pages.url(f"/policy/{index}"), client=PUPIL)
     assert status == 200
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory, origin_ca: OriginCA) -> Iterator[Gateway]:
+    """The same proxy with two worker processes sharing the port."""
+    tmp = tmp_path_factory.mktemp("content-pool")
+    write_config(tmp / "config", tmp / "var", 1, POLICY)
+    shutil.copy(ROOT / "config" / "content-phrases.yaml", tmp / "config")
+    gateway = start_gateway(tmp, origin_ca, "--workers", "2")
+    yield gateway
+    stop_gateway(gateway)
+
+
+def get_on_new_connections(pool: Gateway, url: str, count: int) -> list[int]:
+    """``count`` GETs, each on a new connection (SO_REUSEPORT spreads them over the workers)."""
+    return [pool.get(url, client=PUPIL)[0] for _ in range(count)]
+
+
+def test_a_learned_entry_blocks_in_every_worker_without_analysis(
+    pool: Gateway, pages: Pages
+) -> None:
+    """An entry another worker appended blocks at once in both workers; the origin sees nothing."""
+    LearnedList(pool.data_dir / LEARNED_FILE).add(
+        learned_now("localhost/learned-1", "adult", 150, ("free porn",))
+    )
+    time.sleep(1.5)  # the workers read the list every second
+    assert get_on_new_connections(pool, pages.url("/learned-1"), 10) == [403] * 10
+    assert "/learned-1" not in pages.seen
+
+
+def test_a_page_over_the_threshold_is_learned_for_the_next_request(
+    pool: Gateway, pages: Pages
+) -> None:
+    """The first request is scored and blocked; the rest never reach the origin."""
+    assert pool.get(pages.url("/learned-2"), client=PUPIL)[0] == 403
+    learned = LearnedList(pool.data_dir / LEARNED_FILE)
+    learned.refresh()
+    found = learned.get("localhost/learned-2")
+    assert found is not None
+    assert (found.category, found.state) == ("adult", "learned")
+    assert "free porn" in found.phrases
+    time.sleep(1.5)
+    assert get_on_new_connections(pool, pages.url("/learned-2"), 10) == [403] * 10
+    assert pages.seen.count("/learned-2") == 1
+
+
+def test_a_rejected_page_opens_and_the_decision_is_in_change_control(
+    pool: Gateway, pages: Pages
+) -> None:
+    """`content reject` opens the page for every worker and records who and why."""
+    assert pool.get(pages.url("/rejected"), client=PUPIL)[0] == 403
+    config = ["--config", str(pool.config_dir)]
+    result = subprocess.run(
+        [*schoolgate_command(), "content", "reject", "localhost/rejected", "--by", "it.tech",
+         "--reason", "a museum page", *config],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    time.sleep(1.5)
+    assert get_on_new_connections(pool, pages.url("/rejected"), 4) == [200] * 4
+    changes = subprocess.run(
+        [*schoolgate_command(), "changes", "list", *config],
+        check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "localhost/rejected" in changes.stdout
+    assert "it.tech" in changes.stdout
