@@ -29,21 +29,25 @@ and says so in the log (``content: {"outcome": "unscored: too large"}``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from mitmproxy import ctx, http
+from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.utils.asyncio_utils import create_task
 
 from addons.blocking import answered, answered_early, protection_block, serve_block
+from addons.filter import DECISION
 from addons.identify import identity_of
 from addons.policyload import PolicyLoader
 from blocklists.normalise import BadURL, normalise_url
+from proxy.content.assistants import assistant_of
 from proxy.content.extract import page_text
 from proxy.content.learned import LEARNED_FILE, LearnedEntry, LearnedList, learned_now
 from proxy.content.phrases import CATEGORY_WORDS, Scores
+from proxy.content.stream import Kind, StreamScorer
 from proxy.incidents.searchterms import extract_search
 from proxy.policy import ContentRule, Group
 
@@ -52,8 +56,18 @@ log = logging.getLogger("schoolgate.content")
 # What was scored, for the access log: a ContentVerdict.
 CONTENT = "schoolgate.content"
 _HOLD = "schoolgate.content_hold"
+_STREAMED = "schoolgate.content_stream"
 TEXT_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/plain"})
+# An assistant's answer, by content type: events, JSON, or text as it comes.
+ANSWER_TYPES: dict[str, Kind] = {
+    "text/event-stream": "sse",
+    "application/json": "json",
+    "application/x-ndjson": "text",
+    "text/plain": "text",
+}
 CACHE_SIZE = 10_000
+# How often each worker reads what others appended to the learned list.
+LEARNED_POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +131,7 @@ class ContentAnalysis:
     async def _watch(self) -> None:
         """Pick up what other workers (and the technician) appended to the learned list."""
         while True:
-            await asyncio.sleep(1)
+            await asyncio.sleep(LEARNED_POLL_SECONDS)
             try:
                 self._learned_list().refresh()
             except Exception:  # the watcher must outlive one bad read
@@ -169,20 +183,89 @@ class ContentAnalysis:
         self._block(flow, found.category, f"the learned list ({found.state}, score {found.score})")
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if answered(flow) or flow.response is None or flow.response.stream:
+        if answered(flow) or flow.response is None:
             return
-        if self._rule(flow) is None:
+        group = self._group(flow)
+        if group is None or group.content is None:
             return
         mime = flow.response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if mime not in TEXT_TYPES:
+        answers = "ai_answers" in group.content.analyse and mime in ANSWER_TYPES
+        if answers and assistant_of(flow.request.pretty_host) is not None:
+            self._stream(flow, group.content, ANSWER_TYPES[mime])
+            return
+        if self._rule(flow) is None or mime not in TEXT_TYPES:
             return
         length = flow.response.headers.get("content-length", "").strip()
-        if length.isdigit() and int(length) > ctx.options.schoolgate_content_hold_kb * 1024:
-            flow.metadata[CONTENT] = ContentVerdict("unscored: too large", {}, ())
+        too_large = length.isdigit() and int(length) > ctx.options.schoolgate_content_hold_kb * 1024
+        if too_large or flow.response.stream:
+            # Too large to hold (or another part streams it already): scored as it passes.
+            self._stream(flow, group.content, "html" if mime != "text/plain" else "text")
             return
         flow.metadata[_HOLD] = mime
 
+    def _stream(self, flow: http.HTTPFlow, rule: ContentRule, kind: Kind) -> None:
+        """Score the body as it is forwarded; cut it with a notice when it crosses."""
+        scorer = self.loader.filterset.policy.content
+        response = flow.response
+        if scorer is None or response is None:
+            return
+
+        def crossed(category: str, score: int, scores: Scores) -> str:
+            phrases = tuple(hit.phrase for hit in scores.phrases_for(category)[:10])
+            flow.metadata[CONTENT] = ContentVerdict(
+                "cut" if rule.action == "block" else "logged", scores.by_category, phrases,
+                category,
+            )  # fmt: skip
+            words = CATEGORY_WORDS.get(category, category)
+            flow.metadata[DECISION] = protection_block(
+                identity_of(flow),
+                f"content analysis: {words}: the text scored {score} as it streamed (cut)",
+                category=category,
+            )
+            self.blocked += 1
+            with contextlib.suppress(exceptions.ControlException):
+                flow.kill()  # nothing more goes on; the connection ends when the server's does
+            return words
+
+        charset = response.headers.get("content-type", "").partition("charset=")[2] or "utf-8"
+        try:
+            guard = StreamScorer(
+                scorer,
+                rule.threshold_for(),
+                kind,
+                response.headers.get("content-encoding"),
+                charset.strip().strip('"'),
+                crossed,
+            )
+        except ValueError:  # an encoding it cannot read: passed on as it is, and said so
+            flow.metadata[CONTENT] = ContentVerdict("unscored: unknown encoding", {}, ())
+            return
+        if rule.action == "log":
+            guard.thresholds = {}  # scored for the log only: nothing is ever cut
+        if guard.decodes:
+            response.headers.pop("content-encoding", None)
+            response.headers.pop("content-length", None)
+        before = response.stream
+        if callable(before):  # another addon checks the stream too (downloads): ours sees
+            #                   what it lets through
+            def chained(data: bytes) -> list[bytes]:
+                passed = before(data)
+                pieces = [passed] if isinstance(passed, bytes) else list(passed)
+                out = [o for piece in pieces if piece for o in guard.feed(piece)]
+                return out + guard.feed(b"") if data == b"" else out
+
+            response.stream = chained
+        else:
+            response.stream = guard.feed
+        flow.metadata[_STREAMED] = guard
+
     def response(self, flow: http.HTTPFlow) -> None:
+        guard = flow.metadata.pop(_STREAMED, None)
+        if isinstance(guard, StreamScorer) and CONTENT not in flow.metadata:
+            so_far = guard.running.scores
+            flow.metadata[CONTENT] = ContentVerdict(
+                "passed (streamed)", so_far.by_category, tuple(h.phrase for h in so_far.hits[:10])
+            )
         mime = flow.metadata.pop(_HOLD, None)
         if mime is None or flow.response is None or answered(flow):
             return

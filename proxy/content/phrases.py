@@ -166,11 +166,19 @@ class PhraseScorer:
         """Scores of ``text`` (already extracted from its markup) in every category."""
         if self._automaton is None or not text:
             return NO_SCORES
+        return self.scores_of(self.counts(fold(text)))
+
+    def counts(self, folded: str, after: int = 0) -> Counter[tuple[_Entry, ...]]:
+        """How often each phrase occurs in ``folded`` text, counting matches that end past
+        ``after`` (what a stream has already counted lies before it)."""
+        if self._automaton is None:
+            return Counter()
         # Phrases end on a space, and the next word starts on that same space: each match
         # consumes no separator of its own, so adjacent phrases both count.
-        counts: Counter[tuple[_Entry, ...]] = Counter(
-            found for _end, found in self._automaton.iter(fold(text))
-        )
+        return Counter(found for end, found in self._automaton.iter(folded) if end >= after)
+
+    def scores_of(self, counts: Counter[tuple[_Entry, ...]]) -> Scores:
+        """The scores that phrase counts make, with the caps and exceptions applied."""
         totals: dict[str, int] = {}
         hits: list[PhraseHit] = []
         excepted: set[str] = set()
@@ -187,6 +195,45 @@ class PhraseScorer:
         hits = [hit for hit in hits if hit.category not in excepted]
         hits.sort(key=lambda hit: -abs(hit.weight * hit.count))
         return Scores(totals, tuple(hits), frozenset(excepted))
+
+
+_LAST_SEPARATOR = re.compile(r"[\W_][^\W_]*\Z")
+
+
+class RunningScore:
+    """Scores text that arrives in pieces (a streamed page, a chatbot's answer).
+
+    A piece's last word may go on in the next piece, so it waits; the words before it
+    are folded together with the end of the text before them (so a phrase split across
+    two pieces is found), and only matches that end in the new words are counted. The
+    total is what ``score`` gives the whole text; the cost is that of the new text alone.
+    """
+
+    TAIL = 256  # characters kept from the text before: longer than any phrase
+
+    def __init__(self, scorer: PhraseScorer) -> None:
+        self.scorer = scorer
+        self._counts: Counter[tuple[_Entry, ...]] = Counter()
+        self._tail = ""
+        self._pending = ""
+        self.scores = NO_SCORES
+
+    def feed(self, text: str, *, final: bool = False) -> Scores:
+        """Add the next piece (``final`` for the last) and return the scores so far."""
+        joined = self._pending + text
+        if final:
+            complete, self._pending = joined, ""
+        else:
+            seam = _LAST_SEPARATOR.search(joined)
+            cut = seam.start() + 1 if seam else 0
+            complete, self._pending = joined[:cut], joined[cut:]
+        if not complete:
+            return self.scores
+        seen = len(fold(self._tail).rstrip()) + 1 if self._tail else 0
+        self._counts += self.scorer.counts(fold(self._tail + complete), after=seen)
+        self._tail = (self._tail + complete)[-self.TAIL :]
+        self.scores = self.scorer.scores_of(self._counts)
+        return self.scores
 
 
 # ---- the file ------------------------------------------------------------------------------

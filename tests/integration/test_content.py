@@ -12,10 +12,13 @@ headteacher's group only logs.
 from __future__ import annotations
 
 import gzip
+import http.client
 import http.server
 import json
 import shutil
+import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,7 +62,13 @@ BREAST_CANCER = (
     "Signs include a lump, a change in the nipple or the skin of the breast.</p></body></html>"
 )
 
+BENIGN_PARAGRAPH = "<p>The river flows past the old mill and the village school. </p>"
+# About 260 KB: over the 64 KB hold bound the AI gateway is given, so it is scored as it streams.
+LONG_PAGE = (BENIGN_PARAGRAPH * 2000 + "<p>" + ADULT + "</p>" + BENIGN_PARAGRAPH * 2000
+             + "<p>END-OF-PAGE</p>")  # fmt: skip
+
 PAGES: dict[str, tuple[str, bytes, str | None]] = {
+    "/long": ("text/html; charset=utf-8", LONG_PAGE.encode(), None),
     "/adult": ("text/html; charset=utf-8", ADULT.encode(), None),
     "/adult-gzip": ("text/html; charset=utf-8", gzip.compress(ADULT.encode()), "gzip"),
     "/adult-br": ("text/html; charset=utf-8", brotli.compress(ADULT.encode()), "br"),
@@ -244,7 +253,7 @@ def test_a_learned_entry_blocks_in_every_worker_without_analysis(
     LearnedList(pool.data_dir / LEARNED_FILE).add(
         learned_now("localhost/learned-1", "adult", 150, ("free porn",))
     )
-    time.sleep(1.5)  # the workers read the list every second
+    time.sleep(3)  # the workers read the list every half second (a loaded machine is slow)
     assert get_on_new_connections(pool, pages.url("/learned-1"), 10) == [403] * 10
     assert "/learned-1" not in pages.seen
 
@@ -260,7 +269,7 @@ def test_a_page_over_the_threshold_is_learned_for_the_next_request(
     assert found is not None
     assert (found.category, found.state) == ("adult", "learned")
     assert "free porn" in found.phrases
-    time.sleep(1.5)
+    time.sleep(3)
     assert get_on_new_connections(pool, pages.url("/learned-2"), 10) == [403] * 10
     assert pages.seen.count("/learned-2") == 1
 
@@ -277,7 +286,7 @@ def test_a_rejected_page_opens_and_the_decision_is_in_change_control(
         check=False, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    time.sleep(1.5)
+    time.sleep(3)
     assert get_on_new_connections(pool, pages.url("/rejected"), 4) == [200] * 4
     changes = subprocess.run(
         [*schoolgate_command(), "changes", "list", *config],
@@ -285,3 +294,168 @@ def test_a_rejected_page_opens_and_the_decision_is_in_change_control(
     )  # fmt: skip
     assert "localhost/rejected" in changes.stdout
     assert "it.tech" in changes.stdout
+
+
+# ---- streams: a long page and a chatbot's answer --------------------------------------------
+
+PREAMBLE = "Sure, I can help with that. "
+ANSWER_BAD = (PREAMBLE + "Here are some free porn videos and hardcore porn, live sex cams, "
+              "free porn and more porn videos. END-OF-ANSWER")  # fmt: skip
+ANSWER_GOOD = "Photosynthesis turns light, water and carbon dioxide into sugar. END-OF-ANSWER"
+
+
+@dataclass
+class Chatbot:
+    http_port: int
+    https_port: int
+    prompts: list[str]
+
+
+@pytest.fixture(scope="module")
+def chatbot(origin_ca: OriginCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chatbot]:
+    """Plays chatgpt.com: answers a prompt as server-sent events, a few characters at a time."""
+    prompts: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            prompt = body["messages"][-1]["content"]["parts"][0]
+            prompts.append(prompt)
+            answer = ANSWER_BAD if "videos" in prompt else ANSWER_GOOD
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                for i in range(0, len(answer), 6):
+                    event = {"choices": [{"delta": {"content": answer[i : i + 6]}}]}
+                    self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                    self.wfile.flush()
+                    # A pause after the first words, so they reach the pupil on their own.
+                    time.sleep(0.5 if i < len(PREAMBLE) <= i + 6 else 0.01)
+                self.wfile.write(b"data: [DONE]\n\n")
+            except OSError:
+                pass  # the proxy cut the answer
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    cert, key = origin_ca.issue(tmp_path_factory.mktemp("chatbot"), "localhost", "chatgpt.com")
+    with serve_origin(Handler, cert, key) as (http_port, https_port):
+        yield Chatbot(http_port, https_port, prompts)
+
+
+@pytest.fixture(scope="module")
+def ai_gw(
+    tmp_path_factory: pytest.TempPathFactory, origin_ca: OriginCA, chatbot: Chatbot
+) -> Iterator[Gateway]:
+    """The proxy with chatgpt.com sent to the local chatbot; pupils' answers are analysed."""
+    tmp = tmp_path_factory.mktemp("content-ai")
+    policy = POLICY.replace(
+        "content: {analyse: [pages], threshold: 100}",
+        "content: {analyse: [pages, ai_answers], threshold: 100}",
+    )
+    write_config(tmp / "config", tmp / "var", 1, policy)
+    shutil.copy(ROOT / "config" / "content-phrases.yaml", tmp / "config")
+    shutil.copy(ROOT / "config" / "concerning-terms.yaml", tmp / "config")
+    hostmap = {"hosts": ["chatgpt.com"], "ports": {"443": chatbot.https_port}}
+    gateway = start_gateway(
+        tmp,
+        origin_ca,
+        "--set",
+        "schoolgate_content_hold_kb=64",
+        env={"SCHOOLGATE_TEST_HOSTMAP": json.dumps(hostmap), "PYTHONPATH": str(ROOT)},
+        command=[sys.executable, "-m", "tests.integration.hostmap"],
+    )
+    yield gateway
+    stop_gateway(gateway)
+
+
+def ask(gw: Gateway, prompt: str, client: str = PUPIL) -> tuple[int, str]:
+    """POST a prompt to chatgpt.com through the proxy, as its web app does; the whole answer."""
+    context = ssl.create_default_context(cafile=str(gw.ca_file))
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", gw.port, timeout=20, context=context, source_address=(client, 0)
+    )
+    conn.set_tunnel("chatgpt.com", 443)
+    message = {"author": {"role": "user"}, "content": {"content_type": "text", "parts": [prompt]}}
+    body = {"action": "next", "messages": [message]}
+    try:
+        conn.request("POST", "/backend-api/conversation", json.dumps(body),
+                     {"Content-Type": "application/json"})  # fmt: skip
+        response = conn.getresponse()
+        try:
+            return response.status, response.read().decode()
+        except http.client.IncompleteRead as exc:
+            return response.status, exc.partial.decode()
+    finally:
+        conn.close()
+
+
+def said(events: str) -> str:
+    """The text a chat app shows for a stream of events: the deltas, joined."""
+    text = ""
+    for line in events.splitlines():
+        if line.startswith("data: {"):
+            text += json.loads(line[6:])["choices"][0]["delta"]["content"]
+    return text
+
+
+def test_a_chatbot_answer_is_cut_when_it_crosses(ai_gw: Gateway, chatbot: Chatbot) -> None:
+    """The answer streams until it reads like adult content, then the pupil sees a notice."""
+    status, events = ask(ai_gw, "show me videos")
+    assert status == 200
+    answer = said(events)
+    assert answer.startswith(PREAMBLE)  # it streamed until it crossed
+    assert "Schoolgate stopped this because its content looked like adult content" in answer
+    assert "END-OF-ANSWER" not in answer
+    assert "show me videos" in chatbot.prompts
+
+
+def test_a_benign_answer_streams_whole(ai_gw: Gateway) -> None:
+    """An ordinary answer reaches the pupil complete."""
+    status, events = ask(ai_gw, "explain photosynthesis")
+    assert status == 200
+    answer = said(events)
+    assert answer == ANSWER_GOOD
+    assert "Schoolgate stopped" not in answer
+
+
+def test_a_prompt_is_logged_as_a_search(ai_gw: Gateway) -> None:
+    """The pupil's prompt is a search of engine chatgpt; a concerning one is flagged."""
+    ask(ai_gw, "i want to kill myself")
+    deadline = time.monotonic() + 15
+    out = ""
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            [*schoolgate_command(), "incidents", "searches", "--config", str(ai_gw.config_dir)],
+            check=True, capture_output=True, text=True, timeout=60,
+        ).stdout  # fmt: skip
+        if "i want to kill myself" in out:
+            break
+        time.sleep(0.5)
+    line = next(line for line in out.splitlines() if "i want to kill myself" in line)
+    assert "chatgpt" in line
+    assert "suicide" in line  # the concerning-terms category it matched
+
+
+def test_a_long_page_is_cut_mid_stream(ai_gw: Gateway, pages: Pages) -> None:
+    """A page over the hold bound is scored as it passes and cut where it crosses."""
+    conn = http.client.HTTPConnection("127.0.0.1", ai_gw.port, timeout=20,
+                                      source_address=(PUPIL, 0))  # fmt: skip
+    try:
+        conn.request("GET", pages.url("/long"))
+        response = conn.getresponse()
+        try:
+            body = response.read().decode()
+        except http.client.IncompleteRead as exc:
+            body = exc.partial.decode()
+    finally:
+        conn.close()
+    assert response.status == 200
+    assert "village school" in body  # the start of the page went through
+    assert "looked like adult content" in body
+    assert "END-OF-PAGE" not in body
+    assert pages.seen.count("/long") == 1
