@@ -413,6 +413,29 @@ def schoolgate(config: Path, workers: int) -> list[str]:
     ]
 
 
+def has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401  (only whether it is installed)
+    except ImportError:
+        return False
+    return True
+
+
+def on_uvloop(command: list[str]) -> list[str]:
+    """The same mitmdump or Schoolgate command, with uvloop as the event loop."""
+    if Path(command[0]).name == "mitmdump":
+        return [sys.executable, "-m", "bench.uvloop_run", "mitmdump", *command[1:]]
+    assert command[1:3] == ["-m", "proxy"], command
+    return [sys.executable, "-m", "bench.uvloop_run", "proxy", *command[3:]]
+
+
+def uvloop_line(label: str, row: Row, standard: Row) -> str:
+    return (
+        f"{label} on uvloop / on asyncio's loop: {row.rps / standard.rps:6.1%} req/s, "
+        f"{standard.cpu_ms / row.cpu_ms:6.1%} by cpu/req"
+    )
+
+
 def mitmdump(strategy: str = "lazy", confdir: Path | None = None) -> list[str]:
     exe = Path(sys.executable).with_name("mitmdump")
     return [
@@ -454,6 +477,10 @@ def http_section(
         "sg1quiet": bench.measure("schoolgate-1w-noincident", schoolgate(quiet, 1)),
         "sg1all": bench.measure("schoolgate-1w-all-protections", schoolgate(everything, 1)),
     }
+    uvloop = has_uvloop()
+    if uvloop:
+        rows["mitmdump-uv"] = bench.measure("mitmdump (bare) uvloop", on_uvloop(mitmdump()))
+        rows["sg1uv"] = bench.measure("schoolgate-1w uvloop", on_uvloop(schoolgate(filtering, 1)))
     bare, one, two = rows["mitmdump"], rows["sg1"], rows["sg2"]
     blocked = one.non2xx / max(one.requests, 1)
     print()
@@ -471,6 +498,9 @@ def http_section(
         f"(target >= 1.8x: {verdict(two.rps / one.rps, 1.8)}; {os.cpu_count()} CPUs shared "
         "with wrk and nginx)"
     )
+    if uvloop:
+        print(uvloop_line("HTTP bare mitmdump", rows["mitmdump-uv"], bare))
+        print(uvloop_line("HTTP schoolgate 1 worker", rows["sg1uv"], one))
 
 
 def https_section(bench: Bench, filtering: Path) -> None:
@@ -490,12 +520,21 @@ def https_section(bench: Bench, filtering: Path) -> None:
     sg_ca = bench.tmp / "var" / "mitmproxy" / "mitmproxy-ca-cert.pem"
     insecure = ["--set", "ssl_insecure=true"]
     runs: dict[str, dict[str, Row]] = {}
-    for name, command, ca in (
-        ("mitmdump", mitmdump("eager", bench.tmp / "mitm-eager"), bench.tmp / "mitm-eager"),
+    eager = mitmdump("eager", bench.tmp / "mitm-eager")
+    one = [*schoolgate(filtering, 1), *insecure]
+    proxies = [
+        ("mitmdump", eager, bench.tmp / "mitm-eager"),
         ("mitmdump-lazy", mitmdump("lazy", bench.tmp / "mitm-lazy"), bench.tmp / "mitm-lazy"),
-        ("schoolgate-1w", [*schoolgate(filtering, 1), *insecure], sg_ca),
+        ("schoolgate-1w", one, sg_ca),
         ("schoolgate-2w", [*schoolgate(filtering, 2), *insecure], sg_ca),
-    ):
+    ]
+    uvloop = has_uvloop()
+    if uvloop:
+        proxies += [
+            ("mitmdump-uvloop", on_uvloop(eager), bench.tmp / "mitm-eager"),
+            ("schoolgate-1w-uvloop", on_uvloop(one), sg_ca),
+        ]
+    for name, command, ca in proxies:
         pem = ca if ca.suffix == ".pem" else ca / "mitmproxy-ca-cert.pem"
         runs[name] = bench.measure_https(name, command, pem)
     print()
@@ -512,6 +551,12 @@ def https_section(bench: Bench, filtering: Path) -> None:
             print(
                 f"HTTPS {label}, {name} / bare mitmdump: {row.rps / bare.rps:6.1%} req/s, "
                 f"{bare.cpu_ms / row.cpu_ms:6.1%} by cpu/req  (no target)"
+            )
+        if uvloop:
+            print(uvloop_line(f"HTTPS {label}, bare mitmdump", runs["mitmdump-uvloop"][mode], bare))
+            sg = runs["schoolgate-1w"][mode]
+            print(
+                uvloop_line(f"HTTPS {label}, schoolgate 1w", runs["schoolgate-1w-uvloop"][mode], sg)
             )
 
 
