@@ -72,19 +72,25 @@ def test_events_reach_the_store_in_order(engine: Engine, tmp_path: Path) -> None
     assert writer.spooled == 0
 
 
-def test_events_arriving_close_together_share_one_batch(
+def test_events_arriving_close_together_are_spooled_at_once_and_share_one_transaction(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The writer lingers after a batch's first event: events arriving within the linger
-    are spooled in one fsync'd append and written in one transaction, still in order."""
+    """Spooling does not linger (each event is fsync'd as it comes: the crash window), while
+    the store's apply lingers: events arriving within it go in one transaction, in order."""
     appended: list[int] = []
-    append = Spool.append
+    applied: list[int] = []
+    append, apply = Spool.append, Writer._apply
 
     def counted(spool: Spool, batch: Sequence[events.Event]) -> None:
         appended.append(len(batch))
         append(spool, batch)
 
+    def counted_apply(writer: Writer, batch: Sequence[events.Event]) -> None:
+        applied.append(len(batch))
+        apply(writer, batch)
+
     monkeypatch.setattr(Spool, "append", counted)
+    monkeypatch.setattr(Writer, "_apply", counted_apply)
     writer = Writer(engine, tmp_path, retry_s=0.2, linger_s=0.5)
     writer.start()
     for event in policy_events(0, 4):
@@ -92,7 +98,9 @@ def test_events_arriving_close_together_share_one_batch(
         time.sleep(0.05)
     wait_for(lambda: writer.applied == 4)
     writer.stop()
-    assert appended == [4]
+    assert appended == [1, 1, 1, 1]
+    assert applied == [4]
+    assert writer.window_max < 0.5  # never the linger
     assert recorded(engine) == [f"v: {i}\n" for i in range(4)]
 
 
@@ -123,11 +131,11 @@ def test_spooled_events_survive_a_restart_and_replay_once_in_order(
         for event in policy_events(3, 7):
             crashed.enqueue(event)
         wait_for(lambda: crashed.spooled == 7 and crashed.down is not None)
-        # The process dies here: the thread is abandoned, nothing is flushed, and the
-        # kernel drops its lock on the spool.
-        crashed.spool.unlock()
-    spool = tmp_path / "spool" / "events.jsonl"
-    assert len(spool.read_text().splitlines()) == 7
+        # The process dies here: the threads end, nothing is flushed, and the kernel drops
+        # the lock on the spool.
+        crashed.abandon()
+    spool = Spool(tmp_path / "spool" / "events.jsonl")
+    assert len(spool) == 7
     restarted = Writer(engine, tmp_path, retry_s=0.2)
     assert restarted.spooled == 7
     restarted.start()
@@ -135,7 +143,7 @@ def test_spooled_events_survive_a_restart_and_replay_once_in_order(
     assert restarted.wait_idle(15)
     restarted.stop()
     assert recorded(engine) == [f"v: {i}\n" for i in range(11)]
-    assert spool.read_text() == ""
+    assert len(spool) == 0
     with session(engine) as s:
         assert chain.verify(s).ok
 
