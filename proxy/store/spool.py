@@ -122,7 +122,7 @@ class Spool:
                     while view:
                         written = os.write(fd, view)
                         view = view[written:]
-                    os.fsync(fd)
+                    os.fdatasync(fd)  # the data and the size that reaches it: all a reader needs
                 except OSError:
                     # A full disk may have taken part of the data: cut it back (truncating
                     # needs no space), so no half line is left for the next append.
