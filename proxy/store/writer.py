@@ -206,8 +206,9 @@ class Writer:
 
     @property
     def held(self) -> int:
-        """Events held in memory because the spool could not be written."""
-        return len(self._held)
+        """Events held in memory because the spool could not be written (not those merely
+        on their way to it)."""
+        return len(self._held) if self._spool_failing is not None else 0
 
     @property
     def up(self) -> bool:
@@ -384,6 +385,8 @@ class Writer:
                 with self._state:
                     self._depth = max(0, self._depth - lines)
                     self._pending -= lines
+                    if self._depth == 0 and not self._held:
+                        self._oldest = None
             self.spool.finish()
             self._offset = 0
         with self._state:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import http.client
 import os
 import shutil
 import signal
@@ -167,8 +168,9 @@ class Traffic:
                 next_at = time.monotonic()
             try:
                 status: int | None = self.proxy().get(URL, client=PUPIL)[0]
-            except OSError:
-                status = None  # the proxy is down (killed): neither blocked nor recorded
+            except (OSError, http.client.HTTPException):
+                # The proxy is down or was killed mid-answer: not a 403 the client saw.
+                status = None
             self.answers.append((time.monotonic(), status))
             next_at += 1 / RATE
             self._stop.wait(max(0.0, next_at - time.monotonic()))
@@ -420,7 +422,9 @@ class Faults:
         t0 = time.monotonic()
         traffic.resume()
         filler = fill(self.data)
-        seen = scene.await_metrics(lambda m: m["schoolgate_store_events_held"] > 0)
+        seen = scene.await_metrics(
+            lambda m: m["schoolgate_store_events_held"] > 0 and m["schoolgate_store_writer_up"] == 0
+        )
         assert seen["schoolgate_store_events_held"] > 0, seen
         assert seen["schoolgate_store_writer_up"] == 0
         assert traffic.blocked(time.monotonic() - 2) > 0, "the proxy stopped filtering"

@@ -261,3 +261,95 @@ def test_workers_observing_the_same_edit_record_it_once(engine: Engine, tmp_path
     for writer in writers:
         writer.stop()
     assert recorded(engine) == ["v: 0\n", "v: 1\n"]
+
+
+def test_the_spool_depth_and_the_oldest_event_age_show_an_outage(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """While the store is down the depth counts every event waiting and the oldest one's age
+    grows; once it is back both return to 0 and the writer is up again."""
+    with store_down(engine) as down:
+        writer = Writer(down, tmp_path, retry_s=0.2)
+        writer.start()
+        for event in policy_events(0, 5):
+            writer.enqueue(event)
+        wait_for(lambda: writer.spooled == 5 and writer.down is not None)
+        assert not writer.up
+        assert writer.oldest_age() > 0
+        writer.abandon()
+    again = Writer(engine, tmp_path, retry_s=0.2)
+    assert again.spooled == 5
+    again.start()
+    assert again.wait_idle(15)
+    wait_for(lambda: again.up)
+    assert again.spooled == 0
+    assert again.oldest_age() == 0
+    again.stop()
+    assert recorded(engine) == [f"v: {i}\n" for i in range(5)]
+
+
+def test_an_unwritable_spool_holds_events_up_to_the_bound_then_drops_the_newest(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk: events are held in memory (oldest kept, newest past the bound dropped and
+    counted), retried with back-off, and all held ones are stored once the disk has room."""
+    import errno
+
+    append = Spool.append
+    full = {"on": True}
+
+    def no_space(spool: Spool, batch: Sequence[events.Event]) -> None:
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        append(spool, batch)
+
+    monkeypatch.setattr(Spool, "append", no_space)
+    writer = Writer(engine, tmp_path, retry_s=0.2, hold_max=5)
+    writer.start()
+    for event in policy_events(0, 8):
+        writer.enqueue(event)
+    wait_for(lambda: writer.held == 5 and writer.dropped == 3)
+    assert not writer.up
+    full["on"] = False
+    wait_for(lambda: writer.applied == 5)
+    assert writer.held == 0
+    assert writer.up
+    writer.stop()
+    assert recorded(engine) == [f"v: {i}\n" for i in range(5)]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_writer_thread_that_dies_is_restarted(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both the spooling and the applying thread are restarted by the supervisor after an
+    error that kills them, and no event is lost."""
+
+    class Fatal(BaseException):
+        """Not an Exception: nothing in the loops catches it, so the thread dies."""
+
+    spool_step, apply_step = Writer._spool_step, Writer._apply_step
+    deaths = {"spooler": 1, "applier": 1}
+
+    def dying_spool_step(writer: Writer) -> None:
+        if deaths["spooler"]:
+            deaths["spooler"] -= 1
+            raise Fatal
+        spool_step(writer)
+
+    def dying_apply_step(writer: Writer, final: bool) -> None:
+        if deaths["applier"]:
+            deaths["applier"] -= 1
+            raise Fatal
+        apply_step(writer, final)
+
+    monkeypatch.setattr(Writer, "_spool_step", dying_spool_step)
+    monkeypatch.setattr(Writer, "_apply_step", dying_apply_step)
+    writer = Writer(engine, tmp_path, retry_s=0.2)
+    writer.start()
+    for event in policy_events(0, 3):
+        writer.enqueue(event)
+    wait_for(lambda: writer.applied == 3)
+    assert writer.restarts == 2
+    writer.stop()
+    assert recorded(engine) == [f"v: {i}\n" for i in range(3)]
