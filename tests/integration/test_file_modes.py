@@ -36,6 +36,8 @@ from tests.integration.harness import (
     write_config,
 )
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def usual_umask() -> Iterator[None]:

@@ -55,6 +55,8 @@ from tests.integration.harness import (
 )
 from tests.postgres import PostgresServer, postgres  # noqa: F401  (fixture)
 
+pytestmark = pytest.mark.integration
+
 RATE = 30  # blocked requests a second
 WINDOW_S = 0.1  # the crash window the README states
 REFUSE_S = 10.0
