@@ -353,3 +353,36 @@ def test_a_writer_thread_that_dies_is_restarted(
     assert writer.restarts == 2
     writer.stop()
     assert recorded(engine) == [f"v: {i}\n" for i in range(3)]
+
+
+def test_a_hung_store_call_is_broken_and_the_writer_carries_on(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A store call that does not return (a frozen server, as the writer sees it) is broken
+    by the supervisor after ``apply_timeout_s``; the events wait in the spool meanwhile and
+    are written on the next try."""
+    from sqlalchemy import text
+
+    if engine.dialect.name == "postgresql":
+        slow = "SELECT pg_sleep(120)"
+    else:
+        slow = (
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
+        )
+    hangs = {"left": 1}
+
+    def prepare(eng: Engine) -> None:
+        if hangs["left"]:
+            hangs["left"] -= 1
+            with session(eng) as s:
+                s.execute(text(slow))
+
+    writer = Writer(engine, tmp_path, retry_s=0.2, apply_timeout_s=1.0, prepare=prepare)
+    writer.start()
+    for event in policy_events(0, 3):
+        writer.enqueue(event)
+    wait_for(lambda: writer.spooled == 3)  # on disk while the store call hangs
+    wait_for(lambda: writer.applied == 3, timeout=30)
+    assert writer.interrupts == 1
+    writer.stop()
+    assert recorded(engine) == [f"v: {i}\n" for i in range(3)]
