@@ -358,9 +358,11 @@ def test_a_writer_thread_that_dies_is_restarted(
 def test_a_hung_store_call_is_broken_and_the_writer_carries_on(
     engine: Engine, tmp_path: Path
 ) -> None:
-    """A store call that does not return (a frozen server, as the writer sees it) is broken
-    by the supervisor after ``apply_timeout_s``; the events wait in the spool meanwhile and
-    are written on the next try."""
+    """Events recorded while a store call hangs (a frozen server, as the writer sees it) are
+    on disk at once; the supervisor breaks the call after ``apply_timeout_s`` and the
+    events are written on the next try."""
+    import threading
+
     from sqlalchemy import text
 
     if engine.dialect.name == "postgresql":
@@ -369,19 +371,23 @@ def test_a_hung_store_call_is_broken_and_the_writer_carries_on(
         slow = (
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
         )
-    hangs = {"left": 1}
+    hanging = threading.Event()
 
     def prepare(eng: Engine) -> None:
-        if hangs["left"]:
-            hangs["left"] -= 1
+        if not hanging.is_set():
+            hanging.set()
             with session(eng) as s:
                 s.execute(text(slow))
 
-    writer = Writer(engine, tmp_path, retry_s=0.2, apply_timeout_s=1.0, prepare=prepare)
+    writer = Writer(engine, tmp_path, retry_s=0.2, apply_timeout_s=4.0, prepare=prepare)
     writer.start()
-    for event in policy_events(0, 3):
+    first, *later = policy_events(0, 3)
+    writer.enqueue(first)
+    assert hanging.wait(10)
+    for event in later:
         writer.enqueue(event)
-    wait_for(lambda: writer.spooled == 3)  # on disk while the store call hangs
+    wait_for(lambda: writer.spooled == 3, timeout=3.0)  # on disk while the store call hangs
+    assert writer.applied == 0
     wait_for(lambda: writer.applied == 3, timeout=30)
     assert writer.interrupts == 1
     writer.stop()
