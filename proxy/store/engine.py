@@ -119,7 +119,10 @@ class _Interrupter:
                 if dup >= 0:
                     os.close(dup)
         for connection in lite:
-            connection.interrupt()
+            try:
+                connection.interrupt()
+            except sqlite3.ProgrammingError:
+                continue  # closed meanwhile
             hit += 1
         return hit
 
