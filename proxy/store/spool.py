@@ -210,6 +210,19 @@ class Spool:
                     events.append(event)
         return events
 
+    def first(self) -> Event | None:
+        """The oldest readable event in the spool, without reading all of it."""
+        for path in (self.applying, self.path):
+            try:
+                with path.open("rb") as f:
+                    for line in f:
+                        event = self._parse(line, path)
+                        if event is not None:
+                            return event
+            except FileNotFoundError:
+                continue
+        return None
+
     def __len__(self) -> int:
         total = 0
         for path in (self.applying, self.path):

@@ -110,8 +110,8 @@ class Writer:
         self._depth = len(self.spool)  # on disk, not yet in the store
         self._oldest: float | None = None  # epoch seconds of the oldest unapplied event
         if self._depth:
-            first = self.spool.read()[:1]
-            self._oldest = first[0].when.timestamp() if first else time.time()
+            first = self.spool.first()
+            self._oldest = first.when.timestamp() if first is not None else time.time()
         self._leftover = self._depth > 0  # left by a crash: replaying it is worth a log line
         self._offset = 0  # bytes of the applying file already in the store
         self._wake = threading.Event()  # spooled something: the applier has work
