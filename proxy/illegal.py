@@ -92,8 +92,8 @@ def enforce(
                     "illegal list: no group can open it",
                 )
     for cat_name in sorted(policy.no_decrypt_categories):
-        cat = policy.categories.get(cat_name)
-        if cat is not None and (cat.illegal or cat_name in relabelled):
+        closed = policy.categories.get(cat_name)
+        if closed is not None and (closed.illegal or cat_name in relabelled):
             refuse(
                 ("no_decrypt", "categories"),
                 f"category {cat_name!r} is illegal: it cannot be passed through undecrypted, "
