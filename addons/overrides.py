@@ -8,7 +8,8 @@ also turns what other parts leave in ``DATA_DIR`` into change-log events:
 ``review-requests.jsonl`` (the block page's "request a review" form, which
 become pending override requests, once each by reference). And it records
 the policy in force at start and after every hot reload, so an edit made
-without ``schoolgate policy apply`` appears in the log as unattributed.
+without ``schoolgate policy apply`` appears in the log as unattributed, and
+a hot-reloaded edit refused for weakening the illegal lists as refused.
 
 When the store is down the last snapshot stays in force: an override still
 ends at its end time (the decision checks the time), and nothing new can
@@ -32,8 +33,10 @@ from addons.policyload import PolicyLoader
 from addons.store import StoreWriter
 from proxy.filterset import Filterset
 from proxy.lists import UPDATES_LOG
+from proxy.policy import IllegalProblem
 from proxy.store import control, events
 from proxy.store.engine import down_reason, session
+from proxy.yamlfile import Problem
 
 log = logging.getLogger("schoolgate.overrides")
 
@@ -76,6 +79,7 @@ class Overrides:
         self._down: str | None = None
         self.refreshes = 0
         loader.on_swap.append(self._swapped)
+        loader.on_refused.append(self._refused)
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -153,6 +157,17 @@ class Overrides:
             self._observe_policy(new, "hot reload")
         except Exception:  # recording must never undo or break a reload
             log.exception("could not record the reloaded policy")
+
+    def _refused(self, what: str, problems: list[Problem]) -> None:
+        illegal = [str(p) for p in problems if isinstance(p, IllegalProblem)]
+        if not illegal:
+            return  # a typo is the technician's to fix; the log records attempts on illegal lists
+        source = self.loader.filterset.policy.source
+        try:
+            sha = hashlib.sha256(source.read_bytes()).hexdigest()
+            self.store.record(events.policy_refused(sha, str(source), illegal, f"{what} reload"))
+        except Exception:  # recording must never break the loader
+            log.exception("could not record the refused %s", what)
 
     def _observe_policy(self, fs: Filterset, how: str) -> None:
         """Record the policy text now in force, when it differs from the last one recorded."""

@@ -36,6 +36,7 @@ KINDS = {
     "policy.apply": "policy change applied",
     "policy.unattributed": "policy edited without `policy apply`",
     "policy.baseline": "policy in force when change control started",
+    "policy.refuse": "policy change refused: it would weaken the illegal lists",
     "lists.update": "list update",
 }
 # PostgreSQL: one appender at a time, held until commit (SQLite's BEGIN IMMEDIATE does this).
