@@ -13,7 +13,10 @@ a hot-reloaded edit refused for weakening the illegal lists as refused.
 
 When the store is down the last snapshot stays in force: an override still
 ends at its end time (the decision checks the time), and nothing new can
-be approved without the store.
+be approved without the store. Each new snapshot is also written to
+``DATA_DIR/controls.json`` (``proxy.store.snapshot``), and read back when the
+addon is loaded, before the proxy listens: a proxy that starts
+while the store is down or slow keeps a suspended pupil suspended.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ from mitmproxy.utils.asyncio_utils import create_task
 
 from addons.policyload import PolicyLoader
 from addons.store import StoreWriter
+from proxy.controls import NO_CONTROLS, Controls
 from proxy.filterset import Filterset
 from proxy.lists import UPDATES_LOG
 from proxy.policy import IllegalProblem
-from proxy.store import control, events
+from proxy.store import control, events, snapshot
 from proxy.store.engine import down_reason, session
 from proxy.yamlfile import Problem
 
@@ -75,6 +79,8 @@ class Overrides:
         self._updates = _Tail(data_dir / UPDATES_LOG)
         self._reviews = _Tail(data_dir / REVIEW_REQUESTS)
         self._policy_sha: str | None = None
+        self._snapshot_path = data_dir / snapshot.SNAPSHOT_FILE
+        self._saved: dict[str, object] | None = None  # what the file holds, to write changes only
         self._task: asyncio.Task[None] | None = None
         self._down: str | None = None
         self.refreshes = 0
@@ -88,6 +94,9 @@ class Overrides:
             3000,
             "Milliseconds between reading overrides and suspensions from the store.",
         )
+        # Here, not in running(): load runs once, before the proxy listens, so no request is
+        # decided without the last known suspensions even if the store is slow to answer.
+        self._restore()
 
     def configure(self, updated: set[str]) -> None:
         if (
@@ -95,6 +104,24 @@ class Overrides:
             and ctx.options.schoolgate_controls_refresh_ms <= 0
         ):
             raise exceptions.OptionsError("schoolgate_controls_refresh_ms must be positive")
+
+    def _restore(self) -> None:
+        """Put the last snapshot written to disk in force until the store answers."""
+        try:
+            found = snapshot.load(self._snapshot_path)
+        except ValueError as exc:
+            log.error("%s unreadable, starting with no overrides: %s", self._snapshot_path, exc)
+            return
+        if found is None or self.loader.controls is not NO_CONTROLS:
+            return
+        self.loader.controls = found
+        self._saved = snapshot.content(found)
+        log.info(
+            "%d suspension(s) and %d override(s) restored from %s until the store answers",
+            sum(len(s) for s in found.suspensions.values()),
+            len(found.overrides),
+            self._snapshot_path,
+        )
 
     async def running(self) -> None:
         self._observe_policy(self.loader.filterset, "start")
@@ -136,7 +163,7 @@ class Overrides:
         now = datetime.now(UTC)
         try:
             with session(self.store.engine, read_only=True) as s:
-                snapshot = control.load_controls(s, now)
+                fresh = control.load_controls(s, now)
                 due = control.expiries_due(s, now)
         except Exception as exc:
             reason = down_reason(exc)
@@ -145,10 +172,23 @@ class Overrides:
             self._down = reason
             return
         self._down = None
-        self.loader.controls = snapshot
+        self.loader.controls = fresh
         self.refreshes += 1
         if due:
             self.store.record(events.sweep())
+        self._keep(fresh)
+
+    def _keep(self, fresh: Controls) -> None:
+        """Write the snapshot to disk when it changed, for a start with the store down."""
+        data = snapshot.content(fresh)
+        if data == self._saved:
+            return
+        try:
+            snapshot.save(self._snapshot_path, fresh)
+        except OSError as exc:
+            log.error("cannot keep the snapshot in %s: %s", self._snapshot_path, exc)
+            return
+        self._saved = data
 
     def _swapped(self, old: Filterset, new: Filterset, what: str) -> None:
         if what not in ("policy", "settings"):
