@@ -299,3 +299,20 @@ def test_load_policy_alone_knows_nothing_of_the_settings() -> None:
     """The policy on its own compiles; it is the filterset that puts the illegal lists in."""
     policy = load_policy(ROOT / "config" / "policy.yaml")
     assert policy.appliance_lists == frozenset()
+
+
+def test_an_illegal_list_the_policy_never_names_cannot_be_overridden(config: Path) -> None:
+    """A CTIRU entry is refused for an override even when the policy has no terrorism category."""
+    edit(config, "  terrorism:   {lists: [ctiru], illegal: true}\n", "")
+    code, _, err = invoke(
+        *("override", "request", "terror-demo.example", "--for", "group:staff", "--days", "1"),
+        *("--reason", "research", "--by", "j.meer", "--config", str(config)),
+    )
+    assert code == 1
+    assert "that address is on an illegal list: it can never be overridden" in err
+    code, _, err = invoke(
+        *("override", "request", "--category", "terrorism", "--for", "everyone"),
+        *("--reason", "research", "--by", "j.meer", "--config", str(config)),
+    )
+    assert code == 1
+    assert "category 'terrorism' is illegal" in err
