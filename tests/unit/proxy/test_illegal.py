@@ -316,3 +316,17 @@ def test_an_illegal_list_the_policy_never_names_cannot_be_overridden(config: Pat
     )
     assert code == 1
     assert "category 'terrorism' is illegal" in err
+
+
+def test_renaming_an_illegal_category_is_not_a_drop(config: Path, tmp_path: Path) -> None:
+    """The list stays in an illegal category under another name: apply accepts it."""
+    edited = edited_copy(
+        config,
+        tmp_path,
+        "child_abuse: {lists: [iwf], illegal: true}",
+        "iwf_images: {lists: [iwf], illegal: true}",
+    )
+    code, out, err = apply(config, edited, "--dry-run")
+    assert code == 0, err
+    assert "category added: iwf_images" in out
+    assert "category removed: child_abuse" in out
