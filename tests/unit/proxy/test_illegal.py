@@ -9,6 +9,7 @@ apply`` make of it.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -229,31 +230,40 @@ def apply(config: Path, edited: Path, *extra: str) -> tuple[int, str, str]:
 def edited_copy(config: Path, tmp_path: Path, old: str, new: str) -> Path:
     text = (config / "policy.yaml").read_text("utf-8")
     assert old in text
-    edited = tmp_path / "edited.yaml"
+    edited = config / "edited.yaml"  # beside content-phrases.yaml, which the policy uses
     edited.write_text(text.replace(old, new, 1), "utf-8")
     return edited
 
 
 @pytest.mark.parametrize(
-    ("old", "new"),
+    ("old", "new", "why"),
     [
         (
             "child_abuse: {lists: [iwf], illegal: true}",
             "child_abuse: {lists: [iwf], illegal: false}",
+            "category 'child_abuse' holds list 'iwf' of illegal source 'iwf'",
         ),
-        ("  child_abuse: {lists: [iwf], illegal: true}\n", ""),
-        ("      doh: blocked\n", "      doh: blocked\n      child_abuse: acceptable\n"),
+        (
+            "  child_abuse: {lists: [iwf], illegal: true}\n",
+            "",
+            "an illegal list cannot be dropped from the policy",
+        ),
+        (
+            "      doh: blocked\n",
+            "      doh: blocked\n      child_abuse: acceptable\n",
+            "category 'child_abuse' is illegal: no group can open it",
+        ),
     ],
     ids=["relabel", "drop", "open"],
 )
 def test_dry_run_refuses_and_never_shows_an_illegal_list_opening(
-    config: Path, tmp_path: Path, old: str, new: str
+    config: Path, tmp_path: Path, old: str, new: str, why: str
 ) -> None:
     """--dry-run refuses with FILE:LINE and shows no impact, so never "→ acceptable"."""
     edited = edited_copy(config, tmp_path, old, new)
     code, out, err = apply(config, edited, "--dry-run")
     assert code == 1
-    assert f"{edited}:" in err
+    assert re.search(rf"{re.escape(str(edited))}:\d+: .*{re.escape(why)}", err), err
     assert "→" not in out
     assert "impact" not in out
 
