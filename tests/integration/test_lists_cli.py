@@ -370,8 +370,10 @@ def test_forcing_it_is_recorded_with_the_counts_per_list(
     assert "ut1/adult: gone (was 1026 entries)" in out
     row = records(tmp_path)[-1]
     assert (row["result"], row["forced"], row["by"]) == ("updated", True, "it.tech")
-    assert row["lists"]["ut1/adult"] == [1026, None]
-    assert row["lists"]["ut1/games"] == [487, 974]
+    counts = row["lists"]
+    assert isinstance(counts, dict)
+    assert counts["ut1/adult"] == [1026, None]
+    assert counts["ut1/games"] == [487, 974]
 
 
 @pytest.fixture
