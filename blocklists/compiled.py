@@ -58,8 +58,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import mmap
 import os
+import shutil
 import struct
 import time
 from array import array
@@ -72,6 +74,7 @@ import xxhash
 
 from blocklists.index import NO_HITS, Hit, hashed_hit_entry, path_prefixes
 
+log = logging.getLogger(__name__)
 MAGIC = b"SGLIDX\r\n"
 VERSION = 1
 _HEADER = struct.Struct("<8sIIQQ")
@@ -415,6 +418,107 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise IndexFormatError(f"{path}: cannot read index: {exc}") from None
 
 
+def read_header(path: Path) -> tuple[int, int]:
+    """(checksum, whole file size) from an index file's header, read without mapping it."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(_HEADER.size)
+    except OSError as exc:
+        raise IndexFormatError(f"{path}: cannot read index: {exc}") from None
+    if len(head) < _HEADER.size:
+        raise IndexFormatError(f"{path}: too short to be an index")
+    magic, version, _, body_len, checksum = _HEADER.unpack(head)
+    if magic != MAGIC or version != VERSION:
+        raise IndexFormatError(f"{path}: not a version {VERSION} Schoolgate index")
+    return checksum, _HEADER.size + body_len
+
+
+SNAPSHOT_MODE = 0o400  # nobody writes a snapshot in place, not even the service user
+_STALE_TMP_S = 60.0
+
+
+def open_private(path: Path, private_dir: Path, *, cache_size: int = 16384) -> CompiledIndex:
+    """Open the index at ``path`` through a verified snapshot in ``private_dir``.
+
+    The snapshot is a copy of ``path`` named by its checksum (``CHECKSUM-SIZE.idx``,
+    mode 0400, in a 0700 folder): the first process copies and verifies it, the
+    others (the workers) map the same file, so the pages stay shared. What happens
+    to ``path`` afterwards (written in place, truncated, ``cp`` over it) never
+    reaches a mapping. When the folder cannot be used (permissions, a full disk),
+    the index is read into private memory instead, with the same checks.
+    Raises ``IndexFormatError`` when ``path`` itself is not a good index.
+    """
+    for _ in range(3):  # the live file may be replaced between reading it and copying it
+        checksum, size = read_header(path)
+        snap = private_dir / f"{checksum:016x}-{size}.idx"
+        try:
+            index = _open_snapshot(path, snap, checksum, cache_size)
+        except _Retry:
+            continue
+        except OSError as exc:
+            log.warning("lists: cannot use %s (%s); reading the index into memory", snap, exc)
+            return CompiledIndex(path, cache_size=cache_size, copy=True)
+        _remove_other_snapshots(private_dir, snap)
+        return index
+    raise IndexFormatError(f"{path}: changed three times while being opened")
+
+
+class _Retry(Exception):
+    """The live file changed while being copied: start again from its header."""
+
+
+def _open_snapshot(path: Path, snap: Path, checksum: int, cache_size: int) -> CompiledIndex:
+    """Map ``snap`` (made from ``path`` if missing or not intact)."""
+    try:
+        index = CompiledIndex(snap, cache_size=cache_size)
+        if index.checksum == checksum:
+            return index
+        problem = "not the index its name says"
+    except IndexFormatError as exc:
+        problem = str(exc) if snap.exists() else ""
+    if problem:
+        log.warning("lists: snapshot %s: %s; copying the index again", snap, problem)
+        snap.unlink(missing_ok=True)
+    snap.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(snap.parent, 0o700)
+    tmp = snap.with_name(f".{snap.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(path, tmp)  # copy_file_range: in the kernel, no user-space pass
+        os.chmod(tmp, SNAPSHOT_MODE)
+        try:
+            index = CompiledIndex(tmp, cache_size=cache_size)  # checks what was copied
+        except IndexFormatError:
+            raise _Retry from None
+        if index.checksum != checksum:
+            raise _Retry
+        try:
+            os.link(tmp, snap)  # only if absent: two workers never map different copies
+        except FileExistsError:
+            del index
+            return CompiledIndex(snap, cache_size=cache_size)
+        index.path = snap
+        return index
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_other_snapshots(private_dir: Path, keep: Path) -> None:
+    """Unlink older snapshots (a process still mapping one keeps its pages until it swaps)."""
+    now = time.time()
+    try:
+        entries = list(os.scandir(private_dir))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            old = entry.name.endswith(".idx") and entry.name != keep.name
+            # a temporary file is another process's copy in the making, unless abandoned
+            if old or (entry.name.endswith(".tmp") and now - entry.stat().st_mtime > _STALE_TMP_S):
+                os.unlink(entry.path)
+        except OSError:
+            continue
+
+
 class _Table:
     """Sorted u64 keys with a bucket directory, over the mapped file."""
 
@@ -431,6 +535,23 @@ class _Table:
         self.shift = 64 - bits
 
 
+def _map(path: Path, copy: bool) -> tuple[mmap.mmap, os.stat_result]:
+    """``path`` opened O_RDONLY and mapped ACCESS_READ, or read into anonymous memory."""
+    try:
+        with path.open("rb") as f:
+            stat = os.fstat(f.fileno())
+            if stat.st_size < _HEADER.size:
+                raise IndexFormatError(f"{path}: too short to be an index")
+            if not copy:
+                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), stat
+            mm = mmap.mmap(-1, stat.st_size)
+            if f.readinto(mm) != stat.st_size:
+                raise IndexFormatError(f"{path}: truncated while being read")
+            return mm, stat
+    except (OSError, ValueError) as exc:
+        raise IndexFormatError(f"{path}: cannot open index: {exc}") from None
+
+
 class CompiledIndex:
     """A compiled index file, mapped read-only; a ``Matcher``.
 
@@ -440,17 +561,20 @@ class CompiledIndex:
     it off (the bench reports both).
     """
 
-    def __init__(self, path: Path, *, verify: bool = True, cache_size: int = 16384) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        verify: bool = True,
+        cache_size: int = 16384,
+        copy: bool = False,
+    ) -> None:
+        """Map ``path`` read-only (``copy``: read it into private anonymous memory)."""
         started = time.perf_counter()
         self.path = path
-        try:
-            with path.open("rb") as f:
-                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-                self.stat = os.fstat(f.fileno())
-        except (OSError, ValueError) as exc:
-            raise IndexFormatError(f"{path}: cannot open index: {exc}") from None
-        if len(self._mm) < _HEADER.size:
-            raise IndexFormatError(f"{path}: too short to be an index")
+        self.copied = copy
+        self.closed_reason = ""  # why verify() found the mapping changed under it
+        self._mm, self.stat = _map(path, copy)
         magic, version, meta_len, body_len, checksum = _HEADER.unpack_from(self._mm, 0)
         if magic != MAGIC:
             raise IndexFormatError(f"{path}: not a Schoolgate index")
@@ -458,6 +582,8 @@ class CompiledIndex:
             raise IndexFormatError(f"{path}: index version {version}, expected {VERSION}")
         if len(self._mm) != _HEADER.size + body_len:
             raise IndexFormatError(f"{path}: truncated index ({len(self._mm)} bytes)")
+        self.checksum: int = checksum
+        self._header = bytes(self._mm[: _HEADER.size])
         whole = memoryview(self._mm)
         meta_view = whole[_HEADER.size : _HEADER.size + meta_len]
         if verify and xxhash.xxh3_64_intdigest(whole[_HEADER.size :]) != checksum:
@@ -503,8 +629,55 @@ class CompiledIndex:
         self.load_seconds = time.perf_counter() - started
 
     @classmethod
-    def open(cls, path: Path, *, verify: bool = True, cache_size: int = 16384) -> CompiledIndex:
-        return cls(path, verify=verify, cache_size=cache_size)
+    def open(
+        cls, path: Path, *, verify: bool = True, cache_size: int = 16384, copy: bool = False
+    ) -> CompiledIndex:
+        return cls(path, verify=verify, cache_size=cache_size, copy=copy)
+
+    # -- checking the mapping under a running proxy ---------------------------------------
+
+    def verify(self) -> bool:
+        """Whether the mapped bytes are still the ones checked at open (size, header, checksum).
+
+        Only a file changed in place can fail this (the compiler always renames a new
+        one). On failure the index *fails closed* for good: ``match`` raises
+        ``IndexFormatError``, which the filter turns into a block, until the proxy
+        swaps in a good index. The size is checked first, through the mapping's own
+        descriptor, so a truncated file is not read (reading past its end is SIGBUS).
+        """
+        if self.closed_reason:
+            return False
+        reason = ""
+        try:
+            if not self.copied and self._mm.size() != len(self._mm):
+                reason = f"size changed to {self._mm.size()} bytes"
+        except OSError as exc:
+            reason = f"cannot stat: {exc}"
+        if not reason and self._mm[: _HEADER.size] != self._header:
+            reason = "header changed"
+        if not reason:
+            body = memoryview(self._mm)[_HEADER.size :]
+            if xxhash.xxh3_64_intdigest(body) != self.checksum:
+                reason = "checksum mismatch"
+            body.release()
+        if reason:
+            self.fail_closed(f"{self.path}: changed in place while mapped ({reason})")
+            return False
+        return True
+
+    def fail_closed(self, reason: str) -> None:
+        """From now on every lookup raises ``IndexFormatError`` (the filter blocks)."""
+        self.closed_reason = reason
+
+        def closed(*_: object) -> Any:
+            raise IndexFormatError(reason)
+
+        # instance attributes shadow the methods: the hot path pays nothing for the check
+        self.match = closed  # type: ignore[method-assign,assignment]
+        self.has_paths = closed  # type: ignore[method-assign,assignment]
+        self._cache.clear()
+        self._old.clear()
+        self._path_memo.clear()
 
     # -- the hot path -----------------------------------------------------------------
 

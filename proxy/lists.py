@@ -21,13 +21,20 @@ import json
 import logging
 import os
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from blocklists.compiled import CompiledBuilder, CompiledIndex, IndexFormatError, read_meta
+from blocklists.compiled import (
+    CompiledBuilder,
+    CompiledIndex,
+    IndexFormatError,
+    open_private,
+    read_meta,
+)
 from blocklists.fetch import fetch, redact_url
 from blocklists.formats import ListError, SourceReport, read_source
 from blocklists.index import Matcher
@@ -48,6 +55,7 @@ log = logging.getLogger(__name__)
 INDEX_FILE = "lists.idx"
 UPDATES_LOG = "list-updates.jsonl"
 SOURCES_DIR = "sources"
+MAPPED_DIR = "mapped"
 
 
 def index_path(settings: Settings) -> Path:
@@ -142,24 +150,53 @@ def _is_stale(settings: Settings, path: Path) -> bool:
     )
 
 
+def mapped_dir(settings: Settings) -> Path:
+    """The private folder of the verified snapshots the proxy maps (``open_private``)."""
+    return settings.data_dir / MAPPED_DIR
+
+
+# Every index build_matcher has handed out and someone still holds: what index_stamp
+# verifies on the reload timer (usually one; two for a moment during a swap).
+_LIVE: weakref.WeakSet[CompiledIndex] = weakref.WeakSet()
+
+
 def build_matcher(settings: Settings) -> Matcher:
-    """The compiled index, compiled first if missing or stale; raises ``ListError``."""
+    """The compiled index, compiled first if missing or stale; raises ``ListError``.
+
+    It is mapped through a verified private snapshot (``open_private``). A live
+    index that fails its checksum (changed in place, truncated, a foreign file)
+    is compiled again from the sources; when that fails too, ``ListError`` says
+    both in one line, and the caller keeps its last good index or refuses to start.
+    """
     path = index_path(settings)
+    compiled = False
     if not path.exists() or _is_stale(settings, path):
         try:
             compile_index(settings)
+            compiled = True
         except (ListError, IndexFormatError, OSError) as exc:
             if not path.exists():
                 raise ListError(str(exc)) from None
             log.warning("lists: cannot compile (%s); keeping the previous index %s", exc, path)
     try:
-        return CompiledIndex.open(path)
+        index = open_private(path, mapped_dir(settings))
     except IndexFormatError as exc:
-        raise ListError(str(exc)) from None
+        if compiled:
+            raise ListError(str(exc)) from None
+        log.warning("lists: %s; compiling it again from the sources", exc)
+        try:
+            compile_index(settings)
+            index = open_private(path, mapped_dir(settings))
+        except (ListError, IndexFormatError, OSError) as again:
+            raise ListError(f"{exc}, and it cannot be compiled again: {again}") from None
+    _LIVE.add(index)
+    return index
 
 
 def index_stamp(settings: Settings) -> object:
-    """Changes when a new index is renamed into place, or a source's local copy changes."""
+    """Changes when a new index is renamed into place, a source's local copy changes, or
+    an index in use fails its checksum (``CompiledIndex.verify``, on every call: about
+    4 ms per 16 MB here; it then fails closed until a good index is swapped in)."""
     try:
         st = index_path(settings).stat()
         index: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -171,7 +208,14 @@ def index_stamp(settings: Settings) -> object:
         for name, src in settings.sources.items()
         if not (src.url and fetched_path(settings, name, src).exists())
     )
-    return (index, copies)
+    broken = []
+    for live in list(_LIVE):
+        known = bool(live.closed_reason)
+        if not live.verify():
+            broken.append(id(live))
+            if not known:
+                log.error("lists: %s; blocking everything until it is rebuilt", live.closed_reason)
+    return (index, copies, tuple(sorted(broken)))
 
 
 # -- updates ------------------------------------------------------------------------------
