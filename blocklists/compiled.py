@@ -56,6 +56,7 @@ bounded per-process memo described on ``CompiledIndex``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -433,6 +434,31 @@ def read_header(path: Path) -> tuple[int, int]:
     return checksum, _HEADER.size + body_len
 
 
+def verify_file(path: Path) -> tuple[int, int]:
+    """(checksum, size) of an index file whose body matches its checksum; read with
+    ``read()``, never mapped, so a file truncated meanwhile is an error, not SIGBUS."""
+    checksum, size = read_header(path)
+    digest = xxhash.xxh3_64()
+    try:
+        with path.open("rb", buffering=0) as f:
+            f.seek(_HEADER.size)
+            left = size - _HEADER.size
+            while left > 0:
+                chunk = f.read(min(left, _READ_CHUNK))
+                if not chunk:
+                    raise IndexFormatError(f"{path}: truncated index")
+                digest.update(chunk)
+                left -= len(chunk)
+            if f.read(1):
+                raise IndexFormatError(f"{path}: longer than its header says")
+    except OSError as exc:
+        raise IndexFormatError(f"{path}: cannot read index: {exc}") from None
+    if digest.intdigest() != checksum:
+        raise IndexFormatError(f"{path}: checksum mismatch; the index is corrupt")
+    return checksum, size
+
+
+_READ_CHUNK = 1 << 22
 SNAPSHOT_MODE = 0o400  # nobody writes a snapshot in place, not even the service user
 _STALE_TMP_S = 60.0
 
@@ -446,10 +472,11 @@ def open_private(path: Path, private_dir: Path, *, cache_size: int = 16384) -> C
     to ``path`` afterwards (written in place, truncated, ``cp`` over it) never
     reaches a mapping. When the folder cannot be used (permissions, a full disk),
     the index is read into private memory instead, with the same checks.
-    Raises ``IndexFormatError`` when ``path`` itself is not a good index.
+    ``path`` itself is verified every time (a snapshot named after its header would
+    hide a body damaged since); ``IndexFormatError`` when it is not a good index.
     """
     for _ in range(3):  # the live file may be replaced between reading it and copying it
-        checksum, size = read_header(path)
+        checksum, size = verify_file(path)
         snap = private_dir / f"{checksum:016x}-{size}.idx"
         try:
             index = _open_snapshot(path, snap, checksum, cache_size)
@@ -486,18 +513,15 @@ def _open_snapshot(path: Path, snap: Path, checksum: int, cache_size: int) -> Co
         shutil.copyfile(path, tmp)  # copy_file_range: in the kernel, no user-space pass
         os.chmod(tmp, SNAPSHOT_MODE)
         try:
-            index = CompiledIndex(tmp, cache_size=cache_size)  # checks what was copied
+            if read_header(tmp)[0] != checksum:
+                raise _Retry
+            CompiledIndex(tmp, cache_size=0)  # checks what was copied, before it is named
         except IndexFormatError:
             raise _Retry from None
-        if index.checksum != checksum:
-            raise _Retry
-        try:
+        with contextlib.suppress(FileExistsError):
             os.link(tmp, snap)  # only if absent: two workers never map different copies
-        except FileExistsError:
-            del index
-            return CompiledIndex(snap, cache_size=cache_size)
-        index.path = snap
-        return index
+        # mapped by its own name (so /proc/PID/maps names it), and checked again
+        return CompiledIndex(snap, cache_size=cache_size)
     finally:
         tmp.unlink(missing_ok=True)
 
