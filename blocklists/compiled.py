@@ -3,7 +3,8 @@
 Build it with ``CompiledBuilder`` (a ``ListSink``: the readers in ``formats``
 feed it), ``write()`` it (temporary name, fsync, rename), and open it with
 ``CompiledIndex.open()``, which checks the header and checksum. It answers the
-same ``Matcher`` protocol, with the same hits, as ``MemoryIndex``.
+same ``Matcher`` protocol, with the same hits, as ``MemoryIndex``. The proxy
+opens it with ``open_private()`` instead (see "On disk" below).
 
 File layout (all integers little-endian)::
 
@@ -47,6 +48,43 @@ loads in a few ms (map + checksum), and stores no host strings: the entry a hit
 reports is the suffix that was looked up. Two hosts share a 64-bit hash with
 probability about n / 2^64 per probe (3.4M keys: 2e-13); two *entries* sharing
 one is detected at compile time and fails the build.
+
+On disk, and why the proxy maps a private snapshot: only the compiler writes an
+index, and always under a new name (temporary file, fsync, rename, fsync of the
+folder), so a mapping never sees its file change. Anyone else writing the live
+``lists.idx`` in place (a stray write, ``truncate``, ``cp other.idx lists.idx``,
+which truncates and rewrites the *same inode*) used to reach every worker's
+mapping: zeroed filters let adult and gambling through, and a truncated file
+killed the workers with SIGBUS on the next lookup. Options weighed:
+
+* catch SIGBUS: CPython cannot resume after a fault in a memoryview read; no.
+* ``MAP_PRIVATE``: pages not yet copied still show the file's changes, and a
+  truncation is still SIGBUS; no.
+* read it into private anonymous memory after verifying: immune to anything done
+  to any file, but one copy per worker (the full-size index is 66 MB: 264 MB with
+  four workers), against the README's promise of one shared copy.
+* a hard link in a private folder: the same inode, so ``cp`` still reaches it; no.
+* chosen: ``open_private()`` copies the verified ``lists.idx`` (kernel
+  ``copy_file_range``) to ``mapped/CHECKSUM-SIZE.idx`` (0400, folder 0700),
+  checks the copy, and maps that; the first process copies, the workers find it
+  by name and map the same file, so the pages stay shared. Nothing but this
+  module writes there, so no change to ``lists.idx`` reaches a mapping, and the
+  live file is verified (``verify_file``, by ``read()``, never mapped) at every
+  open: a damaged one is compiled again from the sources (``proxy.lists``).
+  If the folder cannot be used (permissions, a full disk) the index is read into
+  private memory instead, with the same checks.
+
+What is left: someone who writes the snapshot itself (root, in the private folder,
+after a chmod). ``verify()`` on the reload timer catches that (size through the
+mapping's descriptor first, so a truncated file is not read; then header and
+checksum) and the index *fails closed*: every lookup raises, the filter blocks,
+until a good index is swapped in. Between the write and the next check (at most
+``schoolgate_reload_ms``, 2 s by default) a host looked up for the first time may
+miss; a truncation in that window can still SIGBUS a worker, which the
+supervisor restarts. Measured with ``make bench`` in one run on a shared, loaded
+2-core VM (ratios matter, not absolutes):
+
+    FIGURES
 
 A miss allocates no result: it returns the shared ``NO_HITS``. CPython still
 makes the short-lived ``bytes`` of the host and the hash ``int`` (freed at once),

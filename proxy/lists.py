@@ -1,17 +1,23 @@
 """The list sources the settings name, compiled into one index file, and their updates.
 
 The proxy, ``check``, ``explain`` and ``lists lookup`` all get their index from
-``build_matcher``, so they see the same entries. It opens the compiled index
-``DATA_DIR/lists.idx`` with mmap (every worker shares one copy), compiling it
-first when it is missing or older than its sources. ``index_stamp`` is what the
-running proxy polls: it changes when a new index is renamed into place (by
-``lists compile`` or ``lists update``) or when a source changes on disk, and the
-proxy then calls ``build_matcher`` again and swaps the new matcher in whole;
-requests in flight keep the old mapping until they finish.
+``build_matcher``, so they see the same entries. It verifies the compiled index
+``DATA_DIR/lists.idx`` and maps a private snapshot of it (``DATA_DIR/mapped/``,
+``blocklists.compiled.open_private``: every worker shares one copy, and nothing
+written to ``lists.idx`` in place reaches it), compiling it first when it is
+missing or older than its sources. ``index_stamp`` is what the running proxy
+polls: it changes when a new index is renamed into place (by ``lists compile``
+or ``lists update``), when ``lists.idx`` is touched at all, when a source changes
+on disk, or when an index in use fails its checksum; the proxy then calls
+``build_matcher`` again and swaps the new matcher in whole; requests in flight
+keep the old mapping until they finish.
 
 Failure policy: if compiling fails and an index is already there, that index
-stays in use (a warning is logged); with no index at all, ``ListError`` is
-raised and the proxy keeps its last good filterset, or fails closed.
+stays in use (a warning is logged). A ``lists.idx`` that fails its checksum is
+compiled again from the sources; if that fails too, or there is no index at all,
+``ListError`` (one line) is raised: the proxy keeps its last good filterset, or
+refuses to start. An index in use that fails its checksum fails closed (every
+lookup raises, the filter blocks) until a good one is swapped in.
 """
 
 from __future__ import annotations
