@@ -245,7 +245,10 @@ class UpdateResult:
     problems: list[str] = field(default_factory=list)
 
     def list_counts(self) -> dict[str, list[int | None]]:
-        """Every list's [before, after] (None where it is absent), for the change log."""
+        """Every list's [before, after] (None where it is absent), for the change log;
+        nothing when the new copy was never read (a failed download)."""
+        if self.after is None:
+            return {}
         before = self.lists_before or {}
         names = sorted(before.keys() | self.lists_after.keys())
         return {n: [before.get(n), self.lists_after.get(n)] for n in names}
