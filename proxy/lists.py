@@ -26,6 +26,7 @@ import getpass
 import json
 import logging
 import os
+import threading
 import time
 import weakref
 from collections.abc import Iterable
@@ -164,6 +165,7 @@ def mapped_dir(settings: Settings) -> Path:
 # Every index build_matcher has handed out and someone still holds: what index_stamp
 # verifies on the reload timer (usually one; two for a moment during a swap).
 _LIVE: weakref.WeakSet[CompiledIndex] = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()  # the reload builds in a thread while the loop verifies
 
 
 def build_matcher(settings: Settings) -> Matcher:
@@ -195,7 +197,8 @@ def build_matcher(settings: Settings) -> Matcher:
             index = open_private(path, mapped_dir(settings))
         except (ListError, IndexFormatError, OSError) as again:
             raise ListError(f"{exc}, and it cannot be compiled again: {again}") from None
-    _LIVE.add(index)
+    with _LIVE_LOCK:
+        _LIVE.add(index)
     return index
 
 
@@ -215,7 +218,9 @@ def index_stamp(settings: Settings) -> object:
         if not (src.url and fetched_path(settings, name, src).exists())
     )
     broken = []
-    for live in list(_LIVE):
+    with _LIVE_LOCK:
+        in_use = list(_LIVE)
+    for live in in_use:
         known = bool(live.closed_reason)
         if not live.verify():
             broken.append(id(live))
