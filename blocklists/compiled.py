@@ -559,7 +559,12 @@ def _open_snapshot(path: Path, snap: Path, checksum: int, cache_size: int) -> Co
         with contextlib.suppress(FileExistsError):
             os.link(tmp, snap)  # only if absent: two workers never map different copies
         # mapped by its own name (so /proc/PID/maps names it), and checked again
-        return CompiledIndex(snap, cache_size=cache_size)
+        try:
+            return CompiledIndex(snap, cache_size=cache_size)
+        except IndexFormatError:
+            if snap.exists():
+                raise
+            raise _Retry from None  # removed meanwhile by a process opening a newer index
     finally:
         tmp.unlink(missing_ok=True)
 
