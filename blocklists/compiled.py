@@ -81,10 +81,31 @@ checksum) and the index *fails closed*: every lookup raises, the filter blocks,
 until a good index is swapped in. Between the write and the next check (at most
 ``schoolgate_reload_ms``, 2 s by default) a host looked up for the first time may
 miss; a truncation in that window can still SIGBUS a worker, which the
-supervisor restarts. Measured with ``make bench`` in one run on a shared, loaded
-2-core VM (ratios matter, not absolutes):
+supervisor restarts. Measured by ``bench_opening`` (part of ``make bench``, here run
+alone for both list sets) in one run on a shared 2-core VM loaded by other builds
+(ratios within a row group matter, not absolutes):
 
-    FIGURES
+    way to open (fresh process)   load, min of 3          cold lookups/s   PSS, 2 processes
+    sample lists, 14.5 MB index
+      lists.idx mapped (before)     1.1 ms                 102k             +6.9 / +6.9 MB
+      private snapshot              60 ms first, 30 next   129k             +7.0 / +7.1 MB
+      copy in private memory        58 ms                  115k             +13.8 / +13.8 MB
+    full-size (3.4M entries), 66.4 MB index
+      lists.idx mapped (before)     8.9 ms                 328k             +31.7 / +31.7 MB
+      private snapshot              85 ms first, 44 next   239k             +31.6 / +31.6 MB
+      copy in private memory        87 ms                  296k             +63.5 / +63.5 MB
+    verify() on the reload timer: 0.6 ms (sample), 3.5 ms (full size), every 2 s by default
+
+The lookups run the same code over the same kind of mapping in all three; their
+spread is the load on the VM (the same code moved by up to 3x between this run and
+a whole ``make bench`` run just before it). Load time grows from one checksum pass
+to three (the live file by ``read()``, the copy, the mapping) plus a kernel copy
+for the first process: still well under the second DESIGN.md allows, paid at start
+and per reload, not per request. The snapshot keeps the sharing (each of two
+processes is charged half the mapping); a copy per worker doubles the memory. The
+checksum on the reload timer runs on the event loop: 3.5 ms every 2 s at full size
+(xxhash releases the GIL, so moving ``index_stamp`` into a thread would take it
+off).
 
 A miss allocates no result: it returns the shared ``NO_HITS``. CPython still
 makes the short-lived ``bytes`` of the host and the hash ``int`` (freed at once),

@@ -204,8 +204,9 @@ def build_matcher(settings: Settings) -> Matcher:
 
 def index_stamp(settings: Settings) -> object:
     """Changes when a new index is renamed into place, a source's local copy changes, or
-    an index in use fails its checksum (``CompiledIndex.verify``, on every call: about
-    4 ms per 16 MB here; it then fails closed until a good index is swapped in)."""
+    an index in use fails its checksum (``CompiledIndex.verify``, on every call: 0.6 ms
+    for the sample's 14.5 MB index, 3.5 ms at full size, 66 MB; a failed one fails
+    closed until a good index is swapped in)."""
     try:
         st = index_path(settings).stat()
         index: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
