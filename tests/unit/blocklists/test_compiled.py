@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -357,3 +358,27 @@ def test_an_unusable_private_folder_falls_back_to_private_memory(tmp_path: Path)
     path.write_bytes(b"")
     assert index.verify()
     assert index.match("example.com")
+
+
+def test_write_fsyncs_the_file_then_renames_then_fsyncs_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash can leave the old index or the whole new one, never a half-written file."""
+    calls: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "fsync file")
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        calls.append(f"rename {Path(src).name} -> {Path(dst).name}")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    build(ENTRIES)[1].write(tmp_path / "lists.idx")
+    assert calls[0] == "fsync file"
+    assert calls[1].startswith("rename .lists.idx.")
+    assert calls[1].endswith(" -> lists.idx")
+    assert calls[2] == "fsync dir"
