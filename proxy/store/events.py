@@ -218,7 +218,11 @@ def _list_update(session: Session, event: Event) -> Change | None:
         actor=data.get("by"),
         subject=f"source {data.get('source')}: {data.get('result')}",
         reason=data.get("reason"),
-        details={k: data.get(k) for k in ("source", "url", "result", "before", "after", "forced")},
+        details={
+            k: data.get(k)
+            # lists: entries per list [before, after]; problems: the lists that stopped it
+            for k in ("source", "url", "result", "before", "after", "forced", "lists", "problems")
+        },
     )
 
 
