@@ -132,7 +132,7 @@ from typing import Any, Literal
 
 import xxhash
 
-from blocklists.index import NO_HITS, Hit, hashed_hit_entry, path_prefixes
+from blocklists.index import NO_HITS, Hit, hashed_hit_entry, host_suffixes, path_prefixes
 
 log = logging.getLogger(__name__)
 MAGIC = b"SGLIDX\r\n"
@@ -912,7 +912,7 @@ class CompiledIndex:
             for prefix in path_prefixes(path):
                 chunks.append(prefix[end:].encode())
                 end = len(prefix)
-        for suffix in _suffixes(host):
+        for suffix in host_suffixes(host):
             running = hashlib.sha256(suffix.encode())
             digest = running.digest()
             for chunk in (b"", *chunks):
@@ -954,11 +954,3 @@ class CompiledIndex:
 def _base(host: str) -> bytes:
     """The last two labels: ``a.b.example.com`` -> ``example.com``."""
     return ".".join(host.rsplit(".", 2)[-2:]).encode()
-
-
-def _suffixes(host: str) -> Iterator[str]:
-    yield host
-    start = host.find(".")
-    while start != -1:
-        yield host[start + 1 :]
-        start = host.find(".", start + 1)

@@ -249,13 +249,6 @@ def read_source(
     return report
 
 
-def read_iwf(
-    path: Path, source: str, sink: ListSink, *, max_bad: int = DEFAULT_MAX_BAD
-) -> SourceReport:
-    """Read an IWF-style list (URLs or SHA-256 hashes), all in list ``SOURCE``, hashed."""
-    return read_source("iwf", path, source, sink, max_bad=max_bad)
-
-
 def _alias_target(entry: Path, root: Path) -> str | None:
     """The category an alias entry (a symlink, or a file naming a sibling) points to."""
     if entry.is_symlink():

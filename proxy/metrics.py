@@ -20,7 +20,6 @@ every worker maps the same index, so they agree).
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
@@ -55,12 +54,6 @@ LOOKUP_BUCKETS = (
     0.01,
     0.1,
 )
-
-
-def multiprocess_dir() -> Path | None:
-    """The shared folder of multiprocess mode, when this process runs as a worker."""
-    value = os.environ.get(MULTIPROC_ENV)
-    return Path(value) if value else None
 
 
 class FilterMetrics:
