@@ -50,6 +50,7 @@ from proxy.content.phrases import CATEGORY_WORDS, Scores
 from proxy.content.stream import Kind, StreamScorer
 from proxy.incidents.searchterms import extract_search
 from proxy.policy import ContentRule, Group
+from proxy.watch import FileWatch
 
 log = logging.getLogger("schoolgate.content")
 
@@ -103,6 +104,7 @@ class ContentAnalysis:
         self.learned: LearnedList | None = None
         self._scores: OrderedDict[str, Scores] = OrderedDict()
         self._watcher: asyncio.Task[None] | None = None
+        self._files = FileWatch()
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -125,7 +127,10 @@ class ContentAnalysis:
     def _learned_list(self) -> LearnedList:
         path = self.loader.filterset.settings.data_dir / LEARNED_FILE
         if self.learned is None or self.learned.path != path:
+            # stamp first, then read: an append in between is read now and seen again later
+            self._files = FileWatch([path])
             self.learned = LearnedList(path)
+            self.learned.refresh()
         return self.learned
 
     async def _watch(self) -> None:
@@ -133,7 +138,9 @@ class ContentAnalysis:
         while True:
             await asyncio.sleep(LEARNED_POLL_SECONDS)
             try:
-                self._learned_list().refresh()
+                learned = self._learned_list()
+                if self._files.changed():
+                    learned.refresh()
             except Exception:  # the watcher must outlive one bad read
                 log.exception("reading the learned list failed")
 

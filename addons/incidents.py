@@ -46,6 +46,7 @@ from proxy.incidents.keyedhash import load_or_create_key
 from proxy.incidents.retention import Housekeeper
 from proxy.incidents.searchterms import TERMS_FILE, TermMatcher, extract_search, load_terms
 from proxy.store.events import Event
+from proxy.watch import FileWatch
 from proxy.yamlfile import ConfigError
 
 log = logging.getLogger("schoolgate.incidents")
@@ -72,7 +73,7 @@ class Incidents:
         self.errors = 0
         self.raised = 0
         self._alerted: dict[tuple[str, str], float] = {}
-        self._stamps: tuple[tuple[int, int], ...] = ()
+        self._files = FileWatch(self.config_dir / name for name in (ESCALATION_FILE, TERMS_FILE))
         self._task: asyncio.Task[None] | None = None
         self._at_connect: WeakKeyDictionary[connection.Client, Decision] = WeakKeyDictionary()
 
@@ -85,23 +86,12 @@ class Incidents:
         self.key = load_or_create_key(self.loader.filterset.settings.data_dir)
         self._reload()
 
-    def _stamp(self) -> tuple[tuple[int, int], ...]:
-        stamps = []
-        for name in (ESCALATION_FILE, TERMS_FILE):
-            try:
-                stat = (self.config_dir / name).stat()
-                stamps.append((stat.st_mtime_ns, stat.st_size))
-            except OSError:
-                stamps.append((0, 0))
-        return tuple(stamps)
-
     def _reload(self) -> None:
         """(Re)load both files; a broken one keeps the last good tables and is logged.
 
         A missing file is a warning (an install from before incidents); a broken one is an
         error, which at start makes mitmproxy refuse to run, as a broken policy does.
         """
-        self._stamps = self._stamp()
         escalation_path = self.config_dir / ESCALATION_FILE
         if escalation_path.exists():
             try:
@@ -124,7 +114,7 @@ class Incidents:
         while True:
             await asyncio.sleep(ctx.options.schoolgate_reload_ms / 1000)
             try:
-                if self._stamp() != self._stamps:
+                if self._files.changed():
                     await asyncio.to_thread(self._reload)
                     log.info("reloaded %s and %s", ESCALATION_FILE, TERMS_FILE)
             except Exception:  # the watcher must outlive any one bad reload

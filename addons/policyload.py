@@ -17,21 +17,22 @@ from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
 from mitmproxy.utils.asyncio_utils import create_task
 
+from proxy.content.phrases import PHRASES_FILE
 from proxy.controls import NO_CONTROLS, Controls
 from proxy.filterset import Filterset, load_filterset
 from proxy.lists import ListError, build_matcher, index_stamp
 from proxy.policy import load_policy
 from proxy.settings import SETTINGS_FILE
+from proxy.watch import FileWatch
 from proxy.yamlfile import ConfigError, Problem
 
 log = logging.getLogger("schoolgate.reload")
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
+def _policy_files(config_dir: Path, filterset: Filterset) -> tuple[Path, Path, Path]:
+    """Settings, policy and the content phrases beside the policy: each edit reloads."""
+    source = filterset.policy.source
+    return (config_dir / SETTINGS_FILE, source, source.parent / PHRASES_FILE)
 
 
 class PolicyLoader:
@@ -47,8 +48,7 @@ class PolicyLoader:
         self.on_refused: list[Callable[[str, list[Problem]], None]] = []
         self.reloads = 0
         self.failures = 0
-        self._policy_mtime = _mtime(filterset.policy.source)
-        self._settings_mtime = _mtime(config_dir / SETTINGS_FILE)
+        self._files = FileWatch(_policy_files(config_dir, filterset))
         self._lists_stamp = index_stamp(filterset.settings)
         self._task: asyncio.Task[None] | None = None
 
@@ -81,45 +81,36 @@ class PolicyLoader:
                 log.exception("reload check failed")
 
     async def check_for_changes(self) -> None:
-        """Reload whatever changed on disk; settings first, since they name the rest."""
-        settings_mtime = _mtime(self.config_dir / SETTINGS_FILE)
-        policy_mtime = _mtime(self.filterset.policy.source)
+        """Reload whatever changed on disk; settings first, since they name the rest.
+
+        A changed policy (or its content phrases) and changed lists are two steps, each
+        kept or refused on its own, so a bad policy edit never holds back new lists."""
+        changed = self._files.changed()
         stamp = index_stamp(self.filterset.settings)
-        current = self.filterset
-        build: Callable[[], Filterset]
-        if settings_mtime != self._settings_mtime:
-            what = "settings"
-
-            def build() -> Filterset:
-                return load_filterset(self.config_dir)
-        elif stamp != self._lists_stamp:
-            what = "lists"
-
-            def build() -> Filterset:
-                return current.with_lists(build_matcher(current.settings))
-        elif policy_mtime != self._policy_mtime:
-            what = "policy"
-
-            def build() -> Filterset:
-                return current.with_policy(load_policy(current.policy.source))
+        lists, self._lists_stamp = stamp != self._lists_stamp, stamp
+        steps: list[tuple[str, Callable[[Filterset], Filterset]]] = []
+        if self.config_dir / SETTINGS_FILE in changed:
+            steps.append(("settings", lambda _: load_filterset(self.config_dir)))
         else:
-            return
-        self._settings_mtime, self._policy_mtime, self._lists_stamp = (
-            settings_mtime,
-            policy_mtime,
-            stamp,
-        )
-        try:
-            new = await asyncio.to_thread(build)
-        except ConfigError as exc:
-            self._failed(exc.problems, what)
-        except ListError as exc:
-            self._failed([Problem("", 0, str(exc))], what)
-        else:
-            self._swap(new, what)
+            if changed:
+                steps.append(("policy", lambda fs: fs.with_policy(load_policy(fs.policy.source))))
+            if lists:
+                steps.append(("lists", lambda fs: fs.with_lists(build_matcher(fs.settings))))
+        # A failed step is not retried until a file changes again.
+        for what, step in steps:
+            try:
+                new = await asyncio.to_thread(step, self.filterset)
+            except ConfigError as exc:
+                self._failed(exc.problems, what)
+            except ListError as exc:
+                self._failed([Problem("", 0, str(exc))], what)
+            else:
+                self._swap(new, what)
 
     def _swap(self, new: Filterset, what: str) -> None:
         old, self.filterset = self.filterset, new
+        # new settings may name another policy file: watch the files now in force
+        self._files.watch(_policy_files(self.config_dir, new))
         for hook in self.on_swap:
             hook(old, new, what)
         self.reloads += 1

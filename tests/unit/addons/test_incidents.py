@@ -122,7 +122,7 @@ def test_an_edited_table_is_picked_up_and_a_broken_one_keeps_the_last(rig: Any) 
     path = incidents.config_dir / "escalation.yaml"
     text = path.read_text(encoding="utf-8")
     path.write_text(text.replace("    pupil: [safeguarding]\n", "    pupil: [warning]\n"), "utf-8")
-    assert incidents._stamp() != incidents._stamps
+    assert incidents._files.changed() == {path}
     incidents._reload()
     assert incidents.escalation is not None
     edited = incidents.escalation
