@@ -11,6 +11,13 @@ stamp ``None``, so a file that appears or disappears counts as changed.
 Pure and synchronous (one ``stat`` per file per call): the addons call
 ``changed()`` from their own timer, so the core stays free of mitmproxy and
 of any event loop.
+
+In use: ``addons.policyload`` (settings, policy, content phrases),
+``addons.incidents`` (escalation, concerning terms), ``addons.content`` (the
+learned list). Still on their own stamps, to switch when their owners are done
+with them: ``addons.login`` (the users file), ``proxy.logins`` (the login
+bindings file). ``proxy.lists.index_stamp`` stays apart: it stamps whole list
+trees and checks the index in use, not a set of files.
 """
 
 from __future__ import annotations
