@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
+from types import ModuleType
 
 import click
 import pytest
 
 from proxy.cli import cli
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def commands() -> list[tuple[str, str | None]]:
@@ -32,3 +35,35 @@ def test_every_command_is_in_the_readme(name: str, sub: str | None) -> None:
         assert any(re.search(rf"\b{re.escape(sub)}\b", line) for line in lines), (
             f"README has no line for `schoolgate {name} {sub}`"
         )
+
+
+def _readme_cli() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("readme_cli", ROOT / "tools" / "readme_cli.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_command_reference_is_what_the_cli_generates() -> None:
+    """The README's command table equals tools/readme_cli.py's rendering of every --help."""
+    tool = _readme_cli()
+    block = tool.current(README)
+    assert block is not None, "README.md lost the cli-reference markers"
+    assert block == tool.render(cli), (
+        "README.md's command reference is stale: run .venv/bin/python tools/readme_cli.py"
+    )
+
+
+def test_the_command_reference_names_every_command_once() -> None:
+    """Every visible command has a row, none twice; hidden options (run --worker) stay out."""
+    tool = _readme_cli()
+    rows = [line for line in tool.render(cli).splitlines() if line.startswith("| `schoolgate ")]
+    assert len({row.split("`")[1] for row in rows}) == len(rows)
+    for name, sub in commands():
+        path = f"schoolgate {name} {sub}" if sub else f"schoolgate {name}"
+        assert any(re.match(rf"\| `{path}[ `]", row) for row in rows), path
+    (run,) = [row for row in rows if row.startswith("| `schoolgate run`")]
+    assert "`--workers " in run
+    assert "`--worker`" not in run
