@@ -19,7 +19,7 @@ Nothing opens an illegal category.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -135,8 +135,36 @@ def decide(
     overrides: Sequence[ActiveOverride] = (),
     suspended: ActiveSuspension | None = None,
     host: str | None = None,
+    rules: list[Rule] | None = None,
 ) -> Decision:
     """Decide for one request; ``url`` is None when only the ``host`` is known (CONNECT, SNI).
+
+    ``rules``, when given (``schoolgate explain``), receives every rule that
+    matched, the deciding one marked and each other saying why it was ignored;
+    the proxy passes none, and builds none of them.
+    """
+    decision = _decide(
+        policy, identity, url, hits, when, overrides=overrides, suspended=suspended, host=host
+    )
+    if rules is not None:
+        rules.extend(
+            _every_rule(policy, identity, url, hits, when, decision, overrides, suspended, host)
+        )
+    return decision
+
+
+def _decide(
+    policy: Policy,
+    identity: Identity,
+    url: CanonicalURL | None,
+    hits: Sequence[Hit],
+    when: datetime,
+    *,
+    overrides: Sequence[ActiveOverride] = (),
+    suspended: ActiveSuspension | None = None,
+    host: str | None = None,
+) -> Decision:
+    """The decision itself: the first rule in the order of precedence that applies.
 
     ``overrides`` are those covering this identity (``Controls.overrides_for``);
     ``suspended`` is this user's suspension in force, if any.
@@ -318,3 +346,207 @@ def _by_policy(
         group=identity.group,
         user=identity.user,
     )
+
+
+# ---- every rule that matched, for `schoolgate explain` ------------------------------------
+
+RuleKind = Literal[
+    "illegal", "suspension", "override", "local_block", "local_allow", "category", "list", "default"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule that matched a request, whether or not it decided it (datasette's "why").
+
+    ``says`` is what the rule alone would do (``none`` for a list no category
+    of the policy uses); ``won`` marks the one ``decide`` chose, and ``why``
+    says why it decides or why it was ignored.
+    """
+
+    kind: RuleKind
+    says: Literal["allow", "block", "none"]
+    rule: str
+    category: str | None = None
+    matched: Matched | None = None
+    override: int | None = None
+    # acceptable, blocked or unacceptable: the group's action now (category and default)
+    outcome: str | None = None
+    won: bool = False
+    why: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "says": self.says,
+            "outcome": self.outcome,
+            "rule": self.rule,
+            "category": self.category,
+            "matched": {"list": self.matched.list, "entry": self.matched.entry}
+            if self.matched
+            else None,
+            "override": self.override,
+            "won": self.won,
+            "why": self.why,
+        }
+
+
+def _rules_matched(
+    policy: Policy,
+    identity: Identity,
+    site: tuple[str | None, str | None],
+    hits: Sequence[Hit],
+    local_time: datetime,
+    overrides: Sequence[ActiveOverride],
+    suspended: ActiveSuspension | None,
+) -> list[Rule]:
+    """Every rule that applies to this request, in ``decide``'s order of precedence."""
+    group = policy.groups[identity.group]
+    categorised = _categorised(policy, hits)
+    found: list[Rule] = []
+    for category, hit in categorised:
+        if policy.categories[category].illegal:
+            found.append(
+                Rule("illegal", "block", f"category {category} is illegal: blocked for everyone",
+                     category, Matched(hit.list, hit.entry))
+            )  # fmt: skip
+    if suspended is not None:
+        found.append(Rule("suspension", "block", suspended.describe()))
+    host, path = site
+    cats = {category for category, _ in categorised}
+    for override in overrides:
+        opens = host is not None and override.opens_site(host, path)
+        if opens or (override.what_kind == "category" and override.what in cats):
+            found.append(
+                Rule("override", "allow", override.describe(), override.what
+                     if override.what_kind == "category" else None, override=override.id)
+            )  # fmt: skip
+    for category, hit in categorised:
+        if hit.list.startswith(LOCAL_BLOCK_PREFIX):
+            found.append(
+                Rule("local_block", "block", f"local block entry {hit.entry} ({category})",
+                     category, Matched(hit.list, hit.entry))
+            )  # fmt: skip
+    for hit in hits:
+        if hit.list == LOCAL_ALLOW:
+            found.append(
+                Rule("local_allow", "allow", f"local allow entry {hit.entry}", None,
+                     Matched(hit.list, hit.entry))
+            )  # fmt: skip
+    for category, hit in categorised:
+        if policy.categories[category].illegal or hit.list.startswith(LOCAL_BLOCK_PREFIX):
+            continue
+        action = group.action_for(category)
+        outcome, why = _outcome(action, identity, local_time)
+        found.append(
+            Rule("category", "allow" if outcome == "acceptable" else "block",
+                 f"group {group.name}: {category} is {action.label}" + (f" ({why})" if why else ""),
+                 category, Matched(hit.list, hit.entry), outcome=outcome)
+        )  # fmt: skip
+    for hit in hits:
+        if hit.list != LOCAL_ALLOW and not policy.list_categories.get(hit.list):
+            found.append(
+                Rule("list", "none", f"list {hit.list} is in no category of the policy", None,
+                     Matched(hit.list, hit.entry))
+            )  # fmt: skip
+    outcome, why = _outcome(group.default, identity, local_time)
+    found.append(
+        Rule("default", "allow" if outcome == "acceptable" else "block",
+             f"group {group.name}: default is {group.default.label}" + (f" ({why})" if why else ""),
+             outcome=outcome)
+    )  # fmt: skip
+    return found
+
+
+def _is_winner(rule: Rule, decision: Decision) -> bool:
+    """Whether ``rule`` is the one ``decision`` names (its kind, category, list and entry)."""
+    matched = decision.matched
+    if decision.illegal:
+        return rule.kind == "illegal" and rule.category == decision.category
+    if decision.action == "suspended":
+        return rule.kind == "suspension"
+    if decision.override is not None:
+        return rule.kind == "override" and rule.override == decision.override
+    if matched is None:
+        return rule.kind == "default"
+    if matched.list == LOCAL_ALLOW:
+        return rule.kind == "local_allow" and rule.matched == matched
+    kind = "local_block" if matched.list.startswith(LOCAL_BLOCK_PREFIX) else "category"
+    return rule.kind == kind and rule.category == decision.category and rule.matched == matched
+
+
+def _why_ignored(rule: Rule, winner: Rule, decision: Decision) -> str:
+    """Why ``rule`` did not decide, given the rule that did."""
+    if winner.kind == "illegal":
+        return f"category {winner.category} is illegal: nothing else counts, nothing opens it"
+    if rule.kind == "list":
+        return "no category of the policy uses this list"
+    if rule.kind == "override":
+        if not decision.blocked and winner.kind != "override":
+            return "the policy allows this anyway: the override is not needed"
+        if winner.kind == "suspension":
+            return "no override opens anything for a suspended user"
+        if winner.kind == "override":
+            return f"override #{winner.override} opened it first"
+        return f"the {winner.kind.replace('_', ' ')} rule still blocks with this override applied"
+    if winner.kind == "suspension":
+        return "the user's access is suspended: only a local allow entry opens a site"
+    if winner.kind == "override":
+        if rule.kind == "category" and rule.category == winner.category is not None:
+            return f"override #{winner.override} takes category {rule.category} out"
+        return f"override #{winner.override} opens it"
+    if winner.kind == "local_block":
+        if rule.kind == "local_block":
+            return "an earlier local block entry decided"
+        return "the school's local block entries come first"
+    if winner.kind == "local_allow":
+        if rule.kind == "suspension":
+            return "the local allow list stays open to a suspended user"
+        if rule.kind == "local_allow":
+            return "an earlier local allow entry decided"
+        return "the school's local allow entries come before the group's rules"
+    if winner.kind == "category":
+        if rule.kind == "default":
+            return "a list matched: the group's rule for its category comes before the default"
+        if rule.category == winner.category:
+            return f"category {rule.category} decided on another entry"
+        if _STRICTNESS.get(rule.outcome or "", 0) < _STRICTNESS.get(winner.outcome or "", 0):
+            return f"less strict than category {winner.category} ({winner.outcome})"
+        return f"as strict as category {winner.category}, which comes first in the policy"
+    return "did not decide"
+
+
+def _every_rule(
+    policy: Policy,
+    identity: Identity,
+    url: CanonicalURL | None,
+    hits: Sequence[Hit],
+    when: datetime,
+    decision: Decision,
+    overrides: Sequence[ActiveOverride],
+    suspended: ActiveSuspension | None,
+    host: str | None,
+) -> tuple[Rule, ...]:
+    """Every rule that matched, the one ``decision`` (``decide``'s answer) names marked ``won``.
+
+    An illegal decision withholds every entry, as it withholds its own: no
+    rule may say where the request went (DESIGN.md "Confidential by design").
+    """
+    site = (url.host, url.path) if url is not None else (host, None)
+    local_time = when.astimezone(policy.timezone)
+    found = _rules_matched(policy, identity, site, hits, local_time, overrides, suspended)
+    winner = next((rule for rule in found if _is_winner(rule, decision)), None)
+    if winner is None:  # a decision no rule names (a remaining rule under a category override)
+        winner = Rule("default", "allow" if not decision.blocked else "block", decision.rule)
+        found.append(winner)
+    rules = []
+    for rule in found:
+        told = (
+            replace(rule, won=True, why=f"decides: {decision.rule}")
+            if rule is winner
+            else replace(rule, why=_why_ignored(rule, winner, decision))
+        )
+        if decision.illegal and told.matched is not None:
+            told = replace(told, matched=Matched(told.matched.list, WITHHELD))
+        rules.append(told)
+    return tuple(rules)

@@ -24,7 +24,7 @@ from blocklists.index import (
 )
 from blocklists.normalise import CanonicalURL, normalise_host
 from proxy.controls import NO_CONTROLS, Controls
-from proxy.decision import Decision, decide
+from proxy.decision import Decision, Rule, decide
 from proxy.identity import Identity, IdentityResolver
 from proxy.illegal import dropped, enforce
 from proxy.lists import ListError, build_matcher
@@ -153,7 +153,9 @@ class Filterset:
         url: CanonicalURL,
         when: datetime,
         controls: Controls = NO_CONTROLS,
+        rules: list[Rule] | None = None,
     ) -> Decision:
+        """``decide`` on this URL's hits; ``rules`` receives every rule that matched."""
         return decide(
             self.policy,
             identity,
@@ -162,6 +164,7 @@ class Filterset:
             when,
             overrides=controls.overrides_for(identity, when),
             suspended=controls.suspension_of(identity, when),
+            rules=rules,
         )
 
     def decide_host(
