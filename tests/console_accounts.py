@@ -20,6 +20,7 @@ from sqlalchemy import update
 from proxy.cli import cli
 from proxy.console.models import ConsoleUser
 from proxy.settings import load_settings
+from proxy.store import migrate
 from proxy.store.engine import database_url, make_engine, session
 
 PASSWORD = "a long test password"
@@ -81,3 +82,16 @@ def acting(args: tuple[str, ...] | list[str]) -> list[str]:
         if arg in ("--by", "--first", "--second"):
             names.append(args[i + 1])
     return names
+
+
+def ensure_account(config_dir: Path, name: str, role: str) -> None:
+    """Make the account unless this configuration's store has it already."""
+    engine = make_engine(database_url(load_settings(config_dir)))
+    try:
+        migrate.upgrade(engine)
+        with session(engine, read_only=True) as s:
+            found = s.query(ConsoleUser.id).filter(ConsoleUser.name == name).first()
+    finally:
+        engine.dispose()
+    if found is None:
+        add_account(config_dir, name, role)

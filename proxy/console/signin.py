@@ -21,6 +21,7 @@ from proxy.console.web import (
     LOGIN_COOKIE,
     person,
     render,
+    safe_next,
     see_other,
     state_of,
     text,
@@ -36,11 +37,23 @@ HOMES = {
 }
 
 
-def _login_page(request: Request, error: str | None = None, status_code: int = 200) -> Response:
+def _login_page(
+    request: Request,
+    error: str | None = None,
+    status_code: int = 200,
+    next_path: str | None = None,
+) -> Response:
     token = secrets.token_urlsafe(24)
     expired = request.query_params.get("expired") == "1"
     response = render(
-        request, "login.html", None, status_code, error=error, login_csrf=token, expired=expired
+        request,
+        "login.html",
+        None,
+        status_code,
+        error=error,
+        login_csrf=token,
+        expired=expired,
+        next=next_path or safe_next(request.query_params.get("next")) or "",
     )
     state = state_of(request)
     response.set_cookie(
@@ -76,10 +89,10 @@ async def login(request: Request) -> Response:
             address=address,
         )
     except SignInRefused as exc:
-        return _login_page(request, str(exc), 401)
+        return _login_page(request, str(exc), 401, safe_next(form.get("next")))
     with state.session() as s:
         token = sessions.start(s, who, state.now())
-    response = see_other(HOMES.get(who.role, "/home"))
+    response = see_other(safe_next(form.get("next")) or HOMES.get(who.role, "/home"))
     response.set_cookie(
         COOKIE,
         token,

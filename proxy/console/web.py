@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import Engine, Select
@@ -176,7 +177,13 @@ async def person(request: Request, action: str | None = None) -> sessions.Signed
     with state.session() as s:
         signed = sessions.resume(s, token, state.now(), idle=state.idle, absolute=state.absolute)
     if signed is None:
-        raise HTTPException(303, headers={"Location": "/login?expired=1" if token else "/login"})
+        # Back to this page after signing in (a GET only: a post is never replayed).
+        query = {"expired": "1"} if token else {}
+        if request.method == "GET":
+            here = request.url
+            query["next"] = here.path + (f"?{here.query}" if here.query else "")
+        target = "/login" + (f"?{urlencode(query)}" if query else "")
+        raise HTTPException(303, headers={"Location": target})
     if action is not None and signed.person.role not in MAY[action]:
         raise HTTPException(403, "your role cannot do this")
     request.state.signed = signed
@@ -195,6 +202,13 @@ async def checked_form(request: Request, signed: sessions.Signed) -> FormData:
 def text(form: FormData, name: str, limit: int = 2000) -> str:
     value = form.get(name)
     return value.strip()[:limit] if isinstance(value, str) else ""
+
+
+def safe_next(value: object) -> str | None:
+    """A path on this console to go back to, never another site (``//host``, ``/\\host``)."""
+    if not isinstance(value, str) or not value.startswith("/") or value[1:2] in ("/", "\\"):
+        return None
+    return value[:2000]
 
 
 def see_other(url: str) -> Response:
