@@ -20,6 +20,7 @@ from proxy.cli import cli
 from proxy.store import chain
 from proxy.store.engine import StoreDown, make_engine, session
 from proxy.store.models import AppliedEvent, Change, Override
+from tests.console_accounts import acting, ensure_account, proof
 from tests.integration.harness import (
     HEAD,
     PUPIL,
@@ -31,7 +32,6 @@ from tests.integration.harness import (
     stop_gateway,
     write_config,
 )
-from tests.console_accounts import acting, ensure_account, proof
 from tests.postgres import PostgresServer, postgres  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
