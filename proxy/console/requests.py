@@ -65,7 +65,8 @@ def end_for(state: State, choice: str, on: str, now: datetime) -> datetime:
         return datetime.combine(here.date(), END_OF_DAY, zone)
     if choice == "week":
         friday = here.date() + timedelta(days=(4 - here.weekday()) % 7)
-        return datetime.combine(friday, END_OF_DAY, zone)
+        end = datetime.combine(friday, END_OF_DAY, zone)
+        return end if end > now else end + timedelta(days=7)  # Friday evening: next week's
     if choice == "fortnight":
         return now + timedelta(days=14)
     if choice == "date":

@@ -1,0 +1,179 @@
+"""The console's pages through Starlette's test client, on a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from proxy.console.app import create_app
+from proxy.store.engine import make_engine, session
+from proxy.store.models import Change
+from tests.console_accounts import PASSWORD, add_account, code_for
+from tests.unit.proxy.configs import write_config
+from tests.unit.proxy.test_cli_changes import POLICY
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # Starlette prefers httpx2 for its test client
+    from starlette.testclient import TestClient
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", POLICY)
+    add_account(config, "head.teacher", "approver")
+    add_account(config, "j.meer", "staff")
+    return config
+
+
+@pytest.fixture
+def app(config: Path) -> object:
+    return create_app(config)
+
+
+def client(app: object, config: Path, name: str) -> TestClient:
+    c = TestClient(app)  # type: ignore[arg-type]
+    page = c.get("/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert token is not None
+    response = c.post(
+        "/login",
+        data={
+            "csrf": token.group(1),
+            "name": name,
+            "password": PASSWORD,
+            "code": code_for(config, name),
+        },
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text
+    return c
+
+
+def csrf(c: TestClient, path: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', c.get(path).text)
+    assert found is not None
+    return found.group(1)
+
+
+def rows(config: Path) -> list[Change]:
+    engine = make_engine(f"sqlite:///{config.parent / 'store.db'}")
+    with session(engine) as s:
+        return list(s.scalars(select(Change).order_by(Change.seq)))
+
+
+def test_sign_in_goes_back_only_to_a_page_of_this_console(app: object, config: Path) -> None:
+    """``next`` after sign-in is a local path; another site (``//evil``) is ignored."""
+    c = TestClient(app)  # type: ignore[arg-type]
+    assert c.get("/inbox", follow_redirects=False).headers["location"] == "/login?next=%2Finbox"
+    for given, expected in (
+        ("/live", "/live"),
+        ("//evil.example/", "/inbox"),
+        ("https://evil.example/", "/inbox"),
+        ("/\\evil.example", "/inbox"),
+    ):
+        c = TestClient(app)  # type: ignore[arg-type]
+        page = c.get("/login", params={"next": given})
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert token is not None
+        response = c.post(
+            "/login",
+            data={
+                "csrf": token.group(1),
+                "name": "head.teacher",
+                "password": PASSWORD,
+                "code": code_for(config, "head.teacher"),
+                "next": given,
+            },
+            follow_redirects=False,
+        )
+        assert response.headers["location"] == expected
+
+
+def test_every_page_says_do_not_cache_frame_or_load_elsewhere(app: object) -> None:
+    """Security headers on every response, signed in or not."""
+    response = TestClient(app).get("/login")  # type: ignore[arg-type]
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert "samesite=strict" in response.headers["set-cookie"].lower()
+    assert "httponly" in response.headers["set-cookie"].lower()
+
+
+def test_staff_cannot_open_the_heads_pages(app: object, config: Path) -> None:
+    """A teacher's session is refused the inbox, the live controls and their posts."""
+    c = client(app, config, "j.meer")
+    token = csrf(c, "/request")
+    for path in ("/inbox", "/live", "/status", "/policy", "/changes"):
+        assert c.get(path).status_code == 403, path
+    response = c.post("/live/suspend", data={"csrf": token, "user": "x", "reason": "r"})
+    assert response.status_code == 403
+
+
+def test_an_illegal_address_cannot_be_requested(app: object, config: Path) -> None:
+    """The request form refuses an IWF-listed address, and the page does not repeat it."""
+    c = client(app, config, "j.meer")
+    response = c.post(
+        "/request",
+        data={
+            "csrf": csrf(c, "/request"),
+            "url": "http://iwf-test.example/abuse/test-image.jpg",
+            "for": "me",
+            "how_long": "lesson",
+            "reason": "x",
+        },
+    )
+    assert response.status_code == 400
+    assert "can never be overridden" in response.text
+    assert rows(config) == []
+
+
+def test_suspend_and_end_now_are_recorded_as_the_signed_in_person(
+    app: object, config: Path
+) -> None:
+    """The head suspends a user and gives access back; an approved unblock is ended now."""
+    staff = client(app, config, "j.meer")
+    staff.post(
+        "/request",
+        data={
+            "csrf": csrf(staff, "/request"),
+            "url": "games-demo.example",
+            "for": "group:pupil",
+            "how_long": "fortnight",
+            "reason": "game design",
+        },
+    )
+    head = client(app, config, "head.teacher")
+    token = csrf(head, "/live")
+    assert head.post("/inbox/1/approve", data={"csrf": token, "how_long": "week"}).status_code
+    assert "End #1 now" in head.get("/live").text
+    head.post("/live/override/1/end", data={"csrf": token})
+    head.post(
+        "/live/suspend",
+        data={"csrf": token, "user": "p.smith", "reason": "misuse", "how_long": "restored"},
+    )
+    assert "p.smith" in head.get("/live").text
+    head.post("/live/restore", data={"csrf": token, "user": "p.smith"})
+    assert "Nobody's access is suspended" in head.get("/live").text
+    found = [(r.kind, r.actor, json.loads(r.details).get("via")) for r in rows(config)]
+    assert found == [
+        ("override.request", "j.meer", "console"),
+        ("override.approve", "head.teacher", "console"),
+        ("override.revoke", "head.teacher", "console"),
+        ("access.suspend", "head.teacher", "console"),
+        ("access.restore", "head.teacher", "console"),
+    ]
+
+
+def test_sign_out_ends_the_session(app: object, config: Path) -> None:
+    """After signing out the old cookie opens nothing."""
+    c = client(app, config, "j.meer")
+    cookie = c.cookies.get("sg_session")
+    assert c.post("/logout", data={"csrf": csrf(c, "/mine")}, follow_redirects=False).status_code
+    again = TestClient(app)  # type: ignore[arg-type]
+    again.cookies.set("sg_session", str(cookie))
+    assert again.get("/mine", follow_redirects=False).headers["location"].startswith("/login")
