@@ -45,6 +45,7 @@ integration: $(STAMP) ## tests that start the real proxy process
 bench: $(STAMP) ## benchmarks (figures as ratios against baselines measured in the same run)
 	$(PY) -m bench
 	$(PY) -m bench.proxies
+	$(PY) -m bench.console
 
 clean: ## remove the virtual environment and var/
 	rm -rf $(VENV) var
