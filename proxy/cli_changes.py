@@ -430,6 +430,11 @@ def policy_apply(edited: Path, reason: str, dry_run: bool, by: str, config_dir: 
     if dry_run:
         click.echo("dry run: nothing recorded or installed")
         return
+    if fs.settings.policy_changes == "two_person":
+        raise fail(
+            "policy_changes is two_person: propose the change in the console's Policy page, "
+            "where a second technician or approver applies it"
+        )
     store = open_store(config_dir)
     _, proof = prove(store.engine, store.now(), by, "policy")
     with store.session() as s:

@@ -72,8 +72,10 @@ def apply(
     reason: str,
     now: datetime,
     extra: dict[str, object] | None = None,
+    approved_by: str | None = None,
 ) -> Change:
-    """Record the change as ``by``'s and install it, in the caller's transaction."""
+    """Record the change as ``by``'s (approved by ``approved_by`` when a second person had to)
+    and install it, in the caller's transaction."""
     target = fs.policy.source
     row = chain.append(
         session,
@@ -82,6 +84,7 @@ def apply(
         actor=by,
         subject=f"policy {target}",
         reason=reason,
+        approved_by=approved_by,
         details={
             "sha256": sha256(shown.text),
             "previous_sha256": sha256(shown.old_text),

@@ -155,6 +155,8 @@ class Settings(Strict):
     console_tls: ConsoleTLS | None = None  # HTTPS for the console; null: plain HTTP
     # the console's address as school devices reach it, for the block page's link
     console_url: str | None = None
+    # two_person: a policy change made in the console waits for a second technician or approver
+    policy_changes: Literal["one_person", "two_person"] = "one_person"
 
     @field_validator("listen")
     @classmethod

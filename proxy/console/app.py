@@ -92,6 +92,8 @@ def routes() -> list[Route | Mount]:
         Route("/policy", technician.policy_page, methods=["GET"]),
         Route("/policy/preview", technician.policy_preview, methods=["POST"]),
         Route("/policy/apply", technician.policy_apply, methods=["POST"]),
+        Route("/policy/proposal/{id:int}/apply", technician.proposal_apply, methods=["POST"]),
+        Route("/policy/proposal/{id:int}/withdraw", technician.proposal_withdraw, methods=["POST"]),
         Route("/changes", governor.changes),
         Route("/changes/verify", governor.verify),
         Route("/changes/export", governor.export_changes),

@@ -18,10 +18,12 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from blocklists.normalise import BadURL, normalise_url
+from proxy.console.models import PolicyProposal
 from proxy.console.requests import actor_details
 from proxy.console.web import (
     checked_form,
@@ -39,6 +41,7 @@ from proxy.policyapply import apply as apply_policy
 from proxy.policyapply import preview
 from proxy.store import chain, control
 from proxy.store.engine import down_reason, shown_url
+from proxy.store.events import sha256
 from proxy.store.models import Change, Override
 from proxy.yamlfile import ConfigError
 
@@ -223,14 +226,37 @@ async def search(request: Request) -> Response:
     )
 
 
+MAX_POLICY = 1_000_000
+
+
+def policy_text(value: object) -> str:
+    """The policy as posted, with the CR LF line ends browsers send made LF again."""
+    if not isinstance(value, str):
+        return ""
+    return value[:MAX_POLICY].replace("\r\n", "\n")
+
+
 def _digest(body: str) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
 async def policy_page(request: Request) -> Response:
     signed = await person(request, "policy")
-    fs = state_of(request).fs
+    state = state_of(request)
+    fs = state.fs
     current = fs.policy.source.read_text(encoding="utf-8")
+    waiting = []
+    with state.session(read_only=True) as s:
+        for proposal in s.scalars(
+            select(PolicyProposal)
+            .where(PolicyProposal.outcome.is_(None))
+            .order_by(PolicyProposal.id)
+        ):
+            try:
+                shown = preview(fs, proposal.text, fs.policy.source)
+            except ConfigError:
+                shown = None
+            waiting.append((proposal, shown))
     return render(
         request,
         "policy.html",
@@ -238,6 +264,9 @@ async def policy_page(request: Request) -> Response:
         current=current,
         warnings=[str(w) for w in fs.warnings],
         source=fs.policy.source.name,
+        two_person=fs.settings.policy_changes == "two_person",
+        waiting=waiting,
+        proposed=request.query_params.get("proposed"),
     )
 
 
@@ -246,11 +275,11 @@ async def policy_preview(request: Request) -> Response:
     form = await checked_form(request, signed)
     fs = state_of(request).fs
     upload = form.get("file")
-    body = text(form, "text", 1_000_000)
+    body = policy_text(form.get("text"))
     if upload is not None and not isinstance(upload, str):
-        data = await upload.read(1_000_001)
+        data = await upload.read(MAX_POLICY)
         if data:
-            body = data.decode("utf-8", "replace")
+            body = policy_text(data.decode("utf-8", "replace"))
     problems: list[str] = []
     shown = None
     try:
@@ -274,7 +303,7 @@ async def policy_apply(request: Request) -> Response:
     form = await checked_form(request, signed)
     state = state_of(request)
     fs = state.fs
-    body = str(form.get("text") or "")
+    body = policy_text(form.get("text"))
     reason = text(form, "reason")
     problems: list[str] = []
     shown = None
@@ -300,6 +329,34 @@ async def policy_apply(request: Request) -> Response:
             body=body,
             digest=_digest(body),
         )
+    if fs.settings.policy_changes == "two_person":
+        with state.session() as s:
+            proposal = PolicyProposal(
+                text=body,
+                sha256=sha256(body),
+                base_sha256=sha256(shown.old_text),
+                reason=reason,
+                proposed_by=signed.person.name,
+                proposed_at=state.now(),
+            )
+            s.add(proposal)
+            s.flush()
+            chain.append(
+                s,
+                at=state.now(),
+                kind="policy.propose",
+                actor=signed.person.name,
+                subject=f"policy {fs.policy.source}",
+                reason=reason,
+                details={
+                    "proposal": proposal.id,
+                    "sha256": proposal.sha256,
+                    "impact": shown.changes,
+                    "diff": shown.diff,
+                    **actor_details(request),
+                },
+            )
+        return see_other(f"/policy?proposed={proposal.id}")
     with state.session() as s:
         row = apply_policy(
             s,
@@ -311,3 +368,67 @@ async def policy_apply(request: Request) -> Response:
             extra=actor_details(request),
         )
     return see_other(f"/changes?applied={row.seq}")
+
+
+async def proposal_apply(request: Request) -> Response:
+    """A second person applies a proposed change: never its proposer, and only over the
+    policy it was proposed against."""
+    signed = await person(request, "policy")
+    await checked_form(request, signed)
+    state = state_of(request)
+    fs = state.fs
+    with state.session() as s:
+        found = s.get(PolicyProposal, int(request.path_params["id"]), with_for_update=True)
+        if found is None or found.outcome is not None:
+            raise HTTPException(404, "no such proposal waiting")
+        if found.proposed_by == signed.person.name:
+            raise HTTPException(
+                403, "you proposed this change: a second person must apply it (two-person rule)"
+            )
+        try:
+            shown = preview(fs, found.text, fs.policy.source)
+        except ConfigError as exc:
+            raise HTTPException(409, f"it no longer checks: {exc.problems[0]}") from None
+        if sha256(shown.old_text) != found.base_sha256:
+            raise HTTPException(409, "the policy changed since this was proposed: propose again")
+        row = apply_policy(
+            s,
+            fs,
+            shown,
+            by=found.proposed_by,
+            reason=found.reason,
+            now=state.now(),
+            extra={**actor_details(request), "proposal": found.id},
+            approved_by=signed.person.name,
+        )
+        found.outcome, found.decided_by, found.decided_at = (
+            "applied",
+            signed.person.name,
+            state.now(),
+        )
+    return see_other(f"/changes?applied={row.seq}")
+
+
+async def proposal_withdraw(request: Request) -> Response:
+    signed = await person(request, "policy")
+    await checked_form(request, signed)
+    state = state_of(request)
+    with state.session() as s:
+        found = s.get(PolicyProposal, int(request.path_params["id"]), with_for_update=True)
+        if found is None or found.outcome is not None:
+            raise HTTPException(404, "no such proposal waiting")
+        found.outcome, found.decided_by, found.decided_at = (
+            "withdrawn",
+            signed.person.name,
+            state.now(),
+        )
+        chain.append(
+            s,
+            at=state.now(),
+            kind="policy.withdraw",
+            actor=signed.person.name,
+            subject=f"policy {state.fs.policy.source}",
+            reason=f"proposal {found.id} by {found.proposed_by}",
+            details={"proposal": found.id, **actor_details(request)},
+        )
+    return see_other("/policy")

@@ -387,6 +387,9 @@ def test_the_technicians_pages(browser: Any, console: Console) -> None:
     assert "/changes" in tech.url
     assert "policy change applied" in tech.content()
     assert "it.tech" in tech.locator("tbody tr").first.inner_text()
+    installed = (console.gateway.config_dir / "policy.yaml").read_bytes()
+    assert b"gambling: blocked" in installed
+    assert b"\r" not in installed  # the browser's CR LF line ends are not installed
 
 
 def test_the_safeguarding_lead_has_a_home_page(browser: Any, console: Console) -> None:

@@ -177,3 +177,59 @@ def test_sign_out_ends_the_session(app: object, config: Path) -> None:
     again = TestClient(app)  # type: ignore[arg-type]
     again.cookies.set("sg_session", str(cookie))
     assert again.get("/mine", follow_redirects=False).headers["location"].startswith("/login")
+
+
+def test_two_person_policy_changes_wait_for_a_second_person(tmp_path: Path) -> None:
+    """With policy_changes: two_person a technician's change is a proposal: they cannot apply
+    it themselves; an approver does, and the log names both; the CLI refuses to bypass it."""
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", POLICY)
+    settings = config / "schoolgate.yaml"
+    settings.write_text(settings.read_text("utf-8") + "policy_changes: two_person\n", "utf-8")
+    add_account(config, "tech", "technician")
+    add_account(config, "head.teacher", "approver")
+    app = create_app(config)
+    policy = config / "policy.yaml"
+    before = policy.read_text("utf-8")
+    edited = before.replace("games: {acceptable_at: lunchtime}", "games: acceptable")
+    tech = client(app, config, "tech")
+    preview = tech.post("/policy/preview", data={"csrf": csrf(tech, "/policy"), "text": edited})
+    assert "group pupil: games acceptable_at:lunchtime → acceptable" in preview.text
+    digest = re.search(r'name="digest" value="([0-9a-f]+)"', preview.text)
+    assert digest is not None
+    tech.post(
+        "/policy/apply",
+        data={
+            "csrf": csrf(tech, "/policy"),
+            "text": edited,
+            "digest": digest.group(1),
+            "reason": "games club",
+        },
+    )
+    assert policy.read_text("utf-8") == before
+    assert "Proposal 1 by tech" in tech.get("/policy").text
+    assert (
+        tech.post("/policy/proposal/1/apply", data={"csrf": csrf(tech, "/policy")}).status_code
+        == 403
+    )
+    assert policy.read_text("utf-8") == before
+    head = client(app, config, "head.teacher")
+    head.post("/policy/proposal/1/apply", data={"csrf": csrf(head, "/policy")})
+    assert policy.read_text("utf-8") == edited
+    applied = rows(config)[-1]
+    assert (applied.kind, applied.actor, applied.approved_by) == (
+        "policy.apply",
+        "tech",
+        "head.teacher",
+    )
+    other = tmp_path / "other.yaml"
+    other.write_text(before, "utf-8")
+    from click.testing import CliRunner
+
+    from proxy.cli import cli
+
+    result = CliRunner().invoke(
+        cli,
+        ["policy", "apply", str(other), "--by", "tech", "--reason", "r", "--config", str(config)],
+    )
+    assert result.exit_code == 1
+    assert "policy_changes is two_person" in result.stderr
