@@ -17,8 +17,9 @@ import click
 from sqlalchemy import Engine, select
 
 from proxy.cli_common import fail
-from proxy.console.accounts import Person, SignInRefused, may, sign_in, who_may
+from proxy.console.accounts import Person, SignInRefused, directory_for, may, sign_in, who_may
 from proxy.console.models import ConsoleUser
+from proxy.settings import Settings
 from proxy.store.engine import session
 
 
@@ -30,7 +31,7 @@ def os_user() -> str:
 
 
 def prove(
-    engine: Engine, now: datetime, name: str, action: str
+    engine: Engine, now: datetime, name: str, action: str, settings: Settings | None = None
 ) -> tuple[Person, dict[str, object]]:
     """Ask ``name``'s password and code; the person and the details to record, or a failure."""
     with session(engine, read_only=True) as s:
@@ -41,7 +42,16 @@ def prove(
         code = click.prompt("code from the authenticator app", hide_input=True, err=True)
     by_os = os_user()
     try:
-        person = sign_in(engine, name, password, code, now, address=f"cli:{by_os}", via="cli")
+        person = sign_in(
+            engine,
+            name,
+            password,
+            code,
+            now,
+            address=f"cli:{by_os}",
+            via="cli",
+            directory=directory_for(settings) if settings else None,
+        )
     except SignInRefused as exc:
         raise fail(f"refused: {exc} (a console account proves who is acting)") from None
     if not may(person.role, action):

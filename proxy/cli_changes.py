@@ -212,7 +212,7 @@ def override_request(
     what_kind, what = _what(store, target, category, everything)
     scope_kind, scope_name = _scope(store, scope)
     now = store.now()
-    _, proof = prove(store.engine, now, by, "request")
+    _, proof = prove(store.engine, now, by, "request", store.fs.settings)
     starts = parse_time(start, store, "--from") if start else now
     ends = period_end(store, starts, until, days, default_days=control.DEFAULT_DAYS)
     with store.session() as s:
@@ -250,7 +250,7 @@ def override_approve(
     store = open_store(config_dir)
     now = store.now()
     ends = period_end(store, now, until, days, default_days=None)
-    _, proof = prove(store.engine, now, by, "approve")
+    _, proof = prove(store.engine, now, by, "approve", store.fs.settings)
     with store.session() as s:
         found = control.approve_override(
             s,
@@ -275,7 +275,7 @@ def override_approve(
 def override_revoke(override_id: int, reason: str, by: str, config_dir: Path) -> None:
     """End override ID now (or withdraw a pending request)."""
     store = open_store(config_dir)
-    _, proof = prove(store.engine, store.now(), by, "end")
+    _, proof = prove(store.engine, store.now(), by, "end", store.fs.settings)
     with store.session() as s:
         found = control.revoke_override(
             s, override_id, by=by, reason=reason, now=store.now(), extra=proof
@@ -351,7 +351,7 @@ def access_suspend(
     now = store.now()
     starts = parse_time(start, store, "--from") if start else now
     ends = period_end(store, starts, until, days, default_days=None)
-    _, proof = prove(store.engine, now, by, "suspend")
+    _, proof = prove(store.engine, now, by, "suspend", store.fs.settings)
     with store.session() as s:
         found = control.suspend(
             s, user, by=by, reason=reason, starts=starts, ends=ends, now=now, extra=proof
@@ -376,7 +376,7 @@ def access_suspend(
 def access_restore(user: str, reason: str, by: str, config_dir: Path) -> None:
     """Give USER their internet access back now."""
     store = open_store(config_dir)
-    _, proof = prove(store.engine, store.now(), by, "suspend")
+    _, proof = prove(store.engine, store.now(), by, "suspend", store.fs.settings)
     with store.session() as s:
         control.restore(s, user, by=by, reason=reason, now=store.now(), extra=proof)
     click.echo(f"{user}'s internet access restored by {by}")
@@ -436,7 +436,7 @@ def policy_apply(edited: Path, reason: str, dry_run: bool, by: str, config_dir: 
             "where a second technician or approver applies it"
         )
     store = open_store(config_dir)
-    _, proof = prove(store.engine, store.now(), by, "policy")
+    _, proof = prove(store.engine, store.now(), by, "policy", store.fs.settings)
     with store.session() as s:
         row = apply_policy(s, fs, shown, by=by, reason=reason, now=store.now(), extra=proof)
     click.echo(f"applied and recorded as change #{row.seq}; the proxy picks it up within seconds")

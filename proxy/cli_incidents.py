@@ -187,8 +187,8 @@ def incidents_review(
     store = open_store(config_dir)
     if first.strip().casefold() != second.strip().casefold():
         # Both people at the review prove who they are (the same name is refused below).
-        prove(store.engine, store.now(), first, "review")
-        prove(store.engine, store.now(), second, "review")
+        prove(store.engine, store.now(), first, "review", store.fs.settings)
+        prove(store.engine, store.now(), second, "review", store.fs.settings)
     form = log.ReviewForm(
         first_reviewer=first,
         first_position=first_position,
@@ -216,7 +216,7 @@ def incidents_review(
 def incidents_close(incident_id: int, by: str, outcome: str, config_dir: Path) -> None:
     """Close a reviewed incident with its outcome (BY signs in)."""
     store = open_store(config_dir)
-    prove(store.engine, store.now(), by, "review")
+    prove(store.engine, store.now(), by, "review", store.fs.settings)
     try:
         with store.session() as s:
             log.close(s, incident_id, by, outcome, store.now())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +28,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from proxy.console.models import ConsoleSignIn, ConsoleUser
+from proxy.settings import Settings
 from proxy.store.engine import session as store_session
 
 log = logging.getLogger("schoolgate.console")
@@ -46,6 +48,11 @@ LOCK_FOR = timedelta(minutes=15)
 ADDRESS_LIMIT = 20
 ISSUER = "Schoolgate"
 REFUSED = "the name, password or code is not right"
+
+# The password of an account made with `users add --ldap` is the directory's: a simple bind
+# as the user with the proxy's LDAP settings (auth.ldap) checks it; nothing is stored here.
+LDAP_PASSWORD = "ldap"
+Directory = Callable[[str, str], bool]
 
 _hasher = PasswordHasher()
 # Verifying against this costs the same as a real hash: an unknown name takes as long.
@@ -90,8 +97,12 @@ def add_user(
     now: datetime,
     *,
     email: str | None = None,
+    ldap: bool = False,
 ) -> tuple[ConsoleUser, str | None]:
-    """Create an account; returns it and its TOTP provisioning URI (None for staff)."""
+    """Create an account; returns it and its TOTP provisioning URI (None for staff).
+
+    ``ldap``: the password is checked against the directory, not stored.
+    """
     if role not in ROLES:
         raise AccountError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
     if not name or any(c.isspace() for c in name) or len(name) > 200:
@@ -102,7 +113,7 @@ def add_user(
     user = ConsoleUser(
         name=name,
         role=role,
-        password_hash=hash_password(password),
+        password_hash=LDAP_PASSWORD if ldap else hash_password(password),
         totp_secret=secret,
         email=email,
         created_at=now,
@@ -179,6 +190,7 @@ def authenticate(
     *,
     address: str | None = None,
     via: str = "console",
+    directory: Directory | None = None,
 ) -> Person:
     """Prove a person, record the attempt, or raise ``SignInRefused``."""
     name = name.strip()
@@ -193,10 +205,13 @@ def authenticate(
         raise SignInRefused(
             "this account is locked after repeated failures: wait 15 minutes or ask the technician"
         )
-    try:
-        password_ok: bool = _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
-    except (VerificationError, InvalidHashError):
-        password_ok = False
+    if user is not None and user.password_hash == LDAP_PASSWORD:
+        password_ok = directory is not None and directory(name, password)
+    else:
+        try:
+            password_ok = _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        except (VerificationError, InvalidHashError):
+            password_ok = False
     why = ""
     if user is None:
         why = "no such account"
@@ -215,7 +230,7 @@ def authenticate(
             log.warning("console account %s locked until %s", name, user.locked_until)
         raise SignInRefused(REFUSED)
     assert user is not None
-    if _hasher.check_needs_rehash(user.password_hash):
+    if user.password_hash != LDAP_PASSWORD and _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
     user.locked_until = None
     _record(session, now, name, address, via, True, "signed in")
@@ -231,12 +246,15 @@ def sign_in(
     *,
     address: str | None = None,
     via: str = "console",
+    directory: Directory | None = None,
 ) -> Person:
     """``authenticate`` in its own transaction, which keeps the record of a refusal too."""
     refused: SignInRefused | None = None
     with store_session(engine) as s:
         try:
-            return authenticate(s, name, password, code, now, address=address, via=via)
+            return authenticate(
+                s, name, password, code, now, address=address, via=via, directory=directory
+            )
         except SignInRefused as exc:
             refused = exc
     raise refused
@@ -261,3 +279,12 @@ def may(role: str, action: str) -> bool:
 
 def who_may(action: str) -> str:
     return " or ".join(sorted(MAY[action]))
+
+
+def directory_for(settings: Settings) -> Directory | None:
+    """The proxy's LDAP bind (``auth.ldap``), for accounts made with ``--ldap``."""
+    if settings.auth.ldap is None:
+        return None
+    from proxy.logins import LdapChecker
+
+    return LdapChecker(settings.auth.ldap).check

@@ -22,6 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from proxy.console import governor, live, requests, signin, technician
+from proxy.console.accounts import directory_for
 from proxy.console.web import FilterHolder, State, render, template_env
 from proxy.store import migrate
 from proxy.store.engine import database_url, make_engine
@@ -115,6 +116,7 @@ def create_app(
     engine = make_engine(database_url(fs.settings))
     migrate.upgrade(engine)
     state = State(config_dir, engine, filters, template_env(), secure_cookies=secure_cookies)
+    state.directory = directory_for(fs.settings)
     if idle is not None:
         state.idle = idle
     if absolute is not None:

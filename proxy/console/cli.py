@@ -51,16 +51,27 @@ def users() -> None:
 @click.argument("name")
 @click.option("--role", required=True, type=click.Choice(list(accounts.ROLES)))
 @click.option("--email", help="Where to tell them of answers to their requests.")
+@click.option(
+    "--ldap", is_flag=True, help="Their password is the directory's (auth.ldap): none is stored."
+)
 @config_option
-def users_add(name: str, role: str, email: str | None, config_dir: Path) -> None:
+def users_add(name: str, role: str, email: str | None, ldap: bool, config_dir: Path) -> None:
     """Make an account for NAME (their proxy login name); prints the TOTP setup URI."""
     store = open_store(config_dir)
-    password = click.prompt(
-        f"password for {name}", hide_input=True, confirmation_prompt=True, err=True
+    if ldap and store.fs.settings.auth.ldap is None:
+        raise fail("--ldap needs auth.ldap in schoolgate.yaml (the directory to bind to)")
+    password = (
+        ""
+        if ldap
+        else click.prompt(
+            f"password for {name}", hide_input=True, confirmation_prompt=True, err=True
+        )
     )
     with store.session() as s:
         try:
-            _, uri = accounts.add_user(s, name, role, password, datetime.now(UTC), email=email)
+            _, uri = accounts.add_user(
+                s, name, role, password, datetime.now(UTC), email=email, ldap=ldap
+            )
         except accounts.AccountError as exc:
             raise fail(str(exc)) from None
     click.echo(f"{name}: console account made ({accounts.ROLES[role]})")

@@ -87,6 +87,7 @@ async def login(request: Request) -> Response:
             text(form, "code", 20),
             state.now(),
             address=address,
+            directory=state.directory,
         )
     except SignInRefused as exc:
         return _login_page(request, str(exc), 401, safe_next(form.get("next")))

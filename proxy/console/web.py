@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from proxy.console import sessions
-from proxy.console.accounts import MAY
+from proxy.console.accounts import MAY, Directory
 from proxy.filterset import Filterset, load_filterset
 from proxy.store.engine import session as store_session
 
@@ -113,6 +113,8 @@ class State:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     idle: timedelta = sessions.IDLE
     absolute: timedelta = sessions.ABSOLUTE
+    # checks the password of accounts made with `users add --ldap` (tests give a mock directory)
+    directory: Directory | None = None
 
     @property
     def fs(self) -> Filterset:

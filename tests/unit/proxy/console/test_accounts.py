@@ -168,3 +168,36 @@ def test_a_disabled_account_loses_its_session(engine: Engine) -> None:
         assert sessions.resume(s, token, NOW) is None
     with pytest.raises(SignInRefused):
         sign_in(engine, "j.meer", PASSWORD, "", NOW)
+
+
+def test_an_ldap_account_is_checked_against_the_directory_and_still_needs_the_code(
+    engine: Engine,
+) -> None:
+    """``--ldap`` accounts store no password: the proxy's LDAP bind checks it (ldap3's mock
+    directory here), and the TOTP code is still required."""
+    import ldap3
+
+    from proxy.logins import LdapChecker
+    from proxy.settings import LdapLogin
+
+    server = ldap3.Server("dc.test.invalid")
+    setup = ldap3.Connection(server, client_strategy=ldap3.MOCK_SYNC)
+    setup.strategy.add_entry(
+        "uid=head,ou=people,dc=school,dc=test",
+        {"userPassword": "directory pass", "objectClass": "person", "sn": "Head"},
+    )
+    conf = LdapLogin(
+        server="ldap://dc.test.invalid", user_dn="uid={user},ou=people,dc=school,dc=test"
+    )
+    directory = LdapChecker(conf, server=server, strategy=ldap3.MOCK_SYNC).check
+    with session(engine) as s:
+        user, _ = accounts.add_user(s, "head", "approver", "", NOW, ldap=True)
+        secret = user.totp_secret
+        assert user.password_hash == accounts.LDAP_PASSWORD
+    for password, given in (("wrong", code(secret)), ("directory pass", "000000")):
+        with pytest.raises(SignInRefused):
+            sign_in(engine, "head", password, given, NOW, directory=directory)
+    with pytest.raises(SignInRefused):  # no directory configured: never accepted
+        sign_in(engine, "head", "directory pass", code(secret), NOW)
+    who = sign_in(engine, "head", "directory pass", code(secret), NOW, directory=directory)
+    assert who.role == "approver"
