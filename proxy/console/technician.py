@@ -134,6 +134,7 @@ async def test_url(request: Request) -> Response:
         q.get("at", ""),
     )
     result, error, identity, when = None, None, None, state.now()
+    hits: list[tuple[str, str, list[str], list[str]]] = []
     if url:
         try:
             if at:
@@ -156,6 +157,18 @@ async def test_url(request: Request) -> Response:
             with state.session(read_only=True) as s:
                 controls = control.load_controls(s, when)
             result = fs.decide_url(identity, canonical, when, controls)
+            rules = fs.policy.groups[identity.group]
+            for hit in fs.lookup(canonical):
+                names = [n for n, c in fs.policy.categories.items() if hit.list in c.lists]
+                illegal = any(fs.policy.categories[n].illegal for n in names)
+                hits.append(
+                    (
+                        hit.list,
+                        "(not shown: an illegal list)" if illegal else hit.entry,
+                        names,
+                        [rules.action_for(n).label for n in names],
+                    )
+                )
         except (ValueError, BadURL) as exc:
             error = str(exc) or "not a URL"
     return render(
@@ -170,6 +183,7 @@ async def test_url(request: Request) -> Response:
         error=error,
         identity=identity,
         when=when,
+        hits=hits,
         groups=sorted(fs.policy.groups),
     )
 

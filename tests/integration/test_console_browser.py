@@ -368,6 +368,7 @@ def test_the_technicians_pages(browser: Any, console: Console) -> None:
     tech.goto(f"{console.url}/test?url=http://casino-demo.example/&as=group&value=pupil")
     assert "Blocked" in tech.locator("h2").first.inner_text()
     assert "gambling" in tech.content()
+    assert "casino-demo.example" in tech.locator("table").first.inner_text()  # every match
     check_page(tech, "test-a-url")
     for path, name in (("/lists", "list-updates"), ("/search?reference=SG-00000000", "search")):
         tech.goto(f"{console.url}{path}")
