@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from proxy.console import governor, live, requests, signin, technician
 from proxy.console.accounts import directory_for
 from proxy.console.web import FilterHolder, State, render, template_env
+from proxy.incidents.alerts import Alerter
 from proxy.store import migrate
 from proxy.store.engine import database_url, make_engine
 
@@ -117,6 +118,8 @@ def create_app(
     migrate.upgrade(engine)
     state = State(config_dir, engine, filters, template_env(), secure_cookies=secure_cookies)
     state.directory = directory_for(fs.settings)
+    state.alerter = Alerter()
+    state.alerter.start()
     if idle is not None:
         state.idle = idle
     if absolute is not None:

@@ -22,9 +22,11 @@ from starlette.responses import Response
 
 from blocklists.index import split_entry
 from blocklists.normalise import BadURL, normalise_url
+from proxy.console.accounts import find_user
 from proxy.console.web import (
     State,
     checked_form,
+    local,
     page_number,
     paginate,
     person,
@@ -36,6 +38,7 @@ from proxy.console.web import (
 from proxy.controls import ScopeKind
 from proxy.filterset import Filterset
 from proxy.identity import Identity
+from proxy.incidents.alerts import Alert, Email
 from proxy.overridetarget import TargetError, site_target
 from proxy.store import control
 from proxy.store.models import Change, Override
@@ -49,6 +52,22 @@ DURATIONS = {
     "fortnight": "for two weeks",
     "date": "until a date I choose",
 }
+
+
+def tell_requester(state: State, override: Override, answer: str) -> None:
+    """E-mail the requester the answer, when their console account has an address."""
+    with state.session(read_only=True) as s:
+        user = find_user(s, override.requested_by)
+    if user is None or not user.email or state.alerter is None:
+        return
+    what = "switching the filter off" if override.what_kind == "all" else override.what
+    subject = f"Your unblock request #{override.id} ({what}): {answer}"
+    text = (
+        f"Your request #{override.id} for {what} ({control.scope_label(override)}) has been "
+        f"{answer}.\n\nSee your requests in the web filter's console.\n"
+    )
+    alert = Alert("answer", subject, text, {"override": override.id})
+    state.alerter.send(alert, [Email(state.fs.settings.alerts.smtp, (user.email,))])
 
 
 def actor_details(request: Request) -> dict[str, object]:
@@ -303,7 +322,7 @@ async def approve(request: Request) -> Response:
     try:
         ends = end_for(state, text(form, "how_long"), text(form, "until"), now)
         with state.session() as s:
-            control.approve_override(
+            found = control.approve_override(
                 s,
                 override_id,
                 by=signed.person.name,
@@ -314,6 +333,9 @@ async def approve(request: Request) -> Response:
             )
     except control.ControlError as exc:
         return await inbox_item(request, str(exc), 409)
+    tell_requester(
+        state, found, f"approved by {signed.person.name} until {local(state, found.ends)}"
+    )
     return see_other(f"/inbox?done={override_id}")
 
 
@@ -340,4 +362,5 @@ async def decline(request: Request) -> Response:
             )
     except control.ControlError as exc:
         return await inbox_item(request, str(exc), 409)
+    tell_requester(state, found, f"declined by {signed.person.name}: {reason}")
     return see_other(f"/inbox?done={override_id}")

@@ -30,6 +30,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from proxy.console import sessions
 from proxy.console.accounts import MAY, Directory
 from proxy.filterset import Filterset, load_filterset
+from proxy.incidents.alerts import Alerter
 from proxy.store.engine import session as store_session
 
 COOKIE = "sg_session"
@@ -115,6 +116,8 @@ class State:
     absolute: timedelta = sessions.ABSOLUTE
     # checks the password of accounts made with `users add --ldap` (tests give a mock directory)
     directory: Directory | None = None
+    # tells requesters of answers by e-mail (alerts.smtp), off the request path
+    alerter: Alerter | None = None
 
     @property
     def fs(self) -> Filterset:

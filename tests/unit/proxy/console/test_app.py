@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import warnings
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
 
+from proxy.cli import cli
 from proxy.console.app import create_app
 from proxy.store.engine import make_engine, session
 from proxy.store.models import Change
+from tests.alertsinks import MailSink, mail_sink
 from tests.console_accounts import PASSWORD, add_account, code_for
 from tests.unit.proxy.configs import write_config
 from tests.unit.proxy.test_cli_changes import POLICY
+
+__all__ = ["mail_sink"]  # fixture
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # Starlette prefers httpx2 for its test client
@@ -223,13 +229,63 @@ def test_two_person_policy_changes_wait_for_a_second_person(tmp_path: Path) -> N
     )
     other = tmp_path / "other.yaml"
     other.write_text(before, "utf-8")
-    from click.testing import CliRunner
-
-    from proxy.cli import cli
-
     result = CliRunner().invoke(
         cli,
         ["policy", "apply", str(other), "--by", "tech", "--reason", "r", "--config", str(config)],
     )
     assert result.exit_code == 1
     assert "policy_changes is two_person" in result.stderr
+
+
+def test_the_requester_is_told_of_the_answer_by_email(tmp_path: Path, mail_sink: MailSink) -> None:
+    """A teacher with an e-mail address on their account gets the decline and its reason."""
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", POLICY)
+    settings = config / "schoolgate.yaml"
+    settings.write_text(
+        settings.read_text("utf-8")
+        + "alerts:\n"
+        + f"  smtp: {{host: 127.0.0.1, port: {mail_sink.port}, sender: gate@school.test}}\n",
+        "utf-8",
+    )
+    add_account(config, "head.teacher", "approver")
+    result = CliRunner().invoke(
+        cli,
+        [
+            "console",
+            "users",
+            "add",
+            "j.meer",
+            "--role",
+            "staff",
+            "--email",
+            "j.meer@school.test",
+            "--config",
+            str(config),
+        ],
+        input=f"{PASSWORD}\n{PASSWORD}\n",
+    )
+    assert result.exit_code == 0, result.stderr
+    app = create_app(config)
+    staff = client(app, config, "j.meer")
+    staff.post(
+        "/request",
+        data={
+            "csrf": csrf(staff, "/request"),
+            "url": "games-demo.example",
+            "for": "me",
+            "how_long": "lesson",
+            "reason": "coding club",
+        },
+    )
+    head = client(app, config, "head.teacher")
+    head.post(
+        "/inbox/1/decline", data={"csrf": csrf(head, "/live"), "reason": "not in school time"}
+    )
+    deadline = time.monotonic() + 10
+    while not mail_sink.messages and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(mail_sink.messages) == 1
+    message = mail_sink.messages[0]
+    assert message["To"] == "j.meer@school.test"
+    subject = " ".join(str(message["Subject"]).split())  # long headers are folded
+    assert subject.endswith("declined by head.teacher: not in school time")
