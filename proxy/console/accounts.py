@@ -268,6 +268,8 @@ MAY: dict[str, frozenset[str]] = {
     "suspend": frozenset({"approver", "dsl", "technician"}),
     "policy": frozenset({"technician", "approver"}),
     "review": frozenset({"dsl", "reviewer", "approver"}),
+    # a pupil's incidents and history: the safeguarding roles only (the DSL's pages, next)
+    "incidents": frozenset({"dsl", "reviewer"}),
     "status": frozenset({"technician"}),
     "changes": frozenset({"governor", "technician", "approver", "dsl"}),
 }

@@ -4,6 +4,14 @@
 and the configuration, and returns the ASGI app ``proxy.console.server``
 serves. Every response says not to cache it, not to be framed, and to load
 nothing but this console's own files (no CDN, no inline script).
+
+Adding a page (the DSL's queue and timelines come next): a module with async
+handlers that start with ``signed = await web.person(request, ACTION)`` (the
+role check; ACTION a key of ``accounts.MAY``, e.g. ``incidents``), read the
+form with ``await web.checked_form(request, signed)`` (the CSRF check), list
+rows with ``web.paginate``, and answer with ``web.render(request, "x.html",
+signed, ...)`` from a template that extends ``base.html``; then a ``Route``
+below and a nav entry in ``base.html`` with the same ACTION.
 """
 
 from __future__ import annotations
