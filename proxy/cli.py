@@ -17,6 +17,7 @@ import click
 from blocklists.normalise import BadURL, normalise_url
 from proxy.cli_changes import CHANGE_CONTROL, controls_for_explain
 from proxy.cli_common import config_option, fail, open_filterset
+from proxy.cli_content import content
 from proxy.cli_incidents import INCIDENT_COMMANDS
 from proxy.console.cli import console
 from proxy.filterset import Filterset, load_filterset
@@ -238,3 +239,4 @@ for _command in INCIDENT_COMMANDS:  # incidents, report, purge (proxy/cli_incide
     cli.add_command(_command)
 cli.add_command(lists)  # compile, update, lookup, stats (proxy/lists_cli.py)
 cli.add_command(console)  # the web console and its accounts (proxy/console/cli.py)
+cli.add_command(content)  # learned, confirm, reject (proxy/cli_content.py)
