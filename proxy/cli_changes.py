@@ -26,6 +26,7 @@ from proxy.cli_common import config_option, fail, open_filterset
 from proxy.controls import NO_CONTROLS, Controls, ScopeKind, WhatKind
 from proxy.filterset import Filterset
 from proxy.overridetarget import TargetError, site_target
+from proxy.policy import IllegalProblem
 from proxy.policyapply import apply as apply_policy
 from proxy.policyapply import preview as preview_policy
 from proxy.settings import Settings
@@ -39,6 +40,7 @@ from proxy.store.engine import (
     make_engine,
     session,
 )
+from proxy.store.events import apply_event, policy_refused, sha256
 from proxy.store.models import Change
 from proxy.yamlfile import ConfigError
 
@@ -413,12 +415,15 @@ def policy() -> None:
 def policy_apply(edited: Path, reason: str, dry_run: bool, by: str, config_dir: Path) -> None:
     """Validate EDITED, show its impact, record the change and install it as the policy."""
     fs = open_filterset(config_dir)
+    target = fs.policy.source
     text = edited.read_text(encoding="utf-8")
     try:
         shown = preview_policy(fs, text, edited)
     except ConfigError as exc:
         for problem in exc.problems[1:]:
             click.echo(str(problem), err=True)
+        if not dry_run:
+            _record_refusal(config_dir, exc, text, target, by, reason)
         raise fail(str(exc.problems[0])) from None
     changes, diff = shown.changes, shown.diff
     if not diff:
@@ -440,6 +445,27 @@ def policy_apply(edited: Path, reason: str, dry_run: bool, by: str, config_dir: 
     with store.session() as s:
         row = apply_policy(s, fs, shown, by=by, reason=reason, now=store.now(), extra=proof)
     click.echo(f"applied and recorded as change #{row.seq}; the proxy picks it up within seconds")
+
+
+def _record_refusal(
+    config_dir: Path, exc: ConfigError, text: str, target: Path, by: str, reason: str
+) -> None:
+    """Record an edit refused for weakening the illegal lists (a typo is not recorded)."""
+    illegal = [str(p) for p in exc.problems if isinstance(p, IllegalProblem)]
+    if not illegal:
+        return
+    event = policy_refused(sha256(text), str(target), illegal, "policy apply", by, reason)
+    try:
+        store = open_store(config_dir)
+        with store.session() as s:
+            apply_event(s, event)
+    except click.ClickException as down:
+        click.echo(f"warning: the refusal is not recorded: {down.message}", err=True)
+        return
+    except Exception as error:  # the refusal itself stands; only its record is missing
+        click.echo(f"warning: the refusal is not recorded: {down_reason(error)}", err=True)
+        return
+    click.echo("the refused change is recorded in the change log", err=True)
 
 
 # --- changes -------------------------------------------------------------------------------

@@ -38,8 +38,8 @@ class Preview:
 def preview(fs: Filterset, text: str, source: Path) -> Preview:
     """Validate ``text`` as the policy (raises ``ConfigError``) and compare it with the one in
     force."""
-    new = parse_policy(text, source)
-    type(fs).build(fs.settings, new, fs.lists)
+    # Built as the proxy would build it: a policy that weakens an illegal list is refused here.
+    new = fs.with_policy(parse_policy(text, source)).policy
     target = fs.policy.source
     old_text = target.read_text(encoding="utf-8") if target.exists() else ""
     return Preview(
