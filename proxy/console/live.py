@@ -50,7 +50,8 @@ async def live(request: Request, error: str | None = None, status_code: int = 20
                 (Suspension.ends.is_(None)) | (Suspension.ends > now),
             )
             .order_by(Suspension.id),
-            page_number(request),
+            page_number(request, "suspensions_page"),
+            param="suspensions_page",
         )
     return render(
         request,

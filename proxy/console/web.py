@@ -227,19 +227,23 @@ class Page[T]:
     items: Sequence[T]
     number: int
     has_next: bool
+    param: str = "page"
 
     @property
     def has_prev(self) -> bool:
         return self.number > 1
 
 
-def page_number(request: Request) -> int:
-    raw = request.query_params.get("page", "1")
+def page_number(request: Request, name: str = "page") -> int:
+    """The page asked for in the query (``name``: a page with two lists pages them apart)."""
+    raw = request.query_params.get(name, "1")
     return max(1, min(int(raw), 100_000)) if raw.isdigit() else 1
 
 
-def paginate[T](s: Session, query: Select[T], number: int, per_page: int = PER_PAGE) -> Page[T]:
+def paginate[T](
+    s: Session, query: Select[T], number: int, per_page: int = PER_PAGE, param: str = "page"
+) -> Page[T]:
     """Rows of ``query`` for page ``number``: one extra row is read to know if there is a next
     page, so no page ever counts the whole table."""
     rows = list(s.scalars(query.limit(per_page + 1).offset((number - 1) * per_page)))
-    return Page(rows[:per_page], number, len(rows) > per_page)
+    return Page(rows[:per_page], number, len(rows) > per_page, param)

@@ -289,3 +289,27 @@ def test_the_requester_is_told_of_the_answer_by_email(tmp_path: Path, mail_sink:
     assert message["To"] == "j.meer@school.test"
     subject = " ".join(str(message["Subject"]).split())  # long headers are folded
     assert subject.endswith("declined by head.teacher: not in school time")
+
+
+def test_list_pages_paginate(app: object, config: Path) -> None:
+    """Thirty requests are one full page of 25 and a second of 5, with links between them."""
+    from datetime import UTC, datetime
+
+    from proxy.store import control
+
+    engine = make_engine(f"sqlite:///{config.parent / 'store.db'}")
+    now = datetime.now(UTC)
+    with session(engine) as s:
+        for n in range(30):
+            control.request_override(
+                s, what_kind="host", what=f"site{n}.example", scope_kind="group", scope="pupil",
+                starts=now, ends=None, reason="r", requested_by="j.meer", now=now,
+            )  # fmt: skip
+    head = client(app, config, "head.teacher")
+    first = head.get("/inbox").text
+    assert first.count("Decide on request #") == 25
+    assert 'href="/inbox?page=2" rel="next"' in first
+    second = head.get("/inbox?page=2").text
+    assert second.count("Decide on request #") == 5
+    assert 'href="/inbox?page=1" rel="prev"' in second
+    assert 'rel="next"' not in second
