@@ -165,8 +165,14 @@ def sign_in(page: Any, console: Console, name: str, *, code: str | None = None) 
     page.fill("#name", name)
     page.fill("#password", PASSWORD)
     page.fill("#code", console.code(name) if code is None else code)
-    page.click("button[type=submit]")
+    submit(page, "button[type=submit]")
     page.wait_for_load_state()
+
+
+def submit(page: Any, selector: str) -> None:
+    """Click and wait for the page it leads to (a slow server must not read as an empty page)."""
+    with page.expect_navigation(wait_until="load", timeout=60_000):
+        page.click(selector)
 
 
 def csrf_of(page: Any) -> str:
@@ -196,7 +202,7 @@ def test_staff_request_from_the_block_page_is_approved_by_a_second_person(
     assert "This site is blocked" in staff.content()
     reference = staff.locator("#reference").inner_text()
     check_page(staff, "block-page")
-    staff.click("#console-request")
+    submit(staff, "#console-request")
     assert "/login" in staff.url
     sign_in(staff, console, "j.meer", code="")
     assert "/request" in staff.url
@@ -205,7 +211,7 @@ def test_staff_request_from_the_block_page_is_approved_by_a_second_person(
     staff.select_option("#for", "group:guest")
     staff.fill("#reason", "Year 10 media studies: how platforms present profiles")
     check_page(staff, "request-form")
-    staff.click("form[action='/request'] button[type=submit]")
+    submit(staff, "form[action='/request'] button[type=submit]")
     assert "/mine" in staff.url
     assert "waiting for approval" in staff.content()
     check_page(staff, "my-requests")
@@ -213,13 +219,13 @@ def test_staff_request_from_the_block_page_is_approved_by_a_second_person(
     head = new_page(browser, console)
     head.goto(f"{console.url}/inbox")
     sign_in(head, console, "deputy.head")
-    head.click("text=Decide on request")
+    submit(head, "text=Decide on request")
     content = head.content()
     assert "social media and chat" in content  # the category in plain English
     assert "What each group gets there now" in content
     check_page(head, "inbox-request")
     head.check("#ap-lesson")
-    head.click("form[action$='/approve'] button[type=submit]")
+    submit(head, "form[action$='/approve'] button[type=submit]")
     assert "/inbox" in head.url
 
     staff.goto(f"{console.url}/mine")
@@ -254,14 +260,14 @@ def test_a_declined_request_shows_its_reason_to_the_requester(
     sign_in(staff, console, "j.meer", code="")
     staff.fill("#url", "games-demo.example")
     staff.fill("#reason", "Friday afternoon treat")
-    staff.click("form[action='/request'] button[type=submit]")
+    submit(staff, "form[action='/request'] button[type=submit]")
     request_id = re.search(r"Request #(\d+) has been sent", staff.content())
     assert request_id is not None
     head = new_page(browser, console)
     head.goto(f"{console.url}/inbox/{request_id.group(1)}")
     sign_in(head, console, "head.teacher")
     head.fill("#decline-reason", "Not for lesson time: try the lunchtime club")
-    head.click("form[action$='/decline'] button[type=submit]")
+    submit(head, "form[action$='/decline'] button[type=submit]")
     staff.goto(f"{console.url}/mine")
     row = staff.locator("tr", has_text="games-demo.example").first.inner_text()
     assert "declined" in row
@@ -275,12 +281,12 @@ def test_the_requester_cannot_approve_their_own_request(browser: Any, console: C
     sign_in(head, console, "head.teacher")
     head.fill("#url", "play.example")
     head.fill("#reason", "Assembly on online games")
-    head.click("form[action='/request'] button[type=submit]")
+    submit(head, "form[action='/request'] button[type=submit]")
     request_id = re.search(r"Request #(\d+) has been sent", head.content())
     assert request_id is not None
     head.goto(f"{console.url}/inbox/{request_id.group(1)}")
     assert "another approver must decide" in head.content()
-    head.click("form[action$='/approve'] button[type=submit]")
+    submit(head, "form[action$='/approve'] button[type=submit]")
     assert "a second person must (two-person rule)" in head.locator(".error").inner_text()
     assert "waiting for approval" in head.content()
 
@@ -380,11 +386,11 @@ def test_the_technicians_pages(browser: Any, console: Console) -> None:
     )
     text = text.replace("      gambling: unacceptable\n", "      gambling: blocked\n", 1)
     tech.fill("#text", text)
-    tech.click("form[action='/policy/preview'] button[type=submit]")
+    submit(tech, "form[action='/policy/preview'] button[type=submit]")
     assert "group pupil: gambling unacceptable → blocked" in tech.content()
     check_page(tech, "policy-preview")
     tech.fill("#reason", "Gambling sites: block without an incident for pupils")
-    tech.click("form[action='/policy/apply'] button[type=submit]")
+    submit(tech, "form[action='/policy/apply'] button[type=submit]")
     assert "/changes" in tech.url
     assert "policy change applied" in tech.content()
     assert "it.tech" in tech.locator("tbody tr").first.inner_text()
