@@ -34,6 +34,8 @@ def _walk(
 ) -> Iterator[tuple[list[str], click.Command, click.Context]]:
     ctx = click.Context(command, info_name=path[-1], parent=parent)
     if isinstance(command, click.Group):
+        if command.invoke_without_command:  # does something itself, too (`console`)
+            yield path, command, ctx
         for name in command.list_commands(ctx):
             sub = command.get_command(ctx, name)
             if sub is not None and not sub.hidden:
