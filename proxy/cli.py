@@ -15,11 +15,14 @@ from pathlib import Path
 import click
 
 from blocklists.normalise import BadURL, normalise_url
+from proxy import explain as explain_extras
 from proxy.cli_changes import CHANGE_CONTROL, controls_for_explain
 from proxy.cli_common import config_option, fail, open_filterset
 from proxy.cli_content import content
 from proxy.cli_incidents import INCIDENT_COMMANDS
 from proxy.console.cli import console
+from proxy.decision import Rule
+from proxy.explain import protections
 from proxy.files import set_private_umask
 from proxy.filterset import Filterset, load_filterset
 from proxy.identity import Identity, parse_ip
@@ -128,9 +131,14 @@ def explain(
         canonical = normalise_url(url)
     except BadURL as exc:
         raise fail(f"{url!r}: not a URL: {exc}") from None
-    decision = fs.decide_url(identity, canonical, when, controls_for_explain(fs.settings, when))
+    rules: list[Rule] = []  # every rule that matched, from the proxy's own decide()
+    decision = fs.decide_url(
+        identity, canonical, when, controls_for_explain(fs.settings, when), rules=rules
+    )
+    # an illegal hit says nothing more: no protection could matter, and none may hint where
+    found = [] if decision.illegal else protections(fs.policy.groups[identity.group], canonical)
     if as_json:
-        out = decision.as_dict()
+        out = decision.as_dict() | explain_extras.for_json(rules, found)
         out["identity"] = {"user": identity.user, "group": identity.group, "via": identity.source}
         out["at"] = when.isoformat()
         out["url"] = None if decision.illegal else canonical.entry
@@ -145,6 +153,8 @@ def explain(
     click.echo(f"matched:  {matched}")
     click.echo(f"rule:     {decision.rule}")
     click.echo(f"who:      {identity.user or '-'} in group {identity.group} (by {identity.source})")
+    for line in explain_extras.as_lines(rules, found):
+        click.echo(line)
 
 
 @cli.command()

@@ -9,11 +9,13 @@ call (``proxy.safesearch.lock_for``, ``Group.port_allowed``,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from blocklists.normalise import CanonicalURL
 from proxy.content.phrases import CATEGORY_WORDS
+from proxy.decision import Rule
 from proxy.policy import Group
 from proxy.safesearch import Level, lock_for
 
@@ -43,7 +45,7 @@ def safe_search(group: Group, url: CanonicalURL) -> Protection:
     if level == "off":
         return Protection("safe_search", False, f"off for group {group.name}", detail)
     if lock is None:
-        return Protection("safe_search", False, f"{level}; {url.host} is no search engine", detail)
+        return Protection("safe_search", False, f"{level}; not a search engine", detail)
     if lock.blocked:
         return Protection(
             "safe_search",
@@ -125,3 +127,24 @@ def protections(group: Group, url: CanonicalURL) -> list[Protection]:
         downloads(group),
         content(group),
     ]
+
+
+def for_json(rules: Sequence[Rule], found: Sequence[Protection]) -> dict[str, Any]:
+    """The ``rules`` and ``protections`` keys of ``explain --json`` (README "explain")."""
+    return {
+        "rules": [rule.as_dict() for rule in rules],
+        "protections": {p.name: p.as_dict() for p in found},
+    }
+
+
+def as_lines(rules: Sequence[Rule], found: Sequence[Protection]) -> list[str]:
+    """Every rule (``*`` the one that decided) with why, then the protections, for a terminal."""
+    lines = ["rules:"]
+    for rule in rules:
+        where = f"  [{rule.matched.list}: {rule.matched.entry}]" if rule.matched else ""
+        lines.append(f"  {'*' if rule.won else '-'} {rule.rule}{where}")
+        lines.append(f"      {rule.why}")
+    if found:
+        lines.append("protections (on what the filter lets through):")
+        lines += [f"  {p.name + ':':<13}{p.says}" for p in found]
+    return lines
