@@ -15,6 +15,7 @@ from addons.downloads import Downloads
 from addons.filter import Filter
 from addons.identify import Identify
 from addons.incidents import Incidents
+from addons.limits import Limits
 from addons.login import ProxyLogin
 from addons.metrics import Metrics
 from addons.overrides import Overrides
@@ -68,6 +69,9 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         Review(loader),
         # With a parent proxy: closes surplus parent connections, never touches a decision.
         UpstreamChain(),
+        # After every addon that can answer a request: a request answered while its large body
+        # still arrives is read and dropped, not streamed (mitmproxy cannot stream it then).
+        Limits(),
         # Records what was decided, after the response is known.
         audit,
         # After the decision and the response: only counts, never changes a flow.

@@ -45,6 +45,10 @@ def mitmproxy_options(settings: Settings, *, worker: bool = False) -> dict[str, 
         # The filter serves clients on private school networks, not the internet.
         "block_global": True,
         "schoolgate_metrics_listen": "" if worker else (settings.metrics_listen or ""),
+        # Memory per connection is bounded (addons/limits.py): heads over the limit get 431,
+        # bodies over the threshold stream through for every group instead of being held whole.
+        "schoolgate_max_header_kb": settings.limits.max_header_kb,
+        "stream_large_bodies": f"{settings.limits.stream_body_kb}k",
     }
 
 

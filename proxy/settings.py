@@ -129,6 +129,15 @@ class Auth(Strict):
         return self
 
 
+class Limits(Strict):
+    """What one connection may make the proxy hold in memory (addons/limits.py)."""
+
+    # a request head (request line, headers, cookies) over this is answered 431
+    max_header_kb: int = Field(64, ge=8, le=16384)
+    # bodies larger than this stream through (download rules run on the stream), never held
+    stream_body_kb: int = Field(1024, ge=64, le=65536)
+
+
 class Settings(Strict):
     """The settings file as written, before paths are resolved."""
 
@@ -144,6 +153,7 @@ class Settings(Strict):
     workers: int = Field(1, ge=1, le=64)  # mitmproxy processes sharing the listen port
     upstream: str | None = None  # http://HOST:PORT of a parent proxy to chain to
     auth: Auth = Auth()
+    limits: Limits = Limits()
 
     @field_validator("listen")
     @classmethod

@@ -1,0 +1,178 @@
+"""Limits: what one connection may make the proxy hold in memory.
+
+mitmproxy holds a message's head until it is complete, with no limit (its
+HTTP/1 reader says ``FIXME: protect against header size DoS``), and holds
+every body whole unless ``stream_large_bodies`` is set. A few pupils sending
+128 MiB of headers or a 512 MiB upload could take the school offline.
+
+- **Bodies** larger than ``limits.stream_body_kb`` stream through for every
+  group: the settings set mitmproxy's ``stream_large_bodies`` option
+  (``proxy/master.py``), which streams a body whose length is known at the
+  headers, and switches a chunked one to streaming once that much arrived.
+  The download rules then run on the stream (``addons/downloads.py``).
+- **Heads**: a request head not complete within ``limits.max_header_kb`` is
+  answered ``431 Request Header Fields Too Large`` and the connection closed;
+  an origin's response head over the limit closes the origin connection (the
+  browser gets mitmproxy's 502). Data a client sends while it waits for an
+  answer (pipelining) is capped at the same size plus the streaming threshold.
+- **Answered early**: a request the proxy answers itself (a block page) while
+  its body is still arriving never streams (mitmproxy cannot stream a request
+  it has answered); its body is read and dropped chunk by chunk, never held.
+
+mitmproxy 12 offers no option for the head limit nor a hook before a head is
+complete, so ``install`` wraps three methods of its HTTP/1 layer, as
+``proxy/master.py`` does for ``reuse_port``. The wrappers only ever close a
+connection or drop bytes no one will read; with the option at 0 they do
+nothing. ``tests/integration/test_limits.py`` proves each limit through the
+real proxy, and fails if mitmproxy changes these methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Generator
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.addonmanager import Loader
+from mitmproxy.proxy import commands, events
+from mitmproxy.proxy.layers.http import HttpStream, _http1
+from mitmproxy.proxy.layers.http._base import ReceiveHttp
+from mitmproxy.proxy.layers.http._events import (
+    ErrorCode,
+    RequestProtocolError,
+    ResponseProtocolError,
+)
+from mitmproxy.utils import human
+
+log = logging.getLogger("schoolgate.limits")
+# The end of an HTTP/1 head, as h11 finds it (a blank line, with or without CR).
+_HEAD_END = re.compile(rb"\n\r?\n")
+# Set on a flow whose request body was read and dropped (answered by the proxy meanwhile).
+DROPPED = "schoolgate.limits.body_dropped"
+_INSTALLED = "_schoolgate_limits"
+
+
+def _header_limit(layer: Any) -> int:
+    kb = getattr(layer.context.options, "schoolgate_max_header_kb", 0)
+    return int(kb) * 1024 if kb else 0
+
+
+def _stream_limit(layer: Any) -> int:
+    return human.parse_size(layer.context.options.stream_large_bodies) or 0
+
+
+def head_too_large(buffered: bytes, limit: int) -> bool:
+    """True when ``buffered`` holds more than ``limit`` bytes and no head ends within them."""
+    return len(buffered) > limit and _HEAD_END.search(buffered, 0, limit + 3) is None
+
+
+Steps = Generator[commands.Command, Any, None]
+
+
+def install() -> None:
+    """Wrap mitmproxy's HTTP/1 head reader, its waiting state and its body-size check (once)."""
+    if getattr(_http1.Http1Connection, _INSTALLED, False):
+        return
+    setattr(_http1.Http1Connection, _INSTALLED, True)
+    server_read_headers = _http1.Http1Server.read_headers
+    client_read_headers = _http1.Http1Client.read_headers
+    wait = _http1.Http1Connection.wait
+    check_body_size = HttpStream.check_body_size
+
+    def server_heads(self: Any, event: events.ConnectionEvent) -> Steps:
+        limit = _header_limit(self)
+        if (
+            limit
+            and isinstance(event, events.DataReceived)
+            and head_too_large(bytes(self.buf), limit)
+        ):
+            peer = self.conn.peername[0]
+            log.warning("request head over %d KiB from %s: answered 431", limit // 1024, peer)
+            yield commands.SendData(
+                self.conn,
+                _http1.make_error_response(431, "The request's headers are too large."),
+            )
+            yield commands.CloseConnection(self.conn)
+            self.state = self.done
+            return
+        yield from server_read_headers(self, event)
+
+    def client_heads(self: Any, event: events.ConnectionEvent) -> Steps:
+        limit = _header_limit(self)
+        if (
+            limit
+            and isinstance(event, events.DataReceived)
+            and self.stream_id is not None
+            and head_too_large(bytes(self.buf), limit)
+        ):
+            yield commands.CloseConnection(self.conn)
+            yield ReceiveHttp(
+                ResponseProtocolError(
+                    self.stream_id,
+                    f"the origin's response head is over {limit // 1024} KiB",
+                    ErrorCode.GENERIC_SERVER_ERROR,
+                )
+            )
+            self.state = self.done
+            return
+        yield from client_read_headers(self, event)
+
+    def capped_wait(self: Any, event: events.Event) -> Steps:
+        limit = _header_limit(self)
+        if (
+            limit
+            and isinstance(event, events.DataReceived)
+            and len(self.buf) > limit + _stream_limit(self)
+        ):
+            yield commands.CloseConnection(self.conn)
+            error = (
+                RequestProtocolError
+                if isinstance(self, _http1.Http1Server)
+                else ResponseProtocolError
+            )
+            why = "too much data while waiting for an answer"
+            yield ReceiveHttp(error(self.stream_id, why, ErrorCode.GENERIC_CLIENT_ERROR))
+            self.state = self.done
+            return
+        yield from wait(self, event)
+
+    def drop_answered(self: Any, request: bool) -> Generator[commands.Command, Any, bool]:
+        limit = _stream_limit(self)
+        if request and self.flow.response is not None and limit:
+            # Answered by the proxy while the body arrives: keep none of it past the threshold.
+            if len(self.request_body_buf) > limit:
+                self.request_body_buf.clear()
+                self.flow.metadata[DROPPED] = True
+            return False
+        return (yield from check_body_size(self, request))
+
+    _http1.Http1Server.read_headers = server_heads  # type: ignore[method-assign]
+    _http1.Http1Client.read_headers = client_heads  # type: ignore[method-assign]
+    _http1.Http1Connection.wait = capped_wait  # type: ignore[method-assign]
+    HttpStream.check_body_size = drop_answered  # type: ignore[method-assign]
+
+
+class Limits:
+    def __init__(self) -> None:
+        install()
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "schoolgate_max_header_kb",
+            int,
+            0,
+            "Largest HTTP/1 message head, in KiB (431 for a request over it); 0: no limit.",
+        )
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # mitmproxy marks a request whose length is over stream_large_bodies for streaming
+        # before any hook runs; an addon that then answered it (a block page) cannot stream
+        # it (mitmproxy raises). Read it instead; the wrapper above drops what arrives.
+        if flow.response is not None and flow.request.stream:
+            flow.request.stream = False
+
+    def configure(self, updated: set[str]) -> None:
+        if "schoolgate_max_header_kb" in updated and ctx.options.schoolgate_max_header_kb < 0:
+            raise exceptions.OptionsError("schoolgate_max_header_kb must be 0 or more")

@@ -1,0 +1,114 @@
+"""Memory limits with the real proxy: 431 for huge headers, bodies streamed, rules on the stream.
+
+Each test attacks the proxy as a few pupils could (a huge header, a huge
+upload, parallel downloads), then reads the proxy's peak resident memory
+(VmHWM, from /proc) and checks it grew by less than ``BOUND_MIB`` over the
+proxy's memory before the first attack. Without the limits each of these
+grows it by about twice the bytes sent (``python -m bench.memory --unbounded``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from bench.memory import (
+    POLICY,
+    PUPIL,
+    STAFF,
+    MiB,
+    bytes_origin,
+    download,
+    huge_header,
+    memory_kib,
+    proxy,
+    upload,
+)
+
+BOUND_MIB = 64
+# Staff may download files of up to 8 MiB and no Windows programs.
+LIMITED = POLICY.replace("max_mb: 1500", "max_mb: 8")
+
+
+class Running:
+    def __init__(self, pid: int, port: int, origin: int, tmp: Path) -> None:
+        self.pid, self.port, self.origin, self.tmp = pid, port, origin, tmp
+        download(port, origin, MiB, PUPIL)  # warm up: the first request loads lazily
+        self.base = memory_kib(pid)["VmRSS"]
+
+    def growth_mib(self) -> float:
+        """How far the proxy's peak memory rose over its memory before the first attack."""
+        return (memory_kib(self.pid)["VmHWM"] - self.base) / 1024
+
+    def stderr(self) -> str:
+        return (self.tmp / "stderr").read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    tmp = tmp_path_factory.mktemp("limits")
+    with bytes_origin() as origin, proxy(tmp, policy=LIMITED) as process:
+        yield Running(process.pid, process.port, origin, tmp)  # type: ignore[attr-defined]
+
+
+def test_a_128_mib_header_gets_431_and_is_not_held(running: Running) -> None:
+    """A request whose headers go on for 128 MiB is answered 431 and cut off early."""
+    status, sent = huge_header(running.port, running.origin, 128 * MiB, PUPIL)
+    assert status == 431
+    assert sent < 8 * MiB  # the proxy stopped reading long before the end
+    assert running.growth_mib() < BOUND_MIB
+
+
+def test_a_512_mib_upload_streams_to_the_origin(running: Running) -> None:
+    """A 512 MiB upload reaches the origin whole while the proxy holds almost none of it."""
+    status, body = upload(running.port, f"localhost:{running.origin}", 512 * MiB, PUPIL)
+    assert (status, body.strip()) == (200, str(512 * MiB))
+    assert running.growth_mib() < BOUND_MIB
+
+
+def test_a_chunked_upload_streams_too(running: Running) -> None:
+    """An upload with no length (chunked) switches to streaming once it is large."""
+    sink = f"localhost:{running.origin}"
+    status, body = upload(running.port, sink, 128 * MiB, PUPIL, chunked=True)
+    assert (status, body.strip()) == (200, str(128 * MiB))
+    assert running.growth_mib() < BOUND_MIB
+
+
+def test_four_parallel_downloads_for_a_group_without_rules_stream(running: Running) -> None:
+    """Four pupils downloading 256 MiB each at once do not grow the proxy by what they fetch."""
+    with ThreadPoolExecutor(4) as pool:
+        results = list(
+            pool.map(lambda _: download(running.port, running.origin, 256 * MiB, PUPIL), range(4))
+        )
+    assert results == [(200, 256 * MiB)] * 4
+    assert running.growth_mib() < BOUND_MIB
+
+
+def test_a_blocked_upload_is_dropped_not_held(running: Running) -> None:
+    """A large upload to a blocked site gets the block page; its body is read and dropped."""
+    status, body = upload(running.port, "adult-demo.example", 256 * MiB, PUPIL)
+    assert status == 403
+    assert "adult" in body.lower()
+    assert running.growth_mib() < BOUND_MIB
+    assert "Traceback" not in running.stderr()
+
+
+def test_a_streamed_program_is_cut_by_the_download_rules(running: Running) -> None:
+    """A 4 MiB Windows program (length known, over the streaming threshold) is sniffed
+    on the stream and cut: the rules apply to streamed bodies, not only held ones."""
+    status, got = download(running.port, running.origin, 4 * MiB, STAFF, "?mz")
+    assert status == 200  # the headers had gone on before the first bytes showed an .exe
+    assert got < 4 * MiB
+    status, got = download(running.port, running.origin, 4 * MiB, STAFF)
+    assert (status, got) == (200, 4 * MiB)  # the same size, not a program: whole
+
+
+def test_max_mb_is_counted_on_a_chunked_stream(running: Running) -> None:
+    """A chunked download with no length is cut once it passes the group's max_mb."""
+    status, got = download(running.port, running.origin, 32 * MiB, STAFF, "?chunked")
+    assert status == 200
+    assert 0 < got <= 9 * MiB
+    assert running.growth_mib() < BOUND_MIB
