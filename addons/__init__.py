@@ -21,6 +21,7 @@ from addons.metrics import Metrics
 from addons.overrides import Overrides
 from addons.pipeline import Pipeline
 from addons.policyload import PolicyLoader
+from addons.redact import Redact
 from addons.review import Review
 from addons.safesearch import SafeSearch
 from addons.store import StoreWriter
@@ -52,6 +53,9 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         identify,
         # Decides on the CONNECT/SNI host first, then on each request; blocks.
         filt,
+        # Right after the decision: an illegal host and its address are withheld from every
+        # log line from now on, before mitmproxy can log a TLS failure naming them.
+        Redact(loader),
         # The protections from here on only tighten what the filter let through, never open.
         # Tunnels to ports other than the group's, QUIC, DNS-over-HTTPS: before incidents
         # are raised, so a DNS-over-HTTPS request raises subvert_filtering like a DoH host.

@@ -25,6 +25,7 @@ from mitmproxy.utils.asyncio_utils import create_task
 
 from addons import Pipeline, schoolgate_addons
 from proxy.filterset import Filterset
+from proxy.redaction import install as install_redaction
 from proxy.settings import Settings
 
 
@@ -151,6 +152,8 @@ def run_proxy(
 ) -> None:
     """Run the filter until stopped; an option mitmproxy rejects is a one-line error."""
     filterset.settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Every log record, mitmproxy's included, withholds the hosts of illegal hits.
+    install_redaction()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # Per-connection chatter belongs in the access log, not the service log.
     logging.getLogger("mitmproxy").setLevel(logging.WARNING)

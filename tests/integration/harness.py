@@ -307,7 +307,7 @@ def start_gateway(
             "schoolgate_reload_ms=200",
             *extra,
         ],
-        stdout=subprocess.DEVNULL,
+        stdout=(tmp / "schoolgate.stdout").open("wb"),  # kept: no output may name an IWF host
         stderr=stderr_path.open("wb"),
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
