@@ -44,6 +44,7 @@ class Metrics:
         self.login = login
         self.store = store
         self._seen_refused = 0
+        self._seen_lockouts = 0
         self.metrics = FilterMetrics()
         self.server: MetricsServer | None = None
         self._seen_reloads = 0
@@ -111,6 +112,8 @@ class Metrics:
         if self.login is not None:
             m.auth_failures.inc(self.login.refused - self._seen_refused)
             self._seen_refused = self.login.refused
+            m.login_lockouts.inc(self.login.throttle.lockouts - self._seen_lockouts)
+            self._seen_lockouts = self.login.throttle.lockouts
         if self.store is not None:
             m.spool_depth.set(self.store.writer.spooled)
         for source, count in entries_by_source(dict(fs.lists.counts()), sources).items():

@@ -121,6 +121,11 @@ class Auth(Strict):
     login_host: str = "login.schoolgate"
     bind_minutes: int = Field(480, ge=1)
     header: HeaderLogin | None = None
+    # Password guessing, per user and per client address: after free_failures wrong tries in
+    # a row each try waits twice as long; at lockout_after it is locked for lockout_minutes.
+    free_failures: int = Field(5, ge=1, le=100)
+    lockout_after: int = Field(10, ge=2, le=1000)
+    lockout_minutes: int = Field(15, ge=1, le=1440)
 
     @model_validator(mode="after")
     def _something_to_check(self) -> Auth:
