@@ -3,6 +3,12 @@
 Written when the response is known (or the request failed), through
 ``AccessLog``'s background writer. An illegal hit is logged without its
 host or URL: the log says that the illegal list matched, never where.
+
+``host`` is what the client named (the ``Host`` header, which a client may
+set to anything); ``server_addr`` is the address the proxy actually connected
+to (IP and port), or, for a request answered without a connection (a block),
+the one it would have connected to, so ``Host: www.bbc.co.uk`` sent to
+another address shows both.
 """
 
 from __future__ import annotations
@@ -18,6 +24,17 @@ from addons.policyload import PolicyLoader
 from proxy.accesslog import AccessLog
 
 WITHHELD = "(withheld)"
+
+
+def server_addr(flow: http.HTTPFlow) -> str:
+    """``IP:PORT`` the proxy connected to, else the ``HOST:PORT`` it would have."""
+    conn = flow.server_conn
+    # Not connected (answered by the proxy): where the request was going, which is the
+    # request's own target (the absolute URL or CONNECT, or the original destination
+    # in transparent mode), never the Host header.
+    address = conn.peername or conn.address or (flow.request.host, flow.request.port)
+    host, port = str(address[0]), address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Audit:
@@ -74,6 +91,7 @@ class Audit:
             method=flow.request.method,
             scheme=flow.request.scheme,
             host=WITHHELD if illegal else flow.request.pretty_host,
+            server_addr=WITHHELD if illegal else server_addr(flow),
             path=WITHHELD if illegal else flow.request.path,
             decision=decision.decision if decision else None,
             category=decision.category if decision else None,
