@@ -18,6 +18,9 @@ every body whole unless ``stream_large_bodies`` is set. A few pupils sending
 - **Answered early**: a request the proxy answers itself (a block page) while
   its body is still arriving never streams (mitmproxy cannot stream a request
   it has answered); its body is read and dropped chunk by chunk, never held.
+- **Bodies the filter must rewrite** (a search form posted to an engine whose
+  safe search is forced, ``addons/safesearch.py``) cannot stream, or they
+  would pass unrewritten: one over the threshold is answered 413, fail closed.
 
 mitmproxy 12 offers no option for the head limit nor a hook before a head is
 complete, so ``install`` wraps three methods of its HTTP/1 layer, as
@@ -51,6 +54,10 @@ log = logging.getLogger("schoolgate.limits")
 _HEAD_END = re.compile(rb"\n\r?\n")
 # Set on a flow whose request body was read and dropped (answered by the proxy meanwhile).
 DROPPED = "schoolgate.limits.body_dropped"
+# Set on a flow whose request body an addon rewrites at `request`: it must not stream.
+HOLD = "schoolgate.limits.hold_body"
+# The safe-search addon's fact: the engines whose parameters it forces on this request.
+SAFESEARCH = "schoolgate.safesearch"
 _INSTALLED = "_schoolgate_limits"
 
 
@@ -140,6 +147,9 @@ def install() -> None:
 
     def drop_answered(self: Any, request: bool) -> Generator[commands.Command, Any, bool]:
         limit = _stream_limit(self)
+        held = self.flow.metadata.get(HOLD) and self.flow.response is None
+        if request and held and limit and len(self.request_body_buf) > limit:
+            self.flow.response = too_large()  # and dropped below, like any answered body
         if request and self.flow.response is not None and limit:
             # Answered by the proxy while the body arrives: keep none of it past the threshold.
             if len(self.request_body_buf) > limit:
@@ -152,6 +162,15 @@ def install() -> None:
     _http1.Http1Client.read_headers = client_heads  # type: ignore[method-assign]
     _http1.Http1Connection.wait = capped_wait  # type: ignore[method-assign]
     HttpStream.check_body_size = drop_answered  # type: ignore[method-assign]
+
+
+def too_large() -> http.Response:
+    """The answer to a body the filter must rewrite but that is too large to hold."""
+    return http.Response.make(
+        413,
+        "The school's filter cannot check a form this large, so it was not sent.\n",
+        {"Content-Type": "text/plain; charset=utf-8", "Connection": "close"},
+    )
 
 
 class Limits:
@@ -172,6 +191,18 @@ class Limits:
         # it (mitmproxy raises). Read it instead; the wrapper above drops what arrives.
         if flow.response is not None and flow.request.stream:
             flow.request.stream = False
+        request = flow.request
+        if (
+            flow.response is None
+            and flow.metadata.get(SAFESEARCH)
+            and request.method == "POST"
+            and "application/x-www-form-urlencoded" in request.headers.get("content-type", "")
+        ):
+            # The safe-search addon rewrites this form at `request`: it must arrive whole.
+            flow.metadata[HOLD] = True
+            if request.stream:
+                request.stream = False
+                flow.response = too_large()
 
     def configure(self, updated: set[str]) -> None:
         if "schoolgate_max_header_kb" in updated and ctx.options.schoolgate_max_header_kb < 0:
