@@ -18,6 +18,9 @@ every body whole unless ``stream_large_bodies`` is set. A few pupils sending
 - **Answered early**: a request the proxy answers itself (a block page) while
   its body is still arriving never streams (mitmproxy cannot stream a request
   it has answered); its body is read and dropped chunk by chunk, never held.
+- **WebSocket messages**: mitmproxy keeps every message of a connection in
+  ``flow.websocket.messages`` for its whole life; only the latest is kept
+  (no Schoolgate addon reads older ones).
 - **Bodies the filter must rewrite** (a search form posted to an engine whose
   safe search is forced, ``addons/safesearch.py``) cannot stream, or they
   would pass unrewritten: one over the threshold is answered 413, fail closed.
@@ -203,6 +206,11 @@ class Limits:
             if request.stream:
                 request.stream = False
                 flow.response = too_large()
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        # A chat left open all day would otherwise hold every message it ever carried.
+        if flow.websocket is not None and len(flow.websocket.messages) > 1:
+            del flow.websocket.messages[:-1]
 
     def configure(self, updated: set[str]) -> None:
         if "schoolgate_max_header_kb" in updated and ctx.options.schoolgate_max_header_kb < 0:
