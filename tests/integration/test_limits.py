@@ -9,6 +9,8 @@ grows it by about twice the bytes sent (``python -m bench.memory --unbounded``).
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -111,4 +113,31 @@ def test_max_mb_is_counted_on_a_chunked_stream(running: Running) -> None:
     status, got = download(running.port, running.origin, 32 * MiB, STAFF, "?chunked")
     assert status == 200
     assert 0 < got <= 9 * MiB
+    assert running.growth_mib() < BOUND_MIB
+
+
+def test_an_origins_endless_response_head_is_cut(running: Running) -> None:
+    """An origin that sends 128 MiB of response headers gets its connection closed, not held."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def endless_head() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Filler: ")
+                for _ in range(2048):
+                    conn.sendall(b"a" * 65536)
+            except OSError:
+                pass  # the proxy closed the connection: what this test wants
+
+    thread = threading.Thread(target=endless_head, daemon=True)
+    thread.start()
+    try:
+        status, _ = download(running.port, port, 1, PUPIL)
+    finally:
+        thread.join(30)
+        server.close()
+    assert status == 502
     assert running.growth_mib() < BOUND_MIB
