@@ -22,6 +22,7 @@ from addons.filter import REFERENCE, decision_of
 from addons.identify import identity_of
 from addons.policyload import PolicyLoader
 from proxy.accesslog import AccessLog
+from proxy.redaction import REDACTIONS
 
 WITHHELD = "(withheld)"
 
@@ -35,6 +36,12 @@ def server_addr(flow: http.HTTPFlow) -> str:
     address = conn.peername or conn.address or (flow.request.host, flow.request.port)
     host, port = str(address[0]), address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _unless_illegal(address: str) -> str:
+    """The address, or ``WITHHELD`` when its host was decided illegal on this proxy."""
+    host = address.rpartition(":")[0].strip("[]")
+    return WITHHELD if host in REDACTIONS else address
 
 
 class Audit:
@@ -91,7 +98,7 @@ class Audit:
             method=flow.request.method,
             scheme=flow.request.scheme,
             host=WITHHELD if illegal else flow.request.pretty_host,
-            server_addr=WITHHELD if illegal else server_addr(flow),
+            server_addr=WITHHELD if illegal else _unless_illegal(server_addr(flow)),
             path=WITHHELD if illegal else flow.request.path,
             decision=decision.decision if decision else None,
             category=decision.category if decision else None,
@@ -103,7 +110,13 @@ class Audit:
         )
 
     def record(self, **fields: object) -> None:
-        """One line for an event with no HTTP flow (a refused connection), same log."""
+        """One line for an event with no HTTP flow (a refused connection), same log.
+
+        Such a line may be refused for another reason (HTTPS to an address with no
+        SNI) than that its host is illegal: a host decided illegal is withheld anyway."""
+        host = fields.get("host")
+        if isinstance(host, str) and host in REDACTIONS:
+            fields["host"] = WITHHELD
         if self.log is None:
             self._open()  # a connection can arrive before every addon's `running` has run
         if self.log is not None:

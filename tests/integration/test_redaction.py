@@ -14,11 +14,22 @@ import ssl
 
 import pytest
 
-from tests.integration.harness import PUPIL, STAFF, Gateway, OriginCA, start_gateway, stop_gateway
+from tests.integration.harness import (
+    PUPIL,
+    ROOT,
+    STAFF,
+    Gateway,
+    OriginCA,
+    free_port,
+    start_gateway,
+    stop_gateway,
+    write_config,
+)
 
 ILLEGAL_HOST = "illegal-demo.example"  # a host entry of the demo IWF list
 IWF_URL_HOST, IWF_PATH = "iwf-test.example", "/abuse/test-image.jpg"  # a URL entry
 LAWFUL_HOST = "lawful-site.example"  # on no list
+ILLEGAL_ADDRESS = "127.0.0.99"  # added to the IWF list for this test: an address entry
 
 
 def untrusting_tunnel(gw: Gateway, host: str, client: str) -> str:
@@ -43,6 +54,13 @@ def after_illegal_hits(
 ) -> tuple[Gateway, list[tuple[str, bytes]]]:
     """A proxy that saw illegal hits every way, stopped; every output it wrote, by name."""
     tmp = tmp_path_factory.mktemp("redaction")
+    config = tmp / "config"
+    write_config(config, tmp / "var", free_port())
+    demo_iwf = ROOT / "blocklists" / "demo" / "iwf.txt"
+    iwf = tmp / "iwf.txt"
+    iwf.write_text(demo_iwf.read_text() + f"{ILLEGAL_ADDRESS}\n")
+    settings = config / "schoolgate.yaml"
+    settings.write_text(settings.read_text().replace(str(demo_iwf), str(iwf)))
     gw = start_gateway(tmp, origin_ca)
     try:
         for client in (PUPIL, STAFF):
@@ -53,6 +71,8 @@ def after_illegal_hits(
             assert gw.get(f"https://{IWF_URL_HOST}{IWF_PATH}", client=client)[0] == 403
             assert untrusting_tunnel(gw, IWF_URL_HOST, client) == "SSLCertVerificationError"
         assert untrusting_tunnel(gw, LAWFUL_HOST, PUPIL) == "SSLCertVerificationError"
+        assert gw.get(f"http://{ILLEGAL_ADDRESS}:8000/page", client=PUPIL)[0] == 403
+        untrusting_tunnel(gw, ILLEGAL_ADDRESS, PUPIL)  # refused or failing: either way logged
         gw.access_lines(8)
     finally:
         stop_gateway(gw)
@@ -71,7 +91,9 @@ def test_the_tls_failures_were_logged(
     assert len([line for line in failures if "(withheld)" in line]) >= 4
 
 
-@pytest.mark.parametrize("needle", [ILLEGAL_HOST, IWF_URL_HOST, IWF_PATH, "test-image"])
+@pytest.mark.parametrize(
+    "needle", [ILLEGAL_HOST, IWF_URL_HOST, IWF_PATH, "test-image", ILLEGAL_ADDRESS]
+)
 def test_no_output_names_an_illegal_host_or_url(
     after_illegal_hits: tuple[Gateway, list[tuple[str, bytes]]], needle: str
 ) -> None:
