@@ -62,7 +62,9 @@ def test_replays_sent_at_once_file_once(gateway: Gateway) -> None:
     before = len(filed(gateway))
     with ThreadPoolExecutor(10) as pool:
         statuses = list(pool.map(lambda _: post(gateway, client, form), range(20)))
-    assert sorted(statuses) == [200] + [409] * 19
+    assert statuses.count(200) == 1
+    # the rest: 409 (used), or 429 while parallel posts hold the device's hourly allowance
+    assert set(statuses) - {200} <= {409, 429}
     assert len(filed(gateway)) == before + 1
 
 
