@@ -73,8 +73,9 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         Review(loader),
         # With a parent proxy: closes surplus parent connections, never touches a decision.
         UpstreamChain(),
-        # After every addon that can answer a request: a request answered while its large body
-        # still arrives is read and dropped, not streamed (mitmproxy cannot stream it then).
+        # After every addon that can answer or rewrite a request: a request answered while its
+        # large body still arrives is read and dropped, not streamed (mitmproxy cannot stream it
+        # then), and a search form safe search rewrites is held whole or refused, never streamed.
         Limits(),
         # Records what was decided, after the response is known.
         audit,
