@@ -13,8 +13,10 @@ every body whole unless ``stream_large_bodies`` is set. A few pupils sending
 - **Heads**: a request head not complete within ``limits.max_header_kb`` is
   answered ``431 Request Header Fields Too Large`` and the connection closed;
   an origin's response head over the limit closes the origin connection (the
-  browser gets mitmproxy's 502). Data a client sends while it waits for an
-  answer (pipelining) is capped at the same size plus the streaming threshold.
+  browser gets mitmproxy's 502). A chunked body's chunk-size line or trailer
+  that goes on past the same limit closes the connection (h11's reader would
+  hold it whole). Data a client sends while it waits for an answer
+  (pipelining) is capped at the same size plus the streaming threshold.
 - **Answered early**: a request the proxy answers itself (a block page) while
   its body is still arriving never streams (mitmproxy cannot stream a request
   it has answered); its body is read and dropped chunk by chunk, never held.
@@ -26,7 +28,8 @@ every body whole unless ``stream_large_bodies`` is set. A few pupils sending
   would pass unrewritten: one over the threshold is answered 413, fail closed.
 
 mitmproxy 12 offers no option for the head limit nor a hook before a head is
-complete, so ``install`` wraps three methods of its HTTP/1 layer, as
+complete, so ``install`` wraps four methods of its HTTP/1 layer and one of its
+HTTP stream, as
 ``proxy/master.py`` does for ``reuse_port``. The wrappers only ever close a
 connection or drop bytes no one will read; with the option at 0 they do
 nothing. ``tests/integration/test_limits.py`` proves each limit through the
@@ -61,7 +64,6 @@ DROPPED = "schoolgate.limits.body_dropped"
 HOLD = "schoolgate.limits.hold_body"
 # The safe-search addon's fact: the engines whose parameters it forces on this request.
 SAFESEARCH = "schoolgate.safesearch"
-_INSTALLED = "_schoolgate_limits"
 
 
 def _header_limit(layer: Any) -> int:
@@ -81,90 +83,113 @@ def head_too_large(buffered: bytes, limit: int) -> bool:
 Steps = Generator[commands.Command, Any, None]
 
 
-def install() -> None:
-    """Wrap mitmproxy's HTTP/1 head reader, its waiting state and its body-size check (once)."""
-    if getattr(_http1.Http1Connection, _INSTALLED, False):
+# mitmproxy's own methods, kept by ``install`` for the wrappers to call.
+_ORIGINAL: dict[str, Any] = {}
+
+
+def _server_heads(self: Any, event: events.ConnectionEvent) -> Steps:
+    limit = _header_limit(self)
+    if limit and isinstance(event, events.DataReceived) and head_too_large(bytes(self.buf), limit):
+        peer = self.conn.peername[0]
+        log.warning("request head over %d KiB from %s: answered 431", limit // 1024, peer)
+        yield commands.SendData(
+            self.conn,
+            _http1.make_error_response(431, "The request's headers are too large."),
+        )
+        yield commands.CloseConnection(self.conn)
+        self.state = self.done
         return
-    setattr(_http1.Http1Connection, _INSTALLED, True)
-    server_read_headers = _http1.Http1Server.read_headers
-    client_read_headers = _http1.Http1Client.read_headers
-    wait = _http1.Http1Connection.wait
-    check_body_size = HttpStream.check_body_size
+    yield from _ORIGINAL["server_read_headers"](self, event)
 
-    def server_heads(self: Any, event: events.ConnectionEvent) -> Steps:
-        limit = _header_limit(self)
-        if (
-            limit
-            and isinstance(event, events.DataReceived)
-            and head_too_large(bytes(self.buf), limit)
-        ):
-            peer = self.conn.peername[0]
-            log.warning("request head over %d KiB from %s: answered 431", limit // 1024, peer)
-            yield commands.SendData(
-                self.conn,
-                _http1.make_error_response(431, "The request's headers are too large."),
+
+def _client_heads(self: Any, event: events.ConnectionEvent) -> Steps:
+    limit = _header_limit(self)
+    if (
+        limit
+        and isinstance(event, events.DataReceived)
+        and self.stream_id is not None
+        and head_too_large(bytes(self.buf), limit)
+    ):
+        yield commands.CloseConnection(self.conn)
+        yield ReceiveHttp(
+            ResponseProtocolError(
+                self.stream_id,
+                f"the origin's response head is over {limit // 1024} KiB",
+                ErrorCode.GENERIC_SERVER_ERROR,
             )
-            yield commands.CloseConnection(self.conn)
-            self.state = self.done
-            return
-        yield from server_read_headers(self, event)
+        )
+        self.state = self.done
+        return
+    yield from _ORIGINAL["client_read_headers"](self, event)
 
-    def client_heads(self: Any, event: events.ConnectionEvent) -> Steps:
-        limit = _header_limit(self)
-        if (
-            limit
-            and isinstance(event, events.DataReceived)
-            and self.stream_id is not None
-            and head_too_large(bytes(self.buf), limit)
-        ):
-            yield commands.CloseConnection(self.conn)
-            yield ReceiveHttp(
-                ResponseProtocolError(
-                    self.stream_id,
-                    f"the origin's response head is over {limit // 1024} KiB",
-                    ErrorCode.GENERIC_SERVER_ERROR,
-                )
+
+def _capped_wait(self: Any, event: events.Event) -> Steps:
+    limit = _header_limit(self)
+    if (
+        limit
+        and isinstance(event, events.DataReceived)
+        and len(self.buf) > limit + _stream_limit(self)
+    ):
+        yield commands.CloseConnection(self.conn)
+        error = (
+            RequestProtocolError if isinstance(self, _http1.Http1Server) else ResponseProtocolError
+        )
+        why = "too much data while waiting for an answer"
+        yield ReceiveHttp(error(self.stream_id, why, ErrorCode.GENERIC_CLIENT_ERROR))
+        self.state = self.done
+        return
+    yield from _ORIGINAL["wait"](self, event)
+
+
+def _capped_body(self: Any, event: events.Event) -> Steps:
+    yield from _ORIGINAL["read_body"](self, event)
+    limit = _header_limit(self)
+    # Still in the body with more than a head's worth unread: a chunk-size line or a
+    # trailer that does not end (body data itself is always taken out as it comes).
+    if limit and self.state == self.read_body and len(self.buf) > limit:
+        yield commands.CloseConnection(self.conn)
+        yield ReceiveHttp(
+            self.ReceiveProtocolError(
+                self.stream_id,
+                f"a chunk header or trailer over {limit // 1024} KiB",
+                code=ErrorCode.GENERIC_CLIENT_ERROR,
             )
-            self.state = self.done
-            return
-        yield from client_read_headers(self, event)
+        )
+        self.state = self.done
 
-    def capped_wait(self: Any, event: events.Event) -> Steps:
-        limit = _header_limit(self)
-        if (
-            limit
-            and isinstance(event, events.DataReceived)
-            and len(self.buf) > limit + _stream_limit(self)
-        ):
-            yield commands.CloseConnection(self.conn)
-            error = (
-                RequestProtocolError
-                if isinstance(self, _http1.Http1Server)
-                else ResponseProtocolError
-            )
-            why = "too much data while waiting for an answer"
-            yield ReceiveHttp(error(self.stream_id, why, ErrorCode.GENERIC_CLIENT_ERROR))
-            self.state = self.done
-            return
-        yield from wait(self, event)
 
-    def drop_answered(self: Any, request: bool) -> Generator[commands.Command, Any, bool]:
-        limit = _stream_limit(self)
-        held = self.flow.metadata.get(HOLD) and self.flow.response is None
-        if request and held and limit and len(self.request_body_buf) > limit:
-            self.flow.response = too_large()  # and dropped below, like any answered body
-        if request and self.flow.response is not None and limit:
-            # Answered by the proxy while the body arrives: keep none of it past the threshold.
-            if len(self.request_body_buf) > limit:
-                self.request_body_buf.clear()
-                self.flow.metadata[DROPPED] = True
-            return False
-        return (yield from check_body_size(self, request))
+def _drop_answered(self: Any, request: bool) -> Generator[commands.Command, Any, bool]:
+    limit = _stream_limit(self)
+    held = self.flow.metadata.get(HOLD) and self.flow.response is None
+    if request and held and limit and len(self.request_body_buf) > limit:
+        self.flow.response = too_large()  # and dropped below, like any answered body
+    if request and self.flow.response is not None and limit:
+        # Answered by the proxy while the body arrives: keep none of it past the threshold.
+        if len(self.request_body_buf) > limit:
+            self.request_body_buf.clear()
+            self.flow.metadata[DROPPED] = True
+        return False
+    stop: bool = yield from _ORIGINAL["check_body_size"](self, request)
+    return stop
 
-    _http1.Http1Server.read_headers = server_heads  # type: ignore[method-assign]
-    _http1.Http1Client.read_headers = client_heads  # type: ignore[method-assign]
-    _http1.Http1Connection.wait = capped_wait  # type: ignore[method-assign]
-    HttpStream.check_body_size = drop_answered  # type: ignore[method-assign]
+
+def install() -> None:
+    """Wrap mitmproxy's HTTP/1 head and body readers, its waiting state and its body-size
+    check (once per process)."""
+    if _ORIGINAL:
+        return
+    _ORIGINAL.update(
+        server_read_headers=_http1.Http1Server.read_headers,
+        client_read_headers=_http1.Http1Client.read_headers,
+        wait=_http1.Http1Connection.wait,
+        read_body=_http1.Http1Connection.read_body,
+        check_body_size=HttpStream.check_body_size,
+    )
+    _http1.Http1Server.read_headers = _server_heads  # type: ignore[method-assign]
+    _http1.Http1Client.read_headers = _client_heads  # type: ignore[method-assign]
+    _http1.Http1Connection.wait = _capped_wait  # type: ignore[method-assign]
+    _http1.Http1Connection.read_body = _capped_body  # type: ignore[method-assign]
+    HttpStream.check_body_size = _drop_answered  # type: ignore[method-assign]
 
 
 def too_large() -> http.Response:

@@ -141,3 +141,27 @@ def test_an_origins_endless_response_head_is_cut(running: Running) -> None:
         server.close()
     assert status == 502
     assert running.growth_mib() < BOUND_MIB
+
+
+def test_an_endless_chunk_header_is_cut(running: Running) -> None:
+    """A chunked upload whose chunk-size line never ends is cut, not held (h11 would hold it)."""
+    sock = socket.create_connection(
+        ("127.0.0.1", running.port), timeout=30, source_address=(PUPIL, 0)
+    )
+    sent = 0
+    try:
+        sock.sendall(
+            f"POST http://localhost:{running.origin}/sink HTTP/1.1\r\n"
+            f"Host: localhost:{running.origin}\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "1;ext=".encode()
+        )
+        piece = b"a" * 65536
+        while sent < 128 * MiB:
+            sock.sendall(piece)
+            sent += len(piece)
+    except OSError:
+        pass  # the proxy closed the connection: what this test wants
+    finally:
+        sock.close()
+    assert sent < 16 * MiB
+    assert running.growth_mib() < BOUND_MIB
