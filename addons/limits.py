@@ -29,11 +29,13 @@ every body whole unless ``stream_large_bodies`` is set. A few pupils sending
 
 mitmproxy 12 offers no option for the head limit nor a hook before a head is
 complete, so ``install`` wraps four methods of its HTTP/1 layer and one of its
-HTTP stream, as
-``proxy/master.py`` does for ``reuse_port``. The wrappers only ever close a
-connection or drop bytes no one will read; with the option at 0 they do
-nothing. ``tests/integration/test_limits.py`` proves each limit through the
-real proxy, and fails if mitmproxy changes these methods.
+HTTP stream, as ``proxy/master.py`` does for ``reuse_port``. The wrappers only
+ever close a connection or drop bytes no one will read; with the option at 0
+they do nothing. HTTP/2 heads are bounded by h2 itself (64 KiB of decoded
+headers, 64 CONTINUATION frames). Not bounded yet: one WebSocket message,
+which mitmproxy holds whole until its last fragment.
+``tests/integration/test_limits.py`` proves each limit through the real
+proxy, and fails if mitmproxy changes these methods.
 """
 
 from __future__ import annotations
