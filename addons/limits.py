@@ -20,7 +20,9 @@ every body whole unless ``stream_large_bodies`` is set. A few pupils sending
 - **Answered early**: a request the proxy answers itself (a block page) while
   its body is still arriving never streams (mitmproxy cannot stream a request
   it has answered); its body is read and dropped chunk by chunk, never held.
-- **WebSocket messages**: mitmproxy keeps every message of a connection in
+- **WebSocket messages**: mitmproxy holds a message whole until its last
+  fragment; one over ``limits.max_websocket_message_kb`` closes the
+  connection (code 1009). It also keeps every message of a connection in
   ``flow.websocket.messages`` for its whole life; only the latest is kept
   (no Schoolgate addon reads older ones).
 - **Bodies the filter must rewrite** (a search form posted to an engine whose
@@ -29,11 +31,10 @@ every body whole unless ``stream_large_bodies`` is set. A few pupils sending
 
 mitmproxy 12 offers no option for the head limit nor a hook before a head is
 complete, so ``install`` wraps four methods of its HTTP/1 layer and one of its
-HTTP stream, as ``proxy/master.py`` does for ``reuse_port``. The wrappers only
-ever close a connection or drop bytes no one will read; with the option at 0
-they do nothing. HTTP/2 heads are bounded by h2 itself (64 KiB of decoded
-headers, 64 CONTINUATION frames). Not bounded yet: one WebSocket message,
-which mitmproxy holds whole until its last fragment.
+HTTP stream, and one of its WebSocket layer, as ``proxy/master.py`` does for
+``reuse_port``. The wrappers only ever close a connection or drop bytes no one
+will read; with the options at 0 they do nothing. HTTP/2 heads are bounded by
+h2 itself (64 KiB of decoded headers, 64 CONTINUATION frames).
 ``tests/integration/test_limits.py`` proves each limit through the real
 proxy, and fails if mitmproxy changes these methods.
 """
@@ -55,6 +56,7 @@ from mitmproxy.proxy.layers.http._events import (
     RequestProtocolError,
     ResponseProtocolError,
 )
+from mitmproxy.proxy.layers.websocket import WebsocketEndHook, WebsocketLayer
 from mitmproxy.utils import human
 
 log = logging.getLogger("schoolgate.limits")
@@ -175,6 +177,25 @@ def _drop_answered(self: Any, request: bool) -> Generator[commands.Command, Any,
     return stop
 
 
+def _capped_messages(self: Any, event: events.Event) -> Steps:
+    yield from _ORIGINAL["relay_messages"](self, event)
+    kb = getattr(self.context.options, "schoolgate_max_websocket_message_kb", 0)
+    if not kb or self._handle_event != self.relay_messages:
+        return
+    held = max(sum(map(len, ws.frame_buf)) for ws in (self.client_ws, self.server_ws))
+    if held > kb * 1024:
+        # One message larger than anyone needs, still arriving: end the connection.
+        assert self.flow.websocket is not None
+        self.flow.websocket.close_code = 1009  # RFC 6455: message too big
+        self.flow.websocket.close_reason = f"a message over {kb} KiB"
+        for ws in (self.client_ws, self.server_ws):
+            ws.frame_buf = [b""]
+            yield commands.CloseConnection(ws.conn)
+        yield WebsocketEndHook(self.flow)
+        self.flow.live = False
+        self._handle_event = self.done
+
+
 def install() -> None:
     """Wrap mitmproxy's HTTP/1 head and body readers, its waiting state and its body-size
     check (once per process)."""
@@ -186,12 +207,14 @@ def install() -> None:
         wait=_http1.Http1Connection.wait,
         read_body=_http1.Http1Connection.read_body,
         check_body_size=HttpStream.check_body_size,
+        relay_messages=WebsocketLayer.relay_messages,
     )
     _http1.Http1Server.read_headers = _server_heads  # type: ignore[method-assign]
     _http1.Http1Client.read_headers = _client_heads  # type: ignore[method-assign]
     _http1.Http1Connection.wait = _capped_wait  # type: ignore[method-assign]
     _http1.Http1Connection.read_body = _capped_body  # type: ignore[method-assign]
     HttpStream.check_body_size = _drop_answered  # type: ignore[method-assign]
+    WebsocketLayer.relay_messages = _capped_messages  # type: ignore[method-assign]
 
 
 def too_large() -> http.Response:
@@ -213,6 +236,12 @@ class Limits:
             int,
             0,
             "Largest HTTP/1 message head, in KiB (431 for a request over it); 0: no limit.",
+        )
+        loader.add_option(
+            "schoolgate_max_websocket_message_kb",
+            int,
+            0,
+            "Largest WebSocket message, in KiB (the connection is closed); 0: no limit.",
         )
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:

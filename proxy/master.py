@@ -50,6 +50,7 @@ def mitmproxy_options(settings: Settings, *, worker: bool = False) -> dict[str, 
         # bodies over the threshold stream through for every group instead of being held whole.
         "schoolgate_max_header_kb": settings.limits.max_header_kb,
         "stream_large_bodies": f"{settings.limits.stream_body_kb}k",
+        "schoolgate_max_websocket_message_kb": settings.limits.max_websocket_message_kb,
     }
 
 

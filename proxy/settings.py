@@ -141,6 +141,8 @@ class Limits(Strict):
     max_header_kb: int = Field(64, ge=8, le=16384)
     # bodies larger than this stream through (download rules run on the stream), never held
     stream_body_kb: int = Field(1024, ge=64, le=65536)
+    # a WebSocket message is held whole until its last fragment: a larger one ends the connection
+    max_websocket_message_kb: int = Field(16384, ge=64, le=1048576)
 
 
 class Settings(Strict):
