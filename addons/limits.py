@@ -58,6 +58,8 @@ from mitmproxy.proxy.layers.http._events import (
 )
 from mitmproxy.proxy.layers.websocket import WebsocketEndHook, WebsocketLayer
 from mitmproxy.utils import human
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection
 
 log = logging.getLogger("schoolgate.limits")
 # The end of an HTTP/1 head, as h11 finds it (a blank line, with or without CR).
@@ -190,6 +192,8 @@ def _capped_messages(self: Any, event: events.Event) -> Steps:
         self.flow.websocket.close_reason = f"a message over {kb} KiB"
         for ws in (self.client_ws, self.server_ws):
             ws.frame_buf = [b""]
+            if ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+                yield ws.send2(CloseConnection(code=1009, reason="message too big"))
             yield commands.CloseConnection(ws.conn)
         yield WebsocketEndHook(self.flow)
         self.flow.live = False
