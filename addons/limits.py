@@ -25,6 +25,9 @@ every body whole unless ``stream_large_bodies`` is set. A few pupils sending
   connection (code 1009). It also keeps every message of a connection in
   ``flow.websocket.messages`` for its whole life; only the latest is kept
   (no Schoolgate addon reads older ones).
+- **Pages content analysis holds** (``addons/content.py``): a page of
+  unknown length (chunked) is held up to ``schoolgate_content_hold_kb`` rather
+  than the streaming threshold, and streams past it.
 - **Bodies the filter must rewrite** (a search form posted to an engine whose
   safe search is forced, ``addons/safesearch.py``) cannot stream, or they
   would pass unrewritten: one over the threshold is answered 413, fail closed.
@@ -70,6 +73,8 @@ DROPPED = "schoolgate.limits.body_dropped"
 HOLD = "schoolgate.limits.hold_body"
 # The safe-search addon's fact: the engines whose parameters it forces on this request.
 SAFESEARCH = "schoolgate.safesearch"
+# The content-analysis addon's fact: it holds this response (up to its own bound) to score it.
+CONTENT_HOLD = "schoolgate.content_hold"
 
 
 def _header_limit(layer: Any) -> int:
@@ -169,6 +174,11 @@ def _drop_answered(self: Any, request: bool) -> Generator[commands.Command, Any,
     held = self.flow.metadata.get(HOLD) and self.flow.response is None
     if request and held and limit and len(self.request_body_buf) > limit:
         self.flow.response = too_large()  # and dropped below, like any answered body
+    if not request and limit and self.flow.metadata.get(CONTENT_HOLD):
+        # Content analysis holds a page of unknown length up to its own bound, a setting.
+        hold_kb = getattr(self.context.options, "schoolgate_content_hold_kb", 0)
+        if len(self.response_body_buf) <= hold_kb * 1024:
+            return False
     if request and self.flow.response is not None and limit:
         # Answered by the proxy while the body arrives: keep none of it past the threshold.
         if len(self.request_body_buf) > limit:
