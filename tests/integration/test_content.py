@@ -79,6 +79,12 @@ PAGES: dict[str, tuple[str, bytes, str | None]] = {
         ADULT.encode() + b"<p>" + b"a walk in the park " * 80_000 + b"</p>",
         None,
     ),
+    # The same with its length known.
+    "/adult-big": (
+        "text/html; charset=utf-8",
+        ADULT.encode() + b"<p>" + b"a walk in the park " * 80_000 + b"</p>",
+        None,
+    ),
     "/sex-education": ("text/html; charset=utf-8", SEX_EDUCATION.encode(), None),
     "/breast-cancer": ("text/html; charset=utf-8", BREAST_CANCER.encode(), None),
     "/adult-image": ("image/png", b"\x89PNG\r\n\x1a\n" + ADULT.encode(), None),
@@ -206,12 +212,13 @@ def test_an_unlisted_adult_page_is_blocked_for_pupils(
 def test_a_chunked_page_over_the_streaming_threshold_is_still_held_and_scored(
     gw: Gateway, pages: Pages
 ) -> None:
-    """A 1.5 MiB page of unknown length is held up to the hold bound (not streamed at the
-    1 MiB streaming threshold, addons/limits.py), scored and blocked."""
-    status, body = gw.get(pages.url("/adult-chunked"), client=PUPIL)
-    assert status == 403
-    assert "looked like adult content" in body
-    assert last_log_line(gw, "/adult-chunked")["content"]["outcome"] == "blocked"
+    """A 1.5 MiB page, chunked or with its length, is held up to the hold bound (not streamed
+    at the 1 MiB streaming threshold, addons/limits.py), scored and blocked."""
+    for path in ("/adult-chunked", "/adult-big"):
+        status, body = gw.get(pages.url(path), client=PUPIL)
+        assert status == 403
+        assert "looked like adult content" in body
+        assert last_log_line(gw, path)["content"]["outcome"] == "blocked"
 
 
 def test_staff_get_the_same_page(gw: Gateway, pages: Pages) -> None:
