@@ -74,6 +74,18 @@ PAGES: dict[str, tuple[str, bytes, str | None]] = {
     "/adult-gzip": ("text/html; charset=utf-8", gzip.compress(ADULT.encode()), "gzip"),
     "/adult-br": ("text/html; charset=utf-8", brotli.compress(ADULT.encode()), "br"),
     "/adult-latin1": ("text/html; charset=iso-8859-1", ADULT.encode("latin-1"), None),
+    # Over the streaming threshold (1 MiB), under the hold bound (2 MiB), sent chunked.
+    "/adult-chunked": (
+        "text/html; charset=utf-8",
+        ADULT.encode() + b"<p>" + b"a walk in the park " * 80_000 + b"</p>",
+        None,
+    ),
+    # The same with its length known.
+    "/adult-big": (
+        "text/html; charset=utf-8",
+        ADULT.encode() + b"<p>" + b"a walk in the park " * 80_000 + b"</p>",
+        None,
+    ),
     "/sex-education": ("text/html; charset=utf-8", SEX_EDUCATION.encode(), None),
     "/breast-cancer": ("text/html; charset=utf-8", BREAST_CANCER.encode(), None),
     "/adult-image": ("image/png", b"\x89PNG\r\n\x1a\n" + ADULT.encode(), None),
@@ -134,6 +146,14 @@ def pages(origin_ca: OriginCA, tmp_path_factory: pytest.TempPathFactory) -> Iter
             self.send_header("Content-Type", kind)
             if encoding:
                 self.send_header("Content-Encoding", encoding)
+            if self.path.endswith("-chunked"):
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for i in range(0, len(body), 65536):
+                    piece = body[i : i + 65536]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.write(b"0\r\n\r\n")
+                return
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -190,6 +210,18 @@ def test_an_unlisted_adult_page_is_blocked_for_pupils(
     assert content["outcome"] in {"blocked", "blocked: learned list entry"}
     assert content["scores"]["adult"] >= 100
     assert "free porn" in content["phrases"]
+
+
+def test_a_chunked_page_over_the_streaming_threshold_is_still_held_and_scored(
+    gw: Gateway, pages: Pages
+) -> None:
+    """A 1.5 MiB page, chunked or with its length, is held up to the hold bound (not streamed
+    at the 1 MiB streaming threshold, addons/limits.py), scored and blocked."""
+    for path in ("/adult-chunked", "/adult-big"):
+        status, body = gw.get(pages.url(path), client=PUPIL)
+        assert status == 403
+        assert "looked like adult content" in body
+        assert last_log_line(gw, path)["content"]["outcome"] == "blocked"
 
 
 def test_staff_get_the_same_page(gw: Gateway, pages: Pages) -> None:
