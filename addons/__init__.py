@@ -17,11 +17,13 @@ from addons.earlyconnect import EarlyConnect
 from addons.filter import Filter
 from addons.identify import Identify
 from addons.incidents import Incidents
+from addons.limits import Limits
 from addons.login import ProxyLogin
 from addons.metrics import Metrics
 from addons.overrides import Overrides
 from addons.pipeline import Pipeline
 from addons.policyload import PolicyLoader
+from addons.redact import Redact
 from addons.review import Review
 from addons.safesearch import SafeSearch
 from addons.store import StoreWriter
@@ -53,6 +55,9 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         identify,
         # Decides on the CONNECT/SNI host first, then on each request; blocks.
         filt,
+        # Right after the decision: an illegal host and its address are withheld from every
+        # log line from now on, before mitmproxy can log a TLS failure naming them.
+        Redact(loader),
         # The protections from here on only tighten what the filter let through, never open.
         # Tunnels to ports other than the group's, QUIC, DNS-over-HTTPS: before incidents
         # are raised, so a DNS-over-HTTPS request raises subvert_filtering like a DoH host.
@@ -75,6 +80,10 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         Review(loader),
         # With a parent proxy: closes surplus parent connections, never touches a decision.
         UpstreamChain(),
+        # After every addon that can answer or rewrite a request: a request answered while its
+        # large body still arrives is read and dropped, not streamed (mitmproxy cannot stream it
+        # then), and a search form safe search rewrites is held whole or refused, never streamed.
+        Limits(),
         # Records what was decided, after the response is known.
         audit,
         # After the decision and the response: only counts, never changes a flow.

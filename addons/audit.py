@@ -3,6 +3,12 @@
 Written when the response is known (or the request failed), through
 ``AccessLog``'s background writer. An illegal hit is logged without its
 host or URL: the log says that the illegal list matched, never where.
+
+``host`` is what the client named (the ``Host`` header, which a client may
+set to anything); ``server_addr`` is the address the proxy actually connected
+to (IP and port), or, for a request answered without a connection (a block),
+the one it would have connected to, so ``Host: www.bbc.co.uk`` sent to
+another address shows both.
 """
 
 from __future__ import annotations
@@ -16,8 +22,26 @@ from addons.filter import REFERENCE, decision_of
 from addons.identify import identity_of
 from addons.policyload import PolicyLoader
 from proxy.accesslog import AccessLog
+from proxy.redaction import REDACTIONS
 
 WITHHELD = "(withheld)"
+
+
+def server_addr(flow: http.HTTPFlow) -> str:
+    """``IP:PORT`` the proxy connected to, else the ``HOST:PORT`` it would have."""
+    conn = flow.server_conn
+    # Not connected (answered by the proxy): where the request was going, which is the
+    # request's own target (the absolute URL or CONNECT, or the original destination
+    # in transparent mode), never the Host header.
+    address = conn.peername or conn.address or (flow.request.host, flow.request.port)
+    host, port = str(address[0]), address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _unless_illegal(address: str) -> str:
+    """The address, or ``WITHHELD`` when its host was decided illegal on this proxy."""
+    host = address.rpartition(":")[0].strip("[]")
+    return WITHHELD if host in REDACTIONS else address
 
 
 def _content_of(flow: http.HTTPFlow) -> dict[str, object]:
@@ -80,6 +104,7 @@ class Audit:
             method=flow.request.method,
             scheme=flow.request.scheme,
             host=WITHHELD if illegal else flow.request.pretty_host,
+            server_addr=WITHHELD if illegal else _unless_illegal(server_addr(flow)),
             path=WITHHELD if illegal else flow.request.path,
             decision=decision.decision if decision else None,
             category=decision.category if decision else None,
@@ -93,7 +118,13 @@ class Audit:
         )
 
     def record(self, **fields: object) -> None:
-        """One line for an event with no HTTP flow (a refused connection), same log."""
+        """One line for an event with no HTTP flow (a refused connection), same log.
+
+        Such a line may be refused for another reason (HTTPS to an address with no
+        SNI) than that its host is illegal: a host decided illegal is withheld anyway."""
+        host = fields.get("host")
+        if isinstance(host, str) and host in REDACTIONS:
+            fields["host"] = WITHHELD
         if self.log is None:
             self._open()  # a connection can arrive before every addon's `running` has run
         if self.log is not None:

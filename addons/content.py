@@ -204,10 +204,13 @@ class ContentAnalysis:
             return
         length = flow.response.headers.get("content-length", "").strip()
         too_large = length.isdigit() and int(length) > ctx.options.schoolgate_content_hold_kb * 1024
-        if too_large or flow.response.stream:
+        if too_large or callable(flow.response.stream):
             # Too large to hold (or another part streams it already): scored as it passes.
             self._stream(flow, group.content, "html" if mime != "text/plain" else "text")
             return
+        # Held up to the hold bound even when it is over the streaming threshold that made
+        # mitmproxy mark it for streaming (addons/limits.py keeps holding it that far).
+        flow.response.stream = False
         flow.metadata[_HOLD] = mime
 
     def _stream(self, flow: http.HTTPFlow, rule: ContentRule, kind: Kind) -> None:
@@ -281,8 +284,11 @@ class ContentAnalysis:
         if rule is None or scorer is None:
             return
         raw = flow.response.raw_content
-        if raw is not None and len(raw) > ctx.options.schoolgate_content_hold_kb * 1024:
-            # A chunked body with no Content-Length: too large to hold once read.
+        if flow.response.stream or (
+            raw is not None and len(raw) > ctx.options.schoolgate_content_hold_kb * 1024
+        ):
+            # A chunked body with no Content-Length: too large to hold once read (past the
+            # hold bound, addons/limits.py lets it stream on, so it was never held whole).
             flow.metadata[CONTENT] = ContentVerdict("unscored: too large", {}, ())
             return
         entry = _entry_of(flow)

@@ -8,9 +8,10 @@ headers:
 1. The headers decide (``Content-Length`` over the limit, a blocked content
    type or file name): the user gets the block page at once; the origin's
    body is read and dropped, never forwarded or held in memory.
-2. A body of known length up to ``BUFFER_BYTES``: mitmproxy buffers it as
-   usual and the ``response`` hook sniffs the decoded first bytes, so a
-   renamed ``.exe`` still gets the block page.
+2. A body of known length up to ``BUFFER_BYTES`` that mitmproxy holds (it is
+   not over ``stream_large_bodies``, ``addons/limits.py``): the ``response``
+   hook sniffs the decoded first bytes, so a renamed ``.exe`` still gets the
+   block page.
 3. Anything else (no length, chunked, or large): the body streams through a
    ``StreamGuard`` that holds back the first bytes until it can sniff them
    and counts as it goes. A hit there comes after the headers have gone,
@@ -122,7 +123,11 @@ class Downloads:
                 self._replace_now(flow, verdict)
             elif mime in LIVE_STREAMS:
                 return  # a live feed, never saved as a file: holding bytes back would stall it
-            elif length is not None and (not rules.kinds or length <= BUFFER_BYTES):
+            elif length is not None and (
+                not rules.kinds or (length <= BUFFER_BYTES and not response.stream)
+            ):
+                # Held whole (mitmproxy streams bodies over stream_large_bodies before this
+                # hook: such a body is never held, so it is sniffed on the stream below).
                 if rules.kinds:
                     flow.metadata[SNIFF] = (rules, name)
             else:

@@ -44,6 +44,7 @@ class Metrics:
         self.login = login
         self.store = store
         self._seen_refused = 0
+        self._seen_lockouts = 0
         self._seen_writer = (0, 0, 0)
         self.metrics = FilterMetrics()
         if store is not None:
@@ -115,6 +116,8 @@ class Metrics:
         if self.login is not None:
             m.auth_failures.inc(self.login.refused - self._seen_refused)
             self._seen_refused = self.login.refused
+            m.login_lockouts.inc(self.login.throttle.lockouts - self._seen_lockouts)
+            self._seen_lockouts = self.login.throttle.lockouts
         if self.store is not None:
             writer = self.store.writer
             m.spool_depth.set(writer.spooled)

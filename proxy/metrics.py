@@ -93,6 +93,11 @@ class FilterMetrics:
             "Proxy logins refused (wrong or missing credentials): answered 407 or 401.",
             registry=r,
         )
+        self.login_lockouts = Counter(
+            "schoolgate_login_lockouts",
+            "Users or client addresses locked out after too many wrong passwords.",
+            registry=r,
+        )
         self.reloads = Counter(
             "schoolgate_policy_reloads",
             "Policy, settings or list changes loaded and swapped in.",

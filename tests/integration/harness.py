@@ -308,7 +308,7 @@ def start_gateway(
             "--no-console",  # tests that want the console pass --console (the last one wins)
             *extra,
         ],
-        stdout=subprocess.DEVNULL,
+        stdout=(tmp / "schoolgate.stdout").open("wb"),  # kept: no output may name an IWF host
         stderr=stderr_path.open("wb"),
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )

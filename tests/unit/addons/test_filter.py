@@ -131,6 +131,7 @@ def test_addon_order_is_declared_once(filterset: Filterset) -> None:
         "ProxyLogin",
         "Identify",
         "Filter",
+        "Redact",
         "Circumvention",
         "Incidents",
         "TlsPolicy",
@@ -140,6 +141,7 @@ def test_addon_order_is_declared_once(filterset: Filterset) -> None:
         "ContentAnalysis",
         "Review",
         "UpstreamChain",
+        "Limits",
         "Audit",
         "Metrics",
     ]
