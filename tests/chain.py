@@ -12,15 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from mitmproxy.test import taddons
 
 from addons import schoolgate_addons
 from addons.policyload import PolicyLoader
 from proxy.filterset import Filterset
-
-T = TypeVar("T")
 
 
 def declared(config_dir: Path, filterset: Filterset, *kinds: type[Any]) -> list[Any]:
@@ -30,14 +28,14 @@ def declared(config_dir: Path, filterset: Filterset, *kinds: type[Any]) -> list[
     filterset through it. A kind the chain does not hold is an error.
     """
     chain = schoolgate_addons(config_dir, filterset)
-    picked = [a for a in chain if isinstance(a, PolicyLoader) or isinstance(a, kinds)]
+    picked = [a for a in chain if isinstance(a, (PolicyLoader, *kinds))]
     missing = [k.__name__ for k in kinds if not any(isinstance(a, k) for a in picked)]
     if missing:
         raise LookupError(f"schoolgate_addons() has no {', '.join(missing)}")
     return picked
 
 
-def one(chain: list[Any], kind: type[T]) -> T:
+def one[T](chain: list[Any], kind: type[T]) -> T:
     """The addon of ``kind`` in ``chain``."""
     (found,) = [addon for addon in chain if isinstance(addon, kind)]
     return found
