@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from mitmproxy import connection, ctx, http, tls
 from mitmproxy.proxy.context import Context
-from mitmproxy.test import taddons, tflow
+from mitmproxy.test import tflow
 
 from addons.earlyconnect import EarlyConnect
 from addons.identify import Identify
-from addons.policyload import PolicyLoader
 from proxy.filterset import Filterset, load_filterset
+from tests.chain import one, running
 
 ROOT = Path(__file__).resolve().parents[3]
 PUPIL_IP = "10.10.1.2"
@@ -27,10 +27,8 @@ def filterset() -> Filterset:
 
 @pytest.fixture
 def chain(filterset: Filterset) -> Iterator[tuple[Identify, EarlyConnect]]:
-    loader = PolicyLoader(ROOT / "config", filterset)
-    identify, early = Identify(loader), EarlyConnect(loader)
-    with taddons.context(loader, identify, early):
-        yield identify, early
+    with running(ROOT / "config", filterset, Identify, EarlyConnect) as addons:
+        yield one(addons, Identify), one(addons, EarlyConnect)
 
 
 def client_hello(sni: str) -> tls.ClientHello:
