@@ -35,9 +35,7 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
     loader = PolicyLoader(config_dir, filterset)
     store = StoreWriter(loader)
     login = ProxyLogin(loader)
-    identify = Identify(loader, login)
-    filt = Filter(loader, identify)
-    audit = Audit(loader)
+    identify = Identify(loader, login.login_of_client)
     return [
         # First: owns the filterset every later addon reads, and its hot reload.
         loader,
@@ -49,17 +47,18 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         login,
         # Who is asking must be known before anything is decided.
         identify,
-        # Decides on the CONNECT/SNI host first, then on each request; blocks.
-        filt,
+        # The one decision: on the CONNECT/SNI host first, then on each request; blocks.
+        Filter(loader),
         # The protections from here on only tighten what the filter let through, never open.
         # Tunnels to ports other than the group's, QUIC, DNS-over-HTTPS: before incidents
         # are raised, so a DNS-over-HTTPS request raises subvert_filtering like a DoH host.
-        Circumvention(loader, audit),
+        Circumvention(loader),
         # Reads the filter's decision: raises incidents (alerting at once for illegal hits)
         # and logs searches, through the store's writer; never changes a flow.
         Incidents(loader, store),
-        # At the ClientHello, before any handshake: pass TLS through undecrypted, or refuse it.
-        TlsPolicy(loader, audit),
+        # What a tunnel may carry, before any upstream connection: TLS (intercepted, passed
+        # through undecrypted, or refused, on the filter's host decision), HTTP, or nothing.
+        TlsPolicy(loader),
         # On each allowed request: force the engine's safe mode, or block an unlockable engine.
         SafeSearch(loader),
         # At the response: file kinds and sizes the group may not download.
@@ -68,8 +67,13 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         Review(loader),
         # With a parent proxy: closes surplus parent connections, never touches a decision.
         UpstreamChain(),
-        # Records what was decided, after the response is known.
-        audit,
+        # Records what was decided, after the response is known (and each decided tunnel,
+        # after TlsPolicy).
+        Audit(loader),
         # After the decision and the response: only counts, never changes a flow.
-        Metrics(loader, filt, login, store),
+        Metrics(
+            loader,
+            auth_failures=lambda: login.refused,
+            spool_depth=lambda: store.writer.spooled,
+        ),
     ]

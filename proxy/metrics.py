@@ -95,6 +95,12 @@ class FilterMetrics:
             "Requests blocked because the filter itself failed (fail closed).",
             registry=r,
         )
+        self.hook_errors = Counter(
+            "schoolgate_hook_errors",
+            "Addon hook exceptions on the request path, each answered by blocking (fail closed).",
+            ["addon", "hook"],
+            registry=r,
+        )
         self.auth_failures = Counter(
             "schoolgate_auth_failures",
             "Proxy logins refused (wrong or missing credentials): answered 407 or 401.",

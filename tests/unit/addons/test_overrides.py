@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from mitmproxy.test import taddons, tflow
 
-from addons.filter import DECISION, Filter
+from addons.facts import DECISION
+from addons.filter import Filter
 from addons.identify import Identify
 from addons.overrides import _Tail
 from addons.policyload import PolicyLoader
