@@ -302,7 +302,13 @@ class Pipeline:
         count = self.hook_errors.get(key, 0) + 1
         self.hook_errors[key] = count
         if count == 1:
-            log.exception("addon %s: %s hook failed (later failures are only counted)", *key)
+            # A warning, not an error: it is handled (blocked), and mitmproxy's errorcheck
+            # would stop the whole proxy for an error logged while it is starting.
+            log.warning(
+                "addon %s: %s hook failed; blocked (later failures are only counted)",
+                *key,
+                exc_info=exc,
+            )
         if hook not in REQUEST_PATH:
             return
         why = f"{addon} {hook}: {type(exc).__name__}"
