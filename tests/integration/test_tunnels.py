@@ -15,16 +15,20 @@ access log.
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import ssl
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from proxy.cli import cli
 from tests.integration.harness import (
     PUPIL,
     ROOT,
@@ -45,7 +49,9 @@ BLOCKED, ILLEGAL, ALLOWED, PASSTHROUGH = (
     "lesson.example",
     "git.example.org",
 )
-HOSTS = [BLOCKED, ILLEGAL, ALLOWED, PASSTHROUGH]
+BANK = "bank-demo.example"  # on the no_decrypt list
+HOSTS = [BLOCKED, ILLEGAL, ALLOWED, PASSTHROUGH, BANK]
+SUSPENDED, OVERRIDDEN = "127.0.0.6", "127.0.0.7"  # a suspended pupil; BYOD with an override
 POLICY = """\
 school: Tunnel Test School
 timezone: Europe/London
@@ -54,6 +60,13 @@ identity:
   networks:
     - {cidr: 127.0.0.2/32, group: pupil}
     - {cidr: 127.0.0.5/32, group: byod}
+  users:
+    - {name: s.pupil, group: pupil, ips: [127.0.0.6]}
+    - {name: o.byod, group: byod, ips: [127.0.0.7]}
+    - {name: head.teacher, group: pupil}
+approvers: [head.teacher]
+no_decrypt:
+  hosts: [bank-demo.example]
 categories:
   child_abuse: {lists: [iwf], illegal: true}
   adult: {lists: [ut1/adult, ut1/mixed_adult], incident: deliberate_offensive}
@@ -89,6 +102,8 @@ def gw(
     gateway = start_gateway(
         tmp,
         origin_ca,
+        "--set",
+        "schoolgate_controls_refresh_ms=200",
         env={"SCHOOLGATE_TEST_HOSTMAP": json.dumps(hostmap), "PYTHONPATH": str(ROOT)},
         command=[sys.executable, "-m", "tests.integration.hostmap"],
     )
@@ -341,3 +356,73 @@ def test_a_0x04_client_hello_is_intercepted_and_filtered_for_pupils(
         sock.close()
         assert reply.split(b" ", 2)[1] == expected
         assert settle(origin, before) == (0 if host == BLOCKED else 1)
+
+
+# --- the decision table, a representative subset through the real proxy and CLI -----------
+
+
+def sg(config_dir: Path, *args: str) -> str:
+    result = CliRunner().invoke(cli, [*args, "--config", str(config_dir)])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def tunnel_answer(gw: Gateway, origin: RecordingOrigin, client: str, host: str) -> str:
+    """allow or block, for a ClientHello to ``host`` after CONNECT (passed through or not)."""
+    before = origin.count()
+    status, reply = attempt(gw, client, host, client_hello(host))
+    reached = settle(origin, before)
+    if status != 200 or reply.startswith(b"\x15"):  # refused at CONNECT, or a TLS alert
+        assert reached == 0
+        return "block"
+    assert reached == 1  # passed through untouched: the origin itself answers the ClientHello
+    return "allow"
+
+
+def mitm_answer(gw: Gateway, client: str, host: str) -> str:
+    """allow or block, for an HTTPS request decrypted by the proxy."""
+    context = ssl.create_default_context(cafile=str(gw.ca_file))
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", gw.port, timeout=5, context=context, source_address=(client, 0)
+    )
+    conn.set_tunnel(host, 443)
+    try:
+        conn.request("GET", "/")
+        status = conn.getresponse().status
+    finally:
+        conn.close()
+    return "block" if status == 403 else "allow"
+
+
+def test_the_real_proxy_answers_as_explain_does(gw: Gateway, origin: RecordingOrigin) -> None:
+    """Suspension and override, passed through or decrypted: the proxy does what explain says.
+
+    Two of these were wrong before one decision per connection: a suspended pupil
+    passed through a no_decrypt host, and an approved override did not open a
+    host for a group that is not intercepted.
+    """
+    sg(gw.config_dir, "access", "suspend", "s.pupil", "--reason", "misuse", "--by", "dsl.lead")
+    out = sg(
+        gw.config_dir,
+        *("override", "request", BLOCKED, "--for", "user:o.byod", "--days", "1"),
+        *("--reason", "Art history: the nude in painting", "--by", "j.teacher"),
+    )
+    sg(gw.config_dir, "override", "approve", out.split()[1].lstrip("#"), "--by", "head.teacher")
+    cases = [
+        (SUSPENDED, BANK, tunnel_answer),  # no_decrypt, suspended: refused
+        (PUPIL, BANK, tunnel_answer),  # no_decrypt, not suspended: passed through
+        (OVERRIDDEN, BLOCKED, tunnel_answer),  # not intercepted, override: passed through
+        (BYOD, BLOCKED, tunnel_answer),  # not intercepted, no override: refused
+        (SUSPENDED, ALLOWED, mitm_answer),  # intercepted, suspended: the block page
+        (OVERRIDDEN, ILLEGAL, tunnel_answer),  # the override is for another host; illegal
+    ]
+    time.sleep(1.0)  # the proxy reads the store every 200 ms
+    for client, host, way in cases:
+        explained = json.loads(
+            sg(gw.config_dir, "explain", f"https://{host}/", "--ip", client, "--json")
+        )
+        if way is tunnel_answer:
+            answer = tunnel_answer(gw, origin, client, host)
+        else:
+            answer = mitm_answer(gw, client, host)
+        assert answer == explained["decision"], (client, host, explained["rule"])

@@ -100,7 +100,11 @@ class Case:
         return "/".join(flags)
 
 
-CASES = [Case(*flags) for flags in itertools.product(*[[True, False]] * 5, ["HTTP", "CONNECT"])]
+BOTH = (True, False)
+CASES = [
+    Case(a, b, c, d, e, via)
+    for a, b, c, d, e, via in itertools.product(BOTH, BOTH, BOTH, BOTH, BOTH, ("HTTP", "CONNECT"))
+]
 
 
 @pytest.fixture
