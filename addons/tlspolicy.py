@@ -57,8 +57,8 @@ def what_is(data: bytes) -> str:
     """``tls``, ``http``, ``more`` (cannot tell yet) or ``other``, from a client's first bytes."""
     if facts.starts_like_tls(data):
         return "tls"
-    if len(data) < 3:
-        return "more" if data.isalpha() or data in (b"", b"\x16") else "other"
+    if len(data) < 3:  # the start of a TLS record header, or of a request method
+        return "more" if data.isalpha() or b"\x16\x03".startswith(data) else "other"
     if not data[:3].isalpha():
         return "other"
     end = data.find(b"\n")

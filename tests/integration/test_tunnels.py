@@ -155,12 +155,15 @@ def payload_for(name: str, host: str) -> bytes:
         return b"SSH-2.0-OpenSSH_9.6\r\n"
     if name == "openvpn":
         return OPENVPN
+    if name == "http":
+        return f"GET /inside HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
     if name.startswith("tls-0x"):
         return client_hello(host, int(name[4:], 16))
     return unreadable_sni(name.removeprefix("sni-"))
 
 
 PAYLOADS = [
+    "http",
     "raw-tcp",
     "ssh-banner",
     "openvpn",
@@ -235,7 +238,10 @@ def test_a_blocked_host_never_gets_an_upstream_connection(
     before_origin, before_log = origin.count(), len(log_lines(gw))
     status, reply = attempt(gw, client, host, payload_for(payload, host))
     assert settle(origin, before_origin) == 0
-    assert b"origin" not in reply
+    assert b"origin ok" not in reply
+    assert b"origin raw" not in reply
+    if payload == "http" and client == PUPIL:
+        assert reply.startswith(b"HTTP/1.1 403")  # the block page, inside the tunnel
     line = new_line(gw, before_log, client)
     assert line["decision"] == "block"
     if host == ILLEGAL:
@@ -279,6 +285,20 @@ def test_tcp_passthrough_carries_raw_tcp_to_its_host_only(
     assert settle(origin, before_origin) == 1
     line = new_line(gw, before_log, client)
     assert (line["decision"], line["tunnel"], line["host"]) == ("allow", "pass", PASSTHROUGH)
+
+
+@pytest.mark.parametrize("client", [PUPIL, BYOD], ids=["intercepting", "not-intercepting"])
+def test_http_inside_a_tunnel_to_an_allowed_host_is_filtered_per_request(
+    gw: Gateway, origin: RecordingOrigin, client: str
+) -> None:
+    """Plain HTTP inside CONNECT reaches an allowed host, decided like any request."""
+    before_origin, before_log = origin.count(), len(log_lines(gw))
+    status, reply = attempt(gw, client, ALLOWED, payload_for("http", ALLOWED))
+    assert status == 200
+    assert reply.endswith(b"origin ok")
+    assert settle(origin, before_origin) == 1
+    line = new_line(gw, before_log, client)
+    assert (line["decision"], line["host"], line["path"]) == ("allow", ALLOWED, "/inside")
 
 
 @pytest.mark.parametrize("payload", ["sni-long-label", "sni-nul"])

@@ -69,6 +69,8 @@ def test_an_unreadable_sni_is_reported_as_sent_but_unreadable(bad: str) -> None:
         (b"hello, anything at all\r\n", "other"),
         (bytes.fromhex("002a38") + bytes(40), "other"),
         (b"\x16", "more"),
+        (b"\x16\x03", "more"),
+        (b"\x16\x04", "other"),
         (b"GET / HTTP/1.1" + bytes([0]), "other"),
     ],
 )
