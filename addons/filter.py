@@ -60,26 +60,34 @@ class Filter:
             flow.metadata[facts.DECISION] = decided.decision
 
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
-        """A TLS ClientHello names the host (SNI): decide it with the CONNECT host, once."""
+        """Decide the connection's host: from a TLS ClientHello's SNI with the CONNECT host,
+        or, for a connection with no decision on its destination yet (transparent mode),
+        from the destination alone."""
         context = nextlayer.context
-        if context.client.transport_protocol != "tcp":
-            return
-        data = nextlayer.data_client()
-        if not facts.starts_like_tls(data):
-            return
-        try:
-            hello = facts.tls_client_hello(data)
-        except ValueError:
-            return  # not a ClientHello: TlsPolicy refuses the connection
-        if hello is None:
-            return  # wait for the rest
-        identity = facts.client_identity(context.client)
-        if identity is None:
-            raise RuntimeError("no identity at the ClientHello")
-        sni, _ = facts.sni_of(hello)
         address = context.server.address
-        connect_host = str(address[0]) if address else None
-        decided = self.decide_hosts(identity, (sni, connect_host), "SNI")
+        if context.client.transport_protocol != "tcp" or not address:
+            return  # the client talking to the proxy itself: nothing to decide yet
+        destination = str(address[0])
+        identity = facts.client_identity(context.client)
+        data = nextlayer.data_client()
+        if facts.starts_like_tls(data):
+            try:
+                hello = facts.tls_client_hello(data)
+            except ValueError:
+                return  # not a ClientHello: TlsPolicy refuses the connection
+            if hello is None:
+                return  # wait for the rest
+            if identity is None:
+                raise RuntimeError("no identity at the ClientHello")
+            sni, _ = facts.sni_of(hello)
+            decided = self.decide_hosts(identity, (sni, destination), "SNI")
+        else:
+            known = facts.host_decision(context.client)
+            if known is not None and known.covers(destination):
+                return
+            if identity is None:
+                raise RuntimeError("no identity for the connection")
+            decided = self.decide_hosts(identity, (destination,), "destination")
         if decided is not None:
             facts.set_host_decision(context.client, decided)
 

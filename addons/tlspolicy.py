@@ -156,7 +156,9 @@ class TlsPolicy:
         decided = facts.host_decision(context.client)
         identity = facts.client_identity(context.client)
         fs = self.loader.filterset
-        if tcp_passthrough_allowed(fs, host, port) and not (decided and decided.decision.blocked):
+        # Only on the filter's decision for this very destination, and only if it allows.
+        allowed = decided is not None and not decided.decision.blocked and decided.covers(host)
+        if allowed and tcp_passthrough_allowed(fs, host, port):
             drop_chosen_layers(nextlayer)
             nextlayer.layer = layers.TCPLayer(context)
             reason = f"{host}:{port} is on the policy's tcp_passthrough list"

@@ -49,7 +49,16 @@ class HostDecision:
     hosts: tuple[str, ...]
     decision: Decision
     final: bool
-    via: str  # CONNECT or SNI
+    via: str  # CONNECT, SNI or destination
+
+    def covers(self, host: str | None) -> bool:
+        """Whether this decision was made on ``host`` (any spelling of it)."""
+        if host is None:
+            return False
+        try:
+            return normalise_host(host) in self.hosts
+        except BadURL:
+            return False
 
 
 def decide_hosts(
