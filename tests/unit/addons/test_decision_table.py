@@ -60,6 +60,7 @@ categories:
   adult: {lists: [ut1/adult], incident: deliberate_offensive}
 no_decrypt:
   hosts: [nd-adult.example, nd-illegal.example]
+tcp_passthrough: ["adult.example:443", "lesson.example:443"]
 groups:
   pupil:
     default: acceptable
@@ -250,3 +251,43 @@ def test_the_proxy_answers_as_explain_does(
 def test_the_table_is_the_whole_cross_product() -> None:
     """2 x 2 x 2 x 2 x 2 x (HTTP, CONNECT): 64 cases, CONNECT ones decrypted or passed through."""
     assert len(set(CASES)) == 64
+
+
+@pytest.mark.parametrize(
+    ("host", "override", "carried"),
+    [
+        ("lesson.example", False, True),  # allowed and listed
+        ("other.example", False, False),  # allowed, not listed
+        ("adult.example", False, False),  # listed, but the host is blocked
+        ("adult.example", True, True),  # listed, and an override opens the host
+    ],
+)
+def test_raw_tcp_needs_the_list_and_the_filters_allow(
+    chain: tuple[PolicyLoader, Pipeline], host: str, override: bool, carried: bool
+) -> None:
+    """SSH after CONNECT is relayed only to a tcp_passthrough host the filter allows."""
+    loader, pipeline = chain
+    ip, user = CLIENT[True]
+    now = datetime.now(UTC)
+    starts, ends = now - timedelta(hours=1), now + timedelta(hours=1)
+    opened = ActiveOverride(1, "host", host, "user", user, starts, ends, "head.teacher", "git")
+    loader.controls = Controls.of([opened] if override else [], [], now)
+    connect = tflow.tflow()
+    connect.client_conn.peername = (ip, 50000)
+    connect.request.method = "CONNECT"
+    connect.request.host, connect.request.port = host, 443
+    hook(pipeline, "http_connect", connect)
+    assert connect.response is None
+    context = Context(connect.client_conn, ctx.options)
+    context.server.address = (host, 443)
+    nextlayer = layer.NextLayer(context)
+    nextlayer.events.append(events.DataReceived(connect.client_conn, b"SSH-2.0-OpenSSH_9.6\r\n"))
+    hook(pipeline, "next_layer", nextlayer)
+    record = facts.tunnel_record(nextlayer)
+    assert record is not None
+    if carried:
+        assert isinstance(nextlayer.layer, layers.TCPLayer)
+        assert record.action == "pass"
+    else:
+        assert isinstance(nextlayer.layer, Refuse)
+        assert record.action == "refuse"
