@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 from weakref import WeakKeyDictionary
@@ -125,7 +125,6 @@ class _ClientFacts:
     login: Login | None = None
     identity: Identity | None = None
     host: HostDecision | None = None
-    hosts_seen: tuple[str, ...] = field(default_factory=tuple)
 
 
 _clients: WeakKeyDictionary[connection.Client, _ClientFacts] = WeakKeyDictionary()
@@ -157,7 +156,7 @@ def set_client_identity(client: connection.Client, identity: Identity) -> None:
 
 
 def host_decision(client: connection.Client) -> HostDecision | None:
-    """The decision on this connection's host (CONNECT, then SNI), if one was made."""
+    """The filter's decision on this connection's host (CONNECT, SNI or destination)."""
     found = _clients.get(client)
     return found.host if found else None
 
