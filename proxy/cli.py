@@ -17,6 +17,7 @@ import click
 from blocklists.normalise import BadURL, normalise_url
 from proxy.cli_changes import CHANGE_CONTROL, controls_for_explain
 from proxy.cli_common import config_option, fail, open_filterset
+from proxy.cli_content import content
 from proxy.cli_incidents import INCIDENT_COMMANDS
 from proxy.filterset import Filterset, load_filterset
 from proxy.identity import Identity, parse_ip
@@ -219,3 +220,4 @@ cli.add_command(users)  # proxy-login users file (proxy/users_cli.py)
 for _command in INCIDENT_COMMANDS:  # incidents, report, purge (proxy/cli_incidents.py)
     cli.add_command(_command)
 cli.add_command(lists)  # compile, update, lookup, stats (proxy/lists_cli.py)
+cli.add_command(content)  # learned, confirm, reject (proxy/cli_content.py)

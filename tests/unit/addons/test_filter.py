@@ -171,6 +171,7 @@ def test_addon_order_is_declared_once(filterset: Filterset) -> None:
         "TlsPolicy",
         "SafeSearch",
         "Downloads",
+        "ContentAnalysis",
         "Review",
         "UpstreamChain",
         "Audit",
