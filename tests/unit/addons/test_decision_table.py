@@ -291,3 +291,22 @@ def test_raw_tcp_needs_the_list_and_the_filters_allow(
     else:
         assert isinstance(nextlayer.layer, Refuse)
         assert record.action == "refuse"
+
+
+def test_a_connection_with_no_connect_is_decided_on_its_destination(
+    chain: tuple[PolicyLoader, Pipeline],
+) -> None:
+    """Transparent mode: raw TCP to a redirected destination is decided once, on that address."""
+    loader, pipeline = chain
+    loader.controls = Controls()
+    client = tflow.tclient_conn()
+    client.peername = (CLIENT[True][0], 40000)
+    context = Context(client, ctx.options)
+    context.server.address = ("adult.example", 443)
+    nextlayer = layer.NextLayer(context)
+    nextlayer.events.append(events.DataReceived(client, b"SSH-2.0-OpenSSH_9.6\r\n"))
+    hook(pipeline, "next_layer", nextlayer)
+    decided = facts.host_decision(client)
+    assert decided is not None
+    assert (decided.via, decided.hosts, decided.final) == ("destination", ("adult.example",), True)
+    assert isinstance(nextlayer.layer, Refuse)  # on tcp_passthrough, but the host is blocked
