@@ -215,6 +215,7 @@ class RecordingOrigin:
         self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.tls.load_cert_chain(cert, key)
         self.connections: list[bytes] = []
+        self.in_time = 0  # connections a test saw in its own window (test_tunnels adds them up)
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()

@@ -220,9 +220,16 @@ def new_line(gw: Gateway, before: int, client: str) -> dict[str, Any]:
 
 
 def settle(origin: RecordingOrigin, before: int) -> int:
-    """New origin connections since ``before``, after giving a late one time to arrive."""
+    """New origin connections since ``before``, after giving a late one time to arrive.
+
+    What each test saw in its own window is added up in ``origin.in_time``; the module's
+    last test checks it against the total, so a connection that arrived too late for the
+    test that caused it (and so was not checked by it) fails the module.
+    """
     time.sleep(0.4)
-    return origin.count() - before
+    found = origin.count() - before
+    origin.in_time += found
+    return found
 
 
 # --- blocked and illegal hosts: never an upstream connection -------------------------------
@@ -446,3 +453,9 @@ def test_the_real_proxy_answers_as_explain_does(gw: Gateway, origin: RecordingOr
         else:
             answer = mitm_answer(gw, client, host)
         assert answer == explained["decision"], (client, host, explained["rule"])
+
+
+def test_the_origin_saw_no_connection_it_was_not_expected_to(origin: RecordingOrigin) -> None:
+    """Runs last: every connection the origin accepted was seen, and checked, by its test."""
+    time.sleep(1.0)
+    assert origin.count() == origin.in_time
