@@ -132,7 +132,8 @@ def block_response(
             },
         )
     except Exception:
-        log.exception("the block page could not be made; a plain 403 is sent instead")
+        # A warning: handled, and an error logged at start would stop the proxy (errorcheck).
+        log.warning("the block page could not be made; a plain 403 is sent instead", exc_info=True)
         return plain_403(reference)
 
 
@@ -315,7 +316,7 @@ class Pipeline:
         try:
             fail_closed(hook, args, why)
         except Exception:  # failing closed must not itself fail open: kill what we can
-            log.exception("failing closed after %s failed", why)
+            log.warning("failing closed after %s failed; the flow is killed", why, exc_info=True)
             target = args[0] if args else None
             if isinstance(target, flow.Flow):
                 with contextlib.suppress(Exception):
@@ -324,7 +325,7 @@ class Pipeline:
             try:
                 listener(addon, hook)
             except Exception:
-                log.exception("counting a hook error failed")
+                log.warning("counting a hook error failed", exc_info=True)
 
     def _sync_dispatcher(self, hook: str, found: list[tuple[Any, Callable[..., Any]]]) -> Any:
         def dispatch(*args: Any) -> None:
