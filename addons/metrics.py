@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
+from mitmproxy.proxy import layer
 from mitmproxy.utils.asyncio_utils import create_task
 
 from addons import facts
@@ -138,6 +139,14 @@ class Metrics:
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._count(flow)
+
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        """A tunnel TlsPolicy passed through or refused (what it left in the facts)."""
+        found = facts.tunnel_record(nextlayer)
+        if found is not None:
+            self.metrics.count_tunnel(
+                self.loader.filterset.policy, found.decision.group, found.kind, found.action
+            )
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._count(flow)

@@ -21,6 +21,7 @@ import socket
 import ssl
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from tests.integration.harness import (
     Gateway,
     OriginCA,
     RecordingOrigin,
+    free_port,
     start_gateway,
     stop_gateway,
     write_config,
@@ -98,6 +100,9 @@ def gw(
 ) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("tunnels")
     write_config(tmp / "config", tmp / "var", 1, POLICY)
+    metrics = free_port()
+    with (tmp / "config" / "schoolgate.yaml").open("a", encoding="utf-8") as settings:
+        settings.write(f"metrics_listen: 127.0.0.1:{metrics}\n")
     hostmap = {"hosts": HOSTS, "ports": {"443": origin.port}}
     gateway = start_gateway(
         tmp,
@@ -107,6 +112,7 @@ def gw(
         env={"SCHOOLGATE_TEST_HOSTMAP": json.dumps(hostmap), "PYTHONPATH": str(ROOT)},
         command=[sys.executable, "-m", "tests.integration.hostmap"],
     )
+    gateway.metrics_port = metrics  # type: ignore[attr-defined]
     yield gateway
     stop_gateway(gateway)
 
@@ -453,6 +459,31 @@ def test_the_real_proxy_answers_as_explain_does(gw: Gateway, origin: RecordingOr
         else:
             answer = mitm_answer(gw, client, host)
         assert answer == explained["decision"], (client, host, explained["rule"])
+
+
+def tunnel_counts(gw: Gateway) -> dict[str, float]:
+    port = gw.metrics_port  # type: ignore[attr-defined]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("schoolgate_tunnels_total{")
+    }
+
+
+def test_tunnels_are_counted_by_group(gw: Gateway, origin: RecordingOrigin) -> None:
+    """schoolgate_tunnels_total counts a refused and a relayed SSH tunnel, by group."""
+    refused = 'schoolgate_tunnels_total{action="refuse",group="byod",kind="tcp"}'
+    relayed = 'schoolgate_tunnels_total{action="pass",group="byod",kind="tcp"}'
+    before = tunnel_counts(gw)
+    before_origin = origin.count()
+    attempt(gw, BYOD, ALLOWED, payload_for("ssh-banner", ALLOWED))
+    attempt(gw, BYOD, PASSTHROUGH, payload_for("ssh-banner", PASSTHROUGH))
+    assert settle(origin, before_origin) == 1
+    after = tunnel_counts(gw)
+    assert after[refused] == before[refused] + 1
+    assert after[relayed] == before[relayed] + 1
 
 
 def test_the_origin_saw_no_connection_it_was_not_expected_to(origin: RecordingOrigin) -> None:
