@@ -77,6 +77,6 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         Metrics(
             loader,
             auth_failures=lambda: login.refused,
-            spool_depth=lambda: store.writer.spooled,
+            writer=store.writer,
         ),
     ]

@@ -41,6 +41,7 @@ from proxy.identity import Identity
 from proxy.logins import Login
 from proxy.store.events import Event
 from proxy.tlspolicy import HostDecision
+from proxy.yamlfile import Problem
 
 __all__ = ["HostDecision"]  # the one decision on a connection's host (proxy.tlspolicy)
 
@@ -65,6 +66,7 @@ class Reloading(Policies, Protocol):
     """``Policies`` that reload: who hears of a swap, and how many there were."""
 
     on_swap: list[Callable[[Filterset, Filterset, str], None]]
+    on_refused: list[Callable[[str, list[Problem]], None]]
     reloads: int
     failures: int
 

@@ -28,6 +28,7 @@ from mitmproxy.utils.asyncio_utils import create_task
 from addons import facts
 from proxy.lists import index_path
 from proxy.metrics import FilterMetrics, MetricsServer, entries_by_source, split_listen
+from proxy.store.writer import Writer
 
 log = logging.getLogger("schoolgate.metrics")
 REFRESH_SECONDS = 5.0
@@ -39,14 +40,18 @@ class Metrics:
         loader: facts.Reloading,
         *,
         auth_failures: Callable[[], int] | None = None,
-        spool_depth: Callable[[], int] | None = None,
+        writer: Writer | None = None,
     ) -> None:
         self.loader = loader
         # Read from the addons that own them, wired in ``schoolgate_addons``.
         self.auth_failures = auth_failures
-        self.spool_depth = spool_depth
+        self.writer = writer
         self._seen_refused = 0
+        self._seen_writer = (0, 0, 0)
         self.metrics = FilterMetrics()
+        if writer is not None:
+            # Each event's time to the spool's fsync, observed by the writer's spooling thread.
+            writer.durable = self.metrics.spool_seconds.observe
         self.server: MetricsServer | None = None
         self._seen_reloads = 0
         self._seen_failures = 0
@@ -111,8 +116,17 @@ class Metrics:
             refused = self.auth_failures()
             m.auth_failures.inc(refused - self._seen_refused)
             self._seen_refused = refused
-        if self.spool_depth is not None:
-            m.spool_depth.set(self.spool_depth())
+        if self.writer is not None:
+            writer = self.writer
+            m.spool_depth.set(writer.spooled)
+            m.writer_up.set(1 if writer.up else 0)
+            m.oldest_unapplied.set(writer.oldest_age())
+            m.events_held.set(writer.held)
+            dropped, restarts, hung = self._seen_writer
+            m.events_dropped.inc(writer.dropped - dropped)
+            m.writer_restarts.inc(writer.restarts - restarts)
+            m.store_interrupts.inc(writer.interrupts - hung)
+            self._seen_writer = (writer.dropped, writer.restarts, writer.interrupts)
         for source, count in entries_by_source(dict(fs.lists.counts()), sources).items():
             m.index_entries.labels(source).set(count)
         try:
