@@ -13,6 +13,7 @@ from addons.audit import Audit
 from addons.circumvention import Circumvention
 from addons.content import ContentAnalysis
 from addons.downloads import Downloads
+from addons.earlyconnect import EarlyConnect
 from addons.filter import Filter
 from addons.identify import Identify
 from addons.incidents import Incidents
@@ -60,6 +61,9 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         # What a tunnel may carry, before any upstream connection: TLS (intercepted, passed
         # through undecrypted, or refused, on the filter's host decision), HTTP, or nothing.
         TlsPolicy(loader),
+        # After every addon that can refuse a CONNECT or decide its host: meets the server
+        # before the client's TLS handshake only for a tunnel allowed on its names alone.
+        EarlyConnect(loader),
         # On each allowed request: force the engine's safe mode, or block an unlockable engine.
         SafeSearch(loader),
         # At the response: file kinds and sizes the group may not download.
