@@ -83,8 +83,8 @@ class Filter:
             decided = self.decide_hosts(identity, (sni, destination), "SNI")
         else:
             known = facts.host_decision(context.client)
-            if known is not None and known.covers(destination):
-                return
+            if known is not None and (known.covers(destination) or known.decision.blocked):
+                return  # decided already; and a block (failing closed too) is never undone
             if identity is None:
                 raise RuntimeError("no identity for the connection")
             decided = self.decide_hosts(identity, (destination,), "destination")

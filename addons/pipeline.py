@@ -203,8 +203,10 @@ def fail_closed(hook: str, args: tuple[Any, ...], why: str) -> None:
     elif isinstance(target, tls.ClientHelloData):
         client = target.context.client
         identity = facts.client_identity(client)
+        address = target.context.server.address
+        hosts = (str(address[0]).lower(),) if address else ()
         facts.set_host_decision(
-            client, facts.HostDecision((), Decision.failed(identity, why), True, "SNI")
+            client, facts.HostDecision(hosts, Decision.failed(identity, why), True, "SNI")
         )
         target.ignore_connection = False  # intercept, so every request inside is blocked
     elif isinstance(target, tls.TlsData):
