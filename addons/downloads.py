@@ -179,6 +179,7 @@ class Downloads:
             reference=reference,
             url=url,
             reason=reason,
+            console_url=self.loader.filterset.settings.console_url,
         )
 
     def response(self, flow: http.HTTPFlow) -> None:

@@ -108,6 +108,7 @@ def block_response(
     reference: str,
     url: str | None,
     reason: str | None = None,
+    console_url: str | None = None,
 ) -> http.Response:
     """The 403 block page for ``decision``; a plain 403 if the page itself cannot be made.
 
@@ -121,6 +122,7 @@ def block_response(
             reference=reference,
             url=None if decision.illegal else url,
             reason=reason,
+            console_url=console_url,
         )
         return http.Response.make(
             403,
@@ -157,6 +159,7 @@ def serve_block(
         reference=reference,
         url=url,
         reason=reason,
+        console_url=loader.filterset.settings.console_url,
     )
 
 
