@@ -30,6 +30,7 @@ import pytest
 from click.testing import CliRunner
 
 from proxy.cli import cli
+from tests.console_accounts import acting, ensure_account, proof
 from tests.integration.harness import (
     PUPIL,
     ROOT,
@@ -394,8 +395,17 @@ def test_a_0x04_client_hello_is_intercepted_and_filtered_for_pupils(
 # --- the decision table, a representative subset through the real proxy and CLI -----------
 
 
+ACCOUNTS = {"j.teacher": "staff", "head.teacher": "approver", "dsl": "dsl"}
+
+
 def sg(config_dir: Path, *args: str) -> str:
-    result = CliRunner().invoke(cli, [*args, "--config", str(config_dir)])
+    """Run a command; whoever --by names answers its password and code prompts."""
+    names = acting(args)
+    for name in names:
+        ensure_account(config_dir, name, ACCOUNTS[name])
+    result = CliRunner().invoke(
+        cli, [*args, "--config", str(config_dir)], input=proof(config_dir, *names)
+    )
     assert result.exit_code == 0, result.output
     return result.stdout
 
@@ -434,7 +444,7 @@ def test_the_real_proxy_answers_as_explain_does(gw: Gateway, origin: RecordingOr
     passed through a no_decrypt host, and an approved override did not open a
     host for a group that is not intercepted.
     """
-    sg(gw.config_dir, "access", "suspend", "s.pupil", "--reason", "misuse", "--by", "dsl.lead")
+    sg(gw.config_dir, "access", "suspend", "s.pupil", "--reason", "misuse", "--by", "dsl")
     out = sg(
         gw.config_dir,
         *("override", "request", BLOCKED, "--for", "user:o.byod", "--days", "1"),
