@@ -157,16 +157,18 @@ def gw(tmp_path_factory: pytest.TempPathFactory, origin_ca: OriginCA) -> Iterato
     stop_gateway(gateway)
 
 
-def last_log_line(gw: Gateway, path: str) -> dict[str, Any]:
-    """The access log's last line for ``path`` (it is written off-thread)."""
+def last_log_line(gw: Gateway, path: str, group: str = "pupil") -> dict[str, Any]:
+    """The access log's last line for ``path`` requested by ``group`` (written off-thread)."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         lines = [json.loads(line) for line in gw.access_log.read_text().splitlines()]
-        found: list[dict[str, Any]] = [line for line in lines if line.get("path") == path]
+        found: list[dict[str, Any]] = [
+            line for line in lines if line.get("path") == path and line.get("group") == group
+        ]
         if found:
             return found[-1]
         time.sleep(0.05)
-    raise AssertionError(f"no access log line for {path}")
+    raise AssertionError(f"no access log line for {path} by {group}")
 
 
 @pytest.mark.parametrize("scheme", ["http", "https"])
@@ -201,7 +203,7 @@ def test_log_only_records_without_blocking(gw: Gateway, pages: Pages) -> None:
     """With action: log the head gets the page, and the log says it would have crossed."""
     status, _ = gw.get(pages.url("/adult-gzip"), client=HEAD)
     assert status == 200
-    content = last_log_line(gw, "/adult-gzip")["content"]
+    content = last_log_line(gw, "/adult-gzip", "head")["content"]
     assert isinstance(content, dict)
     assert content["outcome"] == "logged"
     assert content["category"] == "adult"
