@@ -38,16 +38,16 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.utils.asyncio_utils import create_task
 
-from addons.blocking import answered, answered_early, protection_block, serve_block
-from addons.filter import DECISION
-from addons.identify import identity_of
-from addons.policyload import PolicyLoader
+from addons import facts
+from addons.facts import DECISION, answered, answered_early, identity_of
+from addons.pipeline import serve_block
 from blocklists.normalise import BadURL, normalise_url
 from proxy.content.assistants import assistant_of
 from proxy.content.extract import page_text
 from proxy.content.learned import LEARNED_FILE, LearnedEntry, LearnedList, learned_now
 from proxy.content.phrases import CATEGORY_WORDS, Scores
 from proxy.content.stream import Kind, StreamScorer
+from proxy.decision import Decision
 from proxy.incidents.searchterms import extract_search
 from proxy.policy import ContentRule, Group
 from proxy.watch import FileWatch
@@ -97,7 +97,7 @@ def _entry_of(flow: http.HTTPFlow) -> str | None:
 
 
 class ContentAnalysis:
-    def __init__(self, loader: PolicyLoader) -> None:
+    def __init__(self, loader: facts.Policies) -> None:
         self.loader = loader
         self.scored = 0
         self.blocked = 0
@@ -227,9 +227,10 @@ class ContentAnalysis:
                 category,
             )  # fmt: skip
             words = CATEGORY_WORDS.get(category, category)
-            flow.metadata[DECISION] = protection_block(
+            flow.metadata[DECISION] = Decision.block(
                 identity_of(flow),
                 f"content analysis: {words}: the text scored {score} as it streamed (cut)",
+                by="content",
                 category=category,
             )
             self.blocked += 1
@@ -307,7 +308,7 @@ class ContentAnalysis:
         except Exception:
             # Could not read it must not mean allowed, for the groups that asked for analysis.
             log.exception("content analysis failed; blocking the page")
-            decision = protection_block(identity_of(flow), "content analysis failed")
+            decision = Decision.block(identity_of(flow), "content analysis failed", by="content")
             serve_block(self.loader, flow, decision, "This page could not be checked.")
             return
         self._act(flow, rule, scores, entry)
@@ -341,8 +342,8 @@ class ContentAnalysis:
     def _block(self, flow: http.HTTPFlow, category: str, why: str) -> None:
         self.blocked += 1
         words = CATEGORY_WORDS.get(category, category)
-        decision = protection_block(
-            identity_of(flow), f"content analysis: {words}: {why}", category=category
+        decision = Decision.block(
+            identity_of(flow), f"content analysis: {words}: {why}", by="content", category=category
         )
         serve_block(
             self.loader,

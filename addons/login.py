@@ -30,12 +30,12 @@ import html
 import ipaddress
 import logging
 import time
-from weakref import WeakKeyDictionary
 
 from mitmproxy import connection, exceptions, http
 from mitmproxy.addons.proxyauth import is_http_proxy, parse_http_basic_auth
 
-from addons.policyload import PolicyLoader
+from addons import facts
+from addons.facts import LOGIN, login_of
 from proxy.identity import parse_ip
 from proxy.logins import (
     BINDINGS_FILE,
@@ -49,14 +49,9 @@ from proxy.review import load_key
 from proxy.settings import Auth
 from proxy.yamlfile import ConfigError
 
-LOGIN = "schoolgate.login"
 LOGOUT = "schoolgate.login.logout"
 log = logging.getLogger("schoolgate.login")
-
-
-def login_of(flow: http.HTTPFlow) -> Login | None:
-    found = flow.metadata.get(LOGIN)
-    return found if isinstance(found, Login) else None
+__all__ = ["LOGIN", "ProxyLogin", "login_of"]
 
 
 def _page(
@@ -75,12 +70,11 @@ def _page(
 
 
 class ProxyLogin:
-    def __init__(self, loader: PolicyLoader) -> None:
+    def __init__(self, loader: facts.Policies) -> None:
         self.loader = loader
         self.refused = 0
         self.checker = LoginChecker([])
         self.bindings: LoginBindings | None = None
-        self._by_client: WeakKeyDictionary[connection.Client, Login] = WeakKeyDictionary()
         self._auth: Auth | None = None
         self._users_mtime = 0.0
         self._checked = 0.0
@@ -134,7 +128,7 @@ class ProxyLogin:
 
     def login_of_client(self, client: connection.Client) -> Login | None:
         """The login of a client connection: from its CONNECT, or its address's binding."""
-        found = self._by_client.get(client)
+        found = facts.client_login(client)
         if found is not None:
             return found
         user = self.bindings.user_at(client.peername[0]) if self.bindings else None
@@ -152,7 +146,7 @@ class ProxyLogin:
             self._failed(flow, is_http_proxy(flow))
         login = login_of(flow)
         if login is not None and flow.response is None:
-            self._by_client[flow.client_conn] = login
+            facts.set_client_login(flow.client_conn, login)
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.is_replay:
@@ -166,7 +160,7 @@ class ProxyLogin:
                 return
             if login_of(flow) is not None:
                 return
-            known = self._by_client.get(flow.client_conn)
+            known = facts.client_login(flow.client_conn)
             if known is not None:
                 flow.metadata[LOGIN] = known
             elif proxied:

@@ -26,10 +26,8 @@ from datetime import UTC, datetime
 
 from mitmproxy import http
 
-from addons.blocking import ANSWERED
-from addons.filter import DECISION, REFERENCE, decision_of
-from addons.identify import identity_of
-from addons.policyload import PolicyLoader
+from addons import facts
+from addons.facts import ANSWERED, DECISION, REFERENCE, decision_of, identity_of
 from blocklists.normalise import BadURL, normalise_url
 from proxy.blockpage import REVIEW_PATH
 from proxy.decision import Decision
@@ -55,7 +53,7 @@ log = logging.getLogger("schoolgate.review")
 
 
 class Review:
-    def __init__(self, loader: PolicyLoader) -> None:
+    def __init__(self, loader: facts.Policies) -> None:
         self.loader = loader
         self.filed = 0
         self.rejected = 0
@@ -161,16 +159,11 @@ class Review:
             self.filed += 1
         else:
             self.rejected += 1
-        flow.metadata[DECISION] = Decision(
-            decision="allow",
-            category=None,
+        flow.metadata[DECISION] = Decision.allow(
+            identity,
+            "the block page's review form, answered by the proxy",
+            by="review",
             action="review_request",
-            incident=None,
-            incident_type=None,
-            matched=None,
-            rule="the block page's review form, answered by the proxy",
-            group=identity.group if identity else "unknown",
-            user=identity.user if identity else None,
         )
         flow.metadata[ANSWERED] = True
         flow.response = http.Response.make(

@@ -244,5 +244,10 @@ def test_signing_in_binds_the_client_address(net: Net) -> None:
         assert csrf is not None
         form = f"csrf={csrf.group(1)}"
         assert net.request("http", "login.schoolgate", "/logout", form=form)[0] == 200
-    time.sleep(1.2)  # every worker has looked at the bindings again
-    assert net.request("http", "social-demo.example")[0] == 403
+    # Every worker looks at the bindings again within a second (a loaded machine: allow 3).
+    deadline = time.monotonic() + 3
+    while (status := net.request("http", "social-demo.example")[0]) != 403:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert status == 403

@@ -26,10 +26,11 @@ def filterset() -> Filterset:
 def run(filterset: Filterset, flow: http.HTTPFlow, *, connect: bool = False) -> Redactions:
     found = Redactions()
     loader = PolicyLoader(ROOT / "config", filterset)
-    identify, filt, redact = Identify(loader), Filter(loader), Redact(loader, found)
+    identify, filt, redact = Identify(loader), Filter(loader), Redact(found)
     with taddons.context(loader, identify, filt, redact):
         if connect:
             identify.http_connect(flow)
+            filt.http_connect(flow)  # the one host decision, which Redact reads
             redact.http_connect(flow)
         else:
             identify.requestheaders(flow)
