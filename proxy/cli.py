@@ -132,11 +132,10 @@ def explain(
     except BadURL as exc:
         raise fail(f"{url!r}: not a URL: {exc}") from None
     rules: list[Rule] = []  # every rule that matched, from the proxy's own decide()
-    decision = fs.decide_url(
-        identity, canonical, when, controls_for_explain(fs.settings, when), rules=rules
-    )
+    controls = controls_for_explain(fs.settings, when)
+    decision = fs.decide_url(identity, canonical, when, controls, rules=rules)
     # an illegal hit says nothing more: no protection could matter, and none may hint where
-    found = [] if decision.illegal else protections(fs.policy.groups[identity.group], canonical)
+    found = [] if decision.illegal else protections(fs, identity, canonical, when, controls)
     if as_json:
         out = decision.as_dict() | explain_extras.for_json(rules, found)
         out["identity"] = {"user": identity.user, "group": identity.group, "via": identity.source}

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from blocklists.normalise import CanonicalURL
 from proxy.content.phrases import CATEGORY_WORDS
+from proxy.controls import Controls
 from proxy.decision import Rule
+from proxy.filterset import Filterset
+from proxy.identity import Identity
 from proxy.policy import Group
 from proxy.safesearch import Level, lock_for
+from proxy.tlspolicy import choose, decide_hosts, is_ip
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +123,23 @@ def content(group: Group) -> Protection:
     return Protection("content", True, says, detail)
 
 
-def protections(group: Group, url: CanonicalURL) -> list[Protection]:
-    """The gateway's protections for ``group`` on ``url``, in the order they act."""
+def tls(
+    fs: Filterset, identity: Identity, url: CanonicalURL, when: datetime, controls: Controls
+) -> Protection:
+    """Intercepted, passed through undecrypted, or refused: ``proxy.tlspolicy.choose`` on the
+    filter's one decision on the host, as the proxy makes it at the ClientHello."""
+    if url.scheme != "https":
+        return Protection("tls", False, "plain HTTP: filtered per request", {"action": None})
+    decided = decide_hosts(fs, identity, (url.host,), when, controls)
+    choice = choose(fs, identity, decided, no_name=is_ip(url.host))
+    words = {"intercept": "intercepted", "pass": "passed through undecrypted", "refuse": "refused"}
+    return Protection(
+        "tls", True, f"{words[choice.action]}: {choice.reason}", {"action": choice.action}
+    )
+
+
+def group_protections(group: Group, url: CanonicalURL) -> list[Protection]:
+    """The protections the group's settings alone decide, in the order they act."""
     return [
         ports(group, url),
         safe_search(group, url),
@@ -127,6 +147,14 @@ def protections(group: Group, url: CanonicalURL) -> list[Protection]:
         downloads(group),
         content(group),
     ]
+
+
+def protections(
+    fs: Filterset, identity: Identity, url: CanonicalURL, when: datetime, controls: Controls
+) -> list[Protection]:
+    """Every protection the gateway applies to this request, in the order they act."""
+    group = fs.policy.groups[identity.group]
+    return [tls(fs, identity, url, when, controls), *group_protections(group, url)]
 
 
 def for_json(rules: Sequence[Rule], found: Sequence[Protection]) -> dict[str, Any]:

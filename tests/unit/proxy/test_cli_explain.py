@@ -79,3 +79,23 @@ def test_text_marks_the_rule_that_decided(config: Path) -> None:
     assert "  * local allow entry adult-demo.example  [local/allow: adult-demo.example]" in lines
     assert any(line.startswith("  - group pupil: adult is unacceptable") for line in lines)
     assert "protections (on what the filter lets through):" in lines
+
+
+@pytest.mark.parametrize(
+    ("url", "group", "action"),
+    [
+        ("https://example.com/", "pupil", "intercept"),
+        ("https://example.com/", "byod", "pass"),
+        ("https://social-demo.example/", "byod", "refuse"),
+        ("https://www.google.com/", "byod", "refuse"),
+        ("http://example.com/", "pupil", None),
+    ],
+)
+def test_tls_says_what_the_proxy_does_with_the_connection(
+    config: Path, url: str, group: str, action: str | None
+) -> None:
+    """A school device is intercepted; BYOD passes undecrypted, or is refused when blocked or
+    when safe search would need decryption; plain HTTP has no TLS."""
+    tls = explain(config, url, "--group", group)["protections"]["tls"]
+    assert tls["action"] == action
+    assert tls["applies"] is (action is not None)

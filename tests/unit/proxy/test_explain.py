@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from blocklists.normalise import normalise_url
-from proxy.explain import Protection, protections
+from proxy.explain import Protection, group_protections
 from proxy.policy import Policy, load_policy
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -19,7 +19,7 @@ def policy() -> Policy:
 
 
 def of(policy: Policy, group: str, url: str) -> dict[str, Protection]:
-    return {p.name: p for p in protections(policy.groups[group], normalise_url(url))}
+    return {p.name: p for p in group_protections(policy.groups[group], normalise_url(url))}
 
 
 def test_a_pupil_search_on_google_has_safe_search_forced(policy: Policy) -> None:
