@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 from mitmproxy import http
-from mitmproxy.test import taddons, tflow, tutils
+from mitmproxy.test import tflow, tutils
 
 from addons import schoolgate_addons
 from addons.facts import DECISION, IDENTITY
 from addons.filter import Filter
 from addons.identify import Identify
 from addons.pipeline import Pipeline
-from addons.policyload import PolicyLoader
 from proxy.filterset import Filterset, load_filterset
+from tests.chain import one, running
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -28,10 +28,8 @@ def filterset() -> Filterset:
 
 @pytest.fixture
 def chain(filterset: Filterset) -> Iterator[tuple[Identify, Filter]]:
-    loader = PolicyLoader(ROOT / "config", filterset)
-    identify, filt = Identify(loader), Filter(loader)
-    with taddons.context(loader, identify, filt):
-        yield identify, filt
+    with running(ROOT / "config", filterset, Identify, Filter) as addons:
+        yield one(addons, Identify), one(addons, Filter)
 
 
 def flow_for(

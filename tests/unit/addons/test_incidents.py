@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 from mitmproxy import http
-from mitmproxy.test import taddons, tflow
+from mitmproxy.test import tflow
 
 from addons.filter import Filter
 from addons.identify import Identify
 from addons.incidents import Incidents
 from addons.pipeline import Pipeline
-from addons.policyload import PolicyLoader
 from proxy.filterset import Filterset, load_filterset
 from proxy.incidents.store import INCIDENT_EVENT, SEARCH_EVENT
 from proxy.store.events import Event
+from tests.chain import one, running
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -42,12 +42,11 @@ def rig(tmp_path: Path) -> Iterator[tuple[Identify, Filter, Incidents, FakeRecor
     base = load_filterset(ROOT / "config")
     settings = base.settings.model_copy(update={"data_dir": tmp_path / "var"})
     filterset = Filterset.build(settings, base.policy, base.lists)
-    loader = PolicyLoader(config, filterset)
     recorder = FakeRecorder()
-    identify, filt = Identify(loader), Filter(loader)
-    incidents = Incidents(loader, recorder)
-    with taddons.context(loader, identify, filt, incidents):
-        yield identify, filt, incidents, recorder
+    with running(config, filterset, Identify, Filter, Incidents) as addons:
+        incidents = one(addons, Incidents)
+        incidents.recorder = recorder  # instead of the store's writer: keeps what it is given
+        yield one(addons, Identify), one(addons, Filter), incidents, recorder
 
 
 def run(

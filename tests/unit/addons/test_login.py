@@ -28,6 +28,7 @@ from addons.policyload import PolicyLoader
 from proxy.filterset import Filterset, load_filterset
 from proxy.logins import hash_password
 from proxy.settings import Auth
+from tests.chain import one, running
 
 ROOT = Path(__file__).resolve().parents[3]
 PUPIL_IP = "10.10.1.2"
@@ -51,12 +52,8 @@ def chain(tmp_path: Path) -> Iterator[tuple[ProxyLogin, Identify, Filter]]:
         update={"auth": Auth(users_file=users), "data_dir": tmp_path / "var"}
     )
     fs = Filterset.build(settings, base.policy, base.lists)
-    loader = PolicyLoader(ROOT / "config", fs)
-    login = ProxyLogin(loader)
-    identify = Identify(loader, login.login_of_client)
-    filt = Filter(loader)
-    with taddons.context(loader, login, identify, filt):
-        yield login, identify, filt
+    with running(ROOT / "config", fs, ProxyLogin, Identify, Filter) as addons:
+        yield one(addons, ProxyLogin), one(addons, Identify), one(addons, Filter)
 
 
 def connect(

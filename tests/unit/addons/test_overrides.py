@@ -21,6 +21,7 @@ from proxy.filterset import Filterset, load_filterset
 from proxy.settings import load_settings
 from proxy.store import control, migrate, snapshot
 from proxy.store.engine import session
+from tests.chain import one, running
 from tests.integration.harness import free_port
 
 
@@ -75,9 +76,12 @@ def filterset() -> Filterset:
 
 def test_filter_decides_with_the_loaders_snapshot(filterset: Filterset) -> None:
     """Once the snapshot holds an approved override, the filter lets the pupil through."""
-    loader = PolicyLoader(ROOT / "config", filterset)
-    identify, filt = Identify(loader), Filter(loader)
-    with taddons.context(loader, identify, filt):
+    with running(ROOT / "config", filterset, Identify, Filter) as addons:
+        loader, identify, filt = (
+            one(addons, PolicyLoader),
+            one(addons, Identify),
+            one(addons, Filter),
+        )
         for controls, status in ((NO_CONTROLS, 403), (active("host", "casino-demo.example"), None)):
             loader.controls = controls
             flow = tflow.tflow()
