@@ -44,6 +44,7 @@ from proxy.decision import Decision
 from proxy.filterset import Filterset
 from proxy.policy import parse_policy
 from proxy.settings import Settings, Source
+from tests.chain import declared, one
 
 POLICY = """\
 school: Table School
@@ -123,22 +124,13 @@ def chain(tmp_path: Path) -> Iterator[tuple[PolicyLoader, Pipeline]]:
         },
     )
     fs = Filterset.build(settings, parse_policy(POLICY, tmp_path / "policy.yaml"), builder.freeze())
-    loader = PolicyLoader(tmp_path, fs)
-    pipeline = Pipeline(
-        [
-            loader,
-            Identify(loader),
-            Filter(loader),
-            Circumvention(loader),
-            TlsPolicy(loader),
-            SafeSearch(loader),
-            Downloads(loader),
-            Review(loader),
-            Audit(loader),
-        ]
-    )
+    chain = declared(
+        tmp_path, fs, Identify, Filter, Circumvention, TlsPolicy, SafeSearch, Downloads, Review,
+        Audit,
+    )  # fmt: skip
+    pipeline = Pipeline(chain)
     with taddons.context(pipeline):
-        yield loader, pipeline
+        yield one(chain, PolicyLoader), pipeline
 
 
 def controls_for(case: Case, user: str, now: datetime) -> Controls:
