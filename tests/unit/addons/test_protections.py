@@ -15,7 +15,7 @@ from mitmproxy import ctx, http
 from mitmproxy.proxy import events, layer, layers
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.tls import ClientTLSLayer, ServerTLSLayer
-from mitmproxy.test import taddons, tflow, tutils
+from mitmproxy.test import tflow, tutils
 
 from addons import facts
 from addons.audit import Audit
@@ -25,7 +25,6 @@ from addons.facts import DECISION
 from addons.filter import Filter
 from addons.identify import Identify
 from addons.pipeline import Pipeline, Refuse
-from addons.policyload import PolicyLoader
 from addons.review import Review
 from addons.safesearch import SafeSearch
 from addons.tlspolicy import TlsPolicy
@@ -33,6 +32,7 @@ from blocklists.index import IndexBuilder
 from proxy.filterset import Filterset
 from proxy.policy import parse_policy
 from proxy.settings import Settings, Source
+from tests.chain import one, running
 
 PUPIL, HEAD, BYOD = "10.10.0.9", "10.20.0.5", "10.30.0.9"
 PE = b"MZ\x90\x00" + b"\x00" * 600
@@ -92,30 +92,18 @@ def chain(tmp_path: Path) -> Iterator[Chain]:
     filterset = Filterset.build(
         settings, parse_policy(POLICY, tmp_path / "policy.yaml"), builder.freeze()
     )
-    loader = PolicyLoader(tmp_path, filterset)
-    audit = Audit(loader)
-    addons = Chain(
-        Identify(loader),
-        Filter(loader),
-        Circumvention(loader),
-        TlsPolicy(loader),
-        SafeSearch(loader),
-        Downloads(loader),
-        Review(loader),
-        tmp_path / "var",
-    )
-    with taddons.context(
-        loader,
-        addons.identify,
-        addons.filt,
-        addons.circumvention,
-        addons.tls,
-        addons.safesearch,
-        addons.downloads,
-        addons.review,
-        audit,
-    ):
-        yield addons
+    kinds = (Identify, Filter, Circumvention, TlsPolicy, SafeSearch, Downloads, Review, Audit)
+    with running(tmp_path, filterset, *kinds) as loaded:
+        yield Chain(
+            one(loaded, Identify),
+            one(loaded, Filter),
+            one(loaded, Circumvention),
+            one(loaded, TlsPolicy),
+            one(loaded, SafeSearch),
+            one(loaded, Downloads),
+            one(loaded, Review),
+            tmp_path / "var",
+        )
 
 
 def run(coroutine: Coroutine[Any, Any, None]) -> None:
