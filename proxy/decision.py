@@ -14,6 +14,10 @@ the local allow list (checked right after illegal categories), and approved
 ``overrides`` come next: one for this host, URL or all categories opens the
 request, one for a category takes that category's hits out of the decision.
 Nothing opens an illegal category.
+
+Asked for its ``rules`` (``schoolgate explain``), ``decide`` also lists every
+rule that matched, in that order of precedence, the one it chose marked and
+each other saying why it was ignored (``Rule``); the decision is the same.
 """
 
 from __future__ import annotations
