@@ -235,6 +235,7 @@ C3_COLUMNS = (
     "action taken",
     "status",
     "outcome",
+    "site",
 )
 
 
@@ -260,6 +261,7 @@ def _c3_row(incident: Incident, shown: dict[str, object], store: Store) -> list[
         "; ".join(str(r["action_taken"]) for r in reviews),
         incident.status,
         incident.outcome or "",
+        incident.site,
     ]
 
 

@@ -27,6 +27,7 @@ from proxy.incidents.events import (
 from proxy.incidents.models import Incident, IncidentReview, SearchRecord
 from proxy.store.events import HANDLERS, Event
 from proxy.store.models import Change
+from proxy.store.site import current_site
 
 INCIDENT_EVENT = "incident.raise"
 SEARCH_EVENT = "search.seen"
@@ -49,6 +50,7 @@ def record_incident(
             Incident.category == event.category,
             Incident.severity == event.severity,
             Incident.status != "closed",
+            Incident.site == current_site(),  # each school reviews its own incidents
         )
         .order_by(Incident.last_seen.desc())
         .limit(1)
@@ -208,6 +210,7 @@ def view(incident: Incident, reviews: Sequence[IncidentReview] = ()) -> dict[str
     illegal = incident.severity == "illegal"
     return {
         "id": incident.id,
+        "site": incident.site,
         "status": incident.status,
         "severity": incident.severity,
         "incident_type": incident.incident_type,

@@ -23,6 +23,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from proxy.store.models import Change
+from proxy.store.site import DEFAULT_SITE, current_site
 
 GENESIS = "0" * 64
 KINDS = {
@@ -55,19 +56,22 @@ def _iso(value: datetime | None) -> str | None:
 
 def row_hash(prev_hash: str, row: Change) -> str:
     """The hash of ``row`` chained to ``prev_hash``."""
-    body = canonical_json(
-        {
-            "at": _iso(row.at),
-            "kind": row.kind,
-            "actor": row.actor,
-            "subject": row.subject,
-            "target": row.target,
-            "reason": row.reason,
-            "until": _iso(row.until),
-            "approved_by": row.approved_by,
-            "details": row.details,
-        }
-    )
+    fields: dict[str, Any] = {
+        "at": _iso(row.at),
+        "kind": row.kind,
+        "actor": row.actor,
+        "subject": row.subject,
+        "target": row.target,
+        "reason": row.reason,
+        "until": _iso(row.until),
+        "approved_by": row.approved_by,
+        "details": row.details,
+    }
+    # The site is covered once it is not the default, so rows written before sites
+    # existed (filled with the default by the migration) keep their hashes.
+    if row.site and row.site != DEFAULT_SITE:
+        fields["site"] = row.site
+    body = canonical_json(fields)
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
 
 
@@ -112,6 +116,7 @@ def append(
         approved_by=approved_by,
         details=canonical_json(details or {}),
         prev_hash=last.hash if last else GENESIS,
+        site=current_site(),
     )
     row.hash = row_hash(row.prev_hash, row)
     session.add(row)
