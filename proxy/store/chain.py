@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from proxy.store import notify
 from proxy.store.models import Change
 from proxy.store.site import DEFAULT_SITE, current_site
 
@@ -42,6 +43,10 @@ KINDS = {
     "content.confirm": "learned page confirmed as a block",
     "content.reject": "learned page rejected (never analysed again)",
 }
+# Kinds that change what is in force: every gateway is told at once (proxy.store.notify).
+IN_FORCE = frozenset(
+    {"override.approve", "override.revoke", "override.expire", "access.suspend", "access.restore"}
+)
 # PostgreSQL: one appender at a time, held until commit (SQLite's BEGIN IMMEDIATE does this).
 _LOCK_KEY = 0x5C400C
 
@@ -121,6 +126,8 @@ def append(
     row.hash = row_hash(row.prev_hash, row)
     session.add(row)
     session.flush()
+    if kind in IN_FORCE:
+        notify.announce(session)  # every gateway of the trust re-reads its controls at commit
     return row
 
 
