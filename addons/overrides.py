@@ -45,6 +45,7 @@ from proxy.lists import UPDATES_LOG
 from proxy.policy import IllegalProblem
 from proxy.store import control, events, notify, snapshot
 from proxy.store.engine import down_reason, session
+from proxy.trust import recorded_text
 from proxy.yamlfile import Problem
 
 log = logging.getLogger("schoolgate.overrides")
@@ -231,7 +232,7 @@ class Overrides:
     def _observe_policy(self, fs: Filterset, how: str) -> None:
         """Record the policy text now in force, when it differs from the last one recorded."""
         try:
-            text = fs.policy.source.read_text(encoding="utf-8")
+            text = recorded_text(fs.policy.source.read_text(encoding="utf-8"), fs.policy.trust)
         except OSError as exc:
             log.error("cannot read %s to record it: %s", fs.policy.source, exc)
             return

@@ -23,6 +23,7 @@ from proxy.files import set_private_umask
 from proxy.filterset import Filterset, load_filterset
 from proxy.identity import Identity, parse_ip
 from proxy.lists_cli import lists
+from proxy.trust import rule_origin
 from proxy.users_cli import users
 from proxy.yamlfile import ConfigError
 
@@ -127,6 +128,7 @@ def explain(
         out["identity"] = {"user": identity.user, "group": identity.group, "via": identity.source}
         out["at"] = when.isoformat()
         out["url"] = None if decision.illegal else canonical.entry
+        out["from"] = rule_origin(fs.policy, decision)
         click.echo(json.dumps(out))
         return
     matched = f"{decision.matched.list}: {decision.matched.entry}" if decision.matched else "-"
@@ -137,6 +139,9 @@ def explain(
     click.echo(f"incident: {incident}")
     click.echo(f"matched:  {matched}")
     click.echo(f"rule:     {decision.rule}")
+    where = rule_origin(fs.policy, decision)
+    if where:
+        click.echo(f"from:     {where}")
     click.echo(f"who:      {identity.user or '-'} in group {identity.group} (by {identity.source})")
 
 

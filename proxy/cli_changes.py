@@ -44,6 +44,7 @@ from proxy.store.engine import (
 from proxy.store.events import apply_event, policy_refused, sha256
 from proxy.store.models import Change
 from proxy.store.site import set_site
+from proxy.trust import layered_policy, recorded_text
 from proxy.yamlfile import ConfigError
 
 by_option = click.option("--by", "by", required=True, help="Who is doing this (a login name).")
@@ -421,7 +422,9 @@ def policy_apply(edited: Path, reason: str, dry_run: bool, by: str, config_dir: 
     target = fs.policy.source
     text = edited.read_text(encoding="utf-8")
     try:
-        new = fs.with_policy(parse_policy(text, edited)).policy
+        trust = fs.settings.trust_policy  # the edit is this site's overlay on the trust's
+        parsed = layered_policy(text, edited, trust) if trust else parse_policy(text, edited)
+        new = fs.with_policy(parsed).policy
     except ConfigError as exc:
         for problem in exc.problems[1:]:
             click.echo(str(problem), err=True)
@@ -450,11 +453,12 @@ def policy_apply(edited: Path, reason: str, dry_run: bool, by: str, config_dir: 
             subject=f"policy {target}",
             reason=reason,
             details={
-                "sha256": sha256(text),
-                "previous_sha256": sha256(old_text),
+                # with a trust policy, the overlay and the trust's text under it (proxy/trust.py)
+                "sha256": sha256(recorded_text(text, trust)),
+                "previous_sha256": sha256(recorded_text(old_text, trust)),
                 "impact": changes,
                 "diff": diff,
-                "text": text,
+                "text": recorded_text(text, trust),
             },
         )
         # Installed inside the transaction: if writing fails, the record is rolled back.
