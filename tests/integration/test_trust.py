@@ -16,6 +16,7 @@ policy with its own overlay. The test attacks what the sharing must hold:
 
 from __future__ import annotations
 
+import functools
 import shutil
 import signal
 import time
@@ -142,9 +143,8 @@ def test_one_trust_three_gateways(
         encoding="utf-8",
     )
     for name, gw in gws.items():
-        eventually(
-            lambda gw=gw: status(gw, TRUST_BLOCK, STAFF) == 403, f"the trust change at {name}"
-        )
+        blocked = functools.partial(lambda g: status(g, TRUST_BLOCK, STAFF) == 403, gw)
+        eventually(blocked, f"the trust change at {name}")
 
     # An override approved at north applies at south within 5 s (NOTIFY, not the poll).
     games = "games-demo.example"
