@@ -100,3 +100,16 @@ def test_the_migration_fills_existing_rows_with_the_default_site(store_url: str)
     with session(engine) as s:
         assert s.scalars(select(Suspension.site)).one() == DEFAULT_SITE
     engine.dispose()
+
+
+def test_a_batch_keeps_each_events_site(engine: Engine) -> None:
+    """The writer's batched incident insert stamps each hit with its own event's site."""
+    set_site("north")
+    north = [incident_event(hit("amy")), incident_event(hit("bob"))]
+    set_site("south")
+    south = incident_event(hit("amy"))
+    with session(engine) as s:
+        events.apply_events(s, [*north, south])
+    with session(engine) as s:
+        rows = s.execute(select(Incident.site, Incident.subject, Incident.count)).all()
+    assert sorted(rows) == [("north", "amy", 1), ("north", "bob", 1), ("south", "amy", 1)]
