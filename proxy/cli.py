@@ -19,6 +19,7 @@ from proxy.cli_changes import CHANGE_CONTROL, controls_for_explain
 from proxy.cli_common import config_option, fail, open_filterset
 from proxy.cli_content import content
 from proxy.cli_incidents import INCIDENT_COMMANDS
+from proxy.cli_trust import trust
 from proxy.files import set_private_umask
 from proxy.filterset import Filterset, load_filterset
 from proxy.identity import Identity, parse_ip
@@ -229,3 +230,4 @@ for _command in INCIDENT_COMMANDS:  # incidents, report, purge (proxy/cli_incide
     cli.add_command(_command)
 cli.add_command(lists)  # compile, update, lookup, stats (proxy/lists_cli.py)
 cli.add_command(content)  # learned, confirm, reject (proxy/cli_content.py)
+cli.add_command(trust)  # apply a trust policy change at every site (proxy/cli_trust.py)

@@ -341,7 +341,7 @@ def rule_origin(policy: Policy, decision: Decision) -> str | None:
     return None
 
 
-def recorded_text(site_text: str, trust_path: Path | None) -> str:
+def recorded_text(site_text: str, trust_path: Path | None, trust_text: str | None = None) -> str:
     """The policy text the change log keeps for a site: its overlay, and the trust's under it.
 
     Both the proxy (on start and hot reload) and ``policy apply`` record this, so a trust
@@ -350,8 +350,9 @@ def recorded_text(site_text: str, trust_path: Path | None) -> str:
     """
     if trust_path is None:
         return site_text
-    try:
-        trust_text = trust_path.read_text(encoding="utf-8")
-    except OSError as exc:
-        trust_text = f"# (unreadable: {exc.strerror or exc})\n"
+    if trust_text is None:  # else: the text about to be installed there (`trust apply`)
+        try:
+            trust_text = trust_path.read_text(encoding="utf-8")
+        except OSError as exc:
+            trust_text = f"# (unreadable: {exc.strerror or exc})\n"
     return f"{site_text.rstrip()}\n# --- the trust's policy, {trust_path} ---\n{trust_text}"

@@ -165,3 +165,70 @@ def test_check_refuses_an_overlay_that_loosens_with_file_and_line(tmp_path: Path
     result = CliRunner().invoke(cli, ["check", "--config", str(config)])
     assert result.exit_code == 1
     assert f"{config / 'policy.yaml'}:10: group pupil: social would be looser" in result.stderr
+
+
+def two_sites(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Sites north and south on one SQLite store, sharing ``trust.yaml``."""
+    store = "sqlite:///" + str(tmp_path / "shared.db")
+    trust_path = write(tmp_path, "trust.yaml", TRUST)
+    configs = []
+    for site, overlay in (("north", SITE), ("south", "school: South School\n")):
+        (tmp_path / site).mkdir()
+        config = write_config(tmp_path / site, store, overlay)
+        settings = config / "schoolgate.yaml"
+        settings.write_text(
+            settings.read_text("utf-8") + f"site: {site}\ntrust_policy: {trust_path}\n", "utf-8"
+        )
+        configs.append(config)
+    return trust_path, configs[0], configs[1]
+
+
+def trust_apply(edited: Path, north: Path, south: Path, *extra: str) -> tuple[int, str, str]:
+    args = ["trust", "apply", str(edited), "--site", str(north), "--site", str(south)]
+    args += ["--reason", "termly review", "--by", "trust.it", *extra]
+    result = CliRunner().invoke(cli, args)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_trust_apply_refuses_a_change_one_site_cannot_take(tmp_path: Path) -> None:
+    """Taking away leave a site's overlay uses is refused at the overlay's line; nothing moves."""
+    trust_path, north, south = two_sites(tmp_path)
+    edited = write(tmp_path, "edited.yaml", TRUST.replace("may_loosen: [games]", "may_loosen: []"))
+    code, _, err = trust_apply(edited, north, south)
+    assert code == 1
+    assert f"{north / 'policy.yaml'}:9: group pupil: games would be looser" in err
+    assert trust_path.read_text("utf-8") == TRUST
+
+
+def test_trust_apply_shows_each_sites_impact_and_records_it_there(tmp_path: Path) -> None:
+    """Each site's impact is shown; each site's change log gets the change; then it installs."""
+    trust_path, north, south = two_sites(tmp_path)
+    edited = write(
+        tmp_path,
+        "edited.yaml",
+        TRUST.replace(
+            "staff:\n    inherits: pupil\n", "staff:\n    inherits: pupil\n    default: blocked\n"
+        ),
+    )
+    code, out, err = trust_apply(edited, north, south)
+    assert code == 0, err
+    assert "impact at north:" in out and "impact at south:" in out
+    assert "recorded at north as change #1" in out and "recorded at south as change #2" in out
+    assert trust_path.read_text("utf-8") == edited.read_text("utf-8")
+    listed = CliRunner().invoke(
+        cli,
+        [
+            "changes",
+            "export",
+            "--format",
+            "csv",
+            "--from",
+            "2000-01-01",
+            "--to",
+            "2099-12-31",
+            "--config",
+            str(south),
+        ],
+    )
+    assert listed.exit_code == 0, listed.stderr
+    assert ",north" in listed.stdout and ",south" in listed.stdout
