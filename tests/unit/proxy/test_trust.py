@@ -212,8 +212,10 @@ def test_trust_apply_shows_each_sites_impact_and_records_it_there(tmp_path: Path
     )
     code, out, err = trust_apply(edited, north, south)
     assert code == 0, err
-    assert "impact at north:" in out and "impact at south:" in out
-    assert "recorded at north as change #1" in out and "recorded at south as change #2" in out
+    assert "impact at north:" in out
+    assert "impact at south:" in out
+    assert "recorded at north as change #1" in out
+    assert "recorded at south as change #2" in out
     assert trust_path.read_text("utf-8") == edited.read_text("utf-8")
     listed = CliRunner().invoke(
         cli,
@@ -231,4 +233,5 @@ def test_trust_apply_shows_each_sites_impact_and_records_it_there(tmp_path: Path
         ],
     )
     assert listed.exit_code == 0, listed.stderr
-    assert ",north" in listed.stdout and ",south" in listed.stdout
+    assert ",north" in listed.stdout
+    assert ",south" in listed.stdout
