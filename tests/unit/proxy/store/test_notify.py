@@ -6,7 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from proxy.store import control, notify
 from proxy.store.engine import session
@@ -93,3 +93,26 @@ def test_the_two_person_rule_holds_across_sites(engine: Engine) -> None:
         at_site("south"),
     ):
         control.approve_override(s, override_id, by="j.meer", approvers=["j.meer"], now=NOW)
+
+
+def test_a_listener_whose_connection_is_cut_reconnects_and_catches_up(pg_engine: Engine) -> None:
+    """The server ends the listening session: it listens again, wakes once, then hears changes."""
+    listener, woken = listening(pg_engine)
+    try:
+        with pg_engine.begin() as conn:
+            cut = conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE query = :q AND pid <> pg_backend_pid()"
+                ),
+                {"q": f"LISTEN {notify.CHANNEL}"},
+            ).all()
+        assert cut
+        assert woken.wait(15)  # the catch-up refresh after reconnecting
+        assert listener.listening.wait(5)
+        woken.clear()
+        with session(pg_engine) as s:
+            control.suspend(s, "bea", by="dsl", reason="misuse", starts=NOW, ends=None, now=NOW)
+        assert woken.wait(10)
+    finally:
+        listener.stop()
