@@ -301,8 +301,11 @@ def find(
     severity: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    site: str | None = None,
 ) -> list[Incident]:
     query = select(Incident).order_by(Incident.first_seen, Incident.id)
+    if site is not None:
+        query = query.where(Incident.site == site)
     if status is not None:
         query = query.where(Incident.status == status)
     if severity is not None:

@@ -180,3 +180,10 @@ def test_one_trust_three_gateways(
     # The killed gateway restarts on its own disk and replays whatever its spool held.
     gws["south1"] = start_gateway(trust_path.parent / "south1", origin_ca, *SLOW_POLL)
     eventually(lambda: incidents_by_site(database) == seen, "every incident in the store", 30)
+    # One queue for the trust; each school's CLI shows its own unless asked for all.
+    everyone = sg(gws["north"].config_dir, "incidents", "list", "--status", "all", "--site", "all")
+    assert "@north" in everyone
+    assert "@south" in everyone
+    south_only = sg(gws["south2"].config_dir, "incidents", "list", "--status", "all")
+    assert "@south" in south_only
+    assert "@north" not in south_only
