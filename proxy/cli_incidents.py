@@ -413,7 +413,8 @@ def incidents_digest(send: bool, config_dir: Path) -> None:
         click.echo(f"digest of {sent} incident(s) sent")
         return
     with store.session() as s:
-        pending = [i for i in log.find(s) if i.severity != "illegal" and i.digested_at is None]
+        found = log.find(s, site=store.fs.settings.site)
+        pending = [i for i in found if i.severity != "illegal" and i.digested_at is None]
         text = build_digest(pending, store.fs.policy.school, now).text
     click.echo(text)
 
