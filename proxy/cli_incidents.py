@@ -433,8 +433,9 @@ def report() -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="FILE.html or FILE.pdf.",
 )
+@site_option
 @config_option
-def report_termly(start: str, end: str, out: Path, config_dir: Path) -> None:
+def report_termly(start: str, end: str, out: Path, site: str | None, config_dir: Path) -> None:
     """The anonymised termly report: incidents, blocking, change control, with charts."""
     if out.suffix.lower() not in (".html", ".htm", ".pdf"):
         raise fail(f"--out {out}: give a .html or .pdf file")
@@ -452,6 +453,7 @@ def report_termly(start: str, end: str, out: Path, config_dir: Path) -> None:
             until,
             store.fs.policy.timezone,
             store.now(),
+            site=_site(store, site),
         )
     page = termly.render_html(data)
     if out.suffix.lower() == ".pdf":

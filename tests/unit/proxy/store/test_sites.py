@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from alembic import command
 from sqlalchemy import Engine, select, text
 
+from proxy.incidents import report
 from proxy.incidents.events import IncidentEvent
 from proxy.incidents.models import Incident
 from proxy.incidents.store import incident_event
@@ -113,3 +115,16 @@ def test_a_batch_keeps_each_events_site(engine: Engine) -> None:
     with session(engine) as s:
         rows = s.execute(select(Incident.site, Incident.subject, Incident.count)).all()
     assert sorted(rows) == [("north", "amy", 1), ("north", "bob", 1), ("south", "amy", 1)]
+
+
+def test_the_termly_report_is_per_school_or_trust_wide(engine: Engine, tmp_path: Path) -> None:
+    """`report termly` counts one site's incidents, or every site's with no site given."""
+    with session(engine) as s:
+        for site in ("north", "south"):
+            with at_site(site):
+                events.apply_event(s, incident_event(hit("amy")))
+    start, end = NOW - timedelta(days=1), NOW + timedelta(days=1)
+    with session(engine) as s:
+        north = report.gather(s, tmp_path, "North", start, end, UTC, NOW, site="north")
+        trust = report.gather(s, tmp_path, "Trust", start, end, UTC, NOW)
+    assert (north.incidents, trust.incidents) == (1, 2)
