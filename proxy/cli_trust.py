@@ -16,9 +16,11 @@ from pathlib import Path
 
 import click
 
-from proxy.cli_changes import _install, by_option, open_store
+from proxy.cli_auth import prove
+from proxy.cli_changes import by_option, open_store
 from proxy.cli_common import fail, open_filterset
 from proxy.filterset import Filterset
+from proxy.policyapply import install
 from proxy.policydiff import impact, text_diff
 from proxy.store import chain
 from proxy.store.events import sha256
@@ -87,6 +89,8 @@ def trust_apply(edited: Path, sites: tuple[Path, ...], reason: str, dry_run: boo
         click.echo("dry run: nothing recorded or installed")
         return
     store = open_store(sites[0])
+    # A person acting: their console password and code, as for `policy apply`.
+    _, proof = prove(store.engine, store.now(), by, "policy", store.fs.settings)
     with store.session() as s:
         for fs in filtersets:
             overlay = fs.policy.source.read_text(encoding="utf-8")
@@ -104,9 +108,10 @@ def trust_apply(edited: Path, sites: tuple[Path, ...], reason: str, dry_run: boo
                         "impact": impacts[fs.settings.site],
                         "diff": diff,
                         "text": recorded_text(overlay, target, text),
+                        **proof,
                     },
                 )
                 click.echo(f"recorded at {fs.settings.site} as change #{row.seq}")
         # Installed inside the transaction: if writing fails, the records are rolled back.
-        _install(target, text)
+        install(target, text)
     click.echo("applied; every gateway picks it up within seconds")

@@ -31,6 +31,7 @@ from proxy.cli import cli
 from proxy.incidents.models import Incident
 from proxy.store.engine import make_engine, session
 from proxy.store.site import DEFAULT_SITE, set_site
+from tests.console_accounts import acting, ensure_account, proof
 from tests.integration.harness import (
     PUPIL,
     STAFF,
@@ -100,8 +101,18 @@ def trust(
         set_site(DEFAULT_SITE)  # the CLI, run in this process, set its site
 
 
+ACCOUNTS = {"j.meer": "staff", "head.teacher": "approver"}
+
+
 def sg(config_dir: Path, *args: str) -> str:
-    result = CliRunner().invoke(cli, [*args, "--config", str(config_dir)])
+    """Run a command; whoever --by names answers its password and code prompts (main's CLI
+    asks a person acting for their console account)."""
+    names = acting(args)
+    for name in names:
+        ensure_account(config_dir, name, ACCOUNTS[name])
+    result = CliRunner().invoke(
+        cli, [*args, "--config", str(config_dir)], input=proof(config_dir, *names)
+    )
     assert result.exit_code == 0, result.stderr
     return result.stdout
 

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from proxy.cli import cli
 from proxy.trust import layered_policy
 from proxy.yamlfile import ConfigError
+from tests.console_accounts import ensure_account, proof
 from tests.unit.proxy.configs import write_config
 
 TRUST = """\
@@ -184,9 +185,11 @@ def two_sites(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def trust_apply(edited: Path, north: Path, south: Path, *extra: str) -> tuple[int, str, str]:
+    """`trust apply` by the trust's technician, who proves it with their console account."""
+    ensure_account(north, "trust.it", "technician")
     args = ["trust", "apply", str(edited), "--site", str(north), "--site", str(south)]
     args += ["--reason", "termly review", "--by", "trust.it", *extra]
-    result = CliRunner().invoke(cli, args)
+    result = CliRunner().invoke(cli, args, input=proof(north, "trust.it"))
     return result.exit_code, result.stdout, result.stderr
 
 

@@ -4,8 +4,8 @@ Rows written before sites existed are filled with the default site, ``main``
 (``proxy.store.site.DEFAULT_SITE``); the change log's hashes stay valid, since a
 row's hash covers its site only when it is not the default.
 
-Revision ID: 0003_sites
-Revises: 0002_incidents
+Revision ID: 0004_sites
+Revises: 0003_console
 Create Date: 2026-11-30 17:20:00
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_sites"
-down_revision: str | None = "0002_incidents"
+revision: str = "0004_sites"
+down_revision: str | None = "0003_console"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
