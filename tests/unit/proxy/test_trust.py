@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from proxy.cli import cli
+from proxy.store.site import DEFAULT_SITE, set_site
 from proxy.trust import layered_policy
 from proxy.yamlfile import ConfigError
 from tests.console_accounts import ensure_account, proof
@@ -51,6 +53,13 @@ local:
   block:
     - {entry: play.example, category: games}
 """
+
+
+@pytest.fixture(autouse=True)
+def _process_site() -> Iterator[None]:
+    """The CLI sets this process's site from each config; later tests expect the default."""
+    yield
+    set_site(DEFAULT_SITE)
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
