@@ -21,18 +21,25 @@ from proxy.content.phrases import PHRASES_FILE
 from proxy.controls import NO_CONTROLS, Controls
 from proxy.filterset import Filterset, load_filterset
 from proxy.lists import ListError, build_matcher, index_stamp
-from proxy.policy import load_policy
+from proxy.policy import Policy
 from proxy.settings import SETTINGS_FILE
+from proxy.trust import load_site_policy
 from proxy.watch import FileWatch
 from proxy.yamlfile import ConfigError, Problem
 
 log = logging.getLogger("schoolgate.reload")
 
 
-def _policy_files(config_dir: Path, filterset: Filterset) -> tuple[Path, Path, Path]:
-    """Settings, policy and the content phrases beside the policy: each edit reloads."""
-    source = filterset.policy.source
-    return (config_dir / SETTINGS_FILE, source, source.parent / PHRASES_FILE)
+def _policy_files(config_dir: Path, filterset: Filterset) -> list[Path]:
+    """Settings, the site's policy, the content phrases beside it and the trust's policy it
+    overlays (proxy/trust.py): an edit of any reloads."""
+    policy: Policy = filterset.policy
+    files = [config_dir / SETTINGS_FILE, policy.source, policy.source.parent / PHRASES_FILE]
+    return [*files, policy.trust] if policy.trust else files
+
+
+def _reload_policy(fs: Filterset) -> Filterset:
+    return fs.with_policy(load_site_policy(fs.policy.source, fs.settings.trust_policy))
 
 
 class PolicyLoader:
@@ -93,7 +100,7 @@ class PolicyLoader:
             steps.append(("settings", lambda _: load_filterset(self.config_dir)))
         else:
             if changed:
-                steps.append(("policy", lambda fs: fs.with_policy(load_policy(fs.policy.source))))
+                steps.append(("policy", _reload_policy))
             if lists:
                 steps.append(("lists", lambda fs: fs.with_lists(build_matcher(fs.settings))))
         # A failed step is not retried until a file changes again.
