@@ -24,6 +24,7 @@ from proxy.incidents.events import (
     SearchEvent,
     rolls_into,
 )
+from proxy.incidents.freetext import REFUSAL, mentions_address
 from proxy.incidents.models import Incident, IncidentReview, SearchRecord
 from proxy.store.events import HANDLERS, Event
 from proxy.store.models import Change
@@ -286,6 +287,13 @@ class ReviewForm:
         return found
 
 
+def refuse_addresses(form: ReviewForm) -> None:
+    """An illegal incident's free text must not quote the address (it would show everywhere)."""
+    for name in ("computer", "reason", "concern", "conclusion", "action_taken"):
+        if mentions_address(getattr(form, name)):
+            raise ReviewError(f"{name.replace('_', ' ')}: {REFUSAL}")
+
+
 def review(session: Session, incident_id: int, form: ReviewForm, now: datetime) -> IncidentReview:
     """Record a two-person review; the incident becomes ``reviewed`` (a closed one cannot be)."""
     problems = form.problems()
@@ -294,6 +302,8 @@ def review(session: Session, incident_id: int, form: ReviewForm, now: datetime) 
     incident = get(session, incident_id)
     if incident.status == "closed":
         raise ReviewError(f"incident #{incident_id} is closed")
+    if incident.severity == "illegal":
+        refuse_addresses(form)
     row = IncidentReview(
         incident_id=incident.id,
         reviewed_at=now,
