@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from proxy.console import governor, live, requests, signin, technician
+from proxy.console import dsl, governor, live, requests, signin, technician
 from proxy.console.accounts import directory_for
 from proxy.console.web import FilterHolder, State, render, template_env
 from proxy.incidents.alerts import Alerter
@@ -109,6 +109,8 @@ def routes() -> list[Route | Mount]:
         Route("/changes/export", governor.export_changes),
         Route("/report", governor.report),
         Route("/annual-review", governor.annual_review),
+        Route("/queue", dsl.queue_page),
+        Route("/incidents/{id:int}", dsl.incident_page),
         Mount("/static", app=static, name="static"),
     ]
 

@@ -1,0 +1,185 @@
+"""The safeguarding lead's pages: the queue, an incident with the pupil's timeline.
+
+Only the safeguarding roles (``incidents`` in ``accounts.MAY``: DSL and
+reviewer) open them. What a page shows of an illegal hit is the list and
+its reference, never an address: the incident row has none, the access log
+withholds it, and the timeline shows "address withheld". A subject with no
+sign-in (``ip:ADDRESS``) is a shared address or device, labelled as such,
+never as a person.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlencode
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from proxy.console.governor import _day
+from proxy.console.web import State, page_number, paginate, person, render, state_of
+from proxy.incidents import queue as q
+from proxy.incidents import store as log
+from proxy.incidents import timeline
+from proxy.incidents.models import Incident
+
+AROUND = timedelta(minutes=30)
+# Never read more than this many log lines into one page (a busy shared address).
+TIMELINE_LIMIT = 2000
+
+
+def who(subject: str) -> str:
+    """A subject in plain words: a person's name, or a shared address that is no person."""
+    if subject.startswith("ip:"):
+        return f"shared address {subject[3:]} (nobody signed in: not one person)"
+    return subject
+
+
+def access_log(state: State) -> Path:
+    return state.fs.settings.data_dir / "access.log"
+
+
+def filters_of(state: State, request: Request) -> q.Filters:
+    p = request.query_params
+    status = p.get("status", "waiting")
+    return q.Filters(
+        pupil=p.get("pupil", "").strip()[:200],
+        group=p.get("group", "").strip()[:100],
+        incident_type=p.get("type", "").strip()[:100],
+        category=p.get("category", "").strip()[:100],
+        since=_day(state, p["from"]) if p.get("from") else None,
+        until=_day(state, p["to"], end=True) if p.get("to") else None,
+        status=status if status in ("waiting", "open", "reviewed", "closed", "all") else "waiting",
+    )
+
+
+def actions_of(incident: Incident) -> list[str]:
+    return [str(a["label"]) for a in json.loads(incident.actions or "[]")]
+
+
+async def queue_page(request: Request) -> Response:
+    signed = await person(request, "incidents")
+    state = state_of(request)
+    filters = filters_of(state, request)
+    with state.session(read_only=True) as s:
+        page = paginate(s, q.queue(filters), page_number(request))
+        counts = q.waiting(s)
+        choices = q.choices(s)
+    kept = {k: v for k, v in request.query_params.items() if k != "page" and v}
+    base = "/queue" + (f"?{urlencode(kept)}" if kept else "")
+    return render(
+        request,
+        "queue.html",
+        signed,
+        page=page,
+        counts=counts,
+        choices=choices,
+        params=request.query_params,
+        base=base,
+        rank_of=q.rank_of,
+        ranks=q.RANKS,
+        actions_of=actions_of,
+        who=who,
+        alerts_configured=_alerts_configured(state),
+    )
+
+
+def _alerts_configured(state: State) -> bool:
+    """Someone is told at once of an illegal hit: an e-mail address or a webhook."""
+    illegal = state.fs.settings.alerts.illegal
+    return bool(illegal.email or illegal.webhook)
+
+
+@dataclass(frozen=True)
+class Moment:
+    """One row of the timeline: when, what kind, what."""
+
+    at: datetime
+    kind: str  # page, blocked, search, review, incident
+    what: str
+    here: bool = False  # part of this incident
+
+
+def _moments(
+    state: State, incident: Incident, since: datetime, until: datetime
+) -> tuple[list[Moment], int, bool]:
+    """The subject's pages, blocks, searches and reviews around the incident, oldest first;
+    the number of this incident's own hits found in the log; whether the log was cut."""
+    rows: list[Moment] = []
+    hits = 0
+    cut = False
+    for n, line in enumerate(timeline.activity(access_log(state), incident.subject, since, until)):
+        if n >= TIMELINE_LIMIT:
+            cut = True
+            break
+        own = (
+            line.blocked
+            and line.category == incident.category
+            and incident.first_seen - timedelta(seconds=2) <= line.at
+            and line.at <= incident.last_seen + timedelta(seconds=2)
+        )
+        hits += own
+        if line.blocked:
+            what = line.address + (f" ({line.category})" if line.category else "")
+            rows.append(Moment(line.at, "blocked", what, own))
+        elif line.is_page:
+            rows.append(Moment(line.at, "page", line.address))
+    return rows, hits, cut
+
+
+async def incident_page(request: Request) -> Response:
+    signed = await person(request, "incidents")
+    state = state_of(request)
+    incident_id = int(request.path_params["id"])
+    with state.session(read_only=True) as s:
+        incident = s.get(Incident, incident_id)
+        if incident is None:
+            raise HTTPException(404, f"there is no incident #{incident_id}")
+        reviews = log.reviews_of(s, incident_id)
+        earlier = q.earlier(s, incident)
+        since, until = incident.first_seen - AROUND, incident.last_seen + AROUND
+        searches = q.searches_of(s, incident.subject, since, until)
+        moments, hits, cut = _moments(state, incident, since, until)
+        shown = log.view(incident, reviews)
+        where = log.where_text(incident)
+        s.expunge_all()
+    for search in searches:
+        own = (
+            incident.severity == "concerning"
+            and search.concerning == incident.category
+            and incident.first_seen - timedelta(seconds=2) <= search.at
+            and search.at <= incident.last_seen + timedelta(seconds=2)
+        )
+        label = f"{search.engine}: “{search.query}”"
+        if search.concerning:
+            label += f" (concerning: {search.concerning.replace('_', ' ')})"
+        moments.append(Moment(search.at, "search", label, own))
+    for r in reviews:
+        moments.append(
+            Moment(
+                r.reviewed_at, "review", f"reviewed by {r.first_reviewer} and {r.second_reviewer}"
+            )
+        )
+    moments.sort(key=lambda m: m.at)
+    occurrences = [m for m in moments if m.here]
+    return render(
+        request,
+        "incident.html",
+        signed,
+        i=shown,
+        incident=incident,
+        where=where,
+        who=who(incident.subject),
+        occurrences=occurrences,
+        hits_in_log=hits,
+        moments=moments,
+        cut=cut,
+        since=since,
+        until=until,
+        earlier=earlier,
+        rank=q.RANKS[q.rank_of(incident)],
+    )
