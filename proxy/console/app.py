@@ -110,7 +110,10 @@ def routes() -> list[Route | Mount]:
         Route("/report", governor.report),
         Route("/annual-review", governor.annual_review),
         Route("/queue", dsl.queue_page),
-        Route("/incidents/{id:int}", dsl.incident_page),
+        Route("/incidents/{id:int}", dsl.incident_page, methods=["GET"]),
+        Route("/incidents/{id:int}/review", dsl.review_submit, methods=["POST"]),
+        Route("/incidents/{id:int}/sign", dsl.sign_submit, methods=["POST"]),
+        Route("/incidents/{id:int}/close", dsl.close_submit, methods=["POST"]),
         Mount("/static", app=static, name="static"),
     ]
 

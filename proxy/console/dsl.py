@@ -16,15 +16,31 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
+from sqlalchemy import select
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from proxy.console.accounts import MAY, find_user
 from proxy.console.governor import _day
-from proxy.console.web import State, page_number, paginate, person, render, state_of
+from proxy.console.models import ConsoleUser
+from proxy.console.web import (
+    State,
+    checked_form,
+    page_number,
+    paginate,
+    person,
+    render,
+    see_other,
+    state_of,
+    text,
+)
 from proxy.incidents import queue as q
 from proxy.incidents import store as log
 from proxy.incidents import timeline
+from proxy.incidents.alerts import Alert, Email
+from proxy.incidents.freetext import REFUSAL, mentions_address
 from proxy.incidents.models import Incident
 
 AROUND = timedelta(minutes=30)
@@ -131,7 +147,9 @@ def _moments(
     return rows, hits, cut
 
 
-async def incident_page(request: Request) -> Response:
+async def incident_page(
+    request: Request, *, error: str | None = None, typed: FormData | None = None
+) -> Response:
     signed = await person(request, "incidents")
     state = state_of(request)
     incident_id = int(request.path_params["id"])
@@ -182,4 +200,104 @@ async def incident_page(request: Request) -> Response:
         until=until,
         earlier=earlier,
         rank=q.RANKS[q.rank_of(incident)],
+        pending=next((r for r in reviews if r.second_signed_at is None), None),
+        signed_review=any(r.second_signed_at is not None for r in reviews),
+        reviewers=reviewers(state, signed.person.name),
+        error=error,
+        typed=typed or {},
+        done=request.query_params.get("done"),
+        status_code=400 if error else 200,
     )
+
+
+# --- form C2 in the console: the first reviewer fills it, the second signs from their login ---
+
+C2_FIELDS = ("first_position", "second_position", "computer", "reason", "concern", "conclusion")
+
+
+def reviewers(state: State, me: str) -> list[str]:
+    """Who may be asked to sign as the second reviewer: the safeguarding roles, not me."""
+    with state.session(read_only=True) as s:
+        return sorted(
+            u.name
+            for u in s.scalars(
+                select(ConsoleUser).where(
+                    ConsoleUser.role.in_(MAY["incidents"]), ConsoleUser.disabled.is_(False)
+                )
+            )
+            if u.name.casefold() != me.casefold()
+        )
+
+
+def _invite(state: State, incident_id: int, first: str, second: str) -> None:
+    """E-mail the invited second reviewer, when their console account has an address."""
+    with state.session(read_only=True) as s:
+        user = find_user(s, second)
+    if user is None or not user.email or state.alerter is None:
+        return
+    text = (
+        f"{first} has reviewed safeguarding incident #{incident_id} and asks you to sign the "
+        "review as the second reviewer.\n\nSign in to the web filter's console to read and "
+        "sign it.\n"
+    )
+    alert = Alert("c2", f"Please sign the review of incident #{incident_id}", text, {})
+    state.alerter.send(alert, [Email(state.fs.settings.alerts.smtp, (user.email,))])
+
+
+async def review_submit(request: Request) -> Response:
+    signed = await person(request, "incidents")
+    form = await checked_form(request, signed)
+    state = state_of(request)
+    incident_id = int(request.path_params["id"])
+    second = text(form, "second_reviewer", 200)
+    c2 = log.ReviewForm(
+        first_reviewer=signed.person.name,
+        first_position=text(form, "first_position", 200),
+        second_reviewer=second,
+        second_position=text(form, "second_position", 200),
+        computer=text(form, "computer"),
+        reason=text(form, "reason"),
+        concern=text(form, "concern") or None,
+        conclusion=text(form, "conclusion"),
+        action_taken=text(form, "action_taken"),
+    )
+    try:
+        if second not in reviewers(state, signed.person.name):
+            raise log.ReviewError("ask someone else with a safeguarding account to sign")
+        with state.session() as s:
+            log.review(s, incident_id, c2, state.now(), second_signs_later=True)
+    except log.ReviewError as exc:
+        # Typed text goes back into the form, except whatever names an address.
+        kept = FormData([(k, v) for k, v in form.multi_items() if not mentions_address(str(v))])
+        return await incident_page(request, error=str(exc), typed=kept)
+    _invite(state, incident_id, signed.person.name, second)
+    return see_other(f"/incidents/{incident_id}?done=review")
+
+
+async def sign_submit(request: Request) -> Response:
+    signed = await person(request, "incidents")
+    await checked_form(request, signed)
+    state = state_of(request)
+    incident_id = int(request.path_params["id"])
+    try:
+        with state.session() as s:
+            log.sign(s, incident_id, signed.person.name, state.now())
+    except log.ReviewError as exc:
+        return await incident_page(request, error=str(exc))
+    return see_other(f"/incidents/{incident_id}?done=signed")
+
+
+async def close_submit(request: Request) -> Response:
+    signed = await person(request, "incidents")
+    form = await checked_form(request, signed)
+    state = state_of(request)
+    incident_id = int(request.path_params["id"])
+    outcome = text(form, "outcome")
+    try:
+        with state.session() as s:
+            if log.get(s, incident_id).severity == "illegal" and mentions_address(outcome):
+                raise log.ReviewError(f"outcome: {REFUSAL}")
+            log.close(s, incident_id, signed.person.name, outcome, state.now())
+    except log.ReviewError as exc:
+        return await incident_page(request, error=str(exc))
+    return see_other(f"/incidents/{incident_id}?done=closed")

@@ -76,6 +76,9 @@ class IncidentReview(Base):
     concern: Mapped[str | None] = mapped_column(Text)
     conclusion: Mapped[str] = mapped_column(Text)
     action_taken: Mapped[str] = mapped_column(Text)
+    # The first reviewer signs by filling the form (``reviewed_at``); the second signs from
+    # their own login later: NULL until then, and the incident cannot be closed.
+    second_signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class SearchRecord(Base):

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from proxy.incidents.models import Incident, SearchRecord
+from proxy.incidents.models import Incident, IncidentReview, SearchRecord
 
 URGENT_SEARCHES = ("suicide", "self_harm")
 RANKS = {
@@ -96,14 +96,19 @@ def waiting(session: Session) -> Waiting:
     """How many incidents wait for a first review, a second signature, or closing."""
     query = select(Incident.status, func.count()).group_by(Incident.status)
     rows: dict[str, int] = dict(session.execute(query).tuples().all())
+    unsigned = session.scalar(
+        select(func.count())
+        .select_from(IncidentReview)
+        .where(IncidentReview.second_signed_at.is_(None))
+    )
     illegal = session.scalar(
         select(func.count())
         .select_from(Incident)
         .where(Incident.severity == "illegal", Incident.status != "closed")
     )
     return Waiting(
-        first_review=rows.get("open", 0),
-        second_review=0,  # every review today carries both reviewers (see the C2 notes)
+        first_review=max(0, rows.get("open", 0) - (unsigned or 0)),
+        second_review=unsigned or 0,
         closure=rows.get("reviewed", 0),
         illegal_open=illegal or 0,
     )
@@ -119,6 +124,20 @@ def choices(session: Session) -> dict[str, list[str]]:
             ("category", Incident.category),
         )
     }
+
+
+def to_sign(session: Session, name: str) -> list[IncidentReview]:
+    """Reviews waiting for ``name``'s signature as the second reviewer."""
+    return list(
+        session.scalars(
+            select(IncidentReview)
+            .where(
+                IncidentReview.second_signed_at.is_(None),
+                func.lower(IncidentReview.second_reviewer) == name.casefold(),
+            )
+            .order_by(IncidentReview.reviewed_at)
+        )
+    )
 
 
 def earlier(session: Session, incident: Incident, limit: int = 50) -> list[Incident]:

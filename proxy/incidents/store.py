@@ -244,6 +244,9 @@ def view(incident: Incident, reviews: Sequence[IncidentReview] = ()) -> dict[str
                 "concern": r.concern,
                 "conclusion": r.conclusion,
                 "action_taken": r.action_taken,
+                "second_signed_at": (
+                    r.second_signed_at.isoformat() if r.second_signed_at else None
+                ),
             }
             for r in reviews
         ],
@@ -294,8 +297,18 @@ def refuse_addresses(form: ReviewForm) -> None:
             raise ReviewError(f"{name.replace('_', ' ')}: {REFUSAL}")
 
 
-def review(session: Session, incident_id: int, form: ReviewForm, now: datetime) -> IncidentReview:
-    """Record a two-person review; the incident becomes ``reviewed`` (a closed one cannot be)."""
+def review(
+    session: Session,
+    incident_id: int,
+    form: ReviewForm,
+    now: datetime,
+    *,
+    second_signs_later: bool = False,
+) -> IncidentReview:
+    """Record a two-person review; the incident becomes ``reviewed`` (a closed one cannot be).
+
+    ``second_signs_later``: the first reviewer filled the form alone (the console); the
+    incident stays open until the second reviewer signs (``sign``)."""
     problems = form.problems()
     if problems:
         raise ReviewError("; ".join(problems))
@@ -304,6 +317,8 @@ def review(session: Session, incident_id: int, form: ReviewForm, now: datetime) 
         raise ReviewError(f"incident #{incident_id} is closed")
     if incident.severity == "illegal":
         refuse_addresses(form)
+    if unsigned(session, incident_id) is not None:
+        raise ReviewError(f"incident #{incident_id} has a review waiting for its second signature")
     row = IncidentReview(
         incident_id=incident.id,
         reviewed_at=now,
@@ -316,9 +331,38 @@ def review(session: Session, incident_id: int, form: ReviewForm, now: datetime) 
         concern=form.concern.strip() if form.concern else None,
         conclusion=form.conclusion.strip(),
         action_taken=form.action_taken.strip(),
+        second_signed_at=None if second_signs_later else now,
     )
     session.add(row)
-    incident.status = "reviewed"
+    if not second_signs_later:
+        incident.status = "reviewed"
+    session.flush()
+    return row
+
+
+def unsigned(session: Session, incident_id: int) -> IncidentReview | None:
+    """The incident's review waiting for its second reviewer's signature, if any."""
+    return session.scalars(
+        select(IncidentReview).where(
+            IncidentReview.incident_id == incident_id, IncidentReview.second_signed_at.is_(None)
+        )
+    ).first()
+
+
+def sign(session: Session, incident_id: int, by: str, now: datetime) -> IncidentReview:
+    """The invited second reviewer signs the review; only they can, never the first."""
+    incident = get(session, incident_id)
+    row = unsigned(session, incident_id)
+    if row is None:
+        raise ReviewError(f"incident #{incident_id} has no review waiting for a signature")
+    who = by.strip().casefold()
+    if who == row.first_reviewer.casefold():
+        raise ReviewError("you filled in this review: a second person must sign it")
+    if who != row.second_reviewer.casefold():
+        raise ReviewError(f"only {row.second_reviewer}, who was asked, can sign this review")
+    row.second_signed_at = now
+    if incident.status == "open":
+        incident.status = "reviewed"
     session.flush()
     return row
 
@@ -334,6 +378,8 @@ def close(session: Session, incident_id: int, by: str, outcome: str, now: dateti
         raise ReviewError(
             f"incident #{incident_id} has no review yet: record one with `incidents review` first"
         )
+    if not any(r.second_signed_at is not None for r in reviews_of(session, incident_id)):
+        raise ReviewError(f"incident #{incident_id}: the second reviewer has not signed yet")
     incident.status = "closed"
     incident.closed_at = now
     incident.closed_by = by.strip()

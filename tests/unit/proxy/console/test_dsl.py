@@ -199,3 +199,80 @@ def test_an_illegal_incident_page_never_shows_the_address(app: object, config: P
 
 def test_a_missing_incident_is_404(app: object, config: Path) -> None:
     assert client(app, config, "a.dsl").get("/incidents/999").status_code == 404
+
+
+def c2(token: str, **more: str) -> dict[str, str]:
+    return {
+        "csrf": token,
+        "first_position": "Designated Safeguarding Lead",
+        "second_reviewer": "b.deputy",
+        "second_position": "Deputy DSL",
+        "computer": "DSL laptop, safeguarding office",
+        "reason": "hit on the IWF list",
+        "conclusion": "referred",
+        "action_taken": "police informed",
+        **more,
+    }
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found is not None
+    return found.group(1)
+
+
+def test_c2_is_filled_by_one_and_signed_by_the_invited_second(app: object, config: Path) -> None:
+    """The DSL fills C2; they cannot sign it themselves nor close it; only the invited
+    reviewer signs, from their own login; then it can be closed, with both signatures."""
+    dsl = client(app, config, "a.dsl")
+    token = csrf_of(dsl.get("/incidents/1").text)
+    response = dsl.post("/incidents/1/review", data=c2(token), follow_redirects=False)
+    assert response.status_code == 303
+    page = dsl.get("/incidents/1").text
+    assert "has not signed yet" in page
+    assert "Waiting for b.deputy to sign" in page
+    assert "1</strong> waiting for a second reviewer" in dsl.get("/queue").text
+    assert (
+        "the second reviewer has not signed"
+        in dsl.post("/incidents/1/close", data={"csrf": token, "outcome": "done"}).text
+    )
+    refused = dsl.post("/incidents/1/sign", data={"csrf": token})
+    assert refused.status_code == 400
+    assert "a second person must sign it" in refused.text
+    deputy = client(app, config, "b.deputy")
+    deputy_token = csrf_of(deputy.get("/incidents/1").text)
+    assert deputy.post("/incidents/1/sign", data={"csrf": token}).status_code == 403  # not theirs
+    response = deputy.post("/incidents/1/sign", data={"csrf": deputy_token}, follow_redirects=False)
+    assert response.status_code == 303
+    page = dsl.get("/incidents/1").text
+    assert "has not signed yet" not in page
+    assert page.count("signed 20") == 2  # both signatures, with their times
+    response = dsl.post(
+        "/incidents/1/close",
+        data={"csrf": token, "outcome": "parents told"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    assert "closed" in dsl.get("/incidents/1").text
+
+
+def test_a_reviewer_cannot_invite_themselves(app: object, config: Path) -> None:
+    dsl = client(app, config, "a.dsl")
+    token = csrf_of(dsl.get("/incidents/1").text)
+    refused = dsl.post("/incidents/1/review", data=c2(token, second_reviewer="a.dsl"))
+    assert refused.status_code == 400
+    assert "Not reviewed yet" in refused.text
+
+
+@pytest.mark.parametrize("field", ["concern", "conclusion", "action_taken"])
+def test_an_iwf_address_typed_into_c2_is_refused(app: object, config: Path, field: str) -> None:
+    dsl = client(app, config, "a.dsl")
+    token = csrf_of(dsl.get("/incidents/3").text)
+    refused = dsl.post("/incidents/3/review", data=c2(token, **{field: f"saw {IWF_URL}"}))
+    assert refused.status_code == 400
+    assert "write no web address or site name" in refused.text
+    assert "iwf-test" not in refused.text  # not even typed back into the form
+    assert "hit on the IWF list" in refused.text  # the rest is
+    page = dsl.get("/incidents/3").text
+    assert "iwf-test" not in page
+    assert "Not reviewed yet" in page

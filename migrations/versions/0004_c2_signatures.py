@@ -1,0 +1,35 @@
+"""incident reviews: the second reviewer signs from their own login (second_signed_at)
+
+Revision ID: 0004_c2_signatures
+Revises: 0003_console
+Create Date: 2026-11-30 17:21:00
+
+A review filled in the console waits for its second reviewer's signature:
+``second_signed_at`` is NULL until they sign. Reviews recorded before this
+(``incidents review`` proves both people at once) count as signed when made.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import proxy.store.models
+
+revision: str = "0004_c2_signatures"
+down_revision: str | None = "0003_console"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("incident_reviews", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("second_signed_at", proxy.store.models.UTCDateTime(), nullable=True)
+        )
+    op.execute("UPDATE incident_reviews SET second_signed_at = reviewed_at")
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("incident_reviews", schema=None) as batch_op:
+        batch_op.drop_column("second_signed_at")
