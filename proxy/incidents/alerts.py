@@ -145,6 +145,39 @@ def illegal_alert(event: IncidentEvent, school: str) -> Alert:
     )
 
 
+def urgent_search_alert(event: IncidentEvent, school: str) -> Alert:
+    """The at-once alert for a search about suicide or self-harm: who and when, so the DSL
+    can act today; the words searched are in the console, not in an e-mail."""
+    who = event.user or "an unnamed user (shared address)"
+    about = event.category.replace("_", " ")
+    lines = [
+        f"{school}: a search about {about} was just made.",
+        "",
+        f"When:      {event.at.isoformat(timespec='seconds')}",
+        f"Who:       {who} (group {event.group})",
+        f"Address:   {event.client_ip or '-'}",
+        f"Device:    {event.device or '-'}",
+        f"Reference: {event.reference or '-'}",
+        "",
+        "Follow the safeguarding procedure: the Designated Safeguarding Lead should",
+        "see the incident, and the searches and pages around it, in the console today.",
+    ]
+    return Alert(
+        kind="concerning_search",
+        subject=f"[Schoolgate] Search about {about}: act today — {school}",
+        text="\n".join(lines),
+        payload={
+            "at": event.at.isoformat(),
+            "user": event.user,
+            "group": event.group,
+            "client_ip": event.client_ip,
+            "device": event.device,
+            "category": event.category,
+            "reference": event.reference,
+        },
+    )
+
+
 @dataclass(order=True)
 class _Job:
     due: float
