@@ -114,6 +114,8 @@ def routes() -> list[Route | Mount]:
         Route("/incidents/{id:int}/review", dsl.review_submit, methods=["POST"]),
         Route("/incidents/{id:int}/sign", dsl.sign_submit, methods=["POST"]),
         Route("/incidents/{id:int}/close", dsl.close_submit, methods=["POST"]),
+        Route("/pupil", dsl.pupil_page),
+        Route("/pupil.csv", dsl.pupil_csv),
         Mount("/static", app=static, name="static"),
     ]
 

@@ -10,6 +10,8 @@ never as a person.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,7 +43,7 @@ from proxy.incidents import store as log
 from proxy.incidents import timeline
 from proxy.incidents.alerts import Alert, Email
 from proxy.incidents.freetext import REFUSAL, mentions_address
-from proxy.incidents.models import Incident
+from proxy.incidents.models import Incident, SearchRecord
 
 AROUND = timedelta(minutes=30)
 # Never read more than this many log lines into one page (a busy shared address).
@@ -301,3 +303,106 @@ async def close_submit(request: Request) -> Response:
     except log.ReviewError as exc:
         return await incident_page(request, error=str(exc))
     return see_other(f"/incidents/{incident_id}?done=closed")
+
+
+# --- the pupil's page: one person's (or one shared address's) history over a period ---
+
+LONGEST = timedelta(days=31)
+HISTORY_LIMIT = 200_000  # log lines read into one answer, at most
+
+
+@dataclass
+class History:
+    subject: str
+    since: datetime
+    until: datetime
+    sites: dict[str, int]
+    categories: dict[str, int]
+    blocks: list[timeline.LogLine]
+    pages: list[timeline.LogLine]
+    searches: list[SearchRecord]
+    cut: bool
+
+
+def _history(state: State, request: Request) -> History | None:
+    p = request.query_params
+    raw = p.get("who", "").strip()[:200]
+    if not raw:
+        return None
+    # An address (digits, dots, colons) is a shared address unless someone signed in from it.
+    subject = raw if raw.startswith("ip:") or not _is_address(raw) else f"ip:{raw}"
+    today = state.now().astimezone(state.fs.policy.timezone).date()
+    since = _day(state, p.get("from") or (today - timedelta(days=6)).isoformat())
+    until = _day(state, p.get("to") or today.isoformat(), end=True)
+    if until <= since:
+        raise HTTPException(400, "the end is before the start")
+    if until - since > LONGEST:
+        raise HTTPException(400, "choose at most 31 days")
+    sites: dict[str, int] = {}
+    categories: dict[str, int] = {}
+    blocks: list[timeline.LogLine] = []
+    pages: list[timeline.LogLine] = []
+    cut = False
+    for n, line in enumerate(timeline.activity(access_log(state), subject, since, until)):
+        if n >= HISTORY_LIMIT:
+            cut = True
+            break
+        if line.category:
+            categories[line.category] = categories.get(line.category, 0) + 1
+        if line.blocked:
+            blocks.append(line)
+        elif line.is_page:
+            pages.append(line)
+            sites[line.host] = sites.get(line.host, 0) + 1
+    with state.session(read_only=True) as s:
+        found = q.searches_of(s, subject, since, until, limit=5000)
+        s.expunge_all()
+    return History(subject, since, until, sites, categories, blocks, pages, found, cut)
+
+
+def _is_address(value: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF.:" for c in value) and any(c in ".:" for c in value)
+
+
+async def pupil_page(request: Request) -> Response:
+    signed = await person(request, "incidents")
+    state = state_of(request)
+    history = _history(state, request)
+    today = state.now().astimezone(state.fs.policy.timezone).date()
+    return render(
+        request,
+        "pupil.html",
+        signed,
+        h=history,
+        who=who(history.subject) if history else None,
+        params=request.query_params,
+        default_from=(today - timedelta(days=6)).isoformat(),
+        default_to=today.isoformat(),
+        top=lambda d: sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:50],
+        export=f"/pupil.csv?{urlencode(dict(request.query_params))}",
+    )
+
+
+async def pupil_csv(request: Request) -> Response:
+    await person(request, "incidents")
+    state = state_of(request)
+    history = _history(state, request)
+    if history is None:
+        raise HTTPException(400, "say whose history: ?who=NAME")
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["time (UTC)", "who", "what", "where or what", "category", "shared address"])
+    shared = "yes" if history.subject.startswith("ip:") else "no"
+    name = history.subject.removeprefix("ip:")
+    rows: list[tuple[datetime, str, str, str]] = [
+        (x.at, "blocked" if x.blocked else "opened a page", x.address, x.category or "")
+        for x in history.blocks + history.pages
+    ] + [(r.at, "searched", f"{r.engine}: {r.query}", r.concerning or "") for r in history.searches]
+    for at, what, where, category in sorted(rows, key=lambda r: r[0]):
+        writer.writerow([at.isoformat(timespec="seconds"), name, what, where, category, shared])
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="history-{safe}.csv"'},
+    )

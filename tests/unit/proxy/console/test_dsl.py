@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -276,3 +278,36 @@ def test_an_iwf_address_typed_into_c2_is_refused(app: object, config: Path, fiel
     page = dsl.get("/incidents/3").text
     assert "iwf-test" not in page
     assert "Not reviewed yet" in page
+
+
+def test_the_pupil_history_and_its_csv(app: object, config: Path) -> None:
+    """One pupil's sites, categories, searches and blocks over a period; the CSV has them;
+    an address is labelled as shared, never as a person; other roles are refused."""
+    dsl = client(app, config, "a.dsl")
+    day = (T0 - timedelta(days=1)).date().isoformat(), (NOW + timedelta(days=1)).date().isoformat()
+    page = dsl.get("/pupil", params={"who": "p.one", "from": day[0], "to": day[1]}).text
+    assert "homework.example" in page
+    assert "someone-else.example" not in page
+    assert "how to kill myself" in page
+    assert "(address withheld: illegal list)" in page
+    assert "iwf-test" not in page
+    exported = dsl.get("/pupil.csv", params={"who": "p.one", "from": day[0], "to": day[1]})
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(exported.text)))
+    assert rows[0][0] == "time (UTC)"
+    assert any(r[2] == "searched" and "how to kill myself" in r[3] for r in rows)
+    assert any(r[2] == "opened a page" and r[3] == "homework.example/maths" for r in rows)
+    assert "iwf-test" not in exported.text
+    shared = dsl.get("/pupil", params={"who": "10.10.0.99", "from": day[0], "to": day[1]}).text
+    assert "shared address 10.10.0.99 (nobody signed in: not one person)" in shared
+    assert "This is a shared address or device, not a person" in shared
+    assert (
+        dsl.get(
+            "/pupil", params={"who": "p.one", "from": "2026-01-01", "to": "2026-03-01"}
+        ).status_code
+        == 400
+    )
+    for name in ("it.tech", "head.teacher"):
+        assert (
+            client(app, config, name).get("/pupil.csv", params={"who": "p.one"}).status_code == 403
+        )
