@@ -394,7 +394,11 @@ def incidents_digest(send: bool, config_dir: Path) -> None:
         click.echo(f"digest of {sent} incident(s) sent")
         return
     with store.session() as s:
-        pending = [i for i in log.find(s) if i.severity != "illegal" and i.digested_at is None]
+        pending = [
+            i
+            for i in log.find(s)
+            if i.digested_at is None or (i.severity == "illegal" and i.status != "closed")
+        ]
         text = build_digest(pending, store.fs.policy.school, now).text
     click.echo(text)
 
