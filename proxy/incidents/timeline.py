@@ -72,9 +72,11 @@ class LogLine:
         if self.method != "GET":
             return False
         if self.ctype:
+            # A document a person reads (a plain-text file opened in a tab is one too).
             return self.ctype.split(";", 1)[0].strip().lower() in (
                 "text/html",
                 "application/xhtml+xml",
+                "text/plain",
             )
         bare = self.path.split("?", 1)[0].lower()
         return not bare.endswith(STATIC)
