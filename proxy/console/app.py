@@ -115,6 +115,7 @@ def routes() -> list[Route | Mount]:
         Route("/incidents/{id:int}/sign", dsl.sign_submit, methods=["POST"]),
         Route("/incidents/{id:int}/close", dsl.close_submit, methods=["POST"]),
         Route("/pupil", dsl.pupil_page),
+        Route("/live-badge", dsl.live_badge),
         Route("/pupil.csv", dsl.pupil_csv),
         Mount("/static", app=static, name="static"),
     ]

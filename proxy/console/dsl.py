@@ -10,19 +10,23 @@ never as a person.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from proxy.console.accounts import MAY, find_user
 from proxy.console.governor import _day
@@ -405,4 +409,47 @@ async def pupil_csv(request: Request) -> Response:
         out.getvalue(),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="history-{safe}.csv"'},
+    )
+
+
+# --- the live badge: every open DSL page hears of an urgent incident within seconds ---
+
+BADGE_POLL_S = 2.0
+BADGE_LIFETIME_S = 300.0  # then the browser reconnects, and the session is checked again
+
+
+def _urgent(state: State) -> dict[str, int]:
+    with state.session(read_only=True) as s:
+        count, newest = s.execute(
+            select(func.count(), func.max(Incident.id)).where(
+                Incident.status != "closed", q.rank() <= 1
+            )
+        ).one()
+    return {"urgent": int(count or 0), "newest": int(newest or 0)}
+
+
+async def live_badge(request: Request) -> Response:
+    """Server-sent events: the number of open illegal and suicide/self-harm incidents."""
+    await person(request, "incidents")
+    state = state_of(request)
+
+    async def events() -> AsyncIterator[str]:
+        last: dict[str, int] | None = None
+        started = time.monotonic()
+        quiet = 0.0
+        while time.monotonic() - started < BADGE_LIFETIME_S:
+            if await request.is_disconnected():
+                return
+            now = await run_in_threadpool(_urgent, state)
+            if now != last:
+                yield f"data: {json.dumps(now)}\n\n"
+                last, quiet = now, 0.0
+            elif quiet >= 15:
+                yield ": still here\n\n"  # keeps proxies from closing an idle stream
+                quiet = 0.0
+            await asyncio.sleep(BADGE_POLL_S)
+            quiet += BADGE_POLL_S
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"}
     )

@@ -103,6 +103,12 @@ def test_a_dsl_is_alerted_sees_the_queue_and_timeline_and_c2_is_signed_by_two(  
 ) -> None:
     console = dsl_console
     gateway = console.gateway
+    # The DSL has the queue open before anything happens: no badge yet.
+    dsl = new_page(browser, console)
+    dsl.goto(f"{console.url}/queue")
+    sign_in(dsl, console, "a.dsl")
+    assert "/queue" in dsl.url
+    assert dsl.locator("#live-badge").is_hidden()
     # The pupil reads two pages, is blocked on an adult site, hits the IWF list, searches.
     for path in ("/maths/fractions", "/history/tudors"):
         status, _ = gateway.get(
@@ -132,11 +138,11 @@ def test_a_dsl_is_alerted_sees_the_queue_and_timeline_and_c2_is_signed_by_two(  
     assert b"iwf-test" not in sent
     assert b"kill myself" not in sent
 
+    # The open page's live badge says so, without a reload (server-sent events).
+    dsl.wait_for_selector("#live-badge:has-text('2 urgent incidents open')", timeout=15_000)
+    check_page(dsl, "dsl/live-badge")
+
     # The queue: illegal first, then the suicide search, then the adult site.
-    dsl = new_page(browser, console)
-    dsl.goto(f"{console.url}/queue")
-    sign_in(dsl, console, "a.dsl")
-    assert "/queue" in dsl.url
     wait_until(
         lambda: dsl.reload() is not None and dsl.locator("table.queue tbody tr").count() >= 3
     )
