@@ -134,6 +134,7 @@ def test_addon_order_is_declared_once(filterset: Filterset) -> None:
         "Circumvention",
         "Incidents",
         "TlsPolicy",
+        "EarlyConnect",
         "SafeSearch",
         "Downloads",
         "ContentAnalysis",
