@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 import click
@@ -245,11 +245,16 @@ C3_COLUMNS = (
 
 
 def _c3_row(incident: Incident, shown: dict[str, object], store: Store) -> list[str]:
+    return c3_row(incident, shown, store.fs.policy.timezone)
+
+
+def c3_row(incident: Incident, shown: dict[str, object], zone: tzinfo) -> list[str]:
+    """One incident as a row of the reporting log (C3); the console's export uses it too."""
     reviews = shown["reviews"]
     assert isinstance(reviews, list)
     actions = shown["recommended_actions"]
     assert isinstance(actions, list)
-    local = incident.first_seen.astimezone(store.fs.policy.timezone)
+    local = incident.first_seen.astimezone(zone)
     return [
         f"#{incident.id}",
         f"{local:%Y-%m-%d}",

@@ -115,6 +115,8 @@ def routes() -> list[Route | Mount]:
         Route("/incidents/{id:int}/sign", dsl.sign_submit, methods=["POST"]),
         Route("/incidents/{id:int}/close", dsl.close_submit, methods=["POST"]),
         Route("/pupil", dsl.pupil_page),
+        Route("/incidents/{id:int}/c2.pdf", dsl.c2_pdf),
+        Route("/incidents/c3.csv", dsl.c3_csv),
         Route("/live-badge", dsl.live_badge),
         Route("/pupil.csv", dsl.pupil_csv),
         Mount("/static", app=static, name="static"),

@@ -14,6 +14,7 @@ import asyncio
 import csv
 import io
 import json
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from proxy.cli_incidents import C3_COLUMNS, c3_row
 from proxy.console.accounts import MAY, find_user
 from proxy.console.governor import _day
 from proxy.console.models import ConsoleUser
@@ -43,6 +45,7 @@ from proxy.console.web import (
     text,
 )
 from proxy.incidents import queue as q
+from proxy.incidents import report as termly
 from proxy.incidents import store as log
 from proxy.incidents import timeline
 from proxy.incidents.alerts import Alert, Email
@@ -452,4 +455,60 @@ async def live_badge(request: Request) -> Response:
 
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"}
+    )
+
+
+# --- exports: the printable C2 (PDF), the reporting log (C3) as CSV ---
+
+
+async def c2_pdf(request: Request) -> Response:
+    """Form C2 of one incident, printed by the termly report's HTML-to-PDF path (WeasyPrint)."""
+    await person(request, "incidents")
+    state = state_of(request)
+    incident_id = int(request.path_params["id"])
+    with state.session(read_only=True) as s:
+        incident = s.get(Incident, incident_id)
+        if incident is None:
+            raise HTTPException(404, f"there is no incident #{incident_id}")
+        shown = log.view(incident, log.reviews_of(s, incident_id))
+        where = log.where_text(incident)
+        subject = who(incident.subject)
+    page = state.templates.get_template("c2_print.html").render(
+        i=shown, where=where, who=subject, school=state.fs.policy.school, made=state.now()
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "c2.pdf"
+        try:
+            termly.write_pdf(page, out)
+        except termly.PdfUnavailable as exc:
+            raise HTTPException(503, str(exc)) from None
+        body = out.read_bytes()
+    return Response(
+        body,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="c2-incident-{incident_id}.pdf"'},
+    )
+
+
+async def c3_csv(request: Request) -> Response:
+    """The reporting log (form C3) as CSV: the same rows as ``incidents export``."""
+    await person(request, "incidents")
+    state = state_of(request)
+    p = request.query_params
+    since = _day(state, p["from"]) if p.get("from") else None
+    until = _day(state, p["to"], end=True) if p.get("to") else None
+    zone = state.fs.policy.timezone
+    with state.session(read_only=True) as s:
+        rows = [
+            c3_row(i, log.view(i, log.reviews_of(s, i.id)), zone)
+            for i in log.find(s, since=since, until=until)
+        ]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(C3_COLUMNS)
+    writer.writerows(rows)
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="reporting-log-c3.csv"'},
     )

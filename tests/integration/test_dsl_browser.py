@@ -190,6 +190,20 @@ def test_a_dsl_is_alerted_sees_the_queue_and_timeline_and_c2_is_signed_by_two(  
     assert "has not signed yet" not in deputy.content()
     check_page(deputy, "dsl/incident-c2-signed")
 
+    # The printable C2 (PDF, with both signatures) and the reporting log (C3) open.
+    pdf = deputy.request.get(incident_url + "/c2.pdf")
+    assert pdf.status == 200
+    assert pdf.headers["content-type"] == "application/pdf"
+    assert pdf.body().startswith(b"%PDF")
+    assert b"iwf-test" not in pdf.body()
+    (ARTIFACTS / "dsl" / "c2.pdf").write_bytes(pdf.body())
+    c3 = dsl.request.get(f"{console.url}/incidents/c3.csv")
+    assert c3.status == 200
+    c3_text = c3.text()
+    assert c3_text.startswith("incident,date,time,severity")
+    assert "a.dsl & b.deputy" in c3_text
+    assert "iwf-test" not in c3_text
+
     # The pupil's history, and its CSV export.
     dsl.goto(f"{console.url}/pupil?who=pupil.one")
     assert "homework.example" in dsl.content()
