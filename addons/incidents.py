@@ -40,7 +40,15 @@ from proxy.decision import Decision
 from proxy.identity import Identity
 from proxy.incidents import events
 from proxy.incidents import store as incident_store
-from proxy.incidents.alerts import Alerter, illegal_alert, illegal_channels, urgent_search_alert
+from proxy.incidents.alerts import (
+    Alert,
+    Alerter,
+    Result,
+    illegal_alert,
+    illegal_channels,
+    urgent_search_alert,
+)
+from proxy.incidents.deliveries import result_event
 from proxy.incidents.escalation import ESCALATION_FILE, Escalation, load_escalation
 from proxy.incidents.keyedhash import load_or_create_key
 from proxy.incidents.queue import URGENT_SEARCHES
@@ -68,7 +76,8 @@ class Incidents:
         self.escalation: Escalation | None = None
         self.terms: TermMatcher | None = None
         self.key: bytes | None = None
-        self.alerter = Alerter()
+        # Every try at delivering an alert is stored (alert_deliveries) for the DSL to see.
+        self.alerter = Alerter(on_result=lambda r: recorder.record(result_event(r)))
         self.housekeeper: Housekeeper | None = None
         self.errors = 0
         self.raised = 0
@@ -301,6 +310,9 @@ class Incidents:
         channels = illegal_channels(fs.settings.alerts)
         if not channels:
             log.warning("%s incident, but alerts.illegal names nobody to tell", event.category)
+            unsent = Alert(event.severity, f"{event.category} incident", "", {})
+            reason = "alerts.illegal names no e-mail or webhook in schoolgate.yaml"
+            self.recorder.record(result_event(Result(unsent, "nobody", False, 0, True, reason)))
             return
         if event.severity == "illegal":
             self.alerter.send(illegal_alert(event, fs.policy.school), channels)

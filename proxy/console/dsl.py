@@ -44,10 +44,10 @@ from proxy.console.web import (
     state_of,
     text,
 )
+from proxy.incidents import deliveries, timeline
 from proxy.incidents import queue as q
 from proxy.incidents import report as termly
 from proxy.incidents import store as log
-from proxy.incidents import timeline
 from proxy.incidents.alerts import Alert, Email
 from proxy.incidents.freetext import REFUSAL, mentions_address
 from proxy.incidents.models import Incident, SearchRecord
@@ -94,6 +94,8 @@ async def queue_page(request: Request) -> Response:
         page = paginate(s, q.queue(filters), page_number(request))
         counts = q.waiting(s)
         choices = q.choices(s)
+        sent = deliveries.recent(s, 10)
+        s.expunge_all()
     kept = {k: v for k, v in request.query_params.items() if k != "page" and v}
     base = "/queue" + (f"?{urlencode(kept)}" if kept else "")
     return render(
@@ -110,6 +112,7 @@ async def queue_page(request: Request) -> Response:
         actions_of=actions_of,
         who=who,
         alerts_configured=_alerts_configured(state),
+        deliveries=sent,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from proxy.store.models import Base, UTCDateTime
@@ -94,3 +94,20 @@ class SearchRecord(Base):
     engine: Mapped[str] = mapped_column(String(40))
     query: Mapped[str] = mapped_column(Text)
     concerning: Mapped[str | None] = mapped_column(String(100))
+
+
+class AlertDelivery(Base):
+    """Each try at delivering an alert by one channel: sent, or failed and why (never a URL:
+    alerts carry none)."""
+
+    __tablename__ = "alert_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(Text)
+    channel: Mapped[str] = mapped_column(String(200))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    attempt: Mapped[int] = mapped_column(Integer)
+    final: Mapped[bool] = mapped_column(Boolean)  # sent, or given up: no more tries
+    detail: Mapped[str | None] = mapped_column(Text)

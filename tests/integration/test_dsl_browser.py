@@ -151,6 +151,17 @@ def test_a_dsl_is_alerted_sees_the_queue_and_timeline_and_c2_is_signed_by_two(  
     assert "suicide" in rows.nth(1).inner_text()
     assert "adult" in rows.nth(2).inner_text()
     assert "iwf-test" not in dsl.content()
+    # Every alert's delivery is stored and shown (the writer applies them within seconds).
+    wait_until(
+        lambda: (
+            dsl.reload() is not None
+            and dsl.locator("table.deliveries tbody tr", has_text="delivered").count() >= 4
+        )
+    )
+    shown = dsl.locator("table.deliveries").inner_text()
+    assert shown.count("delivered") >= 4  # two alerts, each by e-mail and webhook
+    assert "email" in shown
+    assert "webhook" in shown
     check_page(dsl, "dsl/queue")
 
     # The illegal incident: the pages the pupil opened before it, no address anywhere.
