@@ -370,6 +370,11 @@ def _history(state: State, request: Request) -> History | None:
     return History(subject, since, until, sites, categories, blocks, pages, found, cut)
 
 
+def _cell(value: str) -> str:
+    """A pupil typed this (a search): never let a spreadsheet run it as a formula."""
+    return f"'{value}" if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def _is_address(value: str) -> bool:
     return all(c in "0123456789abcdefABCDEF.:" for c in value) and any(c in ".:" for c in value)
 
@@ -409,7 +414,9 @@ async def pupil_csv(request: Request) -> Response:
         for x in history.blocks + history.pages
     ] + [(r.at, "searched", f"{r.engine}: {r.query}", r.concerning or "") for r in history.searches]
     for at, what, where, category in sorted(rows, key=lambda r: r[0]):
-        writer.writerow([at.isoformat(timespec="seconds"), name, what, where, category, shared])
+        writer.writerow(
+            [at.isoformat(timespec="seconds"), name, what, _cell(where), category, shared]
+        )
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
     return Response(
         out.getvalue(),
