@@ -17,11 +17,13 @@ from addons.earlyconnect import EarlyConnect
 from addons.filter import Filter
 from addons.identify import Identify
 from addons.incidents import Incidents
+from addons.limits import Limits
 from addons.login import ProxyLogin
 from addons.metrics import Metrics
 from addons.overrides import Overrides
 from addons.pipeline import Pipeline
 from addons.policyload import PolicyLoader
+from addons.redact import Redact
 from addons.review import Review
 from addons.safesearch import SafeSearch
 from addons.store import StoreWriter
@@ -37,9 +39,7 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
     loader = PolicyLoader(config_dir, filterset)
     store = StoreWriter(loader)
     login = ProxyLogin(loader)
-    identify = Identify(loader, login)
-    filt = Filter(loader, identify)
-    audit = Audit(loader)
+    identify = Identify(loader, login.login_of_client)
     return [
         # First: owns the filterset every later addon reads, and its hot reload.
         loader,
@@ -51,17 +51,21 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         login,
         # Who is asking must be known before anything is decided.
         identify,
-        # Decides on the CONNECT/SNI host first, then on each request; blocks.
-        filt,
+        # The one decision: on the CONNECT/SNI host first, then on each request; blocks.
+        Filter(loader),
+        # Right after the decision: an illegal host and its address are withheld from every
+        # log line from now on, before mitmproxy can log a TLS failure naming them.
+        Redact(),
         # The protections from here on only tighten what the filter let through, never open.
         # Tunnels to ports other than the group's, QUIC, DNS-over-HTTPS: before incidents
         # are raised, so a DNS-over-HTTPS request raises subvert_filtering like a DoH host.
-        Circumvention(loader, audit),
+        Circumvention(loader),
         # Reads the filter's decision: raises incidents (alerting at once for illegal hits)
         # and logs searches, through the store's writer; never changes a flow.
         Incidents(loader, store),
-        # At the ClientHello, before any handshake: pass TLS through undecrypted, or refuse it.
-        TlsPolicy(loader, audit),
+        # What a tunnel may carry, before any upstream connection: TLS (intercepted, passed
+        # through undecrypted, or refused, on the filter's host decision), HTTP, or nothing.
+        TlsPolicy(loader),
         # After every addon that can refuse a CONNECT or decide its host: meets the server
         # before the client's TLS handshake only for a tunnel allowed on its names alone.
         EarlyConnect(loader),
@@ -75,8 +79,18 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         Review(loader),
         # With a parent proxy: closes surplus parent connections, never touches a decision.
         UpstreamChain(),
-        # Records what was decided, after the response is known.
-        audit,
+        # After every addon that can answer or rewrite a request: a request answered while its
+        # large body still arrives is read and dropped, not streamed (mitmproxy cannot stream it
+        # then), and a search form safe search rewrites is held whole or refused, never streamed.
+        Limits(),
+        # Records what was decided, after the response is known (and each decided tunnel,
+        # after TlsPolicy).
+        Audit(loader),
         # After the decision and the response: only counts, never changes a flow.
-        Metrics(loader, filt, login, store),
+        Metrics(
+            loader,
+            auth_failures=lambda: login.refused,
+            login_lockouts=lambda: login.throttle.lockouts,
+            writer=store.writer,
+        ),
     ]
