@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from proxy.store.models import Base, UTCDateTime
+from proxy.store.models import Base, UTCDateTime, site_column
 
 
 class Incident(Base):
@@ -52,6 +52,7 @@ class Incident(Base):
     closed_by: Mapped[str | None] = mapped_column(String(200))
     outcome: Mapped[str | None] = mapped_column(Text)
     digested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    site: Mapped[str] = site_column()
 
 
 class IncidentReview(Base):
@@ -79,6 +80,7 @@ class IncidentReview(Base):
     # The first reviewer signs by filling the form (``reviewed_at``); the second signs from
     # their own login later: NULL until then, and the incident cannot be closed.
     second_signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    site: Mapped[str] = site_column()
 
 
 class SearchRecord(Base):
@@ -94,6 +96,7 @@ class SearchRecord(Base):
     engine: Mapped[str] = mapped_column(String(40))
     query: Mapped[str] = mapped_column(Text)
     concerning: Mapped[str | None] = mapped_column(String(100))
+    site: Mapped[str] = site_column()
 
 
 class AlertDelivery(Base):

@@ -107,6 +107,8 @@ def send_digest(
                         and_(Incident.severity == "illegal", Incident.status != "closed"),
                     )
                 )
+                # This school's only: with one store for a trust, each site sends its own.
+                .where(Incident.site == settings.site)
                 .order_by(Incident.first_seen)
             )
         )

@@ -1,7 +1,7 @@
 """incident reviews: the second reviewer signs from their own login; alert deliveries
 
-Revision ID: 0004_c2_signatures
-Revises: 0003_console
+Revision ID: 0005_c2_signatures
+Revises: 0004_sites
 Create Date: 2026-11-30 17:21:00
 
 A review filled in the console waits for its second reviewer's signature:
@@ -16,8 +16,8 @@ from alembic import op
 
 import proxy.store.models
 
-revision: str = "0004_c2_signatures"
-down_revision: str | None = "0003_console"
+revision: str = "0005_c2_signatures"
+down_revision: str | None = "0004_sites"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
