@@ -113,6 +113,8 @@ class Audit:
             incident=decision.incident if decision else None,
             rule=rule,
             status=flow.response.status_code if flow.response else None,
+            # The content type tells the DSL's timeline a page from its images and scripts.
+            ctype=flow.response.headers.get("content-type") if flow.response else None,
             error=error,
             # Content analysis (addons/content): the scores and the phrases that counted.
             **_content_of(flow),

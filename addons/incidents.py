@@ -37,9 +37,18 @@ from proxy.decision import Decision
 from proxy.identity import Identity
 from proxy.incidents import events
 from proxy.incidents import store as incident_store
-from proxy.incidents.alerts import Alerter, illegal_alert, illegal_channels
+from proxy.incidents.alerts import (
+    Alert,
+    Alerter,
+    Result,
+    illegal_alert,
+    illegal_channels,
+    urgent_search_alert,
+)
+from proxy.incidents.deliveries import result_event
 from proxy.incidents.escalation import ESCALATION_FILE, Escalation, load_escalation
 from proxy.incidents.keyedhash import load_or_create_key
+from proxy.incidents.queue import URGENT_SEARCHES
 from proxy.incidents.retention import Housekeeper
 from proxy.incidents.searchterms import TERMS_FILE, TermMatcher, extract_search, load_terms
 from proxy.watch import FileWatch
@@ -56,7 +65,8 @@ class Incidents:
         self.escalation: Escalation | None = None
         self.terms: TermMatcher | None = None
         self.key: bytes | None = None
-        self.alerter = Alerter()
+        # Every try at delivering an alert is stored (alert_deliveries) for the DSL to see.
+        self.alerter = Alerter(on_result=lambda r: recorder.record(result_event(r)))
         self.housekeeper: Housekeeper | None = None
         self.raised = 0
         self._alerted: dict[tuple[str, str], float] = {}
@@ -218,6 +228,9 @@ class Incidents:
             )
             self.recorder.record(incident_store.incident_event(concern))
             self.raised += 1
+            if match.category in URGENT_SEARCHES:
+                # A child searching for ways to die cannot wait for the daily digest.
+                self._alert(concern)
 
     def request(self, flow: http.HTTPFlow) -> None:
         """A prompt sent to an AI assistant is logged like a search, and matched the same way."""
@@ -250,6 +263,12 @@ class Incidents:
         fs = self.loader.filterset
         channels = illegal_channels(fs.settings.alerts)
         if not channels:
-            log.warning("illegal-content incident, but alerts.illegal names nobody to tell")
+            log.warning("%s incident, but alerts.illegal names nobody to tell", event.category)
+            unsent = Alert(event.severity, f"{event.category} incident", "", {})
+            reason = "alerts.illegal names no e-mail or webhook in schoolgate.yaml"
+            self.recorder.record(result_event(Result(unsent, "nobody", False, 0, True, reason)))
             return
-        self.alerter.send(illegal_alert(event, fs.policy.school), channels)
+        if event.severity == "illegal":
+            self.alerter.send(illegal_alert(event, fs.policy.school), channels)
+        else:
+            self.alerter.send(urgent_search_alert(event, fs.policy.school), channels)

@@ -59,6 +59,16 @@ def check(config_dir: Path) -> None:
             "requests they make can never be approved (a second person must); name another",
             err=True,
         )
+    illegal = fs.settings.alerts.illegal
+    if not (illegal.email or illegal.webhook):
+        # In red: an illegal hit or a suicide search would then tell nobody at once.
+        click.secho(
+            f"{config_dir / 'schoolgate.yaml'}: warning: alerts.illegal names no e-mail or "
+            "webhook: illegal hits and searches about suicide or self-harm alert NOBODY at once",
+            err=True,
+            fg="red",
+            bold=True,
+        )
     counts = fs.lists.counts()
     click.echo(
         f"OK: {fs.policy.source} ({len(fs.policy.groups)} groups, "

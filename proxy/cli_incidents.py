@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 import click
@@ -263,11 +263,16 @@ C3_COLUMNS = (
 
 
 def _c3_row(incident: Incident, shown: dict[str, object], store: Store) -> list[str]:
+    return c3_row(incident, shown, store.fs.policy.timezone)
+
+
+def c3_row(incident: Incident, shown: dict[str, object], zone: tzinfo) -> list[str]:
+    """One incident as a row of the reporting log (C3); the console's export uses it too."""
     reviews = shown["reviews"]
     assert isinstance(reviews, list)
     actions = shown["recommended_actions"]
     assert isinstance(actions, list)
-    local = incident.first_seen.astimezone(store.fs.policy.timezone)
+    local = incident.first_seen.astimezone(zone)
     return [
         f"#{incident.id}",
         f"{local:%Y-%m-%d}",
@@ -420,7 +425,11 @@ def incidents_digest(send: bool, config_dir: Path) -> None:
         return
     with store.session() as s:
         found = log.find(s, site=store.fs.settings.site)
-        pending = [i for i in found if i.severity != "illegal" and i.digested_at is None]
+        pending = [
+            i
+            for i in found
+            if i.digested_at is None or (i.severity == "illegal" and i.status != "closed")
+        ]
         text = build_digest(pending, store.fs.policy.school, now).text
     click.echo(text)
 

@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from proxy.console import governor, live, requests, signin, technician
+from proxy.console import dsl, governor, live, requests, signin, technician
 from proxy.console.accounts import directory_for
 from proxy.console.web import FilterHolder, State, render, template_env
 from proxy.incidents.alerts import Alerter
@@ -110,6 +110,16 @@ def routes() -> list[Route | Mount]:
         Route("/changes/export", governor.export_changes),
         Route("/report", governor.report),
         Route("/annual-review", governor.annual_review),
+        Route("/queue", dsl.queue_page),
+        Route("/incidents/{id:int}", dsl.incident_page, methods=["GET"]),
+        Route("/incidents/{id:int}/review", dsl.review_submit, methods=["POST"]),
+        Route("/incidents/{id:int}/sign", dsl.sign_submit, methods=["POST"]),
+        Route("/incidents/{id:int}/close", dsl.close_submit, methods=["POST"]),
+        Route("/pupil", dsl.pupil_page),
+        Route("/incidents/{id:int}/c2.pdf", dsl.c2_pdf),
+        Route("/incidents/c3.csv", dsl.c3_csv),
+        Route("/live-badge", dsl.live_badge),
+        Route("/pupil.csv", dsl.pupil_csv),
         Mount("/static", app=static, name="static"),
     ]
 

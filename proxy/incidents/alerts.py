@@ -145,6 +145,51 @@ def illegal_alert(event: IncidentEvent, school: str) -> Alert:
     )
 
 
+def urgent_search_alert(event: IncidentEvent, school: str) -> Alert:
+    """The at-once alert for a search about suicide or self-harm: who and when, so the DSL
+    can act today; the words searched are in the console, not in an e-mail."""
+    who = event.user or "an unnamed user (shared address)"
+    about = event.category.replace("_", " ")
+    lines = [
+        f"{school}: a search about {about} was just made.",
+        "",
+        f"When:      {event.at.isoformat(timespec='seconds')}",
+        f"Who:       {who} (group {event.group})",
+        f"Address:   {event.client_ip or '-'}",
+        f"Device:    {event.device or '-'}",
+        f"Reference: {event.reference or '-'}",
+        "",
+        "Follow the safeguarding procedure: the Designated Safeguarding Lead should",
+        "see the incident, and the searches and pages around it, in the console today.",
+    ]
+    return Alert(
+        kind="concerning_search",
+        subject=f"[Schoolgate] Search about {about}: act today — {school}",
+        text="\n".join(lines),
+        payload={
+            "at": event.at.isoformat(),
+            "user": event.user,
+            "group": event.group,
+            "client_ip": event.client_ip,
+            "device": event.device,
+            "category": event.category,
+            "reference": event.reference,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Result:
+    """One try at delivering an alert by one channel."""
+
+    alert: Alert
+    channel: str
+    ok: bool
+    attempt: int
+    final: bool  # sent, or given up
+    detail: str | None = None
+
+
 @dataclass(order=True)
 class _Job:
     due: float
@@ -162,7 +207,10 @@ class Alerter:
         max_attempts: int = 12,
         base_delay: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        on_result: Callable[[Result], None] | None = None,
     ) -> None:
+        # told of every try (sent, failed and retrying, given up), to store it for the DSL
+        self.on_result = on_result
         self.max_attempts = max_attempts
         self.base_delay = base_delay
         self._clock = clock
@@ -229,6 +277,9 @@ class Alerter:
                         reason,
                     )
                     self.failed.append((job.alert.kind, job.channel.name, reason))
+                    self._tell(
+                        Result(job.alert, job.channel.name, False, job.attempt, True, reason)
+                    )
                     continue
                 delay = min(MAX_DELAY_S, self.base_delay * 2 ** (job.attempt - 1))
                 log.warning(
@@ -242,6 +293,16 @@ class Alerter:
                 with self._cond:
                     job.due = self._clock() + delay
                     self._jobs.append(job)
+                self._tell(Result(job.alert, job.channel.name, False, job.attempt, False, reason))
                 continue
             log.info("alert %s sent by %s", job.alert.kind, job.channel.name)
             self.delivered.append((job.alert.kind, job.channel.name))
+            self._tell(Result(job.alert, job.channel.name, True, job.attempt, True))
+
+    def _tell(self, result: Result) -> None:
+        if self.on_result is None:
+            return
+        try:
+            self.on_result(result)
+        except Exception:  # recording a delivery must never stop alerts being delivered
+            log.exception("could not record the delivery of alert %s", result.alert.kind)

@@ -1,8 +1,11 @@
-"""The digest: incidents other than illegal ones, gathered daily or weekly for the DSL.
+"""The digest: incidents gathered daily or weekly for the DSL.
 
 Illegal hits alert at once; everything else is gathered here so the
 Designated Safeguarding Lead reads one message a day (or week), not one per
-blocked page. ``due`` says when the next one is due; ``build`` writes it.
+blocked page. An illegal incident is never left out: every digest lists,
+first, each one not yet closed (its at-once alert may have had nobody to
+go to), with the list's notice, never the address. ``due`` says when the next
+one is due; ``build`` writes it.
 """
 
 from __future__ import annotations
@@ -30,12 +33,19 @@ def due(last_sent: datetime | None, now: datetime, every: str, hour: int) -> boo
 
 def build(incidents: Sequence[Incident], school: str, now: datetime) -> Alert:
     """One message listing the incidents not yet in a digest, most serious types first."""
+    incidents = sorted(incidents, key=lambda i: (i.severity != "illegal", i.first_seen))
     by_type = Counter(i.incident_type for i in incidents)
     hits = sum(i.count for i in incidents)
+    illegal = sum(1 for i in incidents if i.severity == "illegal" and i.status != "closed")
     lines = [
         f"{school}: {len(incidents)} incident(s), {hits} attempt(s), since the last digest.",
         "",
     ]
+    if illegal:
+        lines[1:1] = [
+            f"ILLEGAL: {illegal} illegal-content incident(s) not yet closed: act now.",
+            "",
+        ]
     for incident_type, count in by_type.most_common():
         lines.append(f"  {incident_type.replace('_', ' ')}: {count}")
     lines.append("")

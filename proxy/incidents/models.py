@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from proxy.store.models import Base, UTCDateTime, site_column
@@ -77,6 +77,9 @@ class IncidentReview(Base):
     concern: Mapped[str | None] = mapped_column(Text)
     conclusion: Mapped[str] = mapped_column(Text)
     action_taken: Mapped[str] = mapped_column(Text)
+    # The first reviewer signs by filling the form (``reviewed_at``); the second signs from
+    # their own login later: NULL until then, and the incident cannot be closed.
+    second_signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     site: Mapped[str] = site_column()
 
 
@@ -94,3 +97,20 @@ class SearchRecord(Base):
     query: Mapped[str] = mapped_column(Text)
     concerning: Mapped[str | None] = mapped_column(String(100))
     site: Mapped[str] = site_column()
+
+
+class AlertDelivery(Base):
+    """Each try at delivering an alert by one channel: sent, or failed and why (never a URL:
+    alerts carry none)."""
+
+    __tablename__ = "alert_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(Text)
+    channel: Mapped[str] = mapped_column(String(200))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    attempt: Mapped[int] = mapped_column(Integer)
+    final: Mapped[bool] = mapped_column(Boolean)  # sent, or given up: no more tries
+    detail: Mapped[str | None] = mapped_column(Text)

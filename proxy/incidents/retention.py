@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, and_, or_, select
 
 from proxy.incidents import digest
 from proxy.incidents import store as incidents
@@ -96,10 +96,17 @@ def send_digest(
     if not channels:
         return 0
     with session(engine) as s:
+        # Every incident not yet in a digest, and every illegal one not yet closed, even if
+        # a digest (or the at-once alert, which may have had nobody to go to) carried it.
         pending = list(
             s.scalars(
                 select(Incident)
-                .where(Incident.severity != "illegal", Incident.digested_at.is_(None))
+                .where(
+                    or_(
+                        Incident.digested_at.is_(None),
+                        and_(Incident.severity == "illegal", Incident.status != "closed"),
+                    )
+                )
                 # This school's only: with one store for a trust, each site sends its own.
                 .where(Incident.site == settings.site)
                 .order_by(Incident.first_seen)

@@ -25,6 +25,7 @@ from proxy.incidents.events import (
     SearchEvent,
     rolls_into,
 )
+from proxy.incidents.freetext import REFUSAL, mentions_address
 from proxy.incidents.models import Incident, IncidentReview, SearchRecord
 from proxy.store.events import BATCH_HANDLERS, HANDLERS, Event
 from proxy.store.models import Change
@@ -407,6 +408,9 @@ def view(incident: Incident, reviews: Sequence[IncidentReview] = ()) -> dict[str
                 "concern": r.concern,
                 "conclusion": r.conclusion,
                 "action_taken": r.action_taken,
+                "second_signed_at": (
+                    r.second_signed_at.isoformat() if r.second_signed_at else None
+                ),
             }
             for r in reviews
         ],
@@ -450,14 +454,35 @@ class ReviewForm:
         return found
 
 
-def review(session: Session, incident_id: int, form: ReviewForm, now: datetime) -> IncidentReview:
-    """Record a two-person review; the incident becomes ``reviewed`` (a closed one cannot be)."""
+def refuse_addresses(form: ReviewForm) -> None:
+    """An illegal incident's free text must not quote the address (it would show everywhere)."""
+    for name in ("computer", "reason", "concern", "conclusion", "action_taken"):
+        if mentions_address(getattr(form, name)):
+            raise ReviewError(f"{name.replace('_', ' ')}: {REFUSAL}")
+
+
+def review(
+    session: Session,
+    incident_id: int,
+    form: ReviewForm,
+    now: datetime,
+    *,
+    second_signs_later: bool = False,
+) -> IncidentReview:
+    """Record a two-person review; the incident becomes ``reviewed`` (a closed one cannot be).
+
+    ``second_signs_later``: the first reviewer filled the form alone (the console); the
+    incident stays open until the second reviewer signs (``sign``)."""
     problems = form.problems()
     if problems:
         raise ReviewError("; ".join(problems))
     incident = get(session, incident_id)
     if incident.status == "closed":
         raise ReviewError(f"incident #{incident_id} is closed")
+    if incident.severity == "illegal":
+        refuse_addresses(form)
+    if unsigned(session, incident_id) is not None:
+        raise ReviewError(f"incident #{incident_id} has a review waiting for its second signature")
     row = IncidentReview(
         incident_id=incident.id,
         reviewed_at=now,
@@ -470,9 +495,38 @@ def review(session: Session, incident_id: int, form: ReviewForm, now: datetime) 
         concern=form.concern.strip() if form.concern else None,
         conclusion=form.conclusion.strip(),
         action_taken=form.action_taken.strip(),
+        second_signed_at=None if second_signs_later else now,
     )
     session.add(row)
-    incident.status = "reviewed"
+    if not second_signs_later:
+        incident.status = "reviewed"
+    session.flush()
+    return row
+
+
+def unsigned(session: Session, incident_id: int) -> IncidentReview | None:
+    """The incident's review waiting for its second reviewer's signature, if any."""
+    return session.scalars(
+        select(IncidentReview).where(
+            IncidentReview.incident_id == incident_id, IncidentReview.second_signed_at.is_(None)
+        )
+    ).first()
+
+
+def sign(session: Session, incident_id: int, by: str, now: datetime) -> IncidentReview:
+    """The invited second reviewer signs the review; only they can, never the first."""
+    incident = get(session, incident_id)
+    row = unsigned(session, incident_id)
+    if row is None:
+        raise ReviewError(f"incident #{incident_id} has no review waiting for a signature")
+    who = by.strip().casefold()
+    if who == row.first_reviewer.casefold():
+        raise ReviewError("you filled in this review: a second person must sign it")
+    if who != row.second_reviewer.casefold():
+        raise ReviewError(f"only {row.second_reviewer}, who was asked, can sign this review")
+    row.second_signed_at = now
+    if incident.status == "open":
+        incident.status = "reviewed"
     session.flush()
     return row
 
@@ -488,6 +542,8 @@ def close(session: Session, incident_id: int, by: str, outcome: str, now: dateti
         raise ReviewError(
             f"incident #{incident_id} has no review yet: record one with `incidents review` first"
         )
+    if not any(r.second_signed_at is not None for r in reviews_of(session, incident_id)):
+        raise ReviewError(f"incident #{incident_id}: the second reviewer has not signed yet")
     incident.status = "closed"
     incident.closed_at = now
     incident.closed_by = by.strip()

@@ -254,7 +254,9 @@ def render_in_chromium(report: Path) -> None:
 
 
 def test_a_concerning_search_raises_an_incident(scene: Scene, origin: Origin) -> None:
-    """A pupil's search for a concerning term is logged and raises a concerning_search incident."""
+    """A pupil's search for a concerning term is logged and raises a concerning_search incident;
+    a search about suicide alerts at once by e-mail and webhook (issue 13: it used to wait for
+    the digest), saying who and when but not the words searched."""
     gateway = scene.gateway
     url = f"http://127.0.0.1:{origin.http_port}/search?q=how+to+k1ll+myself"
     status, _ = gateway.get(url, client=PUPIL, headers={"Host": "www.google.co.uk"})
@@ -264,7 +266,15 @@ def test_a_concerning_search_raises_an_incident(scene: Scene, origin: Origin) ->
     assert rows[0]["category"] == "suicide"
     assert rows[0]["search_query"] == "how to k1ll myself"
     assert rows[0]["recommended_actions"] == ["Safeguarding (Designated Safeguarding Lead)"]
-    assert scene.mail.messages == []  # a digest matter, not an at-once alert
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (scene.mail.messages and scene.webhook.calls):
+        time.sleep(0.1)
+    assert len(scene.webhook.calls) == 1
+    assert scene.webhook.calls[0]["category"] == "suicide"
+    assert len(scene.mail.messages) == 1
+    assert "Search about suicide" in scene.mail.messages[0]["Subject"]
+    assert b"k1ll" not in scene.mail.messages[0].as_bytes()
+    assert "k1ll" not in json.dumps(scene.webhook.calls)
 
 
 def test_a_broken_escalation_table_stops_the_start(tmp_path: Path) -> None:

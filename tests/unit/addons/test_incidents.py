@@ -77,7 +77,12 @@ def test_an_unacceptable_hit_becomes_an_incident_event(rig: Any) -> None:
 def test_an_illegal_hit_is_queued_without_its_url(rig: Any) -> None:
     """The event for an IWF hit carries the hash and the list name, not the address."""
     run(rig, "http://iwf-test.example/abuse/test-image.jpg")
-    (event,) = rig[3].events
+    event, unsent = rig[3].events
+    # No alerts.illegal recipient in this rig: that the alert went to nobody is on record too.
+    assert unsent.kind == "alert.delivery"
+    assert unsent.data["channel"] == "nobody"
+    assert unsent.data["ok"] is False
+    assert "iwf-test.example" not in unsent.to_json()
     assert event.data["severity"] == "illegal"
     assert event.data["url"] is None
     assert "iwf-test.example" not in event.to_json()
@@ -89,7 +94,9 @@ def test_searches_are_logged_and_concerning_ones_raise_incidents(rig: Any) -> No
     run(rig, "http://www.bing.com/search?q=volcanoes")
     run(rig, "http://www.bing.com/search?q=self+harm")
     kinds = [e.kind for e in rig[3].events]
-    assert kinds == [SEARCH_EVENT, SEARCH_EVENT, INCIDENT_EVENT]
+    # A self-harm search alerts at once; with nobody to tell in this rig, that is recorded.
+    assert kinds == [SEARCH_EVENT, SEARCH_EVENT, INCIDENT_EVENT, "alert.delivery"]
+    assert rig[3].events[3].data["channel"] == "nobody"
     assert rig[3].events[0].data["query"] == "volcanoes"
     assert rig[3].events[1].data["concerning"] == "self_harm"
     assert rig[3].events[2].data["incident_type"] == "concerning_search"

@@ -192,3 +192,21 @@ def test_every_subcommand_has_help() -> None:
         code, out, _ = invoke(name, "--help")
         assert code == 0
         assert "--help" in out or "Usage" in out
+
+
+def test_check_says_in_red_when_nobody_is_alerted(config: Path) -> None:
+    """No e-mail or webhook under alerts.illegal: check warns in red (exit 0, it is a warning);
+    with one, the warning is gone."""
+    result = CliRunner().invoke(cli, ["check", "--config", str(config)], color=True)
+    assert result.exit_code == 0
+    assert "alerts.illegal names no e-mail or webhook" in result.stderr
+    assert "\x1b[31m" in result.stderr  # red
+    settings = config / "schoolgate.yaml"
+    text = settings.read_text("utf-8").replace(
+        "illegal: {webhook: null, email: []}",
+        "illegal: {webhook: null, email: [dsl@school.example]}",
+    )
+    settings.write_text(text, "utf-8")
+    code, _, err = invoke("check", "--config", str(config))
+    assert code == 0, err
+    assert "alerts.illegal" not in err

@@ -253,3 +253,30 @@ def test_searches_are_listed_with_who_and_what(config: Path) -> None:
     code, out, _ = sg(config, "incidents", "searches", "--concerning")
     assert "volcano" not in out
     assert "[concerning: suicide]" in out
+
+
+@pytest.mark.parametrize(
+    "concern",
+    [IWF_URL, f"https://{IWF_URL}", "saw iwf-test[.]example on the screen", "10.9.8.7"],
+)
+def test_an_iwf_address_typed_as_a_concern_is_refused(config: Path, concern: str) -> None:
+    """`review --concern` on the illegal incident refuses an address; `show` never prints it."""
+    code, _, err = sg(
+        config,
+        "incidents",
+        "review",
+        "2",
+        "--first",
+        "a.dsl",
+        "--second",
+        "b.head",
+        "--concern",
+        concern,
+        *REVIEW,
+    )
+    assert code == 1
+    assert "write no web address or site name" in err
+    code, out, _ = sg(config, "incidents", "show", "2")
+    assert "iwf-test" not in out
+    assert "10.9.8.7" not in out
+    assert "status:     open" in out or "open" in out

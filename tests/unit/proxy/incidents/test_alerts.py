@@ -97,3 +97,37 @@ def test_send_never_blocks_on_a_dead_channel() -> None:
     wait_for(lambda: alerter.failed)
     alerter.stop()
     assert alerter.failed[0][:2] == ("illegal", "webhook")
+
+
+def test_every_try_is_told_to_on_result() -> None:
+    """A channel that fails once then works: a retrying failure, then a final success; one
+    that always fails: its final failure, with the reason."""
+    from proxy.incidents.alerts import Alert, Alerter, Result
+
+    class Flaky:
+        name = "flaky"
+
+        def __init__(self, fails: int) -> None:
+            self.fails = fails
+
+        def deliver(self, alert: Alert) -> None:
+            if self.fails:
+                self.fails -= 1
+                raise OSError("mail server down")
+
+    told: list[Result] = []
+    alerter = Alerter(max_attempts=2, base_delay=0.01, on_result=told.append)
+    alerter.start()
+    alert = Alert("illegal", "subject", "text", {})
+    alerter.send(alert, [Flaky(1)])
+    alerter.send(alert, [Flaky(5)])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len([r for r in told if r.final]) < 2:
+        time.sleep(0.01)
+    alerter.stop()
+    finals = [r for r in told if r.final]
+    assert sorted(r.ok for r in finals) == [False, True]
+    failed = next(r for r in finals if not r.ok)
+    assert failed.detail == "OSError: mail server down"
+    assert failed.attempt == 2
+    assert any(not r.final and not r.ok for r in told)

@@ -14,8 +14,8 @@ from sqlalchemy import Engine
 from proxy.identity import Identity
 from proxy.incidents import digest
 from proxy.incidents import store as log
-from proxy.incidents.alerts import Alerter
-from proxy.incidents.events import concerning_search
+from proxy.incidents.alerts import Alert, Alerter
+from proxy.incidents.events import IncidentEvent, concerning_search
 from proxy.incidents.report import blocked_from_access_log
 from proxy.incidents.retention import Housekeeper, purge_access_log, send_digest
 from proxy.settings import Settings
@@ -145,6 +145,45 @@ def test_only_one_housekeeper_holds_the_lock(tmp_path: Path) -> None:
     first.stop()
     assert second._holds_lock()
     second.stop()
+
+
+def test_a_digest_never_leaves_out_an_illegal_incident(engine: Engine) -> None:
+    """Every digest lists each illegal incident not yet closed, first, with the notice and
+    never the address, even one an earlier digest carried; a closed one drops out."""
+
+    settings = Settings.model_validate(
+        {"data_dir": "/nonexistent", "alerts": {"digest": {"webhook": "http://127.0.0.1:9/"}}}
+    )
+    pupil = Identity("p.one", "pupil", "10.10.0.7", "login")
+    illegal = IncidentEvent(
+        event_id="e1", at=NOW, user="p.one", group="pupil", client_ip="10.10.0.7", device=None,
+        category="child_abuse", incident_type="illegal", severity="illegal", url=None,
+        url_hash="hmac-sha256:ab", list_name="iwf", reference="SG-1",
+    )  # fmt: skip
+    with session(engine) as s:
+        log.record_incident(s, illegal)
+        log.record_incident(
+            s, concerning_search(pupil, "google", "self harm", "self_harm", "self harm", NOW)
+        )
+
+    class Keep:
+        def __init__(self) -> None:
+            self.sent: list[Alert] = []
+
+        def send(self, alert: Alert, channels: object) -> None:
+            self.sent.append(alert)
+
+    kept = Keep()
+    assert send_digest(settings, engine, kept, "School", NOW) == 2  # type: ignore[arg-type]
+    assert send_digest(settings, engine, kept, "School", NOW) == 1  # type: ignore[arg-type]
+    for alert in kept.sent:
+        assert "ILLEGAL: 1 illegal-content incident(s) not yet closed" in alert.text
+        listed = [x for x in alert.text.splitlines() if x.startswith("#")]
+        assert "IWF list" in listed[0]  # listed before the others
+    with session(engine) as s:
+        i = log.find(s, severity="illegal")[0]
+        i.status = "closed"
+    assert send_digest(settings, engine, kept, "School", NOW) == 0  # type: ignore[arg-type]
 
 
 def test_a_sites_digest_holds_only_its_own_incidents(engine: Engine, tmp_path: Path) -> None:

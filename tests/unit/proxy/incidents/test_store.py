@@ -225,6 +225,27 @@ def test_events_go_through_the_store_writer_handlers(engine: Engine) -> None:
     assert json.loads(found[0].actions)
 
 
+def test_free_text_on_an_illegal_incident_may_not_name_the_site(engine: Engine) -> None:
+    """Every free-text field of C2 on an illegal incident refuses a URL or host; an ordinary
+    incident's review may quote its (non-illegal) address."""
+    with session(engine) as s:
+        illegal, _ = incidents.record_incident(s, hit(illegal=True, category="child_abuse"))
+        ordinary, _ = incidents.record_incident(s, hit(minutes=1))
+        ids = (illegal.id, ordinary.id)
+    for field in ("concern", "conclusion", "action_taken", "reason"):
+        form = incidents.ReviewForm(**{**FORM.__dict__, field: f"pupil opened {IWF_URL}"})
+        with (
+            pytest.raises(incidents.ReviewError, match="write no web address"),
+            session(engine) as s,
+        ):
+            incidents.review(s, ids[0], form, T0)
+    with session(engine) as s:
+        assert incidents.reviews_of(s, ids[0]) == []
+        quoted = incidents.ReviewForm(**{**FORM.__dict__, "concern": "adult-demo.example"})
+        incidents.review(s, ids[1], quoted, T0)
+        incidents.review(s, ids[0], FORM, T0)
+
+
 # --- the writer's batch: the same incidents as one hit at a time --------------------------
 
 SUBJECTS = [PUPIL, STAFF, Identity(None, "guest", "10.99.0.1", "default")]

@@ -1,0 +1,188 @@
+"""A person's browsing around a moment, read from the access log by seeking, not scanning.
+
+The access log (``DATA_DIR/access.log``, JSON lines, ``time`` first) is
+written in time order, so the lines between two times are found by a
+binary search on byte offsets: each probe reads one line, so a ±30-minute
+window costs O(log size) seeks plus the lines inside it, not the whole file.
+Lines are only nearly ordered (requests finish out of order by a few
+seconds), so the search starts ``SLACK`` early and every line is filtered.
+Rotated files (``access.log.1``, … uncompressed, as logrotate leaves them
+with ``delaycompress``) are read too, newest last.
+
+A *page load* is what a person sees as a page: an HTML document, not every
+image, script or font it pulls in. The log's ``ctype`` (the response's
+content type, recorded since this module) decides; older lines without it
+fall back to the path (no static-file extension, a GET). Illegal hits are
+logged with host and path withheld, and stay withheld here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, BinaryIO
+
+SLACK = timedelta(seconds=30)
+STATIC = (
+    ".js", ".mjs", ".css", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".ico", ".webp", ".avif",
+    ".woff", ".woff2", ".ttf", ".otf", ".map", ".json", ".xml", ".mp4", ".webm", ".mp3",
+    ".m4s", ".ts", ".wasm", ".txt",
+)  # fmt: skip
+WITHHELD_MARKERS = ("(withheld)", "(withheld: illegal list)")
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One access-log line, as the DSL's pages use it."""
+
+    at: datetime
+    user: str | None
+    client_ip: str | None
+    host: str
+    path: str
+    decision: str | None
+    category: str | None
+    action: str | None
+    ctype: str | None
+    method: str
+
+    @property
+    def withheld(self) -> bool:
+        return self.host in WITHHELD_MARKERS
+
+    @property
+    def address(self) -> str:
+        """Where, as it may be shown: an illegal hit's address never is."""
+        if self.withheld:
+            return "(address withheld: illegal list)"
+        return f"{self.host}{self.path}"
+
+    @property
+    def blocked(self) -> bool:
+        return self.decision == "block"
+
+    @property
+    def is_page(self) -> bool:
+        if self.withheld:
+            return True  # an illegal hit is always shown, as what it is
+        if self.method != "GET":
+            return False
+        if self.ctype:
+            # A document a person reads (a plain-text file opened in a tab is one too).
+            return self.ctype.split(";", 1)[0].strip().lower() in (
+                "text/html",
+                "application/xhtml+xml",
+                "text/plain",
+            )
+        bare = self.path.split("?", 1)[0].lower()
+        return not bare.endswith(STATIC)
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None  # a torn last line while the writer is mid-write
+    return data if isinstance(data, dict) and isinstance(data.get("time"), str) else None
+
+
+def _time(data: dict[str, Any]) -> datetime | None:
+    try:
+        at = datetime.fromisoformat(data["time"].replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _line(data: dict[str, Any], at: datetime) -> LogLine:
+    return LogLine(
+        at=at,
+        user=data.get("user"),
+        client_ip=data.get("client_ip"),
+        host=str(data.get("host") or ""),
+        path=str(data.get("path") or ""),
+        decision=data.get("decision"),
+        category=data.get("category"),
+        action=data.get("action"),
+        ctype=data.get("ctype"),
+        method=str(data.get("method") or "GET"),
+    )
+
+
+def _time_at(f: BinaryIO, offset: int) -> tuple[datetime | None, int]:
+    """The time of the first whole line at or after ``offset``, and that line's offset."""
+    f.seek(offset)
+    if offset:
+        f.readline()  # the rest of a line we landed in the middle of
+    while True:
+        start = f.tell()
+        raw = f.readline()
+        if not raw:
+            return None, start
+        data = _parse(raw)
+        if data is not None and (at := _time(data)) is not None:
+            return at, start
+
+
+def _seek(f: BinaryIO, size: int, since: datetime) -> int:
+    """The offset of a line at or before the first line with time >= ``since``."""
+    lo, hi = 0, size
+    while hi - lo > 4096:
+        mid = (lo + hi) // 2
+        at, _ = _time_at(f, mid)
+        if at is None or at >= since:
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
+def read_window(path: Path, since: datetime, until: datetime) -> Iterator[LogLine]:
+    """Every line of one log file with ``since <= time < until`` (seeking to ``since``)."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        f.seek(_seek(f, size, since - SLACK))
+        if f.tell():
+            f.readline()
+        late = until + SLACK
+        for raw in f:
+            data = _parse(raw)
+            if data is None or (at := _time(data)) is None:
+                continue
+            if at >= late:
+                return
+            if since <= at < until:
+                yield _line(data, at)
+
+
+def log_files(access_log: Path) -> list[Path]:
+    """The current log and its uncompressed rotations, oldest first."""
+    rotated = []
+    for candidate in access_log.parent.glob(access_log.name + ".*"):
+        suffix = candidate.name[len(access_log.name) + 1 :]
+        if suffix.isdigit():
+            rotated.append((int(suffix), candidate))
+    return [p for _, p in sorted(rotated, reverse=True)] + [access_log]
+
+
+def matches(line: LogLine, subject: str) -> bool:
+    """Is this line the subject's: a user name, or ``ip:ADDRESS`` for nobody signed in."""
+    if subject.startswith("ip:"):
+        return not line.user and line.client_ip == subject[3:]
+    return line.user == subject
+
+
+def activity(access_log: Path, subject: str, since: datetime, until: datetime) -> Iterator[LogLine]:
+    """The subject's lines between two times, across the rotated files, oldest first."""
+    for path in log_files(access_log):
+        for line in read_window(path, since, until):
+            if matches(line, subject):
+                yield line
