@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from addons.audit import Audit
+from addons.browserhosts import BrowserHosts
 from addons.circumvention import Circumvention
 from addons.downloads import Downloads
 from addons.filter import Filter
@@ -41,6 +42,8 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
     return [
         # First: owns the filterset every later addon reads, and its hot reload.
         loader,
+        # Loaded before any connection: mitmproxy accepts every host a browser sends (UTS #46).
+        BrowserHosts(),
         # The one writer to the SQL store (spools while it is down); running before any recorder.
         store,
         # Keeps the overrides and suspensions in force in memory, for the filter's decisions.

@@ -24,7 +24,7 @@ from mitmproxy import connection, http, tls
 
 from addons.identify import Identify, identity_of
 from addons.policyload import PolicyLoader
-from blocklists.normalise import BadURL, CanonicalURL, normalise_url
+from blocklists.normalise import BadURL, CanonicalURL, normalise_parts, normalise_url
 from proxy import blockpage
 from proxy.decision import Decision
 from proxy.identity import Identity
@@ -116,7 +116,7 @@ class Filter:
         now = datetime.now(UTC)
         request = flow.request
         try:
-            url = normalise_url(request.url)
+            url = normalise_parts(request.scheme, request.host, request.port, request.path)
         except BadURL as exc:
             raise ValueError(f"unparseable URL: {exc}") from None
         controls = self.loader.controls

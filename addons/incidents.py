@@ -34,7 +34,7 @@ from sqlalchemy import Engine
 from addons.filter import REFERENCE, decision_of
 from addons.identify import Identify, identity_of
 from addons.policyload import PolicyLoader
-from blocklists.normalise import BadURL, normalise_host, normalise_url
+from blocklists.normalise import BadURL, normalise_host, normalise_parts
 from proxy.decision import Decision
 from proxy.identity import Identity
 from proxy.incidents import events
@@ -228,7 +228,8 @@ class Incidents:
             if self._at_connect.get(flow.client_conn) == decision:
                 return  # the same attempt, raised already at its CONNECT / SNI
             try:
-                canonical = normalise_url(flow.request.url).entry
+                r = flow.request
+                canonical = normalise_parts(r.scheme, r.host, r.port, r.path).entry
             except BadURL:
                 canonical = flow.request.pretty_host
             self._raise(decision, identity, canonical, now, flow.metadata.get(REFERENCE))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, cast
 
-from blocklists.normalise import BadURL, normalise_host, normalise_url
+from blocklists.normalise import BadURL, normalise_host, normalise_parts
 from proxy.decision import Decision
 from proxy.filterset import Filterset
 from proxy.identity import Identity
@@ -114,7 +114,7 @@ def choose(
     worst: Decision | None = None
     worst_host = hosts[0]
     for host in hosts:
-        decision = fs.decide_url(identity, normalise_url(f"https://{host}/"), when)
+        decision = fs.decide_url(identity, normalise_parts("https", host, 443, "/"), when)
         if worst is None or _stricter(worst, decision) is decision:
             worst, worst_host = decision, host
     assert worst is not None

@@ -126,6 +126,7 @@ def test_addon_order_is_declared_once(filterset: Filterset) -> None:
     names = [type(a).__name__ for a in schoolgate_addons(ROOT / "config", filterset)]
     assert names == [
         "PolicyLoader",
+        "BrowserHosts",
         "StoreWriter",
         "Overrides",
         "ProxyLogin",

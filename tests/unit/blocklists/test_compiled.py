@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from blocklists.compiled import MAGIC, CompiledBuilder, CompiledIndex, IndexFormatError, read_meta
+from blocklists.compiled import (
+    MAGIC,
+    VERSION,
+    CompiledBuilder,
+    CompiledIndex,
+    IndexFormatError,
+    read_meta,
+)
 from blocklists.formats import read_source
 from blocklists.index import NO_HITS, Hit, IndexBuilder, MemoryIndex, hash_entry
 from blocklists.normalise import BadURL, normalise_url
@@ -110,7 +117,7 @@ def test_counts_and_meta(pair: tuple[MemoryIndex, CompiledIndex], tmp_path: Path
     ref, comp = pair
     assert dict(comp.counts()) == dict(ref.counts())
     meta = read_meta(tmp_path / "lists.idx")
-    assert meta["version"] == 1
+    assert meta["version"] == VERSION
     assert meta["keys"] == 7  # distinct hosts, path hosts included
 
 
