@@ -23,6 +23,7 @@ from addons.pipeline import Pipeline
 from addons.policyload import PolicyLoader
 from addons.review import Review
 from addons.safesearch import SafeSearch
+from addons.safesearch_tunnel import SafeSearchTunnel
 from addons.store import StoreWriter
 from addons.tlspolicy import TlsPolicy
 from addons.upstream import UpstreamChain
@@ -63,6 +64,8 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         Incidents(loader, store),
         # At the ClientHello, before any handshake: pass TLS through undecrypted, or refuse it.
         TlsPolicy(loader, audit),
+        # Where the TLS policy sent an undecrypted search engine's tunnel: pins those names.
+        SafeSearchTunnel(),
         # On each allowed request: force the engine's safe mode, or block an unlockable engine.
         SafeSearch(loader),
         # At the response: file kinds and sizes the group may not download.

@@ -189,6 +189,8 @@ class TlsPolicy:
         decision = self._decision(identity, choice)
         if choice.action == "pass":
             self.passed += 1
+            if choice.connect_to and context.server.address:  # safe search by address
+                context.server.address = (choice.connect_to, context.server.address[1])
             nextlayer.layer = layers.TCPLayer(context, ignore=True)
         else:
             self.refused += 1

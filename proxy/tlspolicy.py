@@ -6,9 +6,11 @@ when the group does not trust the school's certificate (``intercept:
 false``: guests, BYOD) or when a host is on the policy's ``no_decrypt``
 list (by host or category). Such a connection can only be filtered on its
 host names, so it is decided as its root URL (``https://HOST/``) would be:
-blocked there means refused. Safe search cannot be forced on a connection
-that is not decrypted, so search engines are refused for groups with safe
-search on. Every other connection is intercepted, and the filter decides
+blocked there means refused. Safe search cannot be forced by rewriting
+requests on a connection that is not decrypted, so for groups with safe search on a search engine's
+tunnel is connected to the address of the engine's locked service
+(``connect_to``: ``forcesafesearch.google.com`` and the like), and an engine
+with no such service is refused. Every other connection is intercepted, and the filter decides
 on each request inside it.
 
 HTTPS with no SNI to a raw IP address follows the group's
@@ -27,7 +29,7 @@ from blocklists.normalise import BadURL, normalise_host, normalise_parts
 from proxy.decision import Decision
 from proxy.filterset import Filterset
 from proxy.identity import Identity
-from proxy.safesearch import Level, lock_for
+from proxy.safesearch import Level, lock_for, tunnel_target
 
 _SEVERITY = {None: 0, "unacceptable": 1, "illegal": 2}
 
@@ -40,6 +42,8 @@ class TlsChoice:
     reason: str
     host: str | None = None
     decision: Decision | None = None
+    # For a search engine passed through: the name whose address the tunnel goes to.
+    connect_to: str | None = None
 
 
 def is_ip(host: str) -> bool:
@@ -124,6 +128,15 @@ def choose(
         level = cast(Level, group.safe_search)
         for host in hosts:
             lock = lock_for(host, level)
+            target = tunnel_target(host, level)
+            if lock is not None and target is not None:
+                return TlsChoice(
+                    "pass",
+                    f"{passthrough}; safe search locked by connecting to {target}",
+                    host,
+                    worst,
+                    connect_to=target,
+                )
             if lock is not None:
                 return TlsChoice(
                     "refuse",

@@ -481,8 +481,12 @@ def test_byod_blocked_sni_is_refused_cleanly(gw: Gateway, origin_ca: OriginCA) -
 
 
 def test_byod_search_engines_are_refused_without_decryption(gw: Gateway) -> None:
-    """Safe search cannot be forced on undecrypted TLS, so Google is refused for BYOD."""
-    status, sock = connect(gw, "www.google.com", 443, BYOD)
+    """An engine with no locked service (Yahoo) cannot be made safe undecrypted: refused for BYOD.
+
+    Google, Bing, YouTube and DuckDuckGo are tunnelled to their locked service instead
+    (tests/integration/test_safesearch_tunnel.py).
+    """
+    status, sock = connect(gw, "search.yahoo.com", 443, BYOD)
     sock.close()
     assert status == 403
 

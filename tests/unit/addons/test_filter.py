@@ -135,6 +135,7 @@ def test_addon_order_is_declared_once(filterset: Filterset) -> None:
         "Circumvention",
         "Incidents",
         "TlsPolicy",
+        "SafeSearchTunnel",
         "SafeSearch",
         "Downloads",
         "Review",
