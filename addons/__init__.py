@@ -27,6 +27,7 @@ from addons.safesearch_tunnel import SafeSearchTunnel
 from addons.store import StoreWriter
 from addons.tlspolicy import TlsPolicy
 from addons.upstream import UpstreamChain
+from addons.upstream_errors import UpstreamErrors
 from proxy.filterset import Filterset
 
 __all__ = ["Pipeline", "schoolgate_addons"]
@@ -74,6 +75,8 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         Review(loader),
         # With a parent proxy: closes surplus parent connections, never touches a decision.
         UpstreamChain(),
+        # When the site cannot be reached: the school's page instead of mitmproxy's bare 502.
+        UpstreamErrors(loader),
         # Records what was decided, after the response is known.
         audit,
         # After the decision and the response: only counts, never changes a flow.

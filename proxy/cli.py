@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from blocklists.normalise import BadURL, normalise_url
+from proxy.ca_cli import ca
 from proxy.cli_changes import CHANGE_CONTROL, controls_for_explain
 from proxy.cli_common import config_option, fail, open_filterset
 from proxy.cli_incidents import INCIDENT_COMMANDS
@@ -199,7 +200,7 @@ def run(
             settings = settings.model_validate(settings.model_dump() | {"metrics_listen": metrics})
         except ValueError:
             raise fail(f"schoolgate_metrics_listen {metrics!r}: expected HOST:PORT") from None
-        ensure_ca(settings)
+        ensure_ca(settings, fs.policy.school)
         args = ["run", "--config", str(config_dir), "--worker", "--listen", settings.listen]
         args += [f"--mode={m}" for m in settings.modes]
         args += [f"--set={k}={v}" for k, v in options.items()]
@@ -219,3 +220,4 @@ cli.add_command(users)  # proxy-login users file (proxy/users_cli.py)
 for _command in INCIDENT_COMMANDS:  # incidents, report, purge (proxy/cli_incidents.py)
     cli.add_command(_command)
 cli.add_command(lists)  # compile, update, lookup, stats (proxy/lists_cli.py)
+cli.add_command(ca)  # show, rotate: the school's CA (proxy/ca_cli.py)

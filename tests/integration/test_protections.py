@@ -518,7 +518,7 @@ def test_https_to_a_raw_ip_without_sni_follows_the_policy(gw: Gateway) -> None:
     sock.close()
     status, sock = connect(gw, "127.0.0.9", 443, HEAD)
     with _tls(sock, None, gw.ca_file) as tls:
-        assert "mitmproxy" in _issuer(tls)
+        assert "Schoolgate CA" in _issuer(tls)  # the proxy's CA, named for the school
 
 
 # --- circumvention -------------------------------------------------------------------------
