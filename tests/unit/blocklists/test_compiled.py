@@ -244,3 +244,13 @@ def test_plain_iwf_urls_hash_only_the_lookups_on_their_hosts(tmp_path: Path) -> 
             got = sorted(index.match(host, path), key=repr)
             assert got == sorted(reference.match(host, path), key=repr), (host, path)
         assert index.has_paths(host) == reference.has_paths(host)
+
+
+def test_path_prefixes_mirror_path_matches() -> None:
+    """Every prefix path_prefixes yields is accepted by path_matches, and no other one is."""
+    from blocklists.index import path_matches, path_prefixes
+
+    for path in ["/a/b.html?q=1", "/dir/page.php;x", "/x.y.z/w", "/", "/a//b"]:
+        yielded = set(path_prefixes(path))
+        accepted = {path[:i] for i in range(1, len(path) + 1) if path_matches(path[:i], path)}
+        assert yielded == accepted, path
