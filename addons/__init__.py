@@ -21,6 +21,7 @@ from addons.metrics import Metrics
 from addons.overrides import Overrides
 from addons.pipeline import Pipeline
 from addons.policyload import PolicyLoader
+from addons.radius import RadiusListener
 from addons.review import Review
 from addons.safesearch import SafeSearch
 from addons.safesearch_tunnel import SafeSearchTunnel
@@ -50,6 +51,8 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         store,
         # Keeps the overrides and suspensions in force in memory, for the filter's decisions.
         Overrides(loader, store),
+        # Binds Wi-Fi addresses to users from RADIUS accounting, read back as logins below.
+        RadiusListener(loader),
         # Checks proxy logins (407 on wrong ones) and trusted headers before anyone is named.
         login,
         # Who is asking must be known before anything is decided.

@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyAddress,
     IPvAnyNetwork,
     field_validator,
     model_validator,
@@ -129,6 +130,28 @@ class Auth(Strict):
         return self
 
 
+class RadiusClient(Strict):
+    """A NAS (wireless controller) allowed to send accounting, and its shared secret."""
+
+    address: IPvAnyAddress
+    secret: str | None = None  # or secret_env, so the secret stays out of the file
+    secret_env: str | None = None  # the environment variable that holds the secret
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> RadiusClient:
+        if (self.secret is None) == (self.secret_env is None):
+            raise ValueError("give exactly one of secret and secret_env")
+        return self
+
+
+class Radius(Strict):
+    """RADIUS accounting from the Wi-Fi: Framed-IP-Address -> User-Name (proxy/radius.py)."""
+
+    listen: str = "0.0.0.0:1813"
+    clients: list[RadiusClient]
+    session_minutes: int = Field(480, ge=1)  # a session with no Interim or Stop ends then
+
+
 class Settings(Strict):
     """The settings file as written, before paths are resolved."""
 
@@ -144,6 +167,7 @@ class Settings(Strict):
     workers: int = Field(1, ge=1, le=64)  # mitmproxy processes sharing the listen port
     upstream: str | None = None  # http://HOST:PORT of a parent proxy to chain to
     auth: Auth = Auth()
+    radius: Radius | None = None
 
     @field_validator("listen")
     @classmethod

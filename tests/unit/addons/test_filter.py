@@ -129,6 +129,7 @@ def test_addon_order_is_declared_once(filterset: Filterset) -> None:
         "BrowserHosts",
         "StoreWriter",
         "Overrides",
+        "RadiusListener",
         "ProxyLogin",
         "Identify",
         "Filter",
