@@ -12,6 +12,7 @@ from typing import Any
 from addons.audit import Audit
 from addons.browserhosts import BrowserHosts
 from addons.circumvention import Circumvention
+from addons.directory import DirectoryLookup
 from addons.downloads import Downloads
 from addons.filter import Filter
 from addons.identify import Identify
@@ -39,7 +40,8 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
     loader = PolicyLoader(config_dir, filterset)
     store = StoreWriter(loader)
     login = ProxyLogin(loader)
-    identify = Identify(loader, login)
+    directory = DirectoryLookup(loader)
+    identify = Identify(loader, login, directory)
     filt = Filter(loader, identify)
     audit = Audit(loader)
     return [
@@ -55,6 +57,8 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         RadiusListener(loader),
         # Checks proxy logins (407 on wrong ones) and trusted headers before anyone is named.
         login,
+        # Asks the directory (in a thread) for a named user's groups, for Identify to read.
+        directory,
         # Who is asking must be known before anything is decided.
         identify,
         # Decides on the CONNECT/SNI host first, then on each request; blocks.

@@ -17,6 +17,7 @@ from weakref import WeakKeyDictionary
 
 from mitmproxy import connection, http
 
+from addons.directory import DirectoryLookup
 from addons.login import ProxyLogin, login_of
 from addons.policyload import PolicyLoader
 from proxy.identity import Identity
@@ -30,9 +31,15 @@ def identity_of(flow: http.HTTPFlow) -> Identity | None:
 
 
 class Identify:
-    def __init__(self, loader: PolicyLoader, logins: ProxyLogin | None = None) -> None:
+    def __init__(
+        self,
+        loader: PolicyLoader,
+        logins: ProxyLogin | None = None,
+        directory: DirectoryLookup | None = None,
+    ) -> None:
         self.loader = loader
         self.logins = logins
+        self.directory = directory
         self._by_client: WeakKeyDictionary[connection.Client, Identity] = WeakKeyDictionary()
 
     def _identify(self, flow: http.HTTPFlow) -> Identity:
@@ -45,6 +52,8 @@ class Identify:
             auth = flow.metadata.get("proxyauth")
             login = auth[0] if isinstance(auth, tuple) and auth else None
         identity = self.loader.filterset.identities.resolve(flow.client_conn.peername[0], login)
+        if self.directory is not None:  # a named user's directory group, from its cache
+            identity = self.directory.identity(identity)
         flow.metadata[IDENTITY] = identity
         return identity
 
@@ -54,9 +63,10 @@ class Identify:
         if found is not None:
             return found
         login = self.logins.login_of_client(client) if self.logins else None
-        return self.loader.filterset.identities.resolve(
+        identity = self.loader.filterset.identities.resolve(
             client.peername[0], login.user if login else None
         )
+        return self.directory.identity(identity) if self.directory is not None else identity
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         identity = self._identify(flow)

@@ -152,6 +152,33 @@ class Radius(Strict):
     session_minutes: int = Field(480, ge=1)  # a session with no Interim or Stop ends then
 
 
+class DirectoryGroup(Strict):
+    """One directory group and the filter group its members get."""
+
+    dn: str  # cn=teachers,ou=groups,dc=school,dc=local
+    group: str  # a group of policy.yaml
+
+
+class Directory(Strict):
+    """Filter groups from directory (LDAP / AD) group membership (proxy/directory.py)."""
+
+    server: str  # ldaps://dc1.school.local (ldap:// only on a trusted network)
+    base_dn: str  # where people and groups are searched
+    bind_dn: str | None = None  # null: an anonymous search
+    bind_password_env: str | None = None  # the environment variable with the bind password
+    user_filter: str = "(uid={user})"  # AD: (sAMAccountName={user}); {user} is escaped
+    groups: list[DirectoryGroup]  # the first group the user is in decides
+    cache_minutes: int = Field(10, ge=1)
+    timeout_seconds: float = Field(5.0, gt=0)
+
+    @field_validator("user_filter")
+    @classmethod
+    def _user_filter(cls, value: str) -> str:
+        if "{user}" not in value:
+            raise ValueError("user_filter must contain {user}")
+        return value
+
+
 class Settings(Strict):
     """The settings file as written, before paths are resolved."""
 
@@ -168,6 +195,7 @@ class Settings(Strict):
     upstream: str | None = None  # http://HOST:PORT of a parent proxy to chain to
     auth: Auth = Auth()
     radius: Radius | None = None
+    directory: Directory | None = None
 
     @field_validator("listen")
     @classmethod

@@ -5,7 +5,9 @@ RADIUS Accounting-Requests (pyrad) to the filter's listener. The pupil's
 address (127.0.0.2, group pupil by network) becomes head.teacher's at Start
 (the head may use social media), stays so across a restart of the filter,
 and is the pupil network's again at Stop. A packet with the wrong secret, or
-from an address that is not a listed NAS, changes nothing.
+from an address that is not a listed NAS, changes nothing. With a directory
+(a real slapd), a Wi-Fi user the policy does not list gets the filter group
+their directory group maps to.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tests.integration.harness import (
     stop_gateway,
     write_config,
 )
+from tests.slapd import Slapd, slapd  # noqa: F401  (the fixture)
 
 SECRET = b"integration-wifi-secret"
 DICT = load_dictionary()
@@ -125,5 +128,39 @@ def test_start_names_the_address_and_stop_ends_it(
         time.sleep(0.5)
         assert Nas(radius_port).send("Stop", "head.teacher", PUPIL)
         assert _eventually(403, gw, origin) == 403
+    finally:
+        stop_gateway(gw)
+
+
+def test_directory_group_picks_the_filter_group(
+    tmp_path: Path,
+    origin_ca: OriginCA,
+    origin: Origin,
+    slapd: Slapd,  # noqa: F811
+) -> None:
+    """A Wi-Fi user the policy does not list gets the group their directory group maps to."""
+    port = _udp_port()
+    write_config(tmp_path / "config", tmp_path / "var", free_port())
+    with (tmp_path / "config" / "schoolgate.yaml").open("a", encoding="utf-8") as settings:
+        settings.write(
+            "radius:\n"
+            f"  listen: 127.0.0.1:{port}\n"
+            "  clients:\n"
+            f"    - {{address: 127.0.0.1, secret: {SECRET.decode()}}}\n"
+            "directory:\n"
+            f"  server: {slapd.url}\n"
+            f"  base_dn: {slapd.suffix}\n"
+            "  groups:\n"
+            f"    - {{dn: 'cn=teachers,ou=groups,{slapd.suffix}', group: head}}\n"
+        )
+    gw = start_gateway(tmp_path, origin_ca)
+    try:
+        time.sleep(0.5)
+        assert _social(gw, origin) == 403  # 127.0.0.2 is the pupil network
+        assert Nas(port).send("Start", "erin.nobody", PUPIL)  # in the directory, no mapped group
+        time.sleep(1.5)
+        assert _social(gw, origin) == 403
+        assert Nas(port).send("Start", "carol.staff", PUPIL)  # a member of cn=teachers
+        assert _eventually(200, gw, origin) == 200  # head: social media allowed
     finally:
         stop_gateway(gw)

@@ -131,6 +131,7 @@ def test_addon_order_is_declared_once(filterset: Filterset) -> None:
         "Overrides",
         "RadiusListener",
         "ProxyLogin",
+        "DirectoryLookup",
         "Identify",
         "Filter",
         "Circumvention",
