@@ -12,6 +12,7 @@ from typing import Any
 from addons.audit import Audit
 from addons.browserhosts import BrowserHosts
 from addons.circumvention import Circumvention
+from addons.content import ContentAnalysis
 from addons.directory import DirectoryLookup
 from addons.downloads import Downloads
 from addons.filter import Filter
@@ -78,6 +79,8 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         SafeSearch(loader),
         # At the response: file kinds and sizes the group may not download.
         Downloads(loader),
+        # At the response, after downloads: scores the text of pages for the groups that ask.
+        ContentAnalysis(loader),
         # After every addon that can block: remembers the blocks, answers the page's review form.
         Review(loader),
         # With a parent proxy: closes surplus parent connections, never touches a decision.

@@ -20,6 +20,12 @@ from proxy.accesslog import AccessLog
 WITHHELD = "(withheld)"
 
 
+def _content_of(flow: http.HTTPFlow) -> dict[str, object]:
+    """``{"content": …}`` when the page was content-analysed, else nothing (lines stay short)."""
+    as_dict = getattr(flow.metadata.get("schoolgate.content"), "as_dict", None)
+    return {"content": as_dict()} if callable(as_dict) else {}
+
+
 class Audit:
     def __init__(self, loader: PolicyLoader) -> None:
         self.loader = loader
@@ -82,6 +88,8 @@ class Audit:
             rule=decision.rule if decision and not illegal else None,
             status=flow.response.status_code if flow.response else None,
             error=error,
+            # Content analysis (addons/content): the scores and the phrases that counted.
+            **_content_of(flow),
         )
 
     def record(self, **fields: object) -> None:

@@ -35,6 +35,7 @@ from addons.filter import REFERENCE, decision_of
 from addons.identify import Identify, identity_of
 from addons.policyload import PolicyLoader
 from blocklists.normalise import BadURL, normalise_host, normalise_parts
+from proxy.content.assistants import assistant_of, prompt_of
 from proxy.decision import Decision
 from proxy.identity import Identity
 from proxy.incidents import events
@@ -235,21 +236,24 @@ class Incidents:
             self._raise(decision, identity, canonical, now, flow.metadata.get(REFERENCE))
             return
         search = extract_search(flow.request.pretty_url)
-        if search is None:
-            return
-        match = self.terms.find(search.query) if self.terms is not None else None
+        if search is not None:
+            self._searched(flow, identity, search.engine, search.query, now)
+
+    def _searched(
+        self, flow: http.HTTPFlow, identity: Identity, engine: str, query: str, now: datetime
+    ) -> None:
+        """Log a search (or a prompt to an AI assistant); a concerning one raises an incident."""
+        match = self.terms.find(query) if self.terms is not None else None
         self.recorder.record(
             incident_store.search_store_event(
-                events.search_event(
-                    identity, search.engine, search.query, match.category if match else None, now
-                )
+                events.search_event(identity, engine, query, match.category if match else None, now)
             )
         )
         if match is not None:
             concern = events.concerning_search(
                 identity,
-                search.engine,
-                search.query,
+                engine,
+                query,
                 match.category,
                 match.term,
                 now,
@@ -258,6 +262,27 @@ class Incidents:
             )
             self.recorder.record(incident_store.incident_event(concern))
             self.raised += 1
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        """A prompt sent to an AI assistant is logged like a search, and matched the same way."""
+        try:
+            decision = decision_of(flow)
+            identity = identity_of(flow)
+            if decision is None or decision.blocked or identity is None:
+                return
+            if flow.request.method != "POST" or not flow.request.raw_content:
+                return
+            assistant = assistant_of(flow.request.pretty_host)
+            if assistant is None:
+                return
+            prompt = prompt_of(
+                flow.request.get_content(strict=False) or b"",
+                flow.request.headers.get("content-type", ""),
+            )
+            if prompt is not None:
+                self._searched(flow, identity, assistant, prompt, datetime.now(UTC))
+        except Exception:
+            self._fail()
 
     def _alert(self, event: events.IncidentEvent) -> None:
         """Alert at once, but once per person and category within the roll-up window."""

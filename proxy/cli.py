@@ -18,6 +18,7 @@ from blocklists.normalise import BadURL, normalise_url
 from proxy.ca_cli import ca
 from proxy.cli_changes import CHANGE_CONTROL, controls_for_explain
 from proxy.cli_common import config_option, fail, open_filterset
+from proxy.cli_content import content
 from proxy.cli_incidents import INCIDENT_COMMANDS
 from proxy.filterset import Filterset, load_filterset
 from proxy.identity import Identity, parse_ip
@@ -221,3 +222,4 @@ for _command in INCIDENT_COMMANDS:  # incidents, report, purge (proxy/cli_incide
     cli.add_command(_command)
 cli.add_command(lists)  # compile, update, lookup, stats (proxy/lists_cli.py)
 cli.add_command(ca)  # show, rotate: the school's CA (proxy/ca_cli.py)
+cli.add_command(content)  # learned, confirm, reject (proxy/cli_content.py)

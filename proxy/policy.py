@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from blocklists.normalise import BadURL, normalise_entry
+from proxy.content.phrases import CATEGORY_WORDS, PHRASES_FILE, PhraseScorer, load_phrases
 from proxy.yamlfile import (
     ConfigError,
     Loc,
@@ -158,6 +159,35 @@ def _port_range(value: Any) -> tuple[int, int]:
 PortRange = Annotated[tuple[int, int], BeforeValidator(_port_range)]
 
 
+ContentKind = Literal["pages", "search_results", "ai_answers"]
+
+
+class ContentRule(Strict):
+    """Real-time content analysis for a group (proxy/content): what is scored, and when it blocks.
+
+    ``threshold`` applies to every category of the phrase file that ``thresholds`` does not name
+    (e2guardian's "naughtiness limit": 60 for young children, 100 older, 160 young adults).
+    """
+
+    analyse: list[ContentKind] = ["pages"]
+    threshold: int = Field(100, ge=1, le=100_000)
+    thresholds: dict[Name, Annotated[int, Field(ge=1, le=100_000)]] = {}
+    action: Literal["block", "log"] = "block"
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_categories(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(CATEGORY_WORDS))
+        if unknown:
+            known = ", ".join(CATEGORY_WORDS)
+            raise ValueError(f"unknown content categories {', '.join(unknown)} (one of {known})")
+        return value
+
+    def threshold_for(self) -> dict[str, int]:
+        """The threshold of every content category, the named ones and the default."""
+        return {name: self.thresholds.get(name, self.threshold) for name in CATEGORY_WORDS}
+
+
 class GroupRule(Strict):
     inherits: Name | None = None
     default: ActionRule | None = None
@@ -167,6 +197,7 @@ class GroupRule(Strict):
     allowed_ports: list[PortRange] | None = None
     https_without_sni: NoSNI | None = None
     doh: Literal["acceptable", "blocked", "unacceptable"] | None = None
+    content: ContentRule | None = None
     categories: dict[Name, ActionRule] = {}
 
 
@@ -271,6 +302,8 @@ class Group:
     allowed_ports: tuple[tuple[int, int], ...] = ((443, 443),)
     https_without_sni: str = "block"
     doh: str = "acceptable"
+    # Content analysis of the pages this group reads (addons/content); None: not analysed.
+    content: ContentRule | None = None
 
     def action_for(self, category: str) -> Action:
         return self.categories.get(category, self.default)
@@ -298,6 +331,8 @@ class Policy:
     # Categories and canonical hosts whose TLS is passed through untouched (addons/tlspolicy).
     no_decrypt_categories: frozenset[str] = frozenset()
     no_decrypt_hosts: tuple[str, ...] = ()
+    # The phrase lists of content-phrases.yaml beside the policy, when a group analyses content.
+    content: PhraseScorer | None = None
 
     def category_order(self, name: str) -> int:
         return (
@@ -423,7 +458,7 @@ class _Compiler:
                     safe_search = rule.safe_search
                 if rule.downloads is not None:
                     downloads = rule.downloads
-                for field in ("intercept", "allowed_ports", "https_without_sni", "doh"):
+                for field in ("intercept", "allowed_ports", "https_without_sni", "doh", "content"):
                     if getattr(rule, field) is not None:
                         protections[field] = getattr(rule, field)
                 for cat_name, cat_rule in rule.categories.items():
@@ -449,6 +484,23 @@ class _Compiler:
                 **protections,
             )
         return resolved
+
+    def content(self, path: Path) -> PhraseScorer | None:
+        """The phrase lists beside the policy, loaded when some group analyses content."""
+        asking = [name for name, rule in self.raw.groups.items() if rule.content is not None]
+        if not asking:
+            return None
+        if not path.exists():
+            self.error(
+                ("groups", asking[0], "content"),
+                f"content analysis needs the phrase lists in {path} (see config/{PHRASES_FILE})",
+            )
+            return None
+        try:
+            return load_phrases(path)
+        except ConfigError as exc:
+            self.problems.extend(exc.problems)
+            return None
 
     def identity(self, groups: dict[str, Group]) -> None:
         ident = self.raw.identity
@@ -533,6 +585,7 @@ def compile_policy(raw: PolicyFile, positions: Positions, source: Path) -> Polic
     compiler.identity(groups)
     allow, block = compiler.local(categories)
     no_decrypt_categories, no_decrypt_hosts = compiler.no_decrypt(categories)
+    content = compiler.content(source.parent / PHRASES_FILE)
     if compiler.problems:
         # An inherited rule is compiled once per heir; report each mistake once.
         raise ConfigError(list(dict.fromkeys(compiler.problems)))
@@ -557,6 +610,7 @@ def compile_policy(raw: PolicyFile, positions: Positions, source: Path) -> Polic
         lines=dict(positions.lines),
         no_decrypt_categories=no_decrypt_categories,
         no_decrypt_hosts=no_decrypt_hosts,
+        content=content,
     )
 
 

@@ -89,7 +89,7 @@ def extract_search(url: str) -> SearchQuery | None:
 # Look-alikes, after case folding and accent stripping: digits and symbols
 # used as letters, Cyrillic and Greek letters that look Latin, and letters
 # that do not decompose (ł, đ, ø). l, 1, | and ! all read as i.
-_LOOKALIKE = str.maketrans(
+LOOKALIKE = str.maketrans(
     {
         "0": "o",
         "1": "i",
@@ -149,7 +149,7 @@ def skeleton(text: str) -> Skeleton:
         category = unicodedata.category(raw)
         if category in {"Mn", "Cf"}:  # accents, harakat, zero-width joiners
             continue
-        char = raw.translate(_LOOKALIKE)
+        char = raw.translate(LOOKALIKE)
         if len(char) == 1 and _is_word_char(char):
             if not in_word:
                 starts.add(len(out))

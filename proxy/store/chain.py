@@ -37,6 +37,8 @@ KINDS = {
     "policy.unattributed": "policy edited without `policy apply`",
     "policy.baseline": "policy in force when change control started",
     "lists.update": "list update",
+    "content.confirm": "learned page confirmed as a block",
+    "content.reject": "learned page rejected (never analysed again)",
 }
 # PostgreSQL: one appender at a time, held until commit (SQLite's BEGIN IMMEDIATE does this).
 _LOCK_KEY = 0x5C400C

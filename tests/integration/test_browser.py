@@ -34,8 +34,8 @@ def _needs_chromium() -> None:
     """Skipped locally without Chromium; in CI (``CI=true``) that is a failure, never a skip."""
     if CHROMIUM is None:
         if os.environ.get("CI") == "true":
-            pytest.fail("chromium must be installed in CI (.ci/run installs it)")
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+            pytest.fail("chromium must be installed in CI (make test installs it)")
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
 
 
 def spki_hash(ca_file: Path) -> str:

@@ -223,7 +223,7 @@ def render_in_chromium(report: Path) -> None:
     exe = chromium()
     if exe is None:
         if os.environ.get("CI") == "true":
-            pytest.fail("Chromium must be installed in CI (.ci/run installs it)")
+            pytest.fail("Chromium must be installed in CI (make test installs it)")
         pytest.skip("no chromium on this machine")
     profile = report.parent / "chromium-profile"
     common = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]

@@ -102,7 +102,7 @@ def build(net: Net) -> None:
     forward = "open('/proc/sys/net/ipv4/ip_forward', 'w').write('1')"
     sh("ip", "netns", "exec", net.gateway, sys.executable, "-c", forward)
     nft = shutil.which("nft")
-    assert nft, "nft is missing: apt-get install nftables (.ci/run installs it)"
+    assert nft, "nft is missing: apt-get install nftables (make test installs it)"
     sh("ip", "netns", "exec", net.gateway, nft, "-D", 'lan_if="lan"', "-D", f"proxy_port={PORT}",
        "-f", str(NFT_RULES))  # fmt: skip
 

@@ -140,6 +140,7 @@ def test_addon_order_is_declared_once(filterset: Filterset) -> None:
         "SafeSearchTunnel",
         "SafeSearch",
         "Downloads",
+        "ContentAnalysis",
         "Review",
         "UpstreamChain",
         "UpstreamErrors",

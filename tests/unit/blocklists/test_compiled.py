@@ -17,8 +17,7 @@ from blocklists.compiled import (
 from blocklists.formats import read_source
 from blocklists.index import NO_HITS, Hit, IndexBuilder, MemoryIndex, hash_entry
 from blocklists.normalise import BadURL, normalise_url
-
-SHARED = Path(__file__).parents[3] / ".." / "shared"
+from tests.shared import shared
 
 ENTRIES = {
     "a/one": ["example.com", "sub.example.org", "10.0.0.1", "tld", "x.example.com/p"],
@@ -185,9 +184,9 @@ def test_hashed_entries_match_like_plain_ones(tmp_path: Path) -> None:
 
 def _traffic() -> list[tuple[str, str | None]]:
     urls: list[tuple[str, str | None]] = []
-    with (SHARED / "traffic" / "umbrella-top-100k.txt").open() as f:
+    with shared("traffic", "umbrella-top-100k.txt").open() as f:
         urls.extend((line.strip(), None) for line in f if line.strip())
-    with (SHARED / "traffic" / "iscx-url-2016-benign-urls.txt").open() as f:
+    with shared("traffic", "iscx-url-2016-benign-urls.txt").open() as f:
         for line in f:
             try:
                 url = normalise_url(line.strip())
@@ -200,8 +199,8 @@ def _traffic() -> list[tuple[str, str | None]]:
 def test_identical_decisions_to_the_dict_walk_on_all_traffic(tmp_path: Path) -> None:
     """On the sample lists, every URL of ../shared/traffic gets the same hits both ways."""
     ref_builder, comp = IndexBuilder(), CompiledBuilder()
-    read_source("ut1", SHARED / "blocklists-sample" / "blacklists", "ut1", ref_builder)
-    read_source("ut1", SHARED / "blocklists-sample" / "blacklists", "ut1", comp)
+    read_source("ut1", shared("blocklists-sample", "blacklists"), "ut1", ref_builder)
+    read_source("ut1", shared("blocklists-sample", "blacklists"), "ut1", comp)
     comp.write(tmp_path / "lists.idx")
     ref, index = ref_builder.freeze(), CompiledIndex.open(tmp_path / "lists.idx")
     traffic = _traffic()

@@ -13,8 +13,7 @@ from blocklists.compiled import CompiledBuilder, CompiledIndex
 from blocklists.formats import ListError, canonical_entry, read_source
 from blocklists.index import Hit, IndexBuilder, hash_entry, hashed_hit_entry
 from blocklists.normalise import normalise_entry
-
-SAMPLE = Path(__file__).parents[3] / ".." / "shared" / "blocklists-sample"
+from tests.shared import shared
 
 
 def write(path: Path, text: str) -> Path:
@@ -171,7 +170,7 @@ def test_unknown_format_is_an_error(tmp_path: Path) -> None:
 def test_the_canonical_shortcut_agrees_with_normalise_entry_on_the_sample() -> None:
     """Lines that skip the normaliser are exactly what normalise_entry would return."""
     checked = 0
-    for domains in sorted((SAMPLE / "blacklists").glob("*/domains")):
+    for domains in sorted(shared("blocklists-sample", "blacklists").glob("*/domains")):
         with domains.open(encoding="utf-8") as f:
             for raw in itertools.islice(f, 0, None, 25):
                 line = raw.strip()
@@ -183,7 +182,7 @@ def test_the_canonical_shortcut_agrees_with_normalise_entry_on_the_sample() -> N
 
 def test_sample_loads_with_no_bad_lines() -> None:
     """The real UT1 sample (IPv4, IDN, www. duplicates, symlinks) reads cleanly."""
-    report = read_source("ut1", SAMPLE / "blacklists", "ut1", CompiledBuilder())
+    report = read_source("ut1", shared("blocklists-sample", "blacklists"), "ut1", CompiledBuilder())
     assert report.bad_count == 0, report.bad_lines
     assert report.aliases["ut1/porn"] == "ut1/adult"
     assert report.total > 650_000
@@ -191,7 +190,7 @@ def test_sample_loads_with_no_bad_lines() -> None:
 
 def test_sample_hosts_files_load() -> None:
     """The Block List Project hosts files parse with no bad lines."""
-    folder = SAMPLE / "extra-formats" / "blocklistproject-hosts"
+    folder = shared("blocklists-sample", "extra-formats", "blocklistproject-hosts")
     for path in sorted(folder.glob("*.txt")):
         report = read_source("hosts", path, path.stem, IndexBuilder())
         assert report.bad_count == 0, report.bad_lines

@@ -10,9 +10,9 @@ import pytest
 from proxy.policy import load_policy, parse_policy
 from proxy.settings import load_settings
 from proxy.yamlfile import ConfigError
+from tests.shared import shared
 
 ROOT = Path(__file__).resolve().parents[3]
-DESIGN = ROOT.parent / "shared" / "DESIGN.md"
 
 BASE = """\
 school: Test School
@@ -43,7 +43,7 @@ groups:
 
 
 def design_yaml_blocks() -> list[str]:
-    return re.findall(r"```yaml\n(.*?)```", DESIGN.read_text(encoding="utf-8"), re.S)
+    return re.findall(r"```yaml\n(.*?)```", shared("DESIGN.md").read_text(encoding="utf-8"), re.S)
 
 
 def errors_of(text: str) -> list[str]:

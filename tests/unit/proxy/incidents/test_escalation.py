@@ -8,10 +8,11 @@ import pytest
 
 from proxy.incidents.escalation import load_escalation
 from proxy.yamlfile import ConfigError
+from tests.shared import shared
 
 ROOT = Path(__file__).resolve().parents[4]
 CONFIG = ROOT / "config" / "escalation.yaml"
-POLICY = ROOT.parent / "shared" / "school-policies" / "003_8397a4ab86ebde65.txt"
+POLICY = ("school-policies", "003_8397a4ab86ebde65.txt")
 
 # The policy's row wording (its first words) → the incident type in escalation.yaml.
 PUPIL_ROWS = {
@@ -78,7 +79,7 @@ STAFF_COLUMNS = [
 
 def policy_rows(start: str, stop: str) -> list[tuple[str, list[bool]]]:
     """The rows of one table in the policy text: each cell starts with a tab."""
-    lines = POLICY.read_text(encoding="utf-8").split("\n")
+    lines = shared(*POLICY).read_text(encoding="utf-8").split("\n")
     first = next(i for i, line in enumerate(lines) if line.strip() == start)
     last = next(i for i in range(first + 1, len(lines)) if lines[i].strip() == stop)
     rows: list[list[str]] = []
@@ -119,7 +120,6 @@ def table(rows: list[tuple[str, list[bool]]], columns: list[str]) -> dict[str, s
     return found
 
 
-@pytest.mark.skipif(not POLICY.exists(), reason="the school policies are beside the repository")
 def test_pupil_table_matches_the_policy() -> None:
     """Every row of the policy's pupil table has the same actions in escalation.yaml."""
     escalation = load_escalation(CONFIG)
@@ -131,7 +131,6 @@ def test_pupil_table_matches_the_policy() -> None:
         assert got == marked, name
 
 
-@pytest.mark.skipif(not POLICY.exists(), reason="the school policies are beside the repository")
 def test_staff_table_matches_the_policy() -> None:
     """Every row of the policy's staff table has the same actions in escalation.yaml."""
     escalation = load_escalation(CONFIG)

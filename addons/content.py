@@ -1,0 +1,339 @@
+"""ContentAnalysis: score the text of the pages a group reads, block what crosses, and learn.
+
+For a group whose policy has ``content:``, an allowed HTML or plain-text
+response (``analyse: [pages]``; a search engine's results page needs
+``search_results``) is held up to ``schoolgate_content_hold_kb``, decoded
+(gzip, deflate, br, zstd; the page's charset) by mitmproxy, reduced to the
+words a reader sees (``proxy.content.extract``) and scored against the phrase
+lists (``proxy.content.phrases``). A category whose score reaches the group's
+threshold replaces the page with the block page, which says in plain words
+what the page looked like and never the phrases; the scores and the phrases
+that counted go in ``flow.metadata[CONTENT]`` for the access log. With
+``action: log`` nothing is blocked: the scores are only recorded.
+
+A page that crosses becomes an entry of the learned list
+(``proxy.content.learned``), shared by every worker through a file: the next
+request for it is answered at ``requestheaders``, before any upstream
+connection, without analysis. A confirmed entry blocks in its category for
+every group whose action for a policy category of that name blocks (as a
+local block entry would; every group with content analysis when the policy
+has no such category); a rejected one is never analysed again. Scores are
+cached per URL, so a worker analyses a page once.
+
+Failure policy: an error while scoring blocks the page, since "could not
+read it" must not mean "allowed" for the groups that asked for analysis. A
+response larger than the hold bound, or already streamed, is passed unscored
+and says so in the log (``content: {"outcome": "unscored: too large"}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.addonmanager import Loader
+from mitmproxy.utils.asyncio_utils import create_task
+
+from addons.blocking import answered, answered_early, protection_block, serve_block
+from addons.filter import DECISION
+from addons.identify import identity_of
+from addons.policyload import PolicyLoader
+from blocklists.normalise import BadURL, normalise_url
+from proxy.content.assistants import assistant_of
+from proxy.content.extract import page_text
+from proxy.content.learned import LEARNED_FILE, LearnedEntry, LearnedList, learned_now
+from proxy.content.phrases import CATEGORY_WORDS, Scores
+from proxy.content.stream import Kind, StreamScorer
+from proxy.incidents.searchterms import extract_search
+from proxy.policy import ContentRule, Group
+
+log = logging.getLogger("schoolgate.content")
+
+# What was scored, for the access log: a ContentVerdict.
+CONTENT = "schoolgate.content"
+_HOLD = "schoolgate.content_hold"
+_STREAMED = "schoolgate.content_stream"
+TEXT_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/plain"})
+# An assistant's answer, by content type: events, JSON, or text as it comes.
+ANSWER_TYPES: dict[str, Kind] = {
+    "text/event-stream": "sse",
+    "application/json": "json",
+    "application/x-ndjson": "text",
+    "text/plain": "text",
+}
+CACHE_SIZE = 10_000
+# How often each worker reads what others appended to the learned list.
+LEARNED_POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ContentVerdict:
+    """The scores of one page and what they led to (``blocked``, ``logged``, ``passed``...)."""
+
+    outcome: str
+    scores: dict[str, int]
+    phrases: tuple[str, ...]
+    category: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "outcome": self.outcome,
+            "scores": self.scores,
+            "phrases": list(self.phrases),
+            "category": self.category,
+        }
+
+
+def _entry_of(flow: http.HTTPFlow) -> str | None:
+    try:
+        return normalise_url(flow.request.pretty_url).entry
+    except BadURL:
+        return None
+
+
+class ContentAnalysis:
+    def __init__(self, loader: PolicyLoader) -> None:
+        self.loader = loader
+        self.scored = 0
+        self.blocked = 0
+        self.learned: LearnedList | None = None
+        self._scores: OrderedDict[str, Scores] = OrderedDict()
+        self._watcher: asyncio.Task[None] | None = None
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "schoolgate_content_hold_kb",
+            int,
+            2048,
+            "Pages up to this size are held and scored before they are sent (content analysis).",
+        )
+
+    def running(self) -> None:
+        self._learned_list().refresh()
+        if self._watcher is None:
+            self._watcher = create_task(self._watch(), name="content learned list", keep_ref=True)
+
+    def done(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+
+    def _learned_list(self) -> LearnedList:
+        path = self.loader.filterset.settings.data_dir / LEARNED_FILE
+        if self.learned is None or self.learned.path != path:
+            self.learned = LearnedList(path)
+        return self.learned
+
+    async def _watch(self) -> None:
+        """Pick up what other workers (and the technician) appended to the learned list."""
+        while True:
+            await asyncio.sleep(LEARNED_POLL_SECONDS)
+            try:
+                self._learned_list().refresh()
+            except Exception:  # the watcher must outlive one bad read
+                log.exception("reading the learned list failed")
+
+    # ---- which group, which rule ---------------------------------------------------------
+
+    def _group(self, flow: http.HTTPFlow) -> Group | None:
+        identity = identity_of(flow)
+        return self.loader.filterset.policy.groups.get(identity.group) if identity else None
+
+    def _rule(self, flow: http.HTTPFlow) -> ContentRule | None:
+        group = self._group(flow)
+        if group is None or group.content is None:
+            return None
+        kind = "search_results" if extract_search(flow.request.pretty_url) else "pages"
+        return group.content if kind in group.content.analyse else None
+
+    def _learned_blocks(self, group: Group, found: LearnedEntry) -> bool:
+        if found.state == "rejected":
+            return False
+        if found.state == "confirmed":
+            category = self.loader.filterset.policy.categories.get(found.category)
+            if category is not None:  # as a local block: the group's action, times and users
+                return group.action_for(category.name).kind != "acceptable"  # count as blocked
+            return group.content is not None
+        rule = group.content
+        return (
+            rule is not None
+            and rule.action == "block"
+            and found.score >= rule.threshold_for()[found.category]
+        )
+
+    # ---- hooks ---------------------------------------------------------------------------
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """A page the learned list knows is answered here, before any upstream connection."""
+        if answered_early(flow) or self.learned is None:
+            return
+        group = self._group(flow)
+        entry = _entry_of(flow)
+        found = self.learned.get(entry) if entry is not None else None
+        if group is None or found is None or not self._learned_blocks(group, found):
+            return
+        flow.metadata[CONTENT] = ContentVerdict(
+            f"blocked: {found.state} list entry", {found.category: found.score}, found.phrases,
+            found.category,
+        )  # fmt: skip
+        self._block(flow, found.category, f"the learned list ({found.state}, score {found.score})")
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if answered(flow) or flow.response is None:
+            return
+        group = self._group(flow)
+        if group is None or group.content is None:
+            return
+        mime = flow.response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        answers = "ai_answers" in group.content.analyse and mime in ANSWER_TYPES
+        if answers and assistant_of(flow.request.pretty_host) is not None:
+            self._stream(flow, group.content, ANSWER_TYPES[mime])
+            return
+        if self._rule(flow) is None or mime not in TEXT_TYPES:
+            return
+        length = flow.response.headers.get("content-length", "").strip()
+        too_large = length.isdigit() and int(length) > ctx.options.schoolgate_content_hold_kb * 1024
+        if too_large or flow.response.stream:
+            # Too large to hold (or another part streams it already): scored as it passes.
+            self._stream(flow, group.content, "html" if mime != "text/plain" else "text")
+            return
+        flow.metadata[_HOLD] = mime
+
+    def _stream(self, flow: http.HTTPFlow, rule: ContentRule, kind: Kind) -> None:
+        """Score the body as it is forwarded; cut it with a notice when it crosses."""
+        scorer = self.loader.filterset.policy.content
+        response = flow.response
+        if scorer is None or response is None:
+            return
+
+        def crossed(category: str, score: int, scores: Scores) -> str:
+            phrases = tuple(hit.phrase for hit in scores.phrases_for(category)[:10])
+            flow.metadata[CONTENT] = ContentVerdict(
+                "cut" if rule.action == "block" else "logged", scores.by_category, phrases,
+                category,
+            )  # fmt: skip
+            words = CATEGORY_WORDS.get(category, category)
+            flow.metadata[DECISION] = protection_block(
+                identity_of(flow),
+                f"content analysis: {words}: the text scored {score} as it streamed (cut)",
+                category=category,
+            )
+            self.blocked += 1
+            with contextlib.suppress(exceptions.ControlException):
+                flow.kill()  # nothing more goes on; the connection ends when the server's does
+            return words
+
+        charset = response.headers.get("content-type", "").partition("charset=")[2] or "utf-8"
+        try:
+            guard = StreamScorer(
+                scorer,
+                rule.threshold_for(),
+                kind,
+                response.headers.get("content-encoding"),
+                charset.strip().strip('"'),
+                crossed,
+            )
+        except ValueError:  # an encoding it cannot read: passed on as it is, and said so
+            flow.metadata[CONTENT] = ContentVerdict("unscored: unknown encoding", {}, ())
+            return
+        if rule.action == "log":
+            guard.thresholds = {}  # scored for the log only: nothing is ever cut
+        if guard.decodes:
+            response.headers.pop("content-encoding", None)
+            response.headers.pop("content-length", None)
+        before = response.stream
+        if callable(before):  # another addon checks the stream too (downloads): ours sees
+            #                   what it lets through
+            def chained(data: bytes) -> list[bytes]:
+                passed = before(data)
+                pieces = [passed] if isinstance(passed, bytes) else list(passed)
+                out = [o for piece in pieces if piece for o in guard.feed(piece)]
+                return out + guard.feed(b"") if data == b"" else out
+
+            response.stream = chained
+        else:
+            response.stream = guard.feed
+        flow.metadata[_STREAMED] = guard
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        guard = flow.metadata.pop(_STREAMED, None)
+        if isinstance(guard, StreamScorer) and CONTENT not in flow.metadata:
+            so_far = guard.running.scores
+            flow.metadata[CONTENT] = ContentVerdict(
+                "passed (streamed)", so_far.by_category, tuple(h.phrase for h in so_far.hits[:10])
+            )
+        mime = flow.metadata.pop(_HOLD, None)
+        if mime is None or flow.response is None or answered(flow):
+            return
+        rule = self._rule(flow)
+        scorer = self.loader.filterset.policy.content
+        if rule is None or scorer is None:
+            return
+        raw = flow.response.raw_content
+        if raw is not None and len(raw) > ctx.options.schoolgate_content_hold_kb * 1024:
+            # A chunked body with no Content-Length: too large to hold once read.
+            flow.metadata[CONTENT] = ContentVerdict("unscored: too large", {}, ())
+            return
+        entry = _entry_of(flow)
+        learned = self.learned.get(entry) if self.learned and entry else None
+        if learned is not None and learned.state == "rejected":
+            flow.metadata[CONTENT] = ContentVerdict("passed: rejected list entry", {}, ())
+            return
+        try:
+            scores = self._scores.get(entry) if entry else None
+            if scores is None:
+                text = page_text(flow.response.get_text(strict=False) or "", mime)
+                scores = scorer.score(text)
+                self.scored += 1
+                if entry:
+                    self._remember(entry, scores)
+        except Exception:
+            # Could not read it must not mean allowed, for the groups that asked for analysis.
+            log.exception("content analysis failed; blocking the page")
+            decision = protection_block(identity_of(flow), "content analysis failed")
+            serve_block(self.loader, flow, decision, "This page could not be checked.")
+            return
+        self._act(flow, rule, scores, entry)
+
+    # ---- acting --------------------------------------------------------------------------
+
+    def _remember(self, entry: str, scores: Scores) -> None:
+        self._scores[entry] = scores
+        if len(self._scores) > CACHE_SIZE:
+            self._scores.popitem(last=False)
+
+    def _act(
+        self, flow: http.HTTPFlow, rule: ContentRule, scores: Scores, entry: str | None
+    ) -> None:
+        crossed = scores.crossed(rule.threshold_for())
+        if not crossed:
+            phrases = tuple(hit.phrase for hit in scores.hits[:10])
+            flow.metadata[CONTENT] = ContentVerdict("passed", scores.by_category, phrases)
+            return
+        category, score = crossed[0]
+        phrases = tuple(hit.phrase for hit in scores.phrases_for(category)[:10])
+        if entry is not None and self.learned is not None and entry not in self.learned.entries:
+            self.learned.add(learned_now(entry, category, score, phrases))
+        if rule.action == "log":
+            flow.metadata[CONTENT] = ContentVerdict("logged", scores.by_category, phrases, category)
+            return
+        flow.metadata[CONTENT] = ContentVerdict("blocked", scores.by_category, phrases, category)
+        threshold = rule.threshold_for()[category]
+        self._block(flow, category, f"the page's text scored {score} (threshold {threshold})")
+
+    def _block(self, flow: http.HTTPFlow, category: str, why: str) -> None:
+        self.blocked += 1
+        words = CATEGORY_WORDS.get(category, category)
+        decision = protection_block(
+            identity_of(flow), f"content analysis: {words}: {why}", category=category
+        )
+        serve_block(
+            self.loader,
+            flow,
+            decision,
+            f"This page was blocked because its content looked like {words}.",
+        )

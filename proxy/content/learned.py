@@ -1,0 +1,131 @@
+"""The list that learns: pages content analysis found, kept for every worker and the technician.
+
+A page whose text crosses a group's threshold becomes an entry of the local
+``learned`` list: its canonical URL (host and path, as list entries are
+written), the category, the score, the phrases that decided and when. The
+list is one JSON-lines file, ``DATA_DIR/learned.jsonl``, private to the
+service, appended by whichever worker scored the page (one ``write`` of one
+line on an ``O_APPEND`` file, so workers never interleave) and read by every
+worker as it grows, so the next request for that page, from any worker, is
+blocked without being analysed again.
+
+The technician decides each entry (``schoolgate content confirm`` / ``reject``,
+recorded in change control): a confirmed entry is a block in its category for
+every group, as a local block entry is; a rejected one is never analysed
+again, for anyone. The same file carries those decisions, so the last line
+about an entry is its state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+LEARNED_FILE = "learned.jsonl"
+State = Literal["learned", "confirmed", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedEntry:
+    """One page content analysis found, and what the technician made of it."""
+
+    entry: str
+    category: str
+    score: int
+    phrases: tuple[str, ...]
+    at: str
+    state: State = "learned"
+    by: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "entry": self.entry,
+                "category": self.category,
+                "score": self.score,
+                "phrases": list(self.phrases),
+                "at": self.at,
+                "state": self.state,
+                "by": self.by,
+            },
+            ensure_ascii=False,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, line: str) -> LearnedEntry:
+        raw = json.loads(line)
+        return cls(
+            entry=str(raw["entry"]),
+            category=str(raw["category"]),
+            score=int(raw["score"]),
+            phrases=tuple(str(p) for p in raw.get("phrases", ())),
+            at=str(raw["at"]),
+            state=raw.get("state", "learned"),
+            by=raw.get("by"),
+        )
+
+
+def learned_now(entry: str, category: str, score: int, phrases: tuple[str, ...]) -> LearnedEntry:
+    return LearnedEntry(entry, category, score, phrases, datetime.now(UTC).isoformat())
+
+
+def append(path: Path, entry: LearnedEntry) -> None:
+    """Append one entry as one line, in one write, to a file only the service can read."""
+    line = (entry.to_json() + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+class LearnedList:
+    """The entries in force, by canonical URL; ``refresh`` reads what other workers appended."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: dict[str, LearnedEntry] = {}
+        self._offset = 0
+        self._inode: int | None = None
+        self.bad_lines = 0
+
+    def get(self, entry: str) -> LearnedEntry | None:
+        return self.entries.get(entry)
+
+    def add(self, entry: LearnedEntry) -> None:
+        """Record ``entry`` in the file and in force here at once."""
+        append(self.path, entry)
+        self.entries[entry.entry] = entry
+
+    def refresh(self) -> int:
+        """Read the lines appended since the last call; returns how many were read."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return 0
+        if stat.st_ino != self._inode or stat.st_size < self._offset:
+            # A new or truncated file (retention, a restore): read it again from the start.
+            self._inode, self._offset = stat.st_ino, 0
+            self.entries.clear()
+        if stat.st_size == self._offset:
+            return 0
+        with self.path.open("rb") as f:
+            f.seek(self._offset)
+            data = f.read(stat.st_size - self._offset)
+        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
+        self._offset += len(complete)
+        read = 0
+        for raw in complete.splitlines():
+            try:
+                found = LearnedEntry.from_json(raw.decode("utf-8"))
+            except (ValueError, KeyError, TypeError):
+                self.bad_lines += 1
+                continue
+            self.entries[found.entry] = found
+            read += 1
+        return read

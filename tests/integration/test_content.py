@@ -1,0 +1,461 @@
+"""Content analysis through the real proxy: pages no list knows, scored on what they say.
+
+A local origin serves pages that are on no list: one that reads like adult
+content (plain, gzip and brotli-encoded, over HTTP and intercepted HTTPS), a
+sex education page and a breast cancer page (which must pass), and the five
+real school e-safety policies (which discuss pornography, extremism and
+self-harm educationally, and must never cross a threshold). Pupils have
+`content: {analyse: [pages], threshold: 100}`; staff have no analysis; the
+headteacher's group only logs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import http.server
+import json
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import brotli  # type: ignore[import-untyped]
+import pytest
+
+from proxy.content.learned import LEARNED_FILE, LearnedList, learned_now
+from tests.integration.harness import (
+    HEAD,
+    PUPIL,
+    ROOT,
+    STAFF,
+    TEST_POLICY,
+    Gateway,
+    OriginCA,
+    schoolgate_command,
+    serve_origin,
+    start_gateway,
+    stop_gateway,
+    write_config,
+)
+from tests.shared import shared
+
+ADULT = (
+    "<html><head><title>Hot videos</title><script>var porn = 'not read'</script></head><body>"
+    "<h1>Free porn videos</h1><p>The best free porn, live sex cams and hardcore porn. "
+    "New porn videos every day: nude girls, milf and more.</p></body></html>"
+)
+SEX_EDUCATION = (
+    "<html><head><title>Relationships and sex education</title></head><body>"
+    "<h1>Relationships and sex education (RSE) at Key Stage 3</h1>"
+    "<p>Sex education helps pupils understand puberty, consent, contraception and sexual "
+    "health. Pupils learn how pornography presents an unrealistic picture of sex, and "
+    "where to get support. Parents may ask about the sex education curriculum.</p></body></html>"
+)
+BREAST_CANCER = (
+    "<html><body><h1>Breast cancer</h1><p>Breast cancer is the most common cancer in the UK. "
+    "Check your breasts and nipples regularly; breast cancer screening is offered from 50. "
+    "Signs include a lump, a change in the nipple or the skin of the breast.</p></body></html>"
+)
+
+BENIGN_PARAGRAPH = "<p>The river flows past the old mill and the village school. </p>"
+# About 260 KB: over the 64 KB hold bound the AI gateway is given, so it is scored as it streams.
+LONG_PAGE = (BENIGN_PARAGRAPH * 2000 + "<p>" + ADULT + "</p>" + BENIGN_PARAGRAPH * 2000
+             + "<p>END-OF-PAGE</p>")  # fmt: skip
+
+PAGES: dict[str, tuple[str, bytes, str | None]] = {
+    "/long": ("text/html; charset=utf-8", LONG_PAGE.encode(), None),
+    "/adult": ("text/html; charset=utf-8", ADULT.encode(), None),
+    "/adult-gzip": ("text/html; charset=utf-8", gzip.compress(ADULT.encode()), "gzip"),
+    "/adult-br": ("text/html; charset=utf-8", brotli.compress(ADULT.encode()), "br"),
+    "/adult-latin1": ("text/html; charset=iso-8859-1", ADULT.encode("latin-1"), None),
+    "/sex-education": ("text/html; charset=utf-8", SEX_EDUCATION.encode(), None),
+    "/breast-cancer": ("text/html; charset=utf-8", BREAST_CANCER.encode(), None),
+    "/adult-image": ("image/png", b"\x89PNG\r\n\x1a\n" + ADULT.encode(), None),
+    "/learned-1": ("text/html; charset=utf-8", ADULT.encode(), None),
+    "/learned-2": ("text/html; charset=utf-8", ADULT.encode(), None),
+    "/rejected": ("text/html; charset=utf-8", ADULT.encode(), None),
+}
+
+POLICY = TEST_POLICY.replace(
+    """  pupil:
+    default: acceptable
+""",
+    """  pupil:
+    default: acceptable
+    content: {analyse: [pages], threshold: 100}
+""",
+).replace(
+    """  head:
+    inherits: staff
+""",
+    """  head:
+    inherits: staff
+    content: {analyse: [pages], threshold: 100, action: log}
+""",
+)
+
+
+@dataclass
+class Pages:
+    http_port: int
+    https_port: int
+    seen: list[str]
+
+    def url(self, path: str, scheme: str = "http") -> str:
+        port = self.http_port if scheme == "http" else self.https_port
+        return f"{scheme}://localhost:{port}{path}"
+
+
+POLICIES = sorted((ROOT.parent / "shared" / "school-policies").glob("*.txt"))
+
+
+@pytest.fixture(scope="module")
+def pages(origin_ca: OriginCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pages]:
+    """An origin serving PAGES, and the school policies as text under /policy/N."""
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            if self.path.startswith("/policy/"):
+                kind = "text/plain; charset=utf-8"
+                body, encoding = POLICIES[int(self.path.rsplit("/", 1)[1])].read_bytes(), None
+            else:
+                kind, body, encoding = PAGES[self.path]
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            if encoding:
+                self.send_header("Content-Encoding", encoding)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    cert, key = origin_ca.issue(tmp_path_factory.mktemp("pages"), "localhost")
+    with serve_origin(Handler, cert, key) as (http_port, https_port):
+        yield Pages(http_port, https_port, seen)
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, origin_ca: OriginCA) -> Iterator[Gateway]:
+    """The real proxy with content analysis for pupils (block) and the head (log only)."""
+    tmp = tmp_path_factory.mktemp("content")
+    write_config(tmp / "config", tmp / "var", 1, POLICY)  # run --listen sets the real port
+    shutil.copy(ROOT / "config" / "content-phrases.yaml", tmp / "config")
+    gateway = start_gateway(tmp, origin_ca)
+    yield gateway
+    stop_gateway(gateway)
+
+
+def last_log_line(gw: Gateway, path: str) -> dict[str, Any]:
+    """The access log's last line for ``path`` (it is written off-thread)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in gw.access_log.read_text().splitlines()]
+        found: list[dict[str, Any]] = [line for line in lines if line.get("path") == path]
+        if found:
+            return found[-1]
+        time.sleep(0.05)
+    raise AssertionError(f"no access log line for {path}")
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@pytest.mark.parametrize("path", ["/adult", "/adult-gzip", "/adult-br", "/adult-latin1"])
+def test_an_unlisted_adult_page_is_blocked_for_pupils(
+    gw: Gateway, pages: Pages, path: str, scheme: str
+) -> None:
+    """A page on no list that reads like adult content gets the block page, in plain words."""
+    status, body = gw.get(pages.url(path, scheme), client=PUPIL)
+    assert status == 403
+    assert "looked like adult content" in body
+    assert "porn" not in body.lower()  # the block page never repeats the phrases
+    line = last_log_line(gw, path)
+    assert line["decision"] == "block"
+    content = line["content"]
+    assert isinstance(content, dict)
+    # The first request for a page is scored; later ones (the same path over the other scheme)
+    # are answered from the learned list.
+    assert content["outcome"] in {"blocked", "blocked: learned list entry"}
+    assert content["scores"]["adult"] >= 100
+    assert "free porn" in content["phrases"]
+
+
+def test_staff_get_the_same_page(gw: Gateway, pages: Pages) -> None:
+    """Staff have no content analysis: the page passes as the origin sent it."""
+    status, body = gw.get(pages.url("/adult"), client=STAFF)
+    assert status == 200
+    assert "Free porn videos" in body
+
+
+def test_log_only_records_without_blocking(gw: Gateway, pages: Pages) -> None:
+    """With action: log the head gets the page, and the log says it would have crossed."""
+    status, _ = gw.get(pages.url("/adult-gzip"), client=HEAD)
+    assert status == 200
+    content = last_log_line(gw, "/adult-gzip")["content"]
+    assert isinstance(content, dict)
+    assert content["outcome"] == "logged"
+    assert content["category"] == "adult"
+
+
+@pytest.mark.parametrize("path", ["/sex-education", "/breast-cancer"])
+def test_benign_pages_about_the_body_pass(gw: Gateway, pages: Pages, path: str) -> None:
+    """Sex education and breast cancer pages are not adult content."""
+    status, body = gw.get(pages.url(path, "https"), client=PUPIL)
+    assert status == 200, body
+    content = last_log_line(gw, path)["content"]
+    assert isinstance(content, dict)
+    assert content["outcome"] == "passed"
+
+
+def test_images_are_not_scored_as_text(gw: Gateway, pages: Pages) -> None:
+    """Only text responses are analysed: an image whose bytes hold words passes."""
+    status, _ = gw.get(pages.url("/adult-image"), client=PUPIL)
+    assert status == 200
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_the_school_policies_never_cross_a_threshold(gw: Gateway, pages: Pages, index: int) -> None:
+    """The five real e-safety policies, which discuss pornography and self-harm, pass."""
+    shared("school-policies")
+    status, _ = gw.get(pages.url(f"/policy/{index}"), client=PUPIL)
+    assert status == 200
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory, origin_ca: OriginCA) -> Iterator[Gateway]:
+    """The same proxy with two worker processes sharing the port."""
+    tmp = tmp_path_factory.mktemp("content-pool")
+    write_config(tmp / "config", tmp / "var", 1, POLICY)
+    shutil.copy(ROOT / "config" / "content-phrases.yaml", tmp / "config")
+    gateway = start_gateway(tmp, origin_ca, "--workers", "2")
+    yield gateway
+    stop_gateway(gateway)
+
+
+def get_on_new_connections(pool: Gateway, url: str, count: int) -> list[int]:
+    """``count`` GETs, each on a new connection (SO_REUSEPORT spreads them over the workers)."""
+    return [pool.get(url, client=PUPIL)[0] for _ in range(count)]
+
+
+def test_a_learned_entry_blocks_in_every_worker_without_analysis(
+    pool: Gateway, pages: Pages
+) -> None:
+    """An entry another worker appended blocks at once in both workers; the origin sees nothing."""
+    LearnedList(pool.data_dir / LEARNED_FILE).add(
+        learned_now("localhost/learned-1", "adult", 150, ("free porn",))
+    )
+    time.sleep(3)  # the workers read the list every half second (a loaded machine is slow)
+    assert get_on_new_connections(pool, pages.url("/learned-1"), 10) == [403] * 10
+    assert "/learned-1" not in pages.seen
+
+
+def test_a_page_over_the_threshold_is_learned_for_the_next_request(
+    pool: Gateway, pages: Pages
+) -> None:
+    """The first request is scored and blocked; the rest never reach the origin."""
+    assert pool.get(pages.url("/learned-2"), client=PUPIL)[0] == 403
+    learned = LearnedList(pool.data_dir / LEARNED_FILE)
+    learned.refresh()
+    found = learned.get("localhost/learned-2")
+    assert found is not None
+    assert (found.category, found.state) == ("adult", "learned")
+    assert "free porn" in found.phrases
+    time.sleep(3)
+    assert get_on_new_connections(pool, pages.url("/learned-2"), 10) == [403] * 10
+    assert pages.seen.count("/learned-2") == 1
+
+
+def test_a_rejected_page_opens_and_the_decision_is_in_change_control(
+    pool: Gateway, pages: Pages
+) -> None:
+    """`content reject` opens the page for every worker and records who and why."""
+    assert pool.get(pages.url("/rejected"), client=PUPIL)[0] == 403
+    config = ["--config", str(pool.config_dir)]
+    result = subprocess.run(
+        [*schoolgate_command(), "content", "reject", "localhost/rejected", "--by", "it.tech",
+         "--reason", "a museum page", *config],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    time.sleep(3)
+    assert get_on_new_connections(pool, pages.url("/rejected"), 4) == [200] * 4
+    changes = subprocess.run(
+        [*schoolgate_command(), "changes", "list", *config],
+        check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "localhost/rejected" in changes.stdout
+    assert "it.tech" in changes.stdout
+
+
+# ---- streams: a long page and a chatbot's answer --------------------------------------------
+
+PREAMBLE = "Sure, I can help with that. "
+ANSWER_BAD = (PREAMBLE + "Here are some free porn videos and hardcore porn, live sex cams, "
+              "free porn and more porn videos. END-OF-ANSWER")  # fmt: skip
+ANSWER_GOOD = "Photosynthesis turns light, water and carbon dioxide into sugar. END-OF-ANSWER"
+
+
+@dataclass
+class Chatbot:
+    http_port: int
+    https_port: int
+    prompts: list[str]
+
+
+@pytest.fixture(scope="module")
+def chatbot(origin_ca: OriginCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chatbot]:
+    """Plays chatgpt.com: answers a prompt as server-sent events, a few characters at a time."""
+    prompts: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            prompt = body["messages"][-1]["content"]["parts"][0]
+            prompts.append(prompt)
+            answer = ANSWER_BAD if "videos" in prompt else ANSWER_GOOD
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                for i in range(0, len(answer), 6):
+                    event = {"choices": [{"delta": {"content": answer[i : i + 6]}}]}
+                    self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                    self.wfile.flush()
+                    # A pause after the first words, so they reach the pupil on their own.
+                    time.sleep(0.5 if i < len(PREAMBLE) <= i + 6 else 0.01)
+                self.wfile.write(b"data: [DONE]\n\n")
+            except OSError:
+                pass  # the proxy cut the answer
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    cert, key = origin_ca.issue(tmp_path_factory.mktemp("chatbot"), "localhost", "chatgpt.com")
+    with serve_origin(Handler, cert, key) as (http_port, https_port):
+        yield Chatbot(http_port, https_port, prompts)
+
+
+@pytest.fixture(scope="module")
+def ai_gw(
+    tmp_path_factory: pytest.TempPathFactory, origin_ca: OriginCA, chatbot: Chatbot
+) -> Iterator[Gateway]:
+    """The proxy with chatgpt.com sent to the local chatbot; pupils' answers are analysed."""
+    tmp = tmp_path_factory.mktemp("content-ai")
+    policy = POLICY.replace(
+        "content: {analyse: [pages], threshold: 100}",
+        "content: {analyse: [pages, ai_answers], threshold: 100}",
+    )
+    write_config(tmp / "config", tmp / "var", 1, policy)
+    shutil.copy(ROOT / "config" / "content-phrases.yaml", tmp / "config")
+    shutil.copy(ROOT / "config" / "concerning-terms.yaml", tmp / "config")
+    hostmap = {"hosts": ["chatgpt.com"], "ports": {"443": chatbot.https_port}}
+    gateway = start_gateway(
+        tmp,
+        origin_ca,
+        "--set",
+        "schoolgate_content_hold_kb=64",
+        env={"SCHOOLGATE_TEST_HOSTMAP": json.dumps(hostmap), "PYTHONPATH": str(ROOT)},
+        command=[sys.executable, "-m", "tests.integration.hostmap"],
+    )
+    yield gateway
+    stop_gateway(gateway)
+
+
+def ask(gw: Gateway, prompt: str, client: str = PUPIL) -> tuple[int, str]:
+    """POST a prompt to chatgpt.com through the proxy, as its web app does; the whole answer."""
+    context = ssl.create_default_context(cafile=str(gw.ca_file))
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", gw.port, timeout=20, context=context, source_address=(client, 0)
+    )
+    conn.set_tunnel("chatgpt.com", 443)
+    message = {"author": {"role": "user"}, "content": {"content_type": "text", "parts": [prompt]}}
+    body = {"action": "next", "messages": [message]}
+    try:
+        conn.request("POST", "/backend-api/conversation", json.dumps(body),
+                     {"Content-Type": "application/json"})  # fmt: skip
+        response = conn.getresponse()
+        try:
+            return response.status, response.read().decode()
+        except http.client.IncompleteRead as exc:
+            return response.status, exc.partial.decode()
+    finally:
+        conn.close()
+
+
+def said(events: str) -> str:
+    """The text a chat app shows for a stream of events: the deltas, joined."""
+    text = ""
+    for line in events.splitlines():
+        if line.startswith("data: {"):
+            text += json.loads(line[6:])["choices"][0]["delta"]["content"]
+    return text
+
+
+def test_a_chatbot_answer_is_cut_when_it_crosses(ai_gw: Gateway, chatbot: Chatbot) -> None:
+    """The answer streams until it reads like adult content, then the pupil sees a notice."""
+    status, events = ask(ai_gw, "show me videos")
+    assert status == 200
+    answer = said(events)
+    assert answer.startswith(PREAMBLE)  # it streamed until it crossed
+    assert "Schoolgate stopped this because its content looked like adult content" in answer
+    assert "END-OF-ANSWER" not in answer
+    assert "show me videos" in chatbot.prompts
+
+
+def test_a_benign_answer_streams_whole(ai_gw: Gateway) -> None:
+    """An ordinary answer reaches the pupil complete."""
+    status, events = ask(ai_gw, "explain photosynthesis")
+    assert status == 200
+    answer = said(events)
+    assert answer == ANSWER_GOOD
+    assert "Schoolgate stopped" not in answer
+
+
+def test_a_prompt_is_logged_as_a_search(ai_gw: Gateway) -> None:
+    """The pupil's prompt is a search of engine chatgpt; a concerning one is flagged."""
+    ask(ai_gw, "i want to kill myself")
+    deadline = time.monotonic() + 15
+    out = ""
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            [*schoolgate_command(), "incidents", "searches", "--config", str(ai_gw.config_dir)],
+            check=True, capture_output=True, text=True, timeout=60,
+        ).stdout  # fmt: skip
+        if "i want to kill myself" in out:
+            break
+        time.sleep(0.5)
+    line = next(line for line in out.splitlines() if "i want to kill myself" in line)
+    assert "chatgpt" in line
+    assert "suicide" in line  # the concerning-terms category it matched
+
+
+def test_a_long_page_is_cut_mid_stream(ai_gw: Gateway, pages: Pages) -> None:
+    """A page over the hold bound is scored as it passes and cut where it crosses."""
+    conn = http.client.HTTPConnection("127.0.0.1", ai_gw.port, timeout=20,
+                                      source_address=(PUPIL, 0))  # fmt: skip
+    try:
+        conn.request("GET", pages.url("/long"))
+        response = conn.getresponse()
+        try:
+            body = response.read().decode()
+        except http.client.IncompleteRead as exc:
+            body = exc.partial.decode()
+    finally:
+        conn.close()
+    assert response.status == 200
+    assert "village school" in body  # the start of the page went through
+    assert "looked like adult content" in body
+    assert "END-OF-PAGE" not in body
+    assert pages.seen.count("/long") == 1

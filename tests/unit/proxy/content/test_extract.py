@@ -1,0 +1,25 @@
+"""Page text: what a reader sees, not the scripts and styles around it."""
+
+from __future__ import annotations
+
+from proxy.content.extract import html_text, page_text
+
+
+def test_html_text_keeps_title_body_and_image_descriptions() -> None:
+    """The title, the body's words and alt texts are read; scripts and styles are not."""
+    text = html_text(
+        "<html><head><title>Casino night</title><script>var kill = 1</script></head>"
+        "<body><p>Hello <b>world</b></p><img alt='a red car'><style>p{}</style>"
+        "<noscript>enable js</noscript></body></html>"
+    )
+    assert "Casino night" in text
+    assert "world" in text
+    assert "a red car" in text
+    assert "kill" not in text
+    assert "enable js" not in text
+
+
+def test_plain_text_is_scored_as_it_is() -> None:
+    """A text/plain body is not parsed as HTML."""
+    assert page_text("<b>not a tag</b>", "text/plain; charset=utf-8") == "<b>not a tag</b>"
+    assert page_text("<b>a tag</b>", "text/html; charset=utf-8").strip() == "a tag"

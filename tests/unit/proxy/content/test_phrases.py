@@ -1,0 +1,117 @@
+"""The phrase lists: folding, whole-word matching, weights, exceptions and the file's errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy.content.phrases import NEGATIVE_CAP, PhraseScorer, fold, load_phrases
+from proxy.yamlfile import ConfigError
+
+ROOT = Path(__file__).resolve().parents[4]
+
+PHRASES = """\
+categories:
+  adult:
+    phrases:
+      en: {porn: 15, free porn: 50, sex education: -40, nudes: 20}
+      pl: {darmowe porno: 50}
+    exceptions:
+      en: [museum of art nudes]
+  self_harm:
+    phrases:
+      en: {kill myself: 40, samaritans: -40}
+"""
+
+
+@pytest.fixture
+def scorer(tmp_path: Path) -> PhraseScorer:
+    path = tmp_path / "content-phrases.yaml"
+    path.write_text(PHRASES, encoding="utf-8")
+    return load_phrases(path)
+
+
+def errors(tmp_path: Path, text: str) -> list[str]:
+    path = tmp_path / "content-phrases.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_phrases(path)
+    return str(caught.value).splitlines()
+
+
+@pytest.mark.parametrize(
+    ("text", "folded"),
+    [
+        ("Free PORN videos!!", " free porn videos "),  # case and punctuation
+        ("p0rn", " porn "),  # digits that read as letters
+        ("рorn", " porn "),  # a Cyrillic р
+        ("Ñandú  café", " nandu cafe "),  # accents
+        ("darmowe\u200bporno", " darmoweporno "),  # a zero-width space joins, as a reader sees
+    ],
+)
+def test_fold_makes_one_spelling(text: str, folded: str) -> None:
+    """Case, accents, look-alikes, repeats and punctuation fold to words joined by spaces."""
+    assert fold(text) == folded
+
+
+def test_every_occurrence_adds_its_weight(scorer: PhraseScorer) -> None:
+    """Three "porn" and one "free porn" score 3x15 + 50 + 15 (the "porn" inside it counts too)."""
+    scores = scorer.score("Free porn! porn, PORN and p0rn.")
+    assert scores.by_category["adult"] == 4 * 15 + 50
+
+
+def test_only_whole_words_match(scorer: PhraseScorer) -> None:
+    """ "porn" inside another word, or split across words, is not a phrase."""
+    assert scorer.score("pornography is a word; por n; eporn").by_category == {}
+
+
+def test_negative_phrases_pull_down_and_are_capped(scorer: PhraseScorer) -> None:
+    """A sex education page is not adult, but repeating the phrase cannot launder a page."""
+    assert scorer.score("porn in sex education").by_category["adult"] == 15 - 40
+    laundered = scorer.score("free porn " * 4 + "sex education " * 50)
+    assert laundered.by_category["adult"] == 4 * 65 - 40 * NEGATIVE_CAP
+
+
+def test_an_exception_phrase_zeroes_its_category(scorer: PhraseScorer) -> None:
+    """A page with an exception phrase scores nothing in that category, and lists no phrase."""
+    scores = scorer.score("nudes nudes nudes at the museum of art nudes; kill myself")
+    assert scores.by_category["adult"] == 0
+    assert scores.excepted == {"adult"}
+    assert {hit.category for hit in scores.hits} == {"self_harm"}
+
+
+def test_crossed_lists_categories_over_their_threshold(scorer: PhraseScorer) -> None:
+    """Only categories at or over their threshold cross, highest score first."""
+    scores = scorer.score("free porn free porn kill myself")
+    assert scores.crossed({"adult": 100, "self_harm": 40}) == [("adult", 130), ("self_harm", 40)]
+    assert scores.crossed({"adult": 131, "self_harm": 41}) == []
+
+
+def test_the_hits_say_which_phrases_counted(scorer: PhraseScorer) -> None:
+    """Each phrase that counted is listed once, with its weight and how often it occurred."""
+    hits = scorer.score("darmowe porno, darmowe porno").phrases_for("adult")
+    assert [(h.phrase, h.weight, h.count) for h in hits] == [("darmowe porno", 50, 2)]
+
+
+def test_errors_name_the_line(tmp_path: Path) -> None:
+    """Unknown categories, short phrases and zero weights are reported as FILE:LINE."""
+    problems = errors(
+        tmp_path,
+        "categories:\n"
+        "  adult:\n"
+        "    phrases:\n"
+        "      en: {ok phrase: 10, ab: 5, zero weight: 0}\n"
+        "  poetry:\n"
+        "    phrases: {en: {rhyme: 5}}\n",
+    )
+    path = tmp_path / "content-phrases.yaml"
+    assert any(p.startswith(f"{path}:4:") and "'ab' is too short" in p for p in problems)
+    assert any(p.startswith(f"{path}:4:") and "not 0" in p for p in problems)
+    assert any(p.startswith(f"{path}:5:") and "unknown category 'poetry'" in p for p in problems)
+
+
+def test_the_shipped_phrase_file_loads() -> None:
+    """config/content-phrases.yaml is valid and covers every category."""
+    scorer = load_phrases(ROOT / "config" / "content-phrases.yaml")
+    assert scorer.count > 100

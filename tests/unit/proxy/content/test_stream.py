@@ -1,0 +1,142 @@
+"""Scoring as a body streams: the same scores as the whole text, and a cut with a notice."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.content.assistants import assistant_of, prompt_of
+from proxy.content.phrases import PhraseScorer, RunningScore, Scores, load_phrases
+from proxy.content.stream import Kind, StreamScorer
+
+ROOT = Path(__file__).resolve().parents[4]
+TEXT = (
+    "Free porn videos, hardcore porn, live sex cams. The best free porn and porn videos. "
+    "Sex education; I want to kill myself. Ñandú p0rn "
+) * 3
+THRESHOLDS = {"adult": 100, "self_harm": 100}
+
+
+@pytest.fixture(scope="module")
+def scorer() -> PhraseScorer:
+    return load_phrases(ROOT / "config" / "content-phrases.yaml")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_pieces_score_as_the_whole(scorer: PhraseScorer, seed: int) -> None:
+    """However the text is split, the running total equals the score of the whole."""
+    pieces, rest, rng = [], TEXT, random.Random(seed)
+    while rest:
+        cut = rng.randint(1, 12)
+        pieces.append(rest[:cut])
+        rest = rest[cut:]
+    running = RunningScore(scorer)
+    for piece in pieces:
+        running.feed(piece)
+    assert running.feed("", final=True).by_category == scorer.score(TEXT).by_category
+
+
+def stream(
+    scorer: PhraseScorer, kind: Kind, chunks: list[bytes], encoding: str | None = None
+) -> tuple[list[tuple[str, int]], bytes]:
+    """Feed ``chunks`` (and the end) through a StreamScorer: what crossed, and what went on."""
+    crossed: list[tuple[str, int]] = []
+
+    def on_cross(category: str, score: int, _scores: Scores) -> str:
+        crossed.append((category, score))
+        return "adult content"
+
+    guard = StreamScorer(scorer, THRESHOLDS, kind, encoding, "utf-8", on_cross)
+    out = [piece for chunk in [*chunks, b""] for piece in guard.feed(chunk)]
+    return crossed, b"".join(out)
+
+
+def sse(events: list[dict[str, Any]]) -> list[bytes]:
+    return [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
+
+
+ANSWER = "Here are free porn videos, hardcore porn and live sex cams. END"
+
+
+def test_delta_events_are_joined_and_cut(scorer: PhraseScorer) -> None:
+    """Token deltas split words; joined, they cross, and the stream ends with a notice."""
+    events = [{"choices": [{"delta": {"content": ANSWER[i : i + 4]}}]} for i in range(0, 63, 4)]
+    crossed, out = stream(scorer, "sse", sse(events))
+    assert crossed
+    assert crossed[0][0] == "adult"
+    assert b"END" not in out
+    assert out.endswith(b"data: [DONE]\n\n")
+    assert b"looked like adult content" in out
+
+
+def test_cumulative_events_count_each_word_once(scorer: PhraseScorer) -> None:
+    """A service that resends the answer so far is scored on the answer, not its repeats."""
+    answer = "free porn is a phrase I say once. " + "The weather is fine. " * 10
+    events = [{"message": {"content": {"parts": [answer[:i]]}}} for i in range(5, len(answer), 5)]
+    crossed, out = stream(scorer, "sse", sse(events))
+    assert crossed == []
+    assert out.endswith(b"data: [DONE]\n\n")
+
+
+def test_a_gzip_page_is_decoded_and_cut(scorer: PhraseScorer) -> None:
+    """An encoded page goes on decoded, so the notice can follow it as HTML."""
+    rng = random.Random(1)  # words that do not compress away, so the calm part comes first
+    calm = " ".join("".join(rng.choices("abcdefghij", k=6)) for _ in range(400))
+    page = gzip.compress(f"<p>{calm}</p><p>{ANSWER}</p><p>{ANSWER}</p>".encode())
+    chunks = [page[i : i + 64] for i in range(0, len(page), 64)]
+    crossed, out = stream(scorer, "html", chunks, "gzip")
+    assert crossed
+    assert out.startswith(f"<p>{calm[:100]}".encode())
+    assert out.endswith(b"looked like adult content.</p></div>")
+
+
+def test_an_unknown_encoding_is_refused(scorer: PhraseScorer) -> None:
+    """A body the scorer cannot decode is not silently passed as scored."""
+    with pytest.raises(ValueError, match="cannot be read"):
+        StreamScorer(scorer, THRESHOLDS, "html", "compress", "utf-8", lambda *_: "")
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "prompt"),
+    [
+        (
+            {
+                "messages": [
+                    {"role": "system", "content": "x"},
+                    {"role": "user", "content": "hi  there"},
+                ]
+            },
+            "application/json",
+            "hi there",
+        ),
+        (
+            {"messages": [{"author": {"role": "user"}, "content": {"parts": ["web app"]}}]},
+            "application/json",
+            "web app",
+        ),
+        (
+            {"contents": [{"role": "user", "parts": [{"text": "gemini"}]}]},
+            "application/json",
+            "gemini",
+        ),
+        ({"prompt": "plain prompt"}, "application/json", "plain prompt"),
+        ({"model": "x"}, "application/json", None),
+    ],
+)
+def test_prompts_are_read_from_the_shapes_assistants_use(
+    body: dict[str, object], kind: str, prompt: str | None
+) -> None:
+    """The last user message, or a prompt field; nothing when there is none."""
+    assert prompt_of(json.dumps(body).encode(), kind) == prompt
+
+
+def test_assistants_are_known_by_host_and_parent_domain() -> None:
+    """A listed host covers its subdomains; others are not assistants."""
+    assert assistant_of("chatgpt.com") == "chatgpt"
+    assert assistant_of("beta.character.ai") == "character-ai"
+    assert assistant_of("notchatgpt.com") is None
