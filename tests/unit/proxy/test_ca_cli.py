@@ -11,13 +11,17 @@ from cryptography.x509.oid import NameOID
 from proxy.cli import cli
 from proxy.master import ensure_ca
 from proxy.settings import load_settings
-from tests.unit.proxy.configs import ROOT, write_config
+from tests.unit.proxy.configs import write_config
 
-POLICY = (
-    (ROOT / "config" / "policy.yaml")
-    .read_text(encoding="utf-8")
-    .replace("school: Example Primary School", "school: St Aidan's C of E Primary")
-)
+POLICY = """\
+school: St Aidan's C of E Primary
+timezone: Europe/London
+identity: {default_group: pupil}
+categories:
+  child_abuse: {lists: [iwf], illegal: true}
+groups:
+  pupil: {default: acceptable}
+"""
 
 
 def _subject(cert_file: Path) -> str:
