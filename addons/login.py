@@ -24,7 +24,6 @@ and counted with the refusals.
 from __future__ import annotations
 
 import asyncio
-import html
 import ipaddress
 import logging
 import time
@@ -34,6 +33,7 @@ from mitmproxy import connection, exceptions, http
 from mitmproxy.addons.proxyauth import is_http_proxy, parse_http_basic_auth
 
 from addons.policyload import PolicyLoader
+from proxy import errorpage
 from proxy.identity import parse_ip
 from proxy.logins import BINDINGS_FILE, Login, LoginBindings, LoginChecker, valid_name
 from proxy.settings import Auth
@@ -48,12 +48,10 @@ def login_of(flow: http.HTTPFlow) -> Login | None:
     return found if isinstance(found, Login) else None
 
 
-def _page(status: int, title: str, text: str, headers: dict[str, str]) -> http.Response:
-    body = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>"
-        f"<p>{html.escape(text)}</p></body></html>"
-    )
+def _page(
+    status: int, title: str, text: str, headers: dict[str, str], school: str = "Schoolgate"
+) -> http.Response:
+    body = errorpage.notice(title, text, school=school)  # the school's name and style
     return http.Response.make(
         status,
         body,
@@ -213,7 +211,7 @@ class ProxyLogin:
         if flow.request.path.startswith("/logout"):
             if self.bindings:
                 self.bindings.unbind(ip)
-            flow.response = _page(200, "Signed out", f"{school}: you are signed out.", {})
+            flow.response = _page(200, "Signed out", "You are signed out.", {}, school)
             return
         user = await self._check(flow.request.headers.get("Authorization", ""))
         if user is None:
@@ -225,20 +223,23 @@ class ProxyLogin:
         flow.response = _page(
             200,
             "Signed in",
-            f"{school}: you are signed in as {user} on this device for "
+            f"You are signed in as {user} on this device for "
             f"{auth.bind_minutes} minutes. Open /logout here to sign out.",
             {},
+            school,
         )
 
     def _refuse(self, flow: http.HTTPFlow, *, proxy: bool) -> None:
         self.refused += 1
-        realm = self.loader.filterset.policy.school.replace('"', "'")
+        school = self.loader.filterset.policy.school
+        realm = school.replace('"', "'")
         if proxy:
             flow.response = _page(
                 407,
                 "Sign-in needed",
                 "The school's web filter needs your user name and password.",
                 {"Proxy-Authenticate": f'Basic realm="{realm}"'},
+                school,
             )
         else:
             flow.response = _page(
@@ -246,6 +247,7 @@ class ProxyLogin:
                 "Sign in",
                 "Sign in with your school user name and password.",
                 {"WWW-Authenticate": f'Basic realm="{realm}"'},
+                school,
             )
 
     def _failed(self, flow: http.HTTPFlow, proxy: bool) -> None:

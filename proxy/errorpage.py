@@ -1,10 +1,11 @@
-"""The page a user sees when the site itself cannot be reached (not a block).
+"""The pages the filter shows that are not block pages: a dead site, and short notices.
 
 mitmproxy answers an upstream failure with a bare "502 Bad Gateway" naming
 itself. This page says, in the school's name, what happened (the name does
 not exist, the server refused, its certificate is not valid, it did not
 answer), that the filter did not block it, and gives a reference to quote.
-Pure: the failure is given as mitmproxy's error message.
+Pure: the failure is given as mitmproxy's error message. ``notice`` is the
+same look for the login page's answers (sign in, signed in, signed out).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from string import Template
 
 _TEMPLATE = Template(
     resources.files("proxy").joinpath("templates/upstream-error.html").read_text(encoding="utf-8")
+)
+_NOTICE = Template(
+    resources.files("proxy").joinpath("templates/notice.html").read_text(encoding="utf-8")
 )
 
 
@@ -106,4 +110,11 @@ def render(message: str, *, school: str, reference: str) -> str:
         detail=html.escape(message[:300]),
         reference=html.escape(reference),
         school=html.escape(school),
+    )
+
+
+def notice(title: str, text: str, *, school: str) -> str:
+    """A short page in the school's style (the login page's answers): title, school, text."""
+    return _NOTICE.substitute(
+        title=html.escape(title), text=html.escape(text), school=html.escape(school)
     )

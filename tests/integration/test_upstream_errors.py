@@ -105,3 +105,11 @@ def test_chromium_shows_the_upstream_failure_page(gateway: Gateway, tmp_path: Pa
     assert shot.exists(), result.stderr[-2000:]
     assert shot.read_bytes().startswith(b"\x89PNG")
     assert shot.stat().st_size > 5000
+
+
+def test_login_page_is_in_the_school_style(gateway: Gateway) -> None:
+    """The login page's sign-in answer names the school, styled like the filter's other pages."""
+    status, body = gateway.get("http://login.schoolgate/", client=PUPIL)
+    assert status == 401
+    assert 'id="school">Integration Test School<' in body
+    assert "Sign in with your school user name and password." in body

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.errorpage import classify, render
+from proxy.errorpage import classify, notice, render
 
 
 @pytest.mark.parametrize(
@@ -33,3 +33,11 @@ def test_page_names_the_school_and_escapes_what_it_shows() -> None:
     assert 'id="reference">SG-1234ABCD<' in page
     assert "<script>x" not in page
     assert "This site refused the connection" in page
+
+
+def test_notice_is_in_the_school_style() -> None:
+    """The login page's answers carry the school's name, escaped, in the filter's page style."""
+    page = notice("Sign in", "Sign in with <b>your</b> name.", school="St Aidan's")
+    assert '<p class="school" id="school">St Aidan&#x27;s</p>' in page
+    assert "&lt;b&gt;your&lt;/b&gt;" in page
+    assert "border-top" in page  # the same card as the block page
