@@ -7,11 +7,11 @@ false``: guests, BYOD) or when a host is on the policy's ``no_decrypt``
 list (by host or category). Such a connection can only be filtered on its
 host names, so it is decided as its root URL (``https://HOST/``) would be:
 blocked there means refused. Safe search cannot be forced by rewriting
-requests on a connection that is not decrypted, so for groups with safe search on a search engine's
-tunnel is connected to the address of the engine's locked service
-(``connect_to``: ``forcesafesearch.google.com`` and the like), and an engine
-with no such service is refused. Every other connection is intercepted, and the filter decides
-on each request inside it.
+requests on a connection that is not decrypted, so for groups with safe
+search on a search engine's tunnel is connected to the address of the
+engine's locked service (``connect_to``: ``forcesafesearch.google.com`` and
+the like), and an engine with no such service is refused. Every other
+connection is intercepted, and the filter decides on each request inside it.
 
 HTTPS with no SNI to a raw IP address follows the group's
 ``https_without_sni``: ``block`` refuses it, ``filter`` decides on the IP
