@@ -3,7 +3,8 @@
 The wireless controller (the NAS) sends an Accounting-Request when a device
 joins (Start), periodically (Interim-Update) and when it leaves (Stop), with
 the user who signed in to the Wi-Fi (``User-Name``, 802.1X) and the address
-the device was given (``Framed-IP-Address``). ``Accounting.handle`` checks a
+the device was given (``Framed-IP-Address``, and ``Framed-IPv6-Address``
+where the NAS sends one). ``Accounting.handle`` checks a
 datagram as RFC 2866 says (a NAS listed in ``radius.clients``, its shared
 secret in the Request Authenticator), binds the address to the user in the
 same bindings file the login page writes (``proxy/logins.py``), so every
@@ -100,16 +101,21 @@ class Accounting:
         status = request["Acct-Status-Type"][0] if "Acct-Status-Type" in request else None
         if status not in ("Start", "Interim-Update", "Stop"):
             return  # Accounting-On/Off and the rest carry no session to bind
-        if "Framed-IP-Address" not in request or "User-Name" not in request:
+        ips = [
+            str(ipaddress.ip_address(request[name][0]))
+            for name in ("Framed-IP-Address", "Framed-IPv6-Address")
+            if name in request
+        ]
+        if not ips or "User-Name" not in request:
             return
-        ip = str(ipaddress.ip_address(request["Framed-IP-Address"][0]))
         user = str(request["User-Name"][0])
         if not valid_name(user):
             raise ValueError("User-Name is not a user name")
-        if status == "Stop":
-            if self.bindings.user_at(ip, now) == user:
-                self.bindings.unbind(ip)
-                log.info("RADIUS Stop: %s is no longer %s", ip, user)
-            return
-        self.bindings.bind(ip, user, self.minutes, now)
-        log.info("RADIUS %s: %s is %s for %d minutes", status, ip, user, self.minutes)
+        for ip in ips:
+            if status == "Stop":
+                if self.bindings.user_at(ip, now) == user:
+                    self.bindings.unbind(ip)
+                    log.info("RADIUS Stop: %s is no longer %s", ip, user)
+                continue
+            self.bindings.bind(ip, user, self.minutes, now)
+            log.info("RADIUS %s: %s is %s for %d minutes", status, ip, user, self.minutes)

@@ -94,3 +94,15 @@ def test_a_client_needs_exactly_one_secret() -> None:
     """Both or neither of secret and secret_env is a settings error."""
     with pytest.raises(ValueError, match="exactly one"):
         Radius.model_validate({"clients": [{"address": "10.0.0.2"}]})
+
+
+def test_an_ipv6_address_is_bound_too(accounting: Accounting) -> None:
+    """Framed-IPv6-Address, where the NAS sends it, is the user's as well (compressed form)."""
+    pkt = packet.AcctPacket(code=packet.AccountingRequest, secret=SECRET, dict=DICT)
+    pkt["Acct-Status-Type"] = "Start"
+    pkt["User-Name"] = "amy.pupil"
+    pkt["Framed-IP-Address"] = "10.10.4.7"
+    pkt["Framed-IPv6-Address"] = "2001:db8:0:0::7"
+    assert accounting.handle(pkt.RequestPacket(), NAS, now=10.0) is not None
+    assert accounting.bindings.user_at("2001:db8::7", now=11.0) == "amy.pupil"
+    assert accounting.bindings.user_at("10.10.4.7", now=11.0) == "amy.pupil"
