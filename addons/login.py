@@ -125,6 +125,12 @@ class ProxyLogin:
             self._from_header(flow, auth)
             if login_of(flow) is None and is_http_proxy(flow):
                 await self._proxy_login(flow, auth)
+            if login_of(flow) is None and flow.response is None and self.bindings:
+                # A bound address (login page, RADIUS) is its user's from the CONNECT on, so
+                # the tunnel's host and TLS decisions are that user's, not the address's.
+                user = self.bindings.user_at(flow.client_conn.peername[0])
+                if user:
+                    flow.metadata[LOGIN] = Login(user, "binding")
         except Exception:
             self._failed(flow, is_http_proxy(flow))
         login = login_of(flow)
