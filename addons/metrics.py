@@ -44,7 +44,11 @@ class Metrics:
         self.login = login
         self.store = store
         self._seen_refused = 0
+        self._seen_writer = (0, 0, 0)
         self.metrics = FilterMetrics()
+        if store is not None:
+            # Each event's time to the spool's fsync, observed by the writer's spooling thread.
+            store.writer.durable = self.metrics.spool_seconds.observe
         self.server: MetricsServer | None = None
         self._seen_reloads = 0
         self._seen_failures = 0
@@ -112,7 +116,16 @@ class Metrics:
             m.auth_failures.inc(self.login.refused - self._seen_refused)
             self._seen_refused = self.login.refused
         if self.store is not None:
-            m.spool_depth.set(self.store.writer.spooled)
+            writer = self.store.writer
+            m.spool_depth.set(writer.spooled)
+            m.writer_up.set(1 if writer.up else 0)
+            m.oldest_unapplied.set(writer.oldest_age())
+            m.events_held.set(writer.held)
+            dropped, restarts, hung = self._seen_writer
+            m.events_dropped.inc(writer.dropped - dropped)
+            m.writer_restarts.inc(writer.restarts - restarts)
+            m.store_interrupts.inc(writer.interrupts - hung)
+            self._seen_writer = (writer.dropped, writer.restarts, writer.interrupts)
         for source, count in entries_by_source(dict(fs.lists.counts()), sources).items():
             m.index_entries.labels(source).set(count)
         try:

@@ -8,11 +8,15 @@ also turns what other parts leave in ``DATA_DIR`` into change-log events:
 ``review-requests.jsonl`` (the block page's "request a review" form, which
 become pending override requests, once each by reference). And it records
 the policy in force at start and after every hot reload, so an edit made
-without ``schoolgate policy apply`` appears in the log as unattributed.
+without ``schoolgate policy apply`` appears in the log as unattributed, and
+a hot-reloaded edit refused for weakening the illegal lists as refused.
 
 When the store is down the last snapshot stays in force: an override still
 ends at its end time (the decision checks the time), and nothing new can
-be approved without the store.
+be approved without the store. Each new snapshot is also written to
+``DATA_DIR/controls.json`` (``proxy.store.snapshot``), and read back when the
+addon is loaded, before the proxy listens: a proxy that starts
+while the store is down or slow keeps a suspended pupil suspended.
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ from mitmproxy.utils.asyncio_utils import create_task
 
 from addons.policyload import PolicyLoader
 from addons.store import StoreWriter
+from proxy.controls import NO_CONTROLS, Controls
 from proxy.filterset import Filterset
 from proxy.lists import UPDATES_LOG
-from proxy.store import control, events
+from proxy.policy import IllegalProblem
+from proxy.store import control, events, snapshot
 from proxy.store.engine import down_reason, session
+from proxy.yamlfile import Problem
 
 log = logging.getLogger("schoolgate.overrides")
 
@@ -72,10 +79,13 @@ class Overrides:
         self._updates = _Tail(data_dir / UPDATES_LOG)
         self._reviews = _Tail(data_dir / REVIEW_REQUESTS)
         self._policy_sha: str | None = None
+        self._snapshot_path = data_dir / snapshot.SNAPSHOT_FILE
+        self._saved: dict[str, object] | None = None  # what the file holds, to write changes only
         self._task: asyncio.Task[None] | None = None
         self._down: str | None = None
         self.refreshes = 0
         loader.on_swap.append(self._swapped)
+        loader.on_refused.append(self._refused)
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -84,6 +94,9 @@ class Overrides:
             3000,
             "Milliseconds between reading overrides and suspensions from the store.",
         )
+        # Here, not in running(): load runs once, before the proxy listens, so no request is
+        # decided without the last known suspensions even if the store is slow to answer.
+        self._restore()
 
     def configure(self, updated: set[str]) -> None:
         if (
@@ -91,6 +104,24 @@ class Overrides:
             and ctx.options.schoolgate_controls_refresh_ms <= 0
         ):
             raise exceptions.OptionsError("schoolgate_controls_refresh_ms must be positive")
+
+    def _restore(self) -> None:
+        """Put the last snapshot written to disk in force until the store answers."""
+        try:
+            found = snapshot.load(self._snapshot_path)
+        except ValueError as exc:
+            log.error("%s unreadable, starting with no overrides: %s", self._snapshot_path, exc)
+            return
+        if found is None or self.loader.controls is not NO_CONTROLS:
+            return
+        self.loader.controls = found
+        self._saved = snapshot.content(found)
+        log.info(
+            "%d suspension(s) and %d override(s) restored from %s until the store answers",
+            sum(len(s) for s in found.suspensions.values()),
+            len(found.overrides),
+            self._snapshot_path,
+        )
 
     async def running(self) -> None:
         self._observe_policy(self.loader.filterset, "start")
@@ -132,7 +163,7 @@ class Overrides:
         now = datetime.now(UTC)
         try:
             with session(self.store.engine, read_only=True) as s:
-                snapshot = control.load_controls(s, now)
+                fresh = control.load_controls(s, now)
                 due = control.expiries_due(s, now)
         except Exception as exc:
             reason = down_reason(exc)
@@ -141,10 +172,23 @@ class Overrides:
             self._down = reason
             return
         self._down = None
-        self.loader.controls = snapshot
+        self.loader.controls = fresh
         self.refreshes += 1
         if due:
             self.store.record(events.sweep())
+        self._keep(fresh)
+
+    def _keep(self, fresh: Controls) -> None:
+        """Write the snapshot to disk when it changed, for a start with the store down."""
+        data = snapshot.content(fresh)
+        if data == self._saved:
+            return
+        try:
+            snapshot.save(self._snapshot_path, fresh)
+        except OSError as exc:
+            log.error("cannot keep the snapshot in %s: %s", self._snapshot_path, exc)
+            return
+        self._saved = data
 
     def _swapped(self, old: Filterset, new: Filterset, what: str) -> None:
         if what not in ("policy", "settings"):
@@ -153,6 +197,17 @@ class Overrides:
             self._observe_policy(new, "hot reload")
         except Exception:  # recording must never undo or break a reload
             log.exception("could not record the reloaded policy")
+
+    def _refused(self, what: str, problems: list[Problem]) -> None:
+        illegal = [str(p) for p in problems if isinstance(p, IllegalProblem)]
+        if not illegal:
+            return  # a typo is the technician's to fix; the log records attempts on illegal lists
+        source = self.loader.filterset.policy.source
+        try:
+            sha = hashlib.sha256(source.read_bytes()).hexdigest()
+            self.store.record(events.policy_refused(sha, str(source), illegal, f"{what} reload"))
+        except Exception:  # recording must never break the loader
+            log.exception("could not record the refused %s", what)
 
     def _observe_policy(self, fs: Filterset, how: str) -> None:
         """Record the policy text now in force, when it differs from the last one recorded."""

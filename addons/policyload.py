@@ -42,6 +42,9 @@ class PolicyLoader:
         self.controls: Controls = NO_CONTROLS
         # Called with (old, new, what) after each swap (change control records policy edits).
         self.on_swap: list[Callable[[Filterset, Filterset, str], None]] = []
+        # Called with (what, problems) when a reload is refused (change control records
+        # edits that would weaken the illegal lists).
+        self.on_refused: list[Callable[[str, list[Problem]], None]] = []
         self.reloads = 0
         self.failures = 0
         self._policy_mtime = _mtime(filterset.policy.source)
@@ -127,3 +130,5 @@ class PolicyLoader:
         self.failures += 1
         for problem in problems:
             log.error("%s not reloaded, keeping the last good one: %s", what, problem)
+        for hook in self.on_refused:
+            hook(what, problems)

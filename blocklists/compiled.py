@@ -3,7 +3,8 @@
 Build it with ``CompiledBuilder`` (a ``ListSink``: the readers in ``formats``
 feed it), ``write()`` it (temporary name, fsync, rename), and open it with
 ``CompiledIndex.open()``, which checks the header and checksum. It answers the
-same ``Matcher`` protocol, with the same hits, as ``MemoryIndex``.
+same ``Matcher`` protocol, with the same hits, as ``MemoryIndex``. The proxy
+opens it with ``open_private()`` instead (see "On disk" below).
 
 File layout (all integers little-endian)::
 
@@ -48,6 +49,64 @@ reports is the suffix that was looked up. Two hosts share a 64-bit hash with
 probability about n / 2^64 per probe (3.4M keys: 2e-13); two *entries* sharing
 one is detected at compile time and fails the build.
 
+On disk, and why the proxy maps a private snapshot: only the compiler writes an
+index, and always under a new name (temporary file, fsync, rename, fsync of the
+folder), so a mapping never sees its file change. Anyone else writing the live
+``lists.idx`` in place (a stray write, ``truncate``, ``cp other.idx lists.idx``,
+which truncates and rewrites the *same inode*) used to reach every worker's
+mapping: zeroed filters let adult and gambling through, and a truncated file
+killed the workers with SIGBUS on the next lookup. Options weighed:
+
+* catch SIGBUS: CPython cannot resume after a fault in a memoryview read; no.
+* ``MAP_PRIVATE``: pages not yet copied still show the file's changes, and a
+  truncation is still SIGBUS; no.
+* read it into private anonymous memory after verifying: immune to anything done
+  to any file, but one copy per worker (the full-size index is 66 MB: 264 MB with
+  four workers), against the README's promise of one shared copy.
+* a hard link in a private folder: the same inode, so ``cp`` still reaches it; no.
+* chosen: ``open_private()`` copies the verified ``lists.idx`` (kernel
+  ``copy_file_range``) to ``mapped/CHECKSUM-SIZE.idx`` (0400, folder 0700),
+  checks the copy, and maps that; the first process copies, the workers find it
+  by name and map the same file, so the pages stay shared. Nothing but this
+  module writes there, so no change to ``lists.idx`` reaches a mapping, and the
+  live file is verified (``verify_file``, by ``read()``, never mapped) at every
+  open: a damaged one is compiled again from the sources (``proxy.lists``).
+  If the folder cannot be used (permissions, a full disk) the index is read into
+  private memory instead, with the same checks.
+
+What is left: someone who writes the snapshot itself (root, in the private folder,
+after a chmod). ``verify()`` on the reload timer catches that (size through the
+mapping's descriptor first, so a truncated file is not read; then header and
+checksum) and the index *fails closed*: every lookup raises, the filter blocks,
+until a good index is swapped in. Between the write and the next check (at most
+``schoolgate_reload_ms``, 2 s by default) a host looked up for the first time may
+miss; a truncation in that window can still SIGBUS a worker, which the
+supervisor restarts. Measured by ``bench_opening`` (part of ``make bench``, here run
+alone for both list sets) in one run on a shared 2-core VM loaded by other builds
+(ratios within a row group matter, not absolutes):
+
+    way to open (fresh process)   load, min of 3          cold lookups/s   PSS, 2 processes
+    sample lists, 14.5 MB index
+      lists.idx mapped (before)     1.1 ms                 102k             +6.9 / +6.9 MB
+      private snapshot              60 ms first, 30 next   129k             +7.0 / +7.1 MB
+      copy in private memory        58 ms                  115k             +13.8 / +13.8 MB
+    full-size (3.4M entries), 66.4 MB index
+      lists.idx mapped (before)     8.9 ms                 328k             +31.7 / +31.7 MB
+      private snapshot              85 ms first, 44 next   239k             +31.6 / +31.6 MB
+      copy in private memory        87 ms                  296k             +63.5 / +63.5 MB
+    verify() on the reload timer: 0.6 ms (sample), 3.5 ms (full size), every 2 s by default
+
+The lookups run the same code over the same kind of mapping in all three; their
+spread is the load on the VM (the same code moved by up to 3x between this run and
+a whole ``make bench`` run just before it). Load time grows from one checksum pass
+to three (the live file by ``read()``, the copy, the mapping) plus a kernel copy
+for the first process: still well under the second DESIGN.md allows, paid at start
+and per reload, not per request. The snapshot keeps the sharing (each of two
+processes is charged half the mapping); a copy per worker doubles the memory. The
+checksum on the reload timer runs on the event loop: 3.5 ms every 2 s at full size
+(xxhash releases the GIL, so moving ``index_stamp`` into a thread would take it
+off).
+
 A miss allocates no result: it returns the shared ``NO_HITS``. CPython still
 makes the short-lived ``bytes`` of the host and the hash ``int`` (freed at once),
 and the first lookup of a host stores its answer (``NO_HITS`` for a miss) in the
@@ -56,10 +115,13 @@ bounded per-process memo described on ``CompiledIndex``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import mmap
 import os
+import shutil
 import struct
 import time
 from array import array
@@ -72,6 +134,7 @@ import xxhash
 
 from blocklists.index import NO_HITS, Hit, hashed_hit_entry, path_prefixes
 
+log = logging.getLogger(__name__)
 MAGIC = b"SGLIDX\r\n"
 VERSION = 2  # 2: keys from UTS #46 IDN (t14-hosts; was IDNA2003): old indexes rebuild
 _HEADER = struct.Struct("<8sIIQQ")
@@ -415,6 +478,137 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise IndexFormatError(f"{path}: cannot read index: {exc}") from None
 
 
+def read_header(path: Path) -> tuple[int, int]:
+    """(checksum, whole file size) from an index file's header, read without mapping it."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(_HEADER.size)
+    except OSError as exc:
+        raise IndexFormatError(f"{path}: cannot read index: {exc}") from None
+    if len(head) < _HEADER.size:
+        raise IndexFormatError(f"{path}: too short to be an index")
+    magic, version, _, body_len, checksum = _HEADER.unpack(head)
+    if magic != MAGIC or version != VERSION:
+        raise IndexFormatError(f"{path}: not a version {VERSION} Schoolgate index")
+    return checksum, _HEADER.size + body_len
+
+
+def verify_file(path: Path) -> tuple[int, int]:
+    """(checksum, size) of an index file whose body matches its checksum; read with
+    ``read()``, never mapped, so a file truncated meanwhile is an error, not SIGBUS."""
+    checksum, size = read_header(path)
+    digest = xxhash.xxh3_64()
+    buf = bytearray(_READ_CHUNK)  # one buffer reused: fresh bytes per read cost 10x more
+    view = memoryview(buf)
+    try:
+        with path.open("rb", buffering=0) as f:
+            f.seek(_HEADER.size)
+            left = size - _HEADER.size
+            while left > 0:
+                got = f.readinto(view[: min(left, _READ_CHUNK)])
+                if not got:
+                    raise IndexFormatError(f"{path}: truncated index")
+                digest.update(view[:got])
+                left -= got
+            if f.read(1):
+                raise IndexFormatError(f"{path}: longer than its header says")
+    except OSError as exc:
+        raise IndexFormatError(f"{path}: cannot read index: {exc}") from None
+    if digest.intdigest() != checksum:
+        raise IndexFormatError(f"{path}: checksum mismatch; the index is corrupt")
+    return checksum, size
+
+
+_READ_CHUNK = 1 << 22
+SNAPSHOT_MODE = 0o400  # nobody writes a snapshot in place, not even the service user
+_STALE_TMP_S = 60.0
+
+
+def open_private(path: Path, private_dir: Path, *, cache_size: int = 16384) -> CompiledIndex:
+    """Open the index at ``path`` through a verified snapshot in ``private_dir``.
+
+    The snapshot is a copy of ``path`` named by its checksum (``CHECKSUM-SIZE.idx``,
+    mode 0400, in a 0700 folder): the first process copies and verifies it, the
+    others (the workers) map the same file, so the pages stay shared. What happens
+    to ``path`` afterwards (written in place, truncated, ``cp`` over it) never
+    reaches a mapping. When the folder cannot be used (permissions, a full disk),
+    the index is read into private memory instead, with the same checks.
+    ``path`` itself is verified every time (a snapshot named after its header would
+    hide a body damaged since); ``IndexFormatError`` when it is not a good index.
+    """
+    for _ in range(3):  # the live file may be replaced between reading it and copying it
+        checksum, size = verify_file(path)
+        snap = private_dir / f"{checksum:016x}-{size}.idx"
+        try:
+            index = _open_snapshot(path, snap, checksum, cache_size)
+        except _Retry:
+            continue
+        except OSError as exc:
+            log.warning("lists: cannot use %s (%s); reading the index into memory", snap, exc)
+            return CompiledIndex(path, cache_size=cache_size, copy=True)
+        _remove_other_snapshots(private_dir, snap)
+        return index
+    raise IndexFormatError(f"{path}: changed three times while being opened")
+
+
+class _Retry(Exception):
+    """The live file changed while being copied: start again from its header."""
+
+
+def _open_snapshot(path: Path, snap: Path, checksum: int, cache_size: int) -> CompiledIndex:
+    """Map ``snap`` (made from ``path`` if missing or not intact)."""
+    try:
+        index = CompiledIndex(snap, cache_size=cache_size)
+        if index.checksum == checksum:
+            return index
+        problem = "not the index its name says"
+    except IndexFormatError as exc:
+        problem = str(exc) if snap.exists() else ""
+    if problem:
+        log.warning("lists: snapshot %s: %s; copying the index again", snap, problem)
+        snap.unlink(missing_ok=True)
+    snap.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(snap.parent, 0o700)
+    tmp = snap.with_name(f".{snap.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(path, tmp)  # copy_file_range: in the kernel, no user-space pass
+        os.chmod(tmp, SNAPSHOT_MODE)
+        try:
+            if read_header(tmp)[0] != checksum:
+                raise _Retry
+            CompiledIndex(tmp, cache_size=0)  # checks what was copied, before it is named
+        except IndexFormatError:
+            raise _Retry from None
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, snap)  # only if absent: two workers never map different copies
+        # mapped by its own name (so /proc/PID/maps names it), and checked again
+        try:
+            return CompiledIndex(snap, cache_size=cache_size)
+        except IndexFormatError:
+            if snap.exists():
+                raise
+            raise _Retry from None  # removed meanwhile by a process opening a newer index
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_other_snapshots(private_dir: Path, keep: Path) -> None:
+    """Unlink older snapshots (a process still mapping one keeps its pages until it swaps)."""
+    now = time.time()
+    try:
+        entries = list(os.scandir(private_dir))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            old = entry.name.endswith(".idx") and entry.name != keep.name
+            # a temporary file is another process's copy in the making, unless abandoned
+            if old or (entry.name.endswith(".tmp") and now - entry.stat().st_mtime > _STALE_TMP_S):
+                os.unlink(entry.path)
+        except OSError:
+            continue
+
+
 class _Table:
     """Sorted u64 keys with a bucket directory, over the mapped file."""
 
@@ -431,6 +625,23 @@ class _Table:
         self.shift = 64 - bits
 
 
+def _map(path: Path, copy: bool) -> tuple[mmap.mmap, os.stat_result]:
+    """``path`` opened O_RDONLY and mapped ACCESS_READ, or read into anonymous memory."""
+    try:
+        with path.open("rb") as f:
+            stat = os.fstat(f.fileno())
+            if stat.st_size < _HEADER.size:
+                raise IndexFormatError(f"{path}: too short to be an index")
+            if not copy:
+                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), stat
+            mm = mmap.mmap(-1, stat.st_size)
+            if f.readinto(mm) != stat.st_size:
+                raise IndexFormatError(f"{path}: truncated while being read")
+            return mm, stat
+    except (OSError, ValueError) as exc:
+        raise IndexFormatError(f"{path}: cannot open index: {exc}") from None
+
+
 class CompiledIndex:
     """A compiled index file, mapped read-only; a ``Matcher``.
 
@@ -440,17 +651,20 @@ class CompiledIndex:
     it off (the bench reports both).
     """
 
-    def __init__(self, path: Path, *, verify: bool = True, cache_size: int = 16384) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        verify: bool = True,
+        cache_size: int = 16384,
+        copy: bool = False,
+    ) -> None:
+        """Map ``path`` read-only (``copy``: read it into private anonymous memory)."""
         started = time.perf_counter()
         self.path = path
-        try:
-            with path.open("rb") as f:
-                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-                self.stat = os.fstat(f.fileno())
-        except (OSError, ValueError) as exc:
-            raise IndexFormatError(f"{path}: cannot open index: {exc}") from None
-        if len(self._mm) < _HEADER.size:
-            raise IndexFormatError(f"{path}: too short to be an index")
+        self.copied = copy
+        self.closed_reason = ""  # why verify() found the mapping changed under it
+        self._mm, self.stat = _map(path, copy)
         magic, version, meta_len, body_len, checksum = _HEADER.unpack_from(self._mm, 0)
         if magic != MAGIC:
             raise IndexFormatError(f"{path}: not a Schoolgate index")
@@ -458,6 +672,8 @@ class CompiledIndex:
             raise IndexFormatError(f"{path}: index version {version}, expected {VERSION}")
         if len(self._mm) != _HEADER.size + body_len:
             raise IndexFormatError(f"{path}: truncated index ({len(self._mm)} bytes)")
+        self.checksum: int = checksum
+        self._header = bytes(self._mm[: _HEADER.size])
         whole = memoryview(self._mm)
         meta_view = whole[_HEADER.size : _HEADER.size + meta_len]
         if verify and xxhash.xxh3_64_intdigest(whole[_HEADER.size :]) != checksum:
@@ -503,8 +719,55 @@ class CompiledIndex:
         self.load_seconds = time.perf_counter() - started
 
     @classmethod
-    def open(cls, path: Path, *, verify: bool = True, cache_size: int = 16384) -> CompiledIndex:
-        return cls(path, verify=verify, cache_size=cache_size)
+    def open(
+        cls, path: Path, *, verify: bool = True, cache_size: int = 16384, copy: bool = False
+    ) -> CompiledIndex:
+        return cls(path, verify=verify, cache_size=cache_size, copy=copy)
+
+    # -- checking the mapping under a running proxy ---------------------------------------
+
+    def verify(self) -> bool:
+        """Whether the mapped bytes are still the ones checked at open (size, header, checksum).
+
+        Only a file changed in place can fail this (the compiler always renames a new
+        one). On failure the index *fails closed* for good: ``match`` raises
+        ``IndexFormatError``, which the filter turns into a block, until the proxy
+        swaps in a good index. The size is checked first, through the mapping's own
+        descriptor, so a truncated file is not read (reading past its end is SIGBUS).
+        """
+        if self.closed_reason:
+            return False
+        reason = ""
+        try:
+            if not self.copied and self._mm.size() != len(self._mm):
+                reason = f"size changed to {self._mm.size()} bytes"
+        except OSError as exc:
+            reason = f"cannot stat: {exc}"
+        if not reason and self._mm[: _HEADER.size] != self._header:
+            reason = "header changed"
+        if not reason:
+            body = memoryview(self._mm)[_HEADER.size :]
+            if xxhash.xxh3_64_intdigest(body) != self.checksum:
+                reason = "checksum mismatch"
+            body.release()
+        if reason:
+            self.fail_closed(f"{self.path}: changed in place while mapped ({reason})")
+            return False
+        return True
+
+    def fail_closed(self, reason: str) -> None:
+        """From now on every lookup raises ``IndexFormatError`` (the filter blocks)."""
+        self.closed_reason = reason
+
+        def closed(*_: object) -> Any:
+            raise IndexFormatError(reason)
+
+        # instance attributes shadow the methods: the hot path pays nothing for the check
+        self.match = closed  # type: ignore[method-assign,assignment]
+        self.has_paths = closed  # type: ignore[method-assign,assignment]
+        self._cache.clear()
+        self._old.clear()
+        self._path_memo.clear()
 
     # -- the hot path -----------------------------------------------------------------
 

@@ -25,6 +25,23 @@ ILLEGAL_TEXT = (
     "content is a criminal offence. This attempt has been recorded and reported to the "
     "school's designated safeguarding lead."
 )
+# The CTIRU slot (proxy/illegal.py) holds police-assessed terrorist content, not IWF images.
+TERRORISM_TEXT = (
+    "Access to this page has been blocked because it may contain unlawful terrorist "
+    "content, as assessed by the police. Viewing or sharing such content can be a criminal "
+    "offence. This attempt has been recorded and reported to the school's designated "
+    "safeguarding lead."
+)
+
+
+def illegal_text(decision: Decision) -> str:
+    """The wording for an illegal hit: the terrorism list's own, else the IWF's."""
+    source = decision.matched.list.split("/", 1)[0] if decision.matched else None
+    return (
+        TERRORISM_TEXT
+        if "ctiru" in (source, decision.category) or decision.category == "terrorism"
+        else ILLEGAL_TEXT
+    )
 
 
 def new_reference() -> str:
@@ -62,7 +79,7 @@ def render(
     """
     if decision.illegal:
         title = "This page is blocked"
-        reason = ILLEGAL_TEXT
+        reason = illegal_text(decision)
         review = (
             "If you think you reached this page by mistake, tell a member of staff you trust. "
             "Do not try to visit it again."

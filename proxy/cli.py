@@ -20,6 +20,7 @@ from proxy.cli_changes import CHANGE_CONTROL, controls_for_explain
 from proxy.cli_common import config_option, fail, open_filterset
 from proxy.cli_content import content
 from proxy.cli_incidents import INCIDENT_COMMANDS
+from proxy.files import set_private_umask
 from proxy.filterset import Filterset, load_filterset
 from proxy.identity import Identity, parse_ip
 from proxy.lists_cli import lists
@@ -31,6 +32,8 @@ from proxy.yamlfile import ConfigError
 @click.version_option(package_name="schoolgate")
 def cli() -> None:
     """Schoolgate: a web filter for schools."""
+    # Before any command writes: data files are the service user's alone (proxy/files.py).
+    set_private_umask()
 
 
 @cli.command()

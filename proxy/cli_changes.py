@@ -28,7 +28,7 @@ from blocklists.normalise import BadURL, normalise_entry
 from proxy.cli_common import config_option, fail, open_filterset
 from proxy.controls import NO_CONTROLS, Controls, ScopeKind, WhatKind
 from proxy.filterset import Filterset
-from proxy.policy import parse_policy
+from proxy.policy import IllegalProblem, parse_policy
 from proxy.policydiff import impact, text_diff
 from proxy.settings import Settings
 from proxy.store import chain, control, export, migrate
@@ -41,7 +41,7 @@ from proxy.store.engine import (
     make_engine,
     session,
 )
-from proxy.store.events import sha256
+from proxy.store.events import apply_event, policy_refused, sha256
 from proxy.store.models import Change
 from proxy.yamlfile import ConfigError
 
@@ -419,11 +419,12 @@ def policy_apply(edited: Path, reason: str, dry_run: bool, by: str, config_dir: 
     target = fs.policy.source
     text = edited.read_text(encoding="utf-8")
     try:
-        new = parse_policy(text, edited)
-        type(fs).build(fs.settings, new, fs.lists)
+        new = fs.with_policy(parse_policy(text, edited)).policy
     except ConfigError as exc:
         for problem in exc.problems[1:]:
             click.echo(str(problem), err=True)
+        if not dry_run:
+            _record_refusal(config_dir, exc, text, target, by, reason)
         raise fail(str(exc.problems[0])) from None
     old_text = target.read_text(encoding="utf-8") if target.exists() else ""
     changes = impact(fs.policy, new)
@@ -457,6 +458,27 @@ def policy_apply(edited: Path, reason: str, dry_run: bool, by: str, config_dir: 
         # Installed inside the transaction: if writing fails, the record is rolled back.
         _install(target, text)
     click.echo(f"applied and recorded as change #{row.seq}; the proxy picks it up within seconds")
+
+
+def _record_refusal(
+    config_dir: Path, exc: ConfigError, text: str, target: Path, by: str, reason: str
+) -> None:
+    """Record an edit refused for weakening the illegal lists (a typo is not recorded)."""
+    illegal = [str(p) for p in exc.problems if isinstance(p, IllegalProblem)]
+    if not illegal:
+        return
+    event = policy_refused(sha256(text), str(target), illegal, "policy apply", by, reason)
+    try:
+        store = open_store(config_dir)
+        with store.session() as s:
+            apply_event(s, event)
+    except click.ClickException as down:
+        click.echo(f"warning: the refusal is not recorded: {down.message}", err=True)
+        return
+    except Exception as error:  # the refusal itself stands; only its record is missing
+        click.echo(f"warning: the refusal is not recorded: {down_reason(error)}", err=True)
+        return
+    click.echo("the refused change is recorded in the change log", err=True)
 
 
 # --- changes -------------------------------------------------------------------------------

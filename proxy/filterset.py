@@ -4,7 +4,8 @@ The proxy holds exactly one filterset and swaps it whole when the policy or
 the lists change, so a request always sees a consistent set. ``load`` checks
 the policy against the lists it names (missing lists are warnings, except
 for illegal categories; a local allow entry that would open an illegal
-entry is an error).
+entry is an error), after ``proxy.illegal`` has put every list of an illegal
+source in an illegal category, whatever the policy says.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from blocklists.normalise import CanonicalURL, normalise_host
 from proxy.controls import NO_CONTROLS, Controls
 from proxy.decision import Decision, decide
 from proxy.identity import Identity, IdentityResolver
+from proxy.illegal import dropped, enforce
 from proxy.lists import ListError, build_matcher
-from proxy.policy import LOCAL_ALLOW, LOCAL_BLOCK_PREFIX, Policy, load_policy
+from proxy.policy import LOCAL_ALLOW, LOCAL_BLOCK_PREFIX, IllegalProblem, Policy, load_policy
 from proxy.settings import Settings, load_settings
 from proxy.yamlfile import ConfigError, Problem
 
@@ -65,7 +67,7 @@ def check_against_lists(
                 )
             elif list_name not in counts and cat.illegal:
                 problems.append(
-                    Problem(
+                    IllegalProblem(
                         file,
                         line,
                         f"list {list_name!r} of illegal category {cat.name!r} "
@@ -84,12 +86,17 @@ def check_against_lists(
     illegal_lists = {n for c in policy.categories.values() if c.illegal for n in c.lists}
     for i, entry in enumerate(policy.local_allow):
         host, path = split_entry(entry)
-        if any(hit.list in illegal_lists for hit in lists.match(host, path or "/")):
+        hits = lists.match(host, path or "/")
+        matched = sorted({hit.list for hit in hits if hit.list in illegal_lists})
+        if matched:
+            # The entry is not repeated: it is an address on an illegal list (IWF, CTIRU),
+            # which must appear in no output; the line number points the technician to it.
             problems.append(
-                Problem(
+                IllegalProblem(
                     file,
                     policy.line_of(("local", "allow", i)),
-                    f"local allow entry {entry!r} would open an illegal category: rejected",
+                    f"local allow entry matches illegal list {', '.join(map(repr, matched))}: "
+                    "it would open an illegal category; rejected",
                 )
             )
     return problems, warnings
@@ -107,7 +114,11 @@ class Filterset:
 
     @classmethod
     def build(cls, settings: Settings, policy: Policy, lists: Matcher) -> Filterset:
-        problems, warnings = check_against_lists(policy, settings, lists)
+        policy, problems, warnings = enforce(policy, settings, lists)
+        if problems:
+            raise ConfigError(problems)
+        problems, more = check_against_lists(policy, settings, lists)
+        warnings += more
         if problems:
             raise ConfigError(problems)
         local = local_index(policy)
@@ -122,7 +133,13 @@ class Filterset:
         )
 
     def with_policy(self, policy: Policy) -> Filterset:
-        return Filterset.build(self.settings, policy, self.lists)
+        """This filterset with ``policy`` in force instead; one that drops an illegal list the
+        policy in force names is refused (``proxy.illegal.dropped``)."""
+        built = Filterset.build(self.settings, policy, self.lists)
+        problems = dropped(self.policy, built.policy, self.settings)
+        if problems:
+            raise ConfigError(problems)
+        return built
 
     def with_lists(self, lists: Matcher) -> Filterset:
         return Filterset.build(self.settings, self.policy, lists)

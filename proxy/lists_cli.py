@@ -69,15 +69,22 @@ def compile_cmd(config_dir: Path) -> None:
 
 @lists.command()
 @config_option
-@click.option("--force", is_flag=True, help="Accept a copy that shrank or holds no entries.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Accept a copy that shrank, lost a list or holds no entries (never an illegal source).",
+)
 @click.option("--by", default=None, help="Who updates (for the change log); default: login name.")
 @click.argument("names", nargs=-1)
 def update(config_dir: Path, force: bool, by: str | None, names: tuple[str, ...]) -> None:
     """Fetch sources that have a url (all, or NAMES), check, compile and swap in.
 
-    A copy that is truncated, fails to parse, holds no entries or shrank by more
-    than the source's max_shrink is refused unless --force; the previous copy and
-    index stay. Every attempt is appended to data_dir/list-updates.jsonl.
+    A copy that is truncated, fails to parse or holds no entries, or in which the
+    source or any one list (a UT1 category) disappeared, emptied or shrank by more
+    than the source's max_shrink, is refused unless --force (one line per list);
+    a source marked illegal is refused any shrinking, even with --force. The
+    previous copy and index stay. Every attempt, with the entries per list before
+    and after, is appended to data_dir/list-updates.jsonl (the change-control log).
     """
     settings = _settings(config_dir)
     try:
@@ -94,6 +101,8 @@ def update(config_dir: Path, force: bool, by: str | None, names: tuple[str, ...]
         counts = f"{before} -> {after} entries"
         line = f"{r.source}: {r.result} ({counts})"
         click.echo(line + (f": {r.reason}" if r.reason else ""))
+        for problem in r.problems:
+            click.echo(f"  {problem}")
         if r.result != "updated":
             failed.append(r.source)
     if failed:

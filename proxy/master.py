@@ -24,6 +24,7 @@ from mitmproxy.proxy import mode_servers
 from mitmproxy.utils.asyncio_utils import create_task
 
 from addons import Pipeline, schoolgate_addons
+from proxy.files import make_private
 from proxy.filterset import Filterset
 from proxy.settings import Settings
 
@@ -175,9 +176,9 @@ def run_proxy(
     config_dir: Path, filterset: Filterset, extra: dict[str, str], *, worker: bool = False
 ) -> None:
     """Run the filter until stopped; an option mitmproxy rejects is a one-line error."""
-    filterset.settings.data_dir.mkdir(parents=True, exist_ok=True)
-    ensure_ca(filterset.settings, filterset.policy.school)  # the school's name, not "mitmproxy"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    make_private(filterset.settings.data_dir)  # and everything already in it (proxy/files.py)
+    ensure_ca(filterset.settings, filterset.policy.school)  # the school's name, not "mitmproxy"
     # Per-connection chatter belongs in the access log, not the service log.
     logging.getLogger("mitmproxy").setLevel(logging.WARNING)
     # ...but say where the proxy listens, which a technician starting it wants to see.

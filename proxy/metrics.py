@@ -130,6 +130,46 @@ class FilterMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.writer_up = Gauge(
+            "schoolgate_store_writer_up",
+            "1 while the store writer's threads run, no store call hangs, the spool can be "
+            "written and the store took the last write; 0 otherwise.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.oldest_unapplied = Gauge(
+            "schoolgate_store_oldest_unapplied_seconds",
+            "Age of the oldest recorded event not yet in the store (0 when none).",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.events_held = Gauge(
+            "schoolgate_store_events_held",
+            "Events held in memory because the spool could not be written (a full disk).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.events_dropped = Counter(
+            "schoolgate_store_events_dropped",
+            "Events dropped because the spool could not be written and the memory bound was hit.",
+            registry=r,
+        )
+        self.writer_restarts = Counter(
+            "schoolgate_store_writer_restarts",
+            "Store writer threads that died and were restarted by its supervisor.",
+            registry=r,
+        )
+        self.store_interrupts = Counter(
+            "schoolgate_store_hung_calls",
+            "Store calls that hung past the writer's timeout and were broken by its watchdog.",
+            registry=r,
+        )
+        self.spool_seconds = Histogram(
+            "schoolgate_store_spool_seconds",
+            "Seconds from recording an event to its fsync in the spool: what a crash can lose.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+            registry=r,
+        )
 
     def prepare(self, policy: Policy, sources: list[str]) -> None:
         """Create every labelled series at zero, so dashboards show them before traffic."""

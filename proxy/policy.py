@@ -50,6 +50,10 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class IllegalProblem(Problem):
+    """A problem that would weaken an illegal category: a refused change is recorded for it."""
+
+
 # --- the file as written -------------------------------------------------------------------
 
 
@@ -331,6 +335,8 @@ class Policy:
     # Categories and canonical hosts whose TLS is passed through untouched (addons/tlspolicy).
     no_decrypt_categories: frozenset[str] = frozenset()
     no_decrypt_hosts: tuple[str, ...] = ()
+    # Lists of illegal sources the file does not name, added by the settings (proxy/illegal.py).
+    appliance_lists: frozenset[str] = frozenset()
     # The phrase lists of content-phrases.yaml beside the policy, when a group analyses content.
     content: PhraseScorer | None = None
 
@@ -357,8 +363,11 @@ class _Compiler:
         }
         self.users = {u.name for u in raw.identity.users}
 
-    def error(self, loc: Loc, message: str) -> None:
-        self.problems.append(self.positions.problem(loc, message))
+    def error(self, loc: Loc, message: str, *, illegal: bool = False) -> None:
+        problem = self.positions.problem(loc, message)
+        if illegal:
+            problem = IllegalProblem(problem.file, problem.line, problem.message)
+        self.problems.append(problem)
 
     def action(self, rule: ActionRule, loc: Loc, category: Category | None) -> Action:
         default_otherwise: Literal["blocked", "unacceptable"] = (
@@ -405,6 +414,7 @@ class _Compiler:
                 loc,
                 f"category {category.name!r} is illegal: no group can open it "
                 "(it is blocked for everyone)",
+                illegal=True,
             )
             return Action("unacceptable")
         return action
@@ -413,7 +423,9 @@ class _Compiler:
         result = {}
         for name, rule in self.raw.categories.items():
             if rule.illegal and not rule.lists:
-                self.error(("categories", name), f"illegal category {name!r} names no lists")
+                self.error(
+                    ("categories", name), f"illegal category {name!r} names no lists", illegal=True
+                )
             for i, list_name in enumerate(rule.lists):
                 if list_name == LOCAL_ALLOW or list_name.startswith("local/"):
                     self.error(

@@ -44,6 +44,9 @@ class Source(Strict):
     max_bad_lines: int = Field(1000, ge=0)
     # `lists update` refuses a new copy with fewer entries than (1 - max_shrink) x the old
     max_shrink: float = Field(0.25, ge=0, le=1)
+    # illegal in every policy, whatever it says (the IWF and CTIRU lists): proxy/illegal.py;
+    # `lists update` never lets it shrink, even with --force
+    illegal: bool = False
 
     @model_validator(mode="after")
     def _path_or_url(self) -> Source:

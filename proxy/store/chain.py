@@ -36,6 +36,7 @@ KINDS = {
     "policy.apply": "policy change applied",
     "policy.unattributed": "policy edited without `policy apply`",
     "policy.baseline": "policy in force when change control started",
+    "policy.refuse": "policy change refused: it would weaken the illegal lists",
     "lists.update": "list update",
     "content.confirm": "learned page confirmed as a block",
     "content.reject": "learned page rejected (never analysed again)",

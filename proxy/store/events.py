@@ -67,6 +67,26 @@ def policy_observed(text: str, source: str, how: str) -> Event:
     )
 
 
+def policy_refused(
+    sha: str, source: str, problems: list[str], how: str, by: str | None = None, reason: str = ""
+) -> Event:
+    """A policy refused because it would weaken the illegal lists (``proxy.illegal``).
+
+    The text is not kept: a refused local allow entry may be an address on an illegal list.
+    """
+    return Event(
+        "policy.refused",
+        {
+            "sha256": sha,
+            "source": source,
+            "problems": problems,
+            "how": how,
+            "by": by,
+            "reason": reason,
+        },
+    )
+
+
 def review_request(row: dict[str, Any], illegal: bool) -> Event:
     """A line of ``review-requests.jsonl`` (the block page's form), keyed by its reference."""
     return Event("review.request", {**row, "illegal": illegal}, id=f"review:{row['reference']}")
@@ -127,6 +147,20 @@ def _policy_observed(session: Session, event: Event) -> Change | None:
     )
 
 
+def _policy_refused(session: Session, event: Event) -> Change | None:
+    data = event.data
+    return chain.append(
+        session,
+        at=event.when,
+        kind="policy.refuse",
+        actor=data.get("by"),
+        subject=f"policy {data['source']}: refused by {data['how']}, it would weaken "
+        "the illegal lists; the policy in force stays",
+        reason=data.get("reason") or None,
+        details={"sha256": data["sha256"], "problems": data["problems"], "how": data["how"]},
+    )
+
+
 def _review_request(session: Session, event: Event) -> Change | None:
     data = event.data
     reference = str(data["reference"])
@@ -184,7 +218,11 @@ def _list_update(session: Session, event: Event) -> Change | None:
         actor=data.get("by"),
         subject=f"source {data.get('source')}: {data.get('result')}",
         reason=data.get("reason"),
-        details={k: data.get(k) for k in ("source", "url", "result", "before", "after", "forced")},
+        details={
+            k: data.get(k)
+            # lists: entries per list [before, after]; problems: the lists that stopped it
+            for k in ("source", "url", "result", "before", "after", "forced", "lists", "problems")
+        },
     )
 
 
@@ -196,6 +234,7 @@ def _sweep(session: Session, event: Event) -> Change | None:
 
 HANDLERS: dict[str, Callable[[Session, Event], Change | None]] = {
     "policy.observed": _policy_observed,
+    "policy.refused": _policy_refused,
     "review.request": _review_request,
     "lists.update": _list_update,
     "overrides.sweep": _sweep,

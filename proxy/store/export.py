@@ -61,6 +61,7 @@ def details_text(row: Change) -> str:
         parts.append(f"entries {data.get('before')} → {data.get('after')}")
         if data.get("forced"):
             parts.append("forced")
+        parts.extend(data.get("problems") or [])  # lists gone or shrunk, one line each
     if data.get("impact"):
         parts.append("impact:\n" + "\n".join(f"  {line}" for line in data["impact"]))
     elif row.kind == "policy.apply":

@@ -20,6 +20,7 @@ from proxy.cli import cli
 from proxy.store import chain
 from proxy.store.engine import StoreDown, make_engine, session
 from proxy.store.models import AppliedEvent, Change, Override
+from proxy.store.spool import Spool
 from tests.integration.harness import (
     HEAD,
     PUPIL,
@@ -190,8 +191,8 @@ def postgres_store(server: PostgresServer, name: str) -> Iterator[Store]:
 
 
 def spool_lines(gw: Gateway) -> int:
-    path = gw.data_dir / "spool" / "events.jsonl"
-    return len(path.read_text().splitlines()) if path.exists() else 0
+    """Events in the proxy's spool: the active file and the one being applied."""
+    return len(Spool(gw.data_dir / "spool" / "events.jsonl"))
 
 
 def add_reviews(gw: Gateway, numbers: range) -> None:

@@ -7,6 +7,7 @@ import io
 import json
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +19,14 @@ from click.testing import CliRunner
 from proxy.lists import build_matcher, index_path, index_stamp
 from proxy.lists_cli import lists
 from proxy.settings import load_settings
+from tests.integration.harness import (
+    PUPIL,
+    Gateway,
+    OriginCA,
+    start_gateway,
+    stop_gateway,
+    write_config,
+)
 
 SECRET = "teacher:s3cret-pass"
 
@@ -281,3 +290,114 @@ def test_an_unparseable_download_is_refused(remote: Path, origin: Origin) -> Non
     code, out = run("update", "--config", str(remote), "ut1")
     assert code == 1
     assert "ut1: failed" in out
+
+
+# -- per-category checks -------------------------------------------------------------------
+
+DEMO_UT1 = {
+    # 1026 + 487 + 487 = 2000 entries; without adult and the others doubled: 1948 (-2.6%)
+    "adult": ["adult-demo.example", *(f"adult{i}.example" for i in range(1025))],
+    "gambling": ["casino-demo.example", *(f"bet{i}.example" for i in range(486))],
+    "games": [f"game{i}.example" for i in range(487)],
+}
+NO_ADULT = {
+    "gambling": [f"bet{i}.example" for i in range(974)],
+    "games": [f"game{i}.example" for i in range(974)],
+}
+
+
+@pytest.fixture
+def proxied(tmp_path: Path, origin: Origin, origin_ca: OriginCA) -> Iterator[Gateway]:
+    """The real proxy reading ut1 from the list server; its first copy fetched by update."""
+    origin.files["/blacklists.tar.gz"] = ut1_archive(DEMO_UT1)
+    cfg = tmp_path / "config"
+    write_config(cfg, tmp_path / "var", 1)
+    settings = cfg / "schoolgate.yaml"
+    text = settings.read_text().splitlines()
+    text = [
+        f"  ut1: {{url: '{origin.url('/blacklists.tar.gz')}', format: ut1}}"
+        if line.startswith("  ut1:")
+        else line
+        for line in text
+    ]
+    settings.write_text("\n".join(text) + "\n")
+    code, out = run("update", "--config", str(cfg), "--by", "it.tech")
+    assert code == 0, out
+    gw = start_gateway(tmp_path, origin_ca)
+    yield gw
+    stop_gateway(gw)
+
+
+def test_an_update_without_adult_is_refused_and_adult_stays_blocked(
+    proxied: Gateway, origin: Origin, tmp_path: Path
+) -> None:
+    """UT1 without adult/, the rest doubled (total -2.6%): refused by name, index kept, blocked."""
+    gw = proxied
+    assert gw.get("http://adult-demo.example/", client=PUPIL)[0] == 403
+    index = gw.data_dir / "lists.idx"
+    kept = index.read_bytes()
+    origin.files["/blacklists.tar.gz"] = ut1_archive(NO_ADULT)
+    code, out = run("update", "--config", str(gw.config_dir), "--by", "it.tech")
+    assert code == 1
+    assert "ut1: refused (2000 -> 1948 entries)" in out
+    assert "\n  ut1/adult: gone (was 1026 entries)\n" in out
+    assert "--force" in out
+    assert index.read_bytes() == kept
+    time.sleep(0.5)  # more than two reload checks (200 ms) of the running proxy
+    assert gw.get("http://adult-demo.example/", client=PUPIL)[0] == 403
+    assert gw.get("http://casino-demo.example/", client=PUPIL)[0] == 403
+    assert gw.process.poll() is None
+    row = records(tmp_path)[-1]
+    assert (row["result"], row["forced"], row["problems"]) == (
+        "refused",
+        False,
+        ["ut1/adult: gone (was 1026 entries)"],
+    )
+    assert row["lists"] == {
+        "ut1/adult": [1026, None],
+        "ut1/gambling": [487, 974],
+        "ut1/games": [487, 974],
+    }
+
+
+def test_forcing_it_is_recorded_with_the_counts_per_list(
+    proxied: Gateway, origin: Origin, tmp_path: Path
+) -> None:
+    """--force installs the copy and the change log row says forced, with each list's counts."""
+    origin.files["/blacklists.tar.gz"] = ut1_archive(NO_ADULT)
+    code, out = run("update", "--config", str(proxied.config_dir), "--by", "it.tech", "--force")
+    assert code == 0, out
+    assert "ut1/adult: gone (was 1026 entries)" in out
+    row = records(tmp_path)[-1]
+    assert (row["result"], row["forced"], row["by"]) == ("updated", True, "it.tech")
+    counts = row["lists"]
+    assert isinstance(counts, dict)
+    assert counts["ut1/adult"] == [1026, None]
+    assert counts["ut1/games"] == [487, 974]
+
+
+@pytest.fixture
+def illegal_remote(tmp_path: Path, origin: Origin) -> Path:
+    origin.files["/iwf.txt"] = b"".join(b"http://hidden%d.example/img\n" % i for i in range(10))
+    return config(
+        tmp_path,
+        f"  iwf: {{url: '{origin.url('/iwf.txt')}', format: iwf, illegal: true,"
+        " max_shrink: 1.0}\n",
+    )
+
+
+def test_an_illegal_source_never_shrinks_even_forced(
+    illegal_remote: Path, origin: Origin, tmp_path: Path
+) -> None:
+    """One entry fewer in a source marked illegal is refused, --force or not; it may grow."""
+    assert run("update", "--config", str(illegal_remote))[0] == 0
+    origin.files["/iwf.txt"] = b"".join(b"http://hidden%d.example/img\n" % i for i in range(9))
+    for extra in ([], ["--force"]):
+        code, out = run("update", "--config", str(illegal_remote), *extra)
+        assert code == 1
+        assert "iwf: refused (10 -> 9 entries)" in out
+        assert "illegal source may not shrink, even with --force" in out
+    assert build_matcher(load_settings(illegal_remote)).match("hidden9.example", "/img")
+    origin.files["/iwf.txt"] += b"http://hidden10.example/img\nhttp://hidden11.example/img\n"
+    assert run("update", "--config", str(illegal_remote))[0] == 0
+    assert [r["result"] for r in records(tmp_path)] == ["updated", "refused", "refused", "updated"]

@@ -79,12 +79,14 @@ def test_two_worker_processes_share_the_port(pool: tuple[Gateway, int]) -> None:
 
 
 def test_the_workers_map_one_index_file(pool: tuple[Gateway, int]) -> None:
-    """Each worker maps the same compiled index file (shared page cache, not a copy each)."""
+    """Each worker maps the same compiled index file (shared page cache, not a copy each):
+    the verified private snapshot of lists.idx in data_dir/mapped/, not lists.idx itself."""
     gw, _ = pool
-    index = str(gw.data_dir / "lists.idx")
+    (index,) = (str(p) for p in (gw.data_dir / "mapped").glob("*.idx"))
     for pid in wait_for_listeners(gw.port, 2):
         maps = Path(f"/proc/{pid}/maps").read_text()
         assert index in maps, f"worker {pid} does not map {index}"
+        assert str(gw.data_dir / "lists.idx") not in maps
 
 
 def test_every_worker_filters_and_metrics_are_summed(

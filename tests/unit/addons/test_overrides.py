@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,10 +11,16 @@ from mitmproxy.test import taddons, tflow
 
 from addons.filter import DECISION, Filter
 from addons.identify import Identify
-from addons.overrides import _Tail
+from addons.overrides import Overrides, _Tail
 from addons.policyload import PolicyLoader
-from proxy.controls import NO_CONTROLS, ActiveOverride, Controls, WhatKind
+from addons.store import StoreWriter
+from blocklists.normalise import normalise_url
+from proxy.controls import NO_CONTROLS, ActiveOverride, ActiveSuspension, Controls, WhatKind
 from proxy.filterset import Filterset, load_filterset
+from proxy.settings import load_settings
+from proxy.store import control, migrate, snapshot
+from proxy.store.engine import session
+from tests.integration.harness import free_port
 
 
 def test_tail_returns_only_complete_new_lines(tmp_path: Path) -> None:
@@ -88,3 +95,75 @@ def test_url_override_leaves_the_connect_undecided(filterset: Filterset) -> None
     assert filterset.decide_host(pupil, host, NOW) is not None
     assert filterset.decide_host(pupil, host, NOW, active("url", f"{host}/maths")) is None
     assert filterset.decide_host(pupil, host, NOW, active("host", host)) is None
+
+
+# --- the snapshot kept on disk ---------------------------------------------------------------
+
+
+def _suspended(user: str) -> Controls:
+    suspension = ActiveSuspension(1, user, NOW - timedelta(hours=1), None, "misuse", "dsl")
+    return Controls.of([], [suspension], NOW)
+
+
+def _rig(tmp_path: Path, database: str | None = None) -> tuple[PolicyLoader, Overrides]:
+    settings = load_settings(ROOT / "config").model_copy(
+        update={"data_dir": tmp_path, "database": database}
+    )
+    fs = load_filterset(ROOT / "config")
+    fs = Filterset.build(settings, fs.policy, fs.lists)
+    loader = PolicyLoader(ROOT / "config", fs)
+    return loader, Overrides(loader, StoreWriter(loader))
+
+
+def test_the_last_snapshot_is_in_force_before_the_store_answers(tmp_path: Path) -> None:
+    """Configured with a snapshot on disk, the proxy starts with the suspension in force."""
+    snapshot.save(tmp_path / snapshot.SNAPSHOT_FILE, _suspended("head.teacher"))
+    loader, overrides = _rig(tmp_path)
+    with taddons.context(loader, overrides):
+        head = loader.filterset.identities.resolve("10.20.0.5")
+        url = normalise_url("http://example.com/")
+        decision = loader.filterset.decide_url(head, url, datetime.now(UTC), loader.controls)
+    assert decision.action == "suspended"
+    overrides.store.engine.dispose()
+
+
+def test_a_damaged_snapshot_is_logged_and_not_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file that is not a snapshot leaves no controls in force and says why."""
+    (tmp_path / snapshot.SNAPSHOT_FILE).write_text("{half")
+    loader, overrides = _rig(tmp_path)
+    with taddons.context(loader, overrides):
+        assert loader.controls is NO_CONTROLS
+    assert "unreadable, starting with no overrides" in caplog.text
+    overrides.store.engine.dispose()
+
+
+def test_a_refresh_writes_the_stores_snapshot_to_disk(tmp_path: Path) -> None:
+    """The snapshot read from the store is written to a private file for the next start."""
+    loader, overrides = _rig(tmp_path)
+    migrate.upgrade(overrides.store.engine)
+    with session(overrides.store.engine) as s:
+        control.suspend(s, "j.meer", by="dsl", reason="misuse", starts=NOW, ends=None, now=NOW)
+    with taddons.context(loader, overrides):
+        overrides.refresh()
+    path = tmp_path / snapshot.SNAPSHOT_FILE
+    kept = snapshot.load(path)
+    assert kept is not None
+    assert list(kept.suspensions) == ["j.meer"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    overrides.store.engine.dispose()
+
+
+def test_a_dead_store_leaves_the_restored_snapshot_and_its_file(tmp_path: Path) -> None:
+    """With the store down from the start, the snapshot from disk stays in force, unchanged."""
+    path = tmp_path / snapshot.SNAPSHOT_FILE
+    snapshot.save(path, _suspended("j.meer"))
+    before = path.read_text()
+    dead = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none"
+    loader, overrides = _rig(tmp_path, dead)
+    with taddons.context(loader, overrides):
+        overrides.refresh()
+        assert list(loader.controls.suspensions) == ["j.meer"]
+    assert path.read_text() == before
+    overrides.store.engine.dispose()

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from blocklists.compiled import (
     MAGIC,
+    SNAPSHOT_MODE,
     VERSION,
     CompiledBuilder,
     CompiledIndex,
     IndexFormatError,
+    open_private,
     read_meta,
+    verify_file,
 )
 from blocklists.formats import read_source
 from blocklists.index import NO_HITS, Hit, IndexBuilder, MemoryIndex, hash_entry
@@ -38,7 +42,7 @@ CASES = [
     ("example.com", "/dir/x"),
     ("example.com", "/dir"),  # entry "/dir/" needs the slash
     ("example.com", "/file"),
-    ("example.com", "/file.html"),  # not on a segment boundary
+    ("example.com", "/file.html"),  # the entry /file covers its page with an extension
     ("example.com", "/file?q=1"),
     ("m.example.com", "/file/x"),
     ("x.example.com", "/p"),
@@ -253,3 +257,139 @@ def test_path_prefixes_mirror_path_matches() -> None:
         yielded = set(path_prefixes(path))
         accepted = {path[:i] for i in range(1, len(path) + 1) if path_matches(path[:i], path)}
         assert yielded == accepted, path
+
+
+# -- the file on disk: private snapshots, verification, failing closed ---------------------
+
+
+def flip(path: Path, offset: int, count: int = 16) -> None:
+    """Invert ``count`` bytes at ``offset`` in place (the same inode, as a stray write would)."""
+    with path.open("r+b") as f:
+        f.seek(offset)
+        data = f.read(count)
+        f.seek(offset)
+        f.write(bytes(b ^ 0xFF for b in data))
+
+
+def written(tmp_path: Path, entries: dict[str, list[str]] = ENTRIES) -> Path:
+    path = tmp_path / "lists.idx"
+    build(entries)[1].write(path)
+    return path
+
+
+def test_the_index_file_is_written_new_never_in_place(tmp_path: Path) -> None:
+    """Each write gives the live name a new inode, so a mapping of the old one never changes."""
+    path = written(tmp_path)
+    first = path.stat().st_ino
+    old = CompiledIndex.open(path)
+    written(tmp_path, {"c": ["new.example"]})
+    assert path.stat().st_ino != first
+    assert old.verify()
+    assert old.match("example.com")
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_a_snapshot_is_private_named_by_checksum_and_shared(tmp_path: Path) -> None:
+    """open_private maps a 0400 copy in a 0700 folder; a second opener maps the same file."""
+    path, private = written(tmp_path), tmp_path / "mapped"
+    one = open_private(path, private)
+    two = open_private(path, private)
+    (snap,) = private.glob("*.idx")
+    assert one.path == two.path == snap
+    assert snap.name.startswith(f"{one.checksum:016x}-")
+    assert snap.stat().st_mode & 0o777 == SNAPSHOT_MODE
+    assert private.stat().st_mode & 0o777 == 0o700
+    assert snap.stat().st_ino != path.stat().st_ino
+    assert one.match("example.com") == two.match("example.com") != NO_HITS
+
+
+def test_writes_to_the_live_file_never_reach_a_snapshot(tmp_path: Path) -> None:
+    """Zeroed, truncated or overwritten in place, lists.idx leaves the mapped copy intact."""
+    path = written(tmp_path)
+    index = open_private(path, tmp_path / "mapped")
+    with path.open("r+b") as f:
+        f.seek(200)
+        f.write(b"\0" * (path.stat().st_size - 300))
+    assert index.verify()
+    path.write_bytes(b"")  # truncate in place, as `cp other lists.idx` starts
+    assert index.verify()
+    assert index.match("example.com")
+    with pytest.raises(IndexFormatError, match="too short"):
+        open_private(path, tmp_path / "mapped")
+
+
+def test_a_damaged_live_file_is_caught_though_its_header_is_intact(tmp_path: Path) -> None:
+    """A body zeroed in place fails open_private even while a snapshot of that name exists."""
+    path = written(tmp_path)
+    open_private(path, tmp_path / "mapped")
+    flip(path, path.stat().st_size // 2)
+    with pytest.raises(IndexFormatError, match="checksum"):
+        open_private(path, tmp_path / "mapped")
+    with pytest.raises(IndexFormatError, match="checksum"):
+        verify_file(path)
+
+
+def test_a_damaged_snapshot_fails_closed_and_is_copied_again(tmp_path: Path) -> None:
+    """verify() catches the mapped file zeroed in place; lookups then raise; a new open recopies."""
+    path = written(tmp_path)
+    index = open_private(path, tmp_path / "mapped")
+    assert index.match("example.com")  # memoised: must not outlive the failure
+    snap = index.path
+    snap.chmod(0o600)
+    flip(snap, snap.stat().st_size // 2)
+    assert not index.verify()
+    assert "checksum mismatch" in index.closed_reason
+    for host in ("example.com", "never.example"):
+        with pytest.raises(IndexFormatError, match="changed in place"):
+            index.match(host)
+    with pytest.raises(IndexFormatError):
+        index.has_paths("example.com")
+    again = open_private(path, tmp_path / "mapped")
+    assert again.verify()
+    assert again.match("example.com")
+
+
+def test_a_truncated_snapshot_is_caught_without_reading_past_its_end(tmp_path: Path) -> None:
+    """verify() sees the size change through the mapping's descriptor first: no SIGBUS."""
+    path = written(tmp_path)
+    index = open_private(path, tmp_path / "mapped")
+    index.path.chmod(0o600)
+    with index.path.open("r+b") as f:
+        f.truncate(100)
+    assert not index.verify()
+    assert "size changed to 100 bytes" in index.closed_reason
+
+
+def test_an_unusable_private_folder_falls_back_to_private_memory(tmp_path: Path) -> None:
+    """When the snapshot folder cannot be made, the index is read into anonymous memory."""
+    path = written(tmp_path)
+    (tmp_path / "blocked").write_text("a file where the folder should be")
+    index = open_private(path, tmp_path / "blocked" / "mapped")
+    assert index.copied
+    path.write_bytes(b"")
+    assert index.verify()
+    assert index.match("example.com")
+
+
+def test_write_fsyncs_the_file_then_renames_then_fsyncs_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash can leave the old index or the whole new one, never a half-written file."""
+    calls: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "fsync file")
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        calls.append(f"rename {Path(src).name} -> {Path(dst).name}")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    build(ENTRIES)[1].write(tmp_path / "lists.idx")
+    assert calls[0] == "fsync file"
+    assert calls[1].startswith("rename .lists.idx.")
+    assert calls[1].endswith(" -> lists.idx")
+    assert calls[2] == "fsync dir"

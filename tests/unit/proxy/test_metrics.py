@@ -136,3 +136,30 @@ def test_the_dashboard_queries_only_exported_series() -> None:
     }
     assert queried
     assert queried <= exported, queried - exported
+
+
+def test_the_alert_rules_query_only_exported_series() -> None:
+    """The Grafana alert rules watch the store writer's series, each one Schoolgate exports."""
+    import re
+
+    import yaml
+
+    exported = {
+        metric.name + suffix
+        for metric in FilterMetrics().registry.collect()
+        for suffix in ("", "_total", "_bucket", "_count", "_sum")
+    }
+    rules = yaml.safe_load((ROOT / "deploy" / "grafana" / "schoolgate-alerts.yaml").read_text())
+    queried = {
+        name
+        for group in rules["groups"]
+        for rule in group["rules"]
+        for query in rule["data"]
+        for name in re.findall(r"schoolgate_[a-z_]+", query["model"].get("expr", ""))
+    }
+    assert {
+        "schoolgate_store_writer_up",
+        "schoolgate_store_oldest_unapplied_seconds",
+        "schoolgate_store_events_dropped_total",
+    } <= queried
+    assert queried <= exported, queried - exported

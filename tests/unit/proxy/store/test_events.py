@@ -105,3 +105,28 @@ def test_list_update_line_is_recorded_once(engine: Engine) -> None:
     (row,) = rows(engine)
     assert (row.kind, row.actor, row.subject) == ("lists.update", "cron", "source ut1: updated")
     assert json.loads(row.details)["after"] == 120
+
+
+def test_a_forced_list_update_keeps_the_counts_per_list(engine: Engine) -> None:
+    """A forced update's row holds each list's entries before and after, and what was wrong."""
+    line = json.dumps(
+        {
+            "at": "2026-11-23T03:00:00+00:00",
+            "by": "it.tech",
+            "source": "ut1",
+            "url": "https://example.org/ut1.tar.gz",
+            "result": "updated",
+            "before": 2000,
+            "after": 1948,
+            "forced": True,
+            "reason": "lists gone or shrunk: ut1/adult",
+            "lists": {"ut1/adult": [1026, None], "ut1/games": [487, 974]},
+            "problems": ["ut1/adult: gone (was 1026 entries)"],
+        }
+    )
+    apply(engine, events.list_update(line))
+    (row,) = rows(engine)
+    details = json.loads(row.details)
+    assert details["forced"] is True
+    assert details["lists"]["ut1/adult"] == [1026, None]
+    assert details["problems"] == ["ut1/adult: gone (was 1026 entries)"]
