@@ -45,6 +45,7 @@ from blocklists.compiled import (
 from blocklists.fetch import fetch, redact_url
 from blocklists.formats import ListError, SourceReport, read_source
 from blocklists.index import Matcher
+from proxy.illegal import illegal_sources
 from proxy.settings import Settings, Source
 
 __all__ = [
@@ -366,6 +367,8 @@ def update_sources(
         if not settings.sources[n].url:
             raise ListError(f"source {n!r} has no url to fetch")
     before = _previous_counts(settings, wanted)
+    # Marked illegal: true, or an IWF-format list (illegal whatever the settings say).
+    illegal_names = illegal_sources(settings)
     results: dict[str, UpdateResult] = {}
     downloads: dict[str, Path] = {}
     sources_dir = settings.data_dir / SOURCES_DIR
@@ -391,8 +394,9 @@ def update_sources(
             result.after, result.lists_after = report.total, report.entries
             result.bad_lines = report.bad_lines
             aliases = set(report.aliases) | (previous.aliases if previous else set())
-            refusal = _refusal(result, source.max_shrink, source.illegal, aliases)
-            if refusal and source.illegal:
+            illegal = name in illegal_names
+            refusal = _refusal(result, source.max_shrink, illegal, aliases)
+            if refusal and illegal:
                 tmp.unlink(missing_ok=True)
                 result.result = "refused"
                 result.reason = refusal + "; an illegal source may not shrink, even with --force"
