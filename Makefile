@@ -55,6 +55,7 @@ fresh-clone: $(STAMP) ## the unit tests in a clean clone with no ../shared besid
 
 bench: $(STAMP) ## benchmarks (figures as ratios against baselines measured in the same run)
 	$(PY) -m bench
+	$(PY) -m bench.incidents
 	$(PY) -m bench.content
 	$(PY) -m bench.proxies
 

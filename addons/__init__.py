@@ -15,6 +15,7 @@ from addons.circumvention import Circumvention
 from addons.content import ContentAnalysis
 from addons.directory import DirectoryLookup
 from addons.downloads import Downloads
+from addons.earlyconnect import EarlyConnect
 from addons.filter import Filter
 from addons.identify import Identify
 from addons.incidents import Incidents
@@ -75,6 +76,9 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         TlsPolicy(loader, audit),
         # Where the TLS policy sent an undecrypted search engine's tunnel: pins those names.
         SafeSearchTunnel(),
+        # After every addon that can refuse a CONNECT or decide its host: meets the server
+        # before the client's TLS handshake only for a tunnel allowed on its names alone.
+        EarlyConnect(loader),
         # On each allowed request: force the engine's safe mode, or block an unlockable engine.
         SafeSearch(loader),
         # At the response: file kinds and sizes the group may not download.

@@ -55,7 +55,7 @@ from sqlalchemy import Engine
 
 from proxy.store import migrate
 from proxy.store.engine import down_reason, interrupt, is_down, session
-from proxy.store.events import Event, apply_event
+from proxy.store.events import Event, apply_events
 from proxy.store.spool import Spool
 
 log = logging.getLogger("schoolgate.writer")
@@ -451,8 +451,8 @@ class Writer:
     def _apply(self, batch: Sequence[Event]) -> None:
         def run() -> None:
             with session(self.engine) as s:
-                for event in batch:
-                    self._count(apply_event(s, event))
+                for applied in apply_events(s, batch):  # incidents: a few statements a batch
+                    self._count(applied)
 
         try:
             self._guarded(run)

@@ -138,6 +138,7 @@ def test_addon_order_is_declared_once(filterset: Filterset) -> None:
         "Incidents",
         "TlsPolicy",
         "SafeSearchTunnel",
+        "EarlyConnect",
         "SafeSearch",
         "Downloads",
         "ContentAnalysis",

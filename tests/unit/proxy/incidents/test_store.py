@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import json
+import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, delete, select, text
 from sqlalchemy.exc import IntegrityError
 
 from proxy.decision import WITHHELD, Decision, Matched
 from proxy.identity import Identity
 from proxy.incidents import store as incidents
 from proxy.incidents.escalation import load_escalation
-from proxy.incidents.events import IWF_NOTICE, IncidentEvent, from_decision
-from proxy.incidents.models import Incident
+from proxy.incidents.events import (
+    IWF_NOTICE,
+    IncidentEvent,
+    concerning_search,
+    from_decision,
+    search_event,
+)
+from proxy.incidents.models import Incident, IncidentReview
 from proxy.store.engine import session
-from proxy.store.events import apply_event
+from proxy.store.events import apply_event, apply_events
 
 ROOT = Path(__file__).resolve().parents[4]
 ESCALATION = load_escalation(ROOT / "config" / "escalation.yaml")
@@ -215,3 +223,103 @@ def test_events_go_through_the_store_writer_handlers(engine: Engine) -> None:
     assert len(found) == 1
     assert found[0].count == 1
     assert json.loads(found[0].actions)
+
+
+# --- the writer's batch: the same incidents as one hit at a time --------------------------
+
+SUBJECTS = [PUPIL, STAFF, Identity(None, "guest", "10.99.0.1", "default")]
+COMPARED = [c.name for c in Incident.__table__.columns if c.name != "id"]
+
+
+def random_stream(rng: random.Random, n: int) -> list[IncidentEvent]:
+    """Hits by a few people on a few categories: mostly forward in time, some late, some gaps."""
+    out: list[IncidentEvent] = []
+    minutes = 0.0
+    for _ in range(n):
+        step = rng.choice([0.0, 0.5, 3.0, 12.0, 29.5, 30.0, 31.0, 45.0, 200.0])
+        minutes += step if rng.random() > 0.1 else -rng.choice([1.0, 20.0, 40.0])
+        who = rng.choice(SUBJECTS)
+        when = T0 + timedelta(minutes=minutes, microseconds=rng.randrange(1000))
+        kind = rng.random()
+        if kind < 0.15:
+            event = concerning_search(
+                who, "google", rng.choice(["q one", "q two", "q three"]), "selfharm", "q", when
+            )
+        elif kind < 0.25:
+            event = hit(who, 0, "child_abuse", True, IWF_URL)
+            event = replace(event, at=when)
+        else:
+            event = replace(hit(who, 0, rng.choice(["adult", "social"])), at=when)
+        out.append(event)
+    return out
+
+
+def snapshot(engine: Engine) -> list[tuple[object, ...]]:
+    """Every incident's columns but its id, in a stable order."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(*(Incident.__table__.c[name] for name in COMPARED))).all()
+    return sorted((tuple(row) for row in rows), key=repr)
+
+
+def close_latest(engine: Engine, subject: str) -> None:
+    """Review and close the newest incident of ``subject`` (the same one in either run)."""
+    with session(engine) as s:
+        open_ones = [i for i in incidents.find(s) if i.subject == subject and i.status != "closed"]
+        if not open_ones:
+            return
+        latest = max(open_ones, key=lambda i: (i.last_seen, i.first_seen, i.category))
+        incidents.review(s, latest.id, FORM, T0)
+        incidents.close(s, latest.id, "a.dsl", "done", T0)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_a_batch_rolls_up_exactly_as_one_hit_at_a_time(engine: Engine, seed: int) -> None:
+    """For a random stream (late hits, gaps, closings between batches) batches equal single hits."""
+    rng = random.Random(seed)
+    stream = random_stream(rng, 300)
+    cuts = sorted(rng.sample(range(1, len(stream)), 12))
+    batches = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    closings = [rng.choice(SUBJECTS) for _ in batches]
+
+    def run(batched: bool) -> list[tuple[object, ...]]:
+        with session(engine) as s:
+            s.execute(delete(IncidentReview))
+            s.execute(delete(Incident))
+        for batch, closing in zip(batches, closings, strict=True):
+            with session(engine) as s:
+                if batched:
+                    incidents.record_incidents(s, batch)
+                else:
+                    for event in batch:
+                        incidents.record_incident(s, event)
+            close_latest(engine, hit(closing).subject if closing.user else "ip:10.99.0.1")
+        return snapshot(engine)
+
+    one_by_one = run(batched=False)
+    assert len(one_by_one) > 20  # the stream opened many incidents and rolled many up
+    assert max(int(str(row[COMPARED.index("count")])) for row in one_by_one) > 3
+    assert any(row[COMPARED.index("status")] == "closed" for row in one_by_one)
+    assert run(batched=True) == one_by_one
+
+
+def test_the_writer_applies_a_batch_once_with_repeats_and_replays(engine: Engine) -> None:
+    """A batch with a repeated event and one applied before adds each hit once."""
+    first, second = incidents.incident_event(hit()), incidents.incident_event(hit(minutes=5))
+    search = incidents.search_store_event(search_event(PUPIL, "google", "maths homework", None, T0))
+    with session(engine) as s:
+        assert apply_events(s, [first]) == [True]
+    with session(engine) as s:
+        assert apply_events(s, [first, second, second, search]) == [False, True, False, True]
+    with session(engine) as s:
+        (found,) = incidents.find(s)
+        assert (found.count, found.last_seen) == (2, T0 + timedelta(minutes=5))
+        assert [r.query for r in incidents.searches(s)] == ["maths homework"]
+
+
+def test_a_batch_refuses_an_illegal_hit_that_carries_its_url(engine: Engine) -> None:
+    """The batch path keeps the rule of the single one: no illegal URL reaches the store."""
+    bad = replace(hit(illegal=True, category="child_abuse", url=IWF_URL), url=IWF_URL)
+    with pytest.raises(ValueError, match="URL of an illegal hit"), session(engine) as s:
+        incidents.record_incidents(s, [hit(), bad])
+    with session(engine) as s:
+        assert incidents.find(s) == []

@@ -1,0 +1,109 @@
+"""EarlyConnect in mitmproxy's test context: early only for an unanswered, allowed tunnel."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mitmproxy import connection, ctx, http, tls
+from mitmproxy.proxy.context import Context
+from mitmproxy.test import taddons, tflow
+
+from addons.earlyconnect import EarlyConnect
+from addons.identify import Identify
+from addons.policyload import PolicyLoader
+from proxy.filterset import Filterset, load_filterset
+
+ROOT = Path(__file__).resolve().parents[3]
+PUPIL_IP = "10.10.1.2"
+
+
+@pytest.fixture(scope="module")
+def filterset() -> Filterset:
+    return load_filterset(ROOT / "config")
+
+
+@pytest.fixture
+def chain(filterset: Filterset) -> Iterator[tuple[Identify, EarlyConnect]]:
+    loader = PolicyLoader(ROOT / "config", filterset)
+    identify, early = Identify(loader), EarlyConnect(loader)
+    with taddons.context(loader, identify, early):
+        yield identify, early
+
+
+def client_hello(sni: str) -> tls.ClientHello:
+    """A real ClientHello, as Python's own TLS client writes it, for ``sni``."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls_client = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname=sni)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls_client.do_handshake()
+    record = outgoing.read()
+    return tls.ClientHello(record[5 + 4 :])
+
+
+def hello(
+    chain: tuple[Identify, EarlyConnect],
+    connect_host: str,
+    sni: str,
+    *,
+    answered: bool = False,
+    ignored: bool = False,
+) -> bool:
+    """CONNECT then ClientHello through the addons; whether the server is met first."""
+    identify, early = chain
+    flow = tflow.tflow()
+    flow.client_conn.peername = (PUPIL_IP, 50000)
+    flow.request.method = "CONNECT"
+    flow.request.host, flow.request.port = connect_host, 443
+    identify.http_connect(flow)
+    if answered:  # an earlier addon refused the tunnel (a 407, a port, a TLS policy 403)
+        flow.response = http.Response.make(403)
+    early.http_connect(flow)
+    server = connection.Server(address=(connect_host, 443))
+    server.tls = True
+    context = Context(flow.client_conn, ctx.options)
+    context.server = server
+    data = tls.ClientHelloData(context, client_hello(sni))
+    data.ignore_connection = ignored
+    early.tls_clienthello(data)
+    return data.establish_server_tls_first
+
+
+def test_an_allowed_tunnel_meets_its_server_first(chain: tuple[Identify, EarlyConnect]) -> None:
+    """A pupil's CONNECT and SNI to an uncategorised host: server TLS first, as eager does."""
+    assert hello(chain, "lesson.example", "lesson.example")
+
+
+@pytest.mark.parametrize(
+    ("connect_host", "sni", "answered", "ignored"),
+    [
+        ("adult-demo.example", "adult-demo.example", False, False),  # blocked host
+        ("lesson.example", "adult-demo.example", False, False),  # blocked SNI
+        ("adult-demo.example", "lesson.example", False, False),  # blocked CONNECT host
+        ("lesson.example", "lesson.example", True, False),  # CONNECT answered by an addon
+        ("lesson.example", "lesson.example", False, True),  # passed through undecrypted
+    ],
+)
+def test_everything_else_stays_lazy(
+    chain: tuple[Identify, EarlyConnect],
+    connect_host: str,
+    sni: str,
+    answered: bool,
+    ignored: bool,
+) -> None:
+    """Blocked names, refused CONNECTs and untouched tunnels never meet the server early."""
+    assert not hello(chain, connect_host, sni, answered=answered, ignored=ignored)
+
+
+def test_a_clienthello_without_a_connect_stays_lazy(chain: tuple[Identify, EarlyConnect]) -> None:
+    """Transparent mode (no CONNECT decided the destination address): lazy."""
+    _, early = chain
+    client = connection.Client(peername=(PUPIL_IP, 50000), sockname=("10.0.0.1", 443))
+    context = Context(client, ctx.options)
+    context.server = connection.Server(address=("93.184.216.34", 443))
+    context.server.tls = True
+    data = tls.ClientHelloData(context, client_hello("lesson.example"))
+    early.tls_clienthello(data)
+    assert not data.establish_server_tls_first
