@@ -58,6 +58,7 @@ bench: $(STAMP) ## benchmarks (figures as ratios against baselines measured in t
 	$(PY) -m bench.incidents
 	$(PY) -m bench.content
 	$(PY) -m bench.proxies
+	$(PY) -m bench.console
 
 clean: ## remove the virtual environment and var/
 	rm -rf $(VENV) var

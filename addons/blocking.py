@@ -77,6 +77,7 @@ def block_page(
         reference=reference,
         url=url,
         reason=reason,
+        console_url=loader.filterset.settings.console_url,
     )
     return http.Response.make(
         403,

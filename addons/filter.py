@@ -159,6 +159,7 @@ class Filter:
             school=self.loader.filterset.policy.school,
             reference=reference,
             url=None if decision.illegal else url,
+            console_url=self.loader.filterset.settings.console_url,
         )
         flow.response = http.Response.make(
             403,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
+import proxy.console.models
 import proxy.incidents.models  # noqa: F401  (the incident tables share Base)
 from proxy.store.engine import make_engine
 from proxy.store.models import Base

@@ -12,6 +12,7 @@ import html
 import secrets
 from importlib import resources
 from string import Template
+from urllib.parse import urlencode
 
 from proxy.decision import Decision
 
@@ -69,13 +70,16 @@ def render(
     reference: str,
     url: str | None,
     reason: str | None = None,
+    console_url: str | None = None,
 ) -> str:
     """The HTML of the block page for one decision.
 
     ``reason`` replaces the category sentence for blocks that are not about a
     category (a download, a search engine that cannot be locked). Every page
     but the illegal one carries the "request a review" form, which posts to
-    ``REVIEW_PATH`` on the same host so that it reaches the proxy in every mode.
+    ``REVIEW_PATH`` on the same host so that it reaches the proxy in every mode,
+    and, when the settings give ``console_url``, a link for staff to the console's
+    request form with the address and reference filled in.
     """
     if decision.illegal:
         title = "This page is blocked"
@@ -109,6 +113,13 @@ def render(
         if decision.illegal
         else _REVIEW_FORM.format(action=REVIEW_PATH, reference=html.escape(reference))
     )
+    if console_url and not decision.illegal:
+        query = urlencode({"url": url or "", "reference": reference})
+        link = f"{console_url.rstrip('/')}/request?{query}"
+        form += (
+            f'\n<p class="staff">Staff: <a id="console-request" href="{html.escape(link)}">'
+            "ask for this site to be unblocked in the console</a> (you sign in first).</p>"
+        )
     return _TEMPLATE.substitute(
         title=html.escape(title),
         school=html.escape(school),

@@ -20,6 +20,7 @@ from proxy.cli_changes import CHANGE_CONTROL, controls_for_explain
 from proxy.cli_common import config_option, fail, open_filterset
 from proxy.cli_content import content
 from proxy.cli_incidents import INCIDENT_COMMANDS
+from proxy.console.cli import console
 from proxy.files import set_private_umask
 from proxy.filterset import Filterset, load_filterset
 from proxy.identity import Identity, parse_ip
@@ -48,6 +49,12 @@ def check(config_dir: Path) -> None:
         sys.exit(1)
     for warning in fs.warnings:
         click.echo(str(warning), err=True)
+    if len(fs.policy.approvers) == 1:
+        click.echo(
+            f"{fs.policy.source}: warning: only one approver ({fs.policy.approvers[0]}): "
+            "requests they make can never be approved (a second person must); name another",
+            err=True,
+        )
     counts = fs.lists.counts()
     click.echo(
         f"OK: {fs.policy.source} ({len(fs.policy.groups)} groups, "
@@ -164,6 +171,12 @@ def explain(
     help="Proxy processes sharing the listen port (default: workers in schoolgate.yaml).",
 )
 @click.option("--worker", is_flag=True, hidden=True, help="Run as one worker of --workers.")
+@click.option(
+    "--console/--no-console",
+    "with_console",
+    default=True,
+    help="Also start the web console on console_listen (default: yes, unless it is null).",
+)
 def run(
     config_dir: Path,
     listen: str | None,
@@ -171,8 +184,9 @@ def run(
     extra: tuple[str, ...],
     workers: int | None,
     worker: bool,
+    with_console: bool,
 ) -> None:
-    """Start the filter."""
+    """Start the filter (and the web console, as a supervised child process)."""
     from proxy.master import ensure_ca, run_proxy
 
     fs = open_filterset(config_dir)
@@ -193,6 +207,10 @@ def run(
             raise fail(f"--set {item!r}: expected OPTION=VALUE")
         options[key] = value
     count = workers if workers is not None else settings.workers
+    if with_console and not worker and settings.console_listen:
+        from proxy.console.child import ConsoleChild
+
+        ConsoleChild(config_dir).start()
     if count > 1 and not worker:
         from proxy.workers import run_workers
 
@@ -225,4 +243,5 @@ for _command in INCIDENT_COMMANDS:  # incidents, report, purge (proxy/cli_incide
     cli.add_command(_command)
 cli.add_command(lists)  # compile, update, lookup, stats (proxy/lists_cli.py)
 cli.add_command(ca)  # show, rotate: the school's CA (proxy/ca_cli.py)
+cli.add_command(console)  # the web console and its accounts (proxy/console/cli.py)
 cli.add_command(content)  # learned, confirm, reject (proxy/cli_content.py)

@@ -10,8 +10,6 @@ is half-done.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,13 +21,14 @@ import click
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from blocklists.index import split_entry
-from blocklists.normalise import BadURL, normalise_entry
+from proxy.cli_auth import prove
 from proxy.cli_common import config_option, fail, open_filterset
 from proxy.controls import NO_CONTROLS, Controls, ScopeKind, WhatKind
 from proxy.filterset import Filterset
-from proxy.policy import IllegalProblem, parse_policy
-from proxy.policydiff import impact, text_diff
+from proxy.overridetarget import TargetError, site_target
+from proxy.policy import IllegalProblem
+from proxy.policyapply import apply as apply_policy
+from proxy.policyapply import preview as preview_policy
 from proxy.settings import Settings
 from proxy.store import chain, control, export, migrate
 from proxy.store.engine import (
@@ -45,7 +44,12 @@ from proxy.store.events import apply_event, policy_refused, sha256
 from proxy.store.models import Change
 from proxy.yamlfile import ConfigError
 
-by_option = click.option("--by", "by", required=True, help="Who is doing this (a login name).")
+by_option = click.option(
+    "--by",
+    "by",
+    required=True,
+    help="Who is doing this: their console account (asks their password and code).",
+)
 
 
 def controls_for_explain(settings: Settings, when: datetime) -> Controls:
@@ -172,14 +176,9 @@ def _what(
         return "category", category
     assert target is not None
     try:
-        entry = normalise_entry(target)
-    except BadURL as exc:
-        raise fail(f"{target!r}: not a URL or host: {exc}") from None
-    host, path = split_entry(entry)
-    illegal = {n for c in policy.categories.values() if c.illegal for n in c.lists}
-    if any(hit.list in illegal for hit in store.fs.lists.match(host, path or "/")):
-        raise fail("that address is on an illegal list: it can never be overridden")
-    return ("url" if path else "host"), entry
+        return site_target(store.fs, target)
+    except TargetError as exc:
+        raise fail(str(exc)) from None
 
 
 @override.command("request")
@@ -215,6 +214,7 @@ def override_request(
     what_kind, what = _what(store, target, category, everything)
     scope_kind, scope_name = _scope(store, scope)
     now = store.now()
+    _, proof = prove(store.engine, now, by, "request", store.fs.settings)
     starts = parse_time(start, store, "--from") if start else now
     ends = period_end(store, starts, until, days, default_days=control.DEFAULT_DAYS)
     with store.session() as s:
@@ -229,6 +229,7 @@ def override_request(
             reason=reason,
             requested_by=by,
             now=now,
+            extra=proof,
         )
     approvers = [a for a in store.fs.policy.approvers if a != by]
     click.echo(
@@ -251,9 +252,16 @@ def override_approve(
     store = open_store(config_dir)
     now = store.now()
     ends = period_end(store, now, until, days, default_days=None)
+    _, proof = prove(store.engine, now, by, "approve", store.fs.settings)
     with store.session() as s:
         found = control.approve_override(
-            s, override_id, by=by, approvers=store.fs.policy.approvers, now=now, ends=ends
+            s,
+            override_id,
+            by=by,
+            approvers=store.fs.policy.approvers,
+            now=now,
+            ends=ends,
+            extra=proof,
         )
     click.echo(
         f"override #{found.id} approved by {by}: {control.what_label(found)} for "
@@ -269,8 +277,11 @@ def override_approve(
 def override_revoke(override_id: int, reason: str, by: str, config_dir: Path) -> None:
     """End override ID now (or withdraw a pending request)."""
     store = open_store(config_dir)
+    _, proof = prove(store.engine, store.now(), by, "end", store.fs.settings)
     with store.session() as s:
-        found = control.revoke_override(s, override_id, by=by, reason=reason, now=store.now())
+        found = control.revoke_override(
+            s, override_id, by=by, reason=reason, now=store.now(), extra=proof
+        )
     click.echo(f"override #{found.id} revoked by {by}")
 
 
@@ -342,8 +353,11 @@ def access_suspend(
     now = store.now()
     starts = parse_time(start, store, "--from") if start else now
     ends = period_end(store, starts, until, days, default_days=None)
+    _, proof = prove(store.engine, now, by, "suspend", store.fs.settings)
     with store.session() as s:
-        found = control.suspend(s, user, by=by, reason=reason, starts=starts, ends=ends, now=now)
+        found = control.suspend(
+            s, user, by=by, reason=reason, starts=starts, ends=ends, now=now, extra=proof
+        )
     if user not in store.fs.policy.users:
         click.echo(
             f"warning: {user} is not under identity.users: the suspension applies when the "
@@ -364,8 +378,9 @@ def access_suspend(
 def access_restore(user: str, reason: str, by: str, config_dir: Path) -> None:
     """Give USER their internet access back now."""
     store = open_store(config_dir)
+    _, proof = prove(store.engine, store.now(), by, "suspend", store.fs.settings)
     with store.session() as s:
-        control.restore(s, user, by=by, reason=reason, now=store.now())
+        control.restore(s, user, by=by, reason=reason, now=store.now(), extra=proof)
     click.echo(f"{user}'s internet access restored by {by}")
 
 
@@ -391,22 +406,6 @@ def policy() -> None:
     """Changing the filter policy under change control."""
 
 
-def _install(target: Path, text: str) -> None:
-    """Write ``text`` over ``target`` atomically (temporary file, fsync, rename)."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if target.exists():
-            os.chmod(tmp, target.stat().st_mode & 0o777)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @policy.command("apply")
 @click.argument("edited", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--reason", required=True, help="Why the policy changes.")
@@ -419,16 +418,14 @@ def policy_apply(edited: Path, reason: str, dry_run: bool, by: str, config_dir: 
     target = fs.policy.source
     text = edited.read_text(encoding="utf-8")
     try:
-        new = fs.with_policy(parse_policy(text, edited)).policy
+        shown = preview_policy(fs, text, edited)
     except ConfigError as exc:
         for problem in exc.problems[1:]:
             click.echo(str(problem), err=True)
         if not dry_run:
             _record_refusal(config_dir, exc, text, target, by, reason)
         raise fail(str(exc.problems[0])) from None
-    old_text = target.read_text(encoding="utf-8") if target.exists() else ""
-    changes = impact(fs.policy, new)
-    diff = text_diff(old_text, text, target.name)
+    changes, diff = shown.changes, shown.diff
     if not diff:
         raise fail(f"{edited} is the same as the policy in force: nothing to apply")
     click.echo("impact:" if changes else "impact: no decision changes (wording or layout only)")
@@ -438,25 +435,15 @@ def policy_apply(edited: Path, reason: str, dry_run: bool, by: str, config_dir: 
     if dry_run:
         click.echo("dry run: nothing recorded or installed")
         return
-    store = open_store(config_dir)
-    with store.session() as s:
-        row = chain.append(
-            s,
-            at=store.now(),
-            kind="policy.apply",
-            actor=by,
-            subject=f"policy {target}",
-            reason=reason,
-            details={
-                "sha256": sha256(text),
-                "previous_sha256": sha256(old_text),
-                "impact": changes,
-                "diff": diff,
-                "text": text,
-            },
+    if fs.settings.policy_changes == "two_person":
+        raise fail(
+            "policy_changes is two_person: propose the change in the console's Policy page, "
+            "where a second technician or approver applies it"
         )
-        # Installed inside the transaction: if writing fails, the record is rolled back.
-        _install(target, text)
+    store = open_store(config_dir)
+    _, proof = prove(store.engine, store.now(), by, "policy", store.fs.settings)
+    with store.session() as s:
+        row = apply_policy(s, fs, shown, by=by, reason=reason, now=store.now(), extra=proof)
     click.echo(f"applied and recorded as change #{row.seq}; the proxy picks it up within seconds")
 
 

@@ -18,6 +18,7 @@ from typing import Literal
 import click
 
 from blocklists.normalise import BadURL, normalise_entry
+from proxy.cli_auth import prove
 from proxy.cli_changes import by_option, open_store
 from proxy.cli_common import config_option, fail
 from proxy.content.learned import LEARNED_FILE, LearnedList
@@ -63,6 +64,7 @@ def _decide(
         raise fail(f"{key} is not in the learned list (see `schoolgate content learned --all`)")
     decided = replace(found, state=state, by=by)
     now = datetime.now(UTC)
+    _, proof = prove(store.engine, now, by, "policy", store.fs.settings)
     with store.session() as s:
         chain.append(
             s,
@@ -72,7 +74,7 @@ def _decide(
             subject=f"{key} ({CATEGORY_WORDS.get(found.category, found.category)})",
             reason=reason,
             details={"entry": key, "category": found.category, "score": found.score,
-                     "phrases": list(found.phrases)},
+                     "phrases": list(found.phrases), **proof},
         )  # fmt: skip
         # Inside the transaction: a failed write rolls the change-log row back with it.
         learned.add(decided)

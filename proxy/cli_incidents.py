@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from proxy.cli_auth import prove
 from proxy.cli_changes import Store, open_store, parse_time
 from proxy.cli_common import config_option, fail
 from proxy.incidents import report as termly
@@ -182,8 +183,12 @@ def incidents_review(
     action_taken: str,
     config_dir: Path,
 ) -> None:
-    """Record the two-person review of an incident (form C2)."""
+    """Record the two-person review of an incident (form C2); both reviewers sign in."""
     store = open_store(config_dir)
+    if first.strip().casefold() != second.strip().casefold():
+        # Both people at the review prove who they are (the same name is refused below).
+        prove(store.engine, store.now(), first, "review", store.fs.settings)
+        prove(store.engine, store.now(), second, "review", store.fs.settings)
     form = log.ReviewForm(
         first_reviewer=first,
         first_position=first_position,
@@ -205,12 +210,13 @@ def incidents_review(
 
 @incidents.command("close")
 @click.argument("incident_id", type=int)
-@click.option("--by", "by", required=True, help="Who closes it.")
+@click.option("--by", "by", required=True, help="Who closes it (asks their password and code).")
 @click.option("--outcome", required=True, help="The outcome, for the record.")
 @config_option
 def incidents_close(incident_id: int, by: str, outcome: str, config_dir: Path) -> None:
-    """Close a reviewed incident with its outcome."""
+    """Close a reviewed incident with its outcome (BY signs in)."""
     store = open_store(config_dir)
+    prove(store.engine, store.now(), by, "review", store.fs.settings)
     try:
         with store.session() as s:
             log.close(s, incident_id, by, outcome, store.now())

@@ -182,6 +182,13 @@ class Directory(Strict):
         return value
 
 
+class ConsoleTLS(Strict):
+    """The web console's certificate and key (PEM); relative paths are from the settings file."""
+
+    cert: Path
+    key: Path
+
+
 class Settings(Strict):
     """The settings file as written, before paths are resolved."""
 
@@ -200,12 +207,26 @@ class Settings(Strict):
     radius: Radius | None = None
     directory: Directory | None = None
 
+    console_listen: str | None = "127.0.0.1:9181"  # HOST:PORT of the web console; null: none
+    console_tls: ConsoleTLS | None = None  # HTTPS for the console; null: plain HTTP
+    # the console's address as school devices reach it, for the block page's link
+    console_url: str | None = None
+    # two_person: a policy change made in the console waits for a second technician or approver
+    policy_changes: Literal["one_person", "two_person"] = "one_person"
+
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"listen must be HOST:PORT, not {value!r}")
+        return value
+
+    @field_validator("console_listen")
+    @classmethod
+    def _console_listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            cls._listen(value)
         return value
 
     @field_validator("metrics_listen")
@@ -269,6 +290,14 @@ def load_settings(config_dir: Path) -> Settings:
             "data_dir": _resolve(base, settings.data_dir),
             "policy": _resolve(base, settings.policy),
             "sources": sources,
+            "console_tls": settings.console_tls.model_copy(
+                update={
+                    "cert": _resolve(base, settings.console_tls.cert),
+                    "key": _resolve(base, settings.console_tls.key),
+                }
+            )
+            if settings.console_tls
+            else None,
             "auth": settings.auth.model_copy(
                 update={
                     "users_file": _resolve(base, settings.auth.users_file)

@@ -34,6 +34,8 @@ KINDS = {
     "access.suspend": "internet access suspended",
     "access.restore": "internet access restored",
     "policy.apply": "policy change applied",
+    "policy.propose": "policy change proposed (waits for a second person)",
+    "policy.withdraw": "policy change proposal withdrawn",
     "policy.unattributed": "policy edited without `policy apply`",
     "policy.baseline": "policy in force when change control started",
     "policy.refuse": "policy change refused: it would weaken the illegal lists",

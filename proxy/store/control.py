@@ -125,6 +125,7 @@ def approve_override(
     approvers: Sequence[str],
     now: datetime,
     ends: datetime | None = None,
+    extra: dict[str, object] | None = None,
 ) -> Override:
     """Approve a pending request: ``by`` must be an approver and not the requester."""
     override = _get(session, override_id)
@@ -156,13 +157,19 @@ def approve_override(
         reason=override.reason,
         until=override.ends,
         approved_by=by,
-        details=_details(override, requested_by=override.requested_by),
+        details=_details(override, requested_by=override.requested_by, **(extra or {})),
     )
     return override
 
 
 def revoke_override(
-    session: Session, override_id: int, *, by: str, reason: str, now: datetime
+    session: Session,
+    override_id: int,
+    *,
+    by: str,
+    reason: str,
+    now: datetime,
+    extra: dict[str, object] | None = None,
 ) -> Override:
     """End an override (or withdraw a request) now."""
     override = _get(session, override_id)
@@ -180,7 +187,7 @@ def revoke_override(
         reason=reason,
         until=override.ends,
         approved_by=override.approved_by,
-        details=_details(override, requested_by=override.requested_by, was=state),
+        details=_details(override, requested_by=override.requested_by, was=state, **(extra or {})),
     )
     return override
 
@@ -233,6 +240,7 @@ def suspend(
     starts: datetime,
     ends: datetime | None,
     now: datetime,
+    extra: dict[str, object] | None = None,
 ) -> Suspension:
     """Remove ``user``'s internet access from ``starts`` until ``ends`` (None: until restored)."""
     if not reason.strip():
@@ -251,7 +259,7 @@ def suspend(
         target=f"user:{user}",
         reason=suspension.reason,
         until=ends,
-        details={"suspension": suspension.id, "from": starts.isoformat()},
+        details={"suspension": suspension.id, "from": starts.isoformat(), **(extra or {})},
     )
     return suspension
 
@@ -268,7 +276,15 @@ def current_suspensions(
     return list(session.scalars(query.order_by(Suspension.id)))
 
 
-def restore(session: Session, user: str, *, by: str, reason: str, now: datetime) -> int:
+def restore(
+    session: Session,
+    user: str,
+    *,
+    by: str,
+    reason: str,
+    now: datetime,
+    extra: dict[str, object] | None = None,
+) -> int:
     """Give ``user`` their access back: ends every suspension of theirs not yet over."""
     found = current_suspensions(session, now, user)
     if not found:
@@ -284,7 +300,7 @@ def restore(session: Session, user: str, *, by: str, reason: str, now: datetime)
             target=f"user:{user}",
             reason=reason,
             until=suspension.ends,
-            details={"suspension": suspension.id, "suspended_by": suspension.by},
+            details={"suspension": suspension.id, "suspended_by": suspension.by, **(extra or {})},
         )
     return len(found)
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    Index,
     Integer,
     MetaData,
     String,
@@ -59,6 +60,8 @@ class Change(Base):
     """One row of the change-control log: append-only, each row's hash covers the previous."""
 
     __tablename__ = "changes"
+    # The console lists one kind newest first (list updates, policy changes) from a large log.
+    __table_args__ = (Index("ix_changes_kind_seq", "kind", "seq"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, unique=True)

@@ -305,6 +305,7 @@ def start_gateway(
             f"ssl_verify_upstream_trusted_ca={origin_ca.cert_path}",
             "--set",
             "schoolgate_reload_ms=200",
+            "--no-console",  # tests that want the console pass --console (the last one wins)
             *extra,
         ],
         stdout=subprocess.DEVNULL,

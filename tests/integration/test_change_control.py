@@ -21,6 +21,7 @@ from proxy.store import chain
 from proxy.store.engine import StoreDown, make_engine, session
 from proxy.store.models import AppliedEvent, Change, Override
 from proxy.store.spool import Spool
+from tests.console_accounts import acting, ensure_account, proof
 from tests.integration.harness import (
     HEAD,
     PUPIL,
@@ -36,10 +37,17 @@ from tests.postgres import PostgresServer, postgres  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 REFRESH = ("--set", "schoolgate_controls_refresh_ms=200")
+ACCOUNTS = {"j.meer": "staff", "head.teacher": "approver", "dsl": "dsl"}
 
 
 def sg(config_dir: Path, *args: str) -> str:
-    result = CliRunner().invoke(cli, [*args, "--config", str(config_dir)])
+    """Run a command; whoever --by names answers its password and code prompts."""
+    names = acting(args)
+    for name in names:
+        ensure_account(config_dir, name, ACCOUNTS[name])
+    result = CliRunner().invoke(
+        cli, [*args, "--config", str(config_dir)], input=proof(config_dir, *names)
+    )
     assert result.exit_code == 0, result.stderr
     return result.stdout
 
@@ -90,10 +98,10 @@ def test_suspended_user_is_blocked_everywhere_until_restored(
     gw = sqlite_gateway
     url = f"http://localhost:{origin.http_port}/news"
     assert gw.get(url, client=HEAD)[0] == 200
-    sg(gw.config_dir, "access", "suspend", "head.teacher", "--reason", "test", "--by", "governor")
+    sg(gw.config_dir, "access", "suspend", "head.teacher", "--reason", "test", "--by", "dsl")
     eventually(lambda: gw.get(url, client=HEAD)[0] == 403, "the suspension")
     assert gw.get(url, client=PUPIL)[0] == 200
-    sg(gw.config_dir, "access", "restore", "head.teacher", "--reason", "ok", "--by", "governor")
+    sg(gw.config_dir, "access", "restore", "head.teacher", "--reason", "ok", "--by", "dsl")
     eventually(lambda: gw.get(url, client=HEAD)[0] == 200, "the restore")
 
 

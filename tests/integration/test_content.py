@@ -28,6 +28,7 @@ import brotli  # type: ignore[import-untyped]
 import pytest
 
 from proxy.content.learned import LEARNED_FILE, LearnedList, learned_now
+from tests.console_accounts import ensure_account, proof
 from tests.integration.harness import (
     HEAD,
     PUPIL,
@@ -280,10 +281,12 @@ def test_a_rejected_page_opens_and_the_decision_is_in_change_control(
     """`content reject` opens the page for every worker and records who and why."""
     assert pool.get(pages.url("/rejected"), client=PUPIL)[0] == 403
     config = ["--config", str(pool.config_dir)]
+    ensure_account(pool.config_dir, "it.tech", "technician")
     result = subprocess.run(
         [*schoolgate_command(), "content", "reject", "localhost/rejected", "--by", "it.tech",
          "--reason", "a museum page", *config],
         check=False, capture_output=True, text=True, timeout=60,
+        input=proof(pool.config_dir, "it.tech"),  # it.tech's console password and code
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     time.sleep(3)

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from proxy.cli import cli
 from proxy.store import snapshot
+from tests.console_accounts import ensure_account, proof
 from tests.integration.harness import (
     PUPIL,
     TEST_POLICY,
@@ -62,7 +63,10 @@ def test_suspended_pupil_stays_blocked_when_the_proxy_starts_with_the_store_down
     try:
         assert gw.get(url, client=NAMED_PUPIL)[0] == 200
         suspend = ["access", "suspend", "a.pupil", "--reason", "misuse", "--by", "dsl"]
-        result = CliRunner().invoke(cli, [*suspend, "--config", str(config_dir)])
+        ensure_account(config_dir, "dsl", "dsl")
+        result = CliRunner().invoke(
+            cli, [*suspend, "--config", str(config_dir)], input=proof(config_dir, "dsl")
+        )
         assert result.exit_code == 0, result.stderr
         eventually(lambda: gw.get(url, client=NAMED_PUPIL)[0] == 403, "the suspension")
     finally:

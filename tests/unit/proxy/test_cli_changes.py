@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from proxy.cli import cli
 from proxy.store.engine import make_engine
+from tests.console_accounts import acting, add_account, proof
 from tests.postgres import postgres, store_url  # noqa: F401  (fixtures)
 from tests.unit.proxy.configs import write_config
 
@@ -53,12 +54,21 @@ local:
 
 @pytest.fixture
 def config(tmp_path: Path, store_url: str) -> Path:  # noqa: F811
-    """A school's config with the demo lists, a private data_dir and the store under test."""
-    return write_config(tmp_path, store_url, POLICY)
+    """A school's config with the demo lists, a private data_dir, the store under test, and
+    console accounts for the people the tests name."""
+    config = write_config(tmp_path, store_url, POLICY)
+    for name, role in ACCOUNTS.items():
+        add_account(config, name, role)
+    return config
 
 
-def sg(config: Path, *args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, [*args, "--config", str(config)])
+ACCOUNTS = {"head.teacher": "approver", "j.meer": "staff", "tech": "technician", "x": "staff"}
+
+
+def sg(config: Path, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    """Run a command; whoever --by names answers the password and code prompts."""
+    given = stdin if stdin is not None else proof(config, *acting(args))
+    result = CliRunner().invoke(cli, [*args, "--config", str(config)], input=given)
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -107,10 +117,11 @@ def test_requester_cannot_approve_their_own_request(config: Path) -> None:
     override_id = request(config, "games-demo.example", by="head.teacher")
     code, _, err = sg(config, "override", "approve", override_id, "--by", "head.teacher")
     assert code == 1
-    assert err.strip().splitlines() == [
+    # Before the refusal: the prompts for head.teacher's password and code.
+    assert err.strip().splitlines()[-1] == (
         f"Error: head.teacher requested override #{override_id} and cannot approve it: "
         "a second person must (two-person rule)"
-    ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -183,7 +194,7 @@ def test_policy_apply_rejects_a_broken_policy(config: Path, tmp_path: Path) -> N
         (config / "policy.yaml").read_text("utf-8").replace("group: staff}", "group: staf}", 1)
     )
     before = (config / "policy.yaml").read_text("utf-8")
-    code, _, err = sg(config, "policy", "apply", str(edited), "--by", "t", "--reason", "r")
+    code, _, err = sg(config, "policy", "apply", str(edited), "--by", "tech", "--reason", "r")
     assert code == 1
     assert f"{edited}:" in err
     assert "unknown group 'staf'" in err

@@ -20,6 +20,7 @@ from proxy.incidents.escalation import load_escalation
 from proxy.incidents.events import IWF_NOTICE, concerning_search, from_decision, search_event
 from proxy.store import migrate
 from proxy.store.engine import make_engine, session
+from tests.console_accounts import acting, add_account, proof
 from tests.postgres import postgres, store_url  # noqa: F401  (fixtures)
 from tests.unit.proxy.configs import write_config
 
@@ -55,6 +56,8 @@ groups:
 def config(tmp_path: Path, store_url: str) -> Path:  # noqa: F811
     """A config with the shipped escalation and terms files and three incidents in the store."""
     target = write_config(tmp_path, store_url, POLICY)
+    add_account(target, "a.dsl", "dsl")
+    add_account(target, "b.head", "approver")
     for name in ("escalation.yaml", "concerning-terms.yaml"):
         shutil.copy(ROOT / "config" / name, target / name)
     escalation = load_escalation(target / "escalation.yaml")
@@ -106,7 +109,10 @@ def config(tmp_path: Path, store_url: str) -> Path:  # noqa: F811
 
 
 def sg(config: Path, *args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, [*args, "--config", str(config)])
+    """Run a command; whoever --by, --first and --second name answer the password prompts."""
+    result = CliRunner().invoke(
+        cli, [*args, "--config", str(config)], input=proof(config, *acting(args))
+    )
     return result.exit_code, result.stdout, result.stderr
 
 
