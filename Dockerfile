@@ -2,7 +2,7 @@
 #
 #   docker build -t schoolgate .
 #   docker volume create schoolgate-config; docker volume create schoolgate-data
-#   docker run -d --name schoolgate -p 8080:8080 -p 127.0.0.1:9180:9180 \
+#   docker run -d --name schoolgate -p 8080:8080 \
 #     -v schoolgate-config:/etc/schoolgate -v schoolgate-data:/var/lib/schoolgate schoolgate
 #
 # Named volumes start with the image's files (the config below); a bind mount of an
@@ -42,8 +42,9 @@ RUN mkdir -p /var/lib/schoolgate \
 
 USER schoolgate
 VOLUME ["/etc/schoolgate", "/var/lib/schoolgate"]
-# 8080: the proxy (listen in schoolgate.yaml); 9180: Prometheus metrics (metrics_listen).
-EXPOSE 8080 9180
+# 8080: the proxy (listen in schoolgate.yaml). Metrics (metrics_listen) stay on the container's
+# loopback, unauthenticated, so they are not exposed: scrape with --network host or a proxy.
+EXPOSE 8080
 
 # Healthy when the proxy port takes connections and the metrics endpoint answers.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

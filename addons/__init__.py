@@ -19,12 +19,14 @@ from addons.earlyconnect import EarlyConnect
 from addons.filter import Filter
 from addons.identify import Identify
 from addons.incidents import Incidents
+from addons.limits import Limits
 from addons.login import ProxyLogin
 from addons.metrics import Metrics
 from addons.overrides import Overrides
 from addons.pipeline import Pipeline
 from addons.policyload import PolicyLoader
 from addons.radius import RadiusListener
+from addons.redact import Redact
 from addons.review import Review
 from addons.safesearch import SafeSearch
 from addons.safesearch_tunnel import SafeSearchTunnel
@@ -43,9 +45,7 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
     store = StoreWriter(loader)
     login = ProxyLogin(loader)
     directory = DirectoryLookup(loader)
-    identify = Identify(loader, login, directory)
-    filt = Filter(loader, identify)
-    audit = Audit(loader)
+    identify = Identify(loader, login.login_of_client, directory.identity)
     return [
         # First: owns the filterset every later addon reads, and its hot reload.
         loader,
@@ -63,17 +63,21 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         directory,
         # Who is asking must be known before anything is decided.
         identify,
-        # Decides on the CONNECT/SNI host first, then on each request; blocks.
-        filt,
+        # The one decision: on the CONNECT/SNI host first, then on each request; blocks.
+        Filter(loader),
+        # Right after the decision: an illegal host and its address are withheld from every
+        # log line from now on, before mitmproxy can log a TLS failure naming them.
+        Redact(),
         # The protections from here on only tighten what the filter let through, never open.
         # Tunnels to ports other than the group's, QUIC, DNS-over-HTTPS: before incidents
         # are raised, so a DNS-over-HTTPS request raises subvert_filtering like a DoH host.
-        Circumvention(loader, audit),
+        Circumvention(loader),
         # Reads the filter's decision: raises incidents (alerting at once for illegal hits)
         # and logs searches, through the store's writer; never changes a flow.
         Incidents(loader, store),
-        # At the ClientHello, before any handshake: pass TLS through undecrypted, or refuse it.
-        TlsPolicy(loader, audit),
+        # What a tunnel may carry, before any upstream connection: TLS (intercepted, passed
+        # through undecrypted, or refused, on the filter's host decision), HTTP, or nothing.
+        TlsPolicy(loader),
         # Where the TLS policy sent an undecrypted search engine's tunnel: pins those names.
         SafeSearchTunnel(),
         # After every addon that can refuse a CONNECT or decide its host: meets the server
@@ -91,8 +95,18 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         UpstreamChain(),
         # When the site cannot be reached: the school's page instead of mitmproxy's bare 502.
         UpstreamErrors(loader),
-        # Records what was decided, after the response is known.
-        audit,
+        # After every addon that can answer or rewrite a request: a request answered while its
+        # large body still arrives is read and dropped, not streamed (mitmproxy cannot stream it
+        # then), and a search form safe search rewrites is held whole or refused, never streamed.
+        Limits(),
+        # Records what was decided, after the response is known (and each decided tunnel,
+        # after TlsPolicy).
+        Audit(loader),
         # After the decision and the response: only counts, never changes a flow.
-        Metrics(loader, filt, login, store),
+        Metrics(
+            loader,
+            auth_failures=lambda: login.refused,
+            login_lockouts=lambda: login.throttle.lockouts,
+            writer=store.writer,
+        ),
     ]

@@ -1,8 +1,16 @@
-"""Audit: one structured JSON line per request in the access log.
+"""Audit: one structured JSON line per request, refused CONNECT or decided tunnel.
 
-Written when the response is known (or the request failed), through
-``AccessLog``'s background writer. An illegal hit is logged without its
-host or URL: the log says that the illegal list matched, never where.
+Written when the response is known (or the request failed), when a CONNECT
+is refused (``http_connect_error``), and when a tunnel is passed through or
+refused (``facts.tunnel_record``, left by TlsPolicy), through ``AccessLog``'s
+background writer. An illegal hit is logged without its host or URL
+(``Decision.shown``): the log says that the illegal list matched, never where.
+
+``host`` is what the client named (the ``Host`` header, which a client may
+set to anything); ``server_addr`` is the address the proxy actually connected
+to (IP and port), or, for a request answered without a connection (a block),
+the one it would have connected to, so ``Host: www.bbc.co.uk`` sent to
+another address shows both.
 """
 
 from __future__ import annotations
@@ -11,13 +19,29 @@ from pathlib import Path
 
 from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
+from mitmproxy.proxy import layer
 
-from addons.filter import REFERENCE, decision_of
-from addons.identify import identity_of
-from addons.policyload import PolicyLoader
+from addons import facts
 from proxy.accesslog import AccessLog
+from proxy.decision import WITHHELD_HOST as WITHHELD
+from proxy.redaction import REDACTIONS
 
-WITHHELD = "(withheld)"
+
+def server_addr(flow: http.HTTPFlow) -> str:
+    """``IP:PORT`` the proxy connected to, else the ``HOST:PORT`` it would have."""
+    conn = flow.server_conn
+    # Not connected (answered by the proxy): where the request was going, which is the
+    # request's own target (the absolute URL or CONNECT, or the original destination
+    # in transparent mode), never the Host header.
+    address = conn.peername or conn.address or (flow.request.host, flow.request.port)
+    host, port = str(address[0]), address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _unless_illegal(address: str) -> str:
+    """The address, or ``WITHHELD`` when its host was decided illegal on this proxy."""
+    host = address.rpartition(":")[0].strip("[]")
+    return WITHHELD if host in REDACTIONS else address
 
 
 def _content_of(flow: http.HTTPFlow) -> dict[str, object]:
@@ -27,7 +51,7 @@ def _content_of(flow: http.HTTPFlow) -> dict[str, object]:
 
 
 class Audit:
-    def __init__(self, loader: PolicyLoader) -> None:
+    def __init__(self, loader: facts.Policies) -> None:
         self.loader = loader
         self.log: AccessLog | None = None
 
@@ -65,27 +89,29 @@ class Audit:
             self.log = None
 
     def _write(self, flow: http.HTTPFlow, error: str | None = None) -> None:
-        if self.log is None:
-            self._open()  # a request can arrive before every addon's `running` has run
-        if self.log is None:
-            return
-        decision = decision_of(flow)
-        identity = identity_of(flow)
+        decision = facts.decision_of(flow)
+        identity = facts.identity_of(flow)
+        host: str | None = flow.request.pretty_host
+        path: str | None = flow.request.path
+        rule = None
         illegal = decision is not None and decision.illegal
-        self.log.write(
-            ref=flow.metadata.get(REFERENCE),
+        if decision is not None:
+            host, path, rule = decision.shown(host, path)
+        self.record(
+            ref=facts.reference_of(flow),
             user=identity.user if identity else None,
             group=identity.group if identity else None,
             client_ip=flow.client_conn.peername[0],
             method=flow.request.method,
             scheme=flow.request.scheme,
-            host=WITHHELD if illegal else flow.request.pretty_host,
-            path=WITHHELD if illegal else flow.request.path,
+            host=host,
+            server_addr=WITHHELD if illegal else _unless_illegal(server_addr(flow)),
+            path=None if flow.request.method == "CONNECT" else path,
             decision=decision.decision if decision else None,
             category=decision.category if decision else None,
             action=decision.action if decision else None,
             incident=decision.incident if decision else None,
-            rule=decision.rule if decision and not illegal else None,
+            rule=rule,
             status=flow.response.status_code if flow.response else None,
             error=error,
             # Content analysis (addons/content): the scores and the phrases that counted.
@@ -93,7 +119,13 @@ class Audit:
         )
 
     def record(self, **fields: object) -> None:
-        """One line for an event with no HTTP flow (a refused connection), same log."""
+        """One line in the access log.
+
+        A line may be refused for another reason (HTTPS to an address with no SNI)
+        than that its host is illegal: a host decided illegal is withheld anyway."""
+        host = fields.get("host")
+        if isinstance(host, str) and host in REDACTIONS:
+            fields["host"] = WITHHELD
         if self.log is None:
             self._open()  # a connection can arrive before every addon's `running` has run
         if self.log is not None:
@@ -104,3 +136,38 @@ class Audit:
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._write(flow, flow.error.msg if flow.error else "error")
+
+    def http_connect_error(self, flow: http.HTTPFlow) -> None:
+        """A refused CONNECT (blocked host, port, login): no request follows it."""
+        self._write(flow)
+
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        """A tunnel passed through or refused: TlsPolicy left what and why."""
+        found = facts.tunnel_record(nextlayer)
+        if found is None:
+            return
+        decision = found.decision
+        identity = facts.client_identity(nextlayer.context.client)
+        host, _, _ = decision.shown(found.host, None)
+        self.record(
+            ref=None,
+            user=identity.user if identity else decision.user,
+            group=identity.group if identity else decision.group,
+            client_ip=nextlayer.context.client.peername[0],
+            method="TLS" if found.kind == "tls" else "TCP",
+            scheme="https" if found.kind == "tls" else "tcp",
+            host=host,
+            port=found.port,
+            path=None,
+            decision=decision.decision,
+            category=decision.category,
+            action=decision.action,
+            incident=decision.incident,
+            rule=None if decision.illegal else found.reason,
+            status=None,
+            error=None,
+            tls={"pass": "passthrough", "refuse": "refused"}.get(found.action, found.action)
+            if found.kind == "tls"
+            else None,
+            tunnel=found.action,
+        )

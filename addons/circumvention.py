@@ -16,29 +16,21 @@ Proxy and VPN sites are categories too (``bypass`` in the demo policy,
 ``incident: subvert_filtering``), so the filter blocks them and raises the
 incident.
 
-Failure policy: an error while checking blocks the request or refuses the
-tunnel.
+Failure policy: an exception here reaches the pipeline, which blocks the
+request or refuses the tunnel (``addons/pipeline.py``).
 """
 
 from __future__ import annotations
 
-import logging
-
 from mitmproxy import http
 from mitmproxy.proxy import layer
 
-from addons.audit import Audit
-from addons.blocking import ANSWERED, answered_early, protection_block, serve_block
-from addons.filter import DECISION, failed_closed
-from addons.identify import identity_of
-from addons.policyload import PolicyLoader
-from addons.tlspolicy import Refuse, drop_chosen_layers
+from addons import facts
+from addons.pipeline import plain_403, refuse_layer, serve_block
 from proxy.decision import Decision
-from proxy.identity import Identity
 
 SUBVERT = "subvert_filtering"
 DOH_TYPES = ("application/dns-message", "application/dns-json")
-log = logging.getLogger("schoolgate.circumvention")
 
 
 def looks_like_doh(request: http.Request) -> bool:
@@ -49,65 +41,32 @@ def looks_like_doh(request: http.Request) -> bool:
 
 
 class Circumvention:
-    def __init__(self, loader: PolicyLoader, audit: Audit) -> None:
+    def __init__(self, loader: facts.Policies) -> None:
         self.loader = loader
-        self.audit = audit
-        self.errors = 0
         self.refused_quic = 0
-
-    def _fail(self, exc: Exception, identity: Identity | None) -> Decision:
-        self.errors += 1
-        if self.errors == 1:
-            log.exception("circumvention check failed; blocking (later failures are only counted)")
-        return failed_closed(identity, f"circumvention: {type(exc).__name__}")
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
-        identity = identity_of(flow)
-        decision: Decision | None = None
-        try:
-            if identity is None:
-                raise RuntimeError("no identity")
-            group = self.loader.filterset.policy.groups[identity.group]
-            port = flow.request.port
-            if not group.port_allowed(port):
-                allowed = ", ".join(
-                    str(low) if low == high else f"{low}-{high}"
-                    for low, high in group.allowed_ports
-                )
-                decision = protection_block(
-                    identity,
-                    f"CONNECT to port {port} is not allowed for group {group.name} "
-                    f"(allowed: {allowed})",
-                )
-        except Exception as exc:
-            decision = self._fail(exc, identity)
-        if decision is None:
+        identity = facts.identity_of(flow)
+        if identity is None:
+            raise RuntimeError("no identity at CONNECT")
+        group = self.loader.filterset.policy.groups[identity.group]
+        port = flow.request.port
+        if group.port_allowed(port):
             return
-        flow.metadata[DECISION] = decision
-        flow.metadata[ANSWERED] = True
-        self.audit.record(
-            ref=None,
-            user=decision.user,
-            group=decision.group,
-            client_ip=flow.client_conn.peername[0],
-            method="CONNECT",
-            scheme="https",
-            host=flow.request.host,
-            path=None,
-            decision="block",
-            category=None,
-            action=decision.action,
-            incident=None,
-            rule=decision.rule,
-            status=403,
-            error=None,
+        allowed = ", ".join(
+            str(low) if low == high else f"{low}-{high}" for low, high in group.allowed_ports
         )
-        flow.response = http.Response.make(
-            403,
-            "Blocked by the school's web filter: tunnels are allowed to web ports only.\n",
-            {"Content-Type": "text/plain; charset=utf-8", "Connection": "close"},
+        flow.metadata[facts.DECISION] = Decision.block(
+            identity,
+            f"CONNECT to port {port} is not allowed for group {group.name} (allowed: {allowed})",
+            by="circumvention",
+        )
+        flow.metadata[facts.ANSWERED] = True
+        flow.response = plain_403(close=True)
+        flow.response.content = (
+            b"Blocked by the school's web filter: tunnels are allowed to web ports only.\n"
         )
 
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
@@ -116,27 +75,27 @@ class Circumvention:
         address = context.server.address
         if context.client.transport_protocol != "udp" or not address or address[1] != 443:
             return
-        drop_chosen_layers(nextlayer)
-        nextlayer.layer = Refuse(context)
+        refuse_layer(nextlayer)
         self.refused_quic += 1
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if answered_early(flow):
+        if facts.answered_early(flow):
             return
-        identity = identity_of(flow)
-        try:
-            if identity is None:
-                raise RuntimeError("no identity")
-            group = self.loader.filterset.policy.groups[identity.group]
-            if group.doh == "acceptable" or not looks_like_doh(flow.request):
-                return
-            decision = protection_block(
-                identity,
-                f"DNS-over-HTTPS request: {group.doh} for group {group.name}",
-                incident_type=SUBVERT if group.doh == "unacceptable" else None,
-            )
-        except Exception as exc:
-            decision = self._fail(exc, identity)
+        identity = facts.identity_of(flow)
+        if identity is None:
+            raise RuntimeError("no identity")
+        group = self.loader.filterset.policy.groups[identity.group]
+        if group.doh == "acceptable" or not looks_like_doh(flow.request):
+            return
+        unacceptable = group.doh == "unacceptable"
+        decision = Decision.block(
+            identity,
+            f"DNS-over-HTTPS request: {group.doh} for group {group.name}",
+            by="circumvention",
+            action="unacceptable" if unacceptable else "blocked",
+            incident="unacceptable" if unacceptable else None,
+            incident_type=SUBVERT if unacceptable else None,
+        )
         serve_block(
             self.loader,
             flow,

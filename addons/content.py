@@ -38,16 +38,16 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.utils.asyncio_utils import create_task
 
-from addons.blocking import answered, answered_early, protection_block, serve_block
-from addons.filter import DECISION
-from addons.identify import identity_of
-from addons.policyload import PolicyLoader
+from addons import facts
+from addons.facts import DECISION, answered, answered_early, identity_of
+from addons.pipeline import serve_block
 from blocklists.normalise import BadURL, normalise_url
 from proxy.content.assistants import assistant_of
 from proxy.content.extract import page_text
 from proxy.content.learned import LEARNED_FILE, LearnedEntry, LearnedList, learned_now
 from proxy.content.phrases import CATEGORY_WORDS, Scores
 from proxy.content.stream import Kind, StreamScorer
+from proxy.decision import Decision
 from proxy.incidents.searchterms import extract_search
 from proxy.policy import ContentRule, Group
 
@@ -96,7 +96,7 @@ def _entry_of(flow: http.HTTPFlow) -> str | None:
 
 
 class ContentAnalysis:
-    def __init__(self, loader: PolicyLoader) -> None:
+    def __init__(self, loader: facts.Policies) -> None:
         self.loader = loader
         self.scored = 0
         self.blocked = 0
@@ -197,10 +197,13 @@ class ContentAnalysis:
             return
         length = flow.response.headers.get("content-length", "").strip()
         too_large = length.isdigit() and int(length) > ctx.options.schoolgate_content_hold_kb * 1024
-        if too_large or flow.response.stream:
+        if too_large or callable(flow.response.stream):
             # Too large to hold (or another part streams it already): scored as it passes.
             self._stream(flow, group.content, "html" if mime != "text/plain" else "text")
             return
+        # Held up to the hold bound even when it is over the streaming threshold that made
+        # mitmproxy mark it for streaming (addons/limits.py keeps holding it that far).
+        flow.response.stream = False
         flow.metadata[_HOLD] = mime
 
     def _stream(self, flow: http.HTTPFlow, rule: ContentRule, kind: Kind) -> None:
@@ -217,9 +220,10 @@ class ContentAnalysis:
                 category,
             )  # fmt: skip
             words = CATEGORY_WORDS.get(category, category)
-            flow.metadata[DECISION] = protection_block(
+            flow.metadata[DECISION] = Decision.block(
                 identity_of(flow),
                 f"content analysis: {words}: the text scored {score} as it streamed (cut)",
+                by="content",
                 category=category,
             )
             self.blocked += 1
@@ -274,8 +278,11 @@ class ContentAnalysis:
         if rule is None or scorer is None:
             return
         raw = flow.response.raw_content
-        if raw is not None and len(raw) > ctx.options.schoolgate_content_hold_kb * 1024:
-            # A chunked body with no Content-Length: too large to hold once read.
+        if flow.response.stream or (
+            raw is not None and len(raw) > ctx.options.schoolgate_content_hold_kb * 1024
+        ):
+            # A chunked body with no Content-Length: too large to hold once read (past the
+            # hold bound, addons/limits.py lets it stream on, so it was never held whole).
             flow.metadata[CONTENT] = ContentVerdict("unscored: too large", {}, ())
             return
         entry = _entry_of(flow)
@@ -294,7 +301,7 @@ class ContentAnalysis:
         except Exception:
             # Could not read it must not mean allowed, for the groups that asked for analysis.
             log.exception("content analysis failed; blocking the page")
-            decision = protection_block(identity_of(flow), "content analysis failed")
+            decision = Decision.block(identity_of(flow), "content analysis failed", by="content")
             serve_block(self.loader, flow, decision, "This page could not be checked.")
             return
         self._act(flow, rule, scores, entry)
@@ -328,8 +335,8 @@ class ContentAnalysis:
     def _block(self, flow: http.HTTPFlow, category: str, why: str) -> None:
         self.blocked += 1
         words = CATEGORY_WORDS.get(category, category)
-        decision = protection_block(
-            identity_of(flow), f"content analysis: {words}: {why}", category=category
+        decision = Decision.block(
+            identity_of(flow), f"content analysis: {words}: {why}", by="content", category=category
         )
         serve_block(
             self.loader,

@@ -22,8 +22,7 @@ import logging
 
 from mitmproxy import http
 
-from addons.login import login_of
-from addons.policyload import PolicyLoader
+from addons import facts
 from proxy.directory import DirectoryGroups
 from proxy.identity import Identity
 
@@ -31,7 +30,7 @@ log = logging.getLogger("schoolgate.directory")
 
 
 class DirectoryLookup:
-    def __init__(self, loader: PolicyLoader) -> None:
+    def __init__(self, loader: facts.Policies) -> None:
         self.loader = loader
         self._groups: DirectoryGroups | None = None
 
@@ -59,7 +58,7 @@ class DirectoryLookup:
 
     async def _warm(self, flow: http.HTTPFlow) -> None:
         groups = self.groups()
-        login = login_of(flow)
+        login = facts.login_of(flow)
         if groups is None or login is None:
             return
         fs = self.loader.filterset
@@ -69,6 +68,7 @@ class DirectoryLookup:
         try:
             await asyncio.to_thread(groups.lookup, login.user)
         except Exception:
+            # Not on the request path's decision: a failed lookup leaves the address's group.
             log.exception("directory lookup failed")
 
     async def http_connect(self, flow: http.HTTPFlow) -> None:

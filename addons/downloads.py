@@ -8,9 +8,10 @@ headers:
 1. The headers decide (``Content-Length`` over the limit, a blocked content
    type or file name): the user gets the block page at once; the origin's
    body is read and dropped, never forwarded or held in memory.
-2. A body of known length up to ``BUFFER_BYTES``: mitmproxy buffers it as
-   usual and the ``response`` hook sniffs the decoded first bytes, so a
-   renamed ``.exe`` still gets the block page.
+2. A body of known length up to ``BUFFER_BYTES`` that mitmproxy holds (it is
+   not over ``stream_large_bodies``, ``addons/limits.py``): the ``response``
+   hook sniffs the decoded first bytes, so a renamed ``.exe`` still gets the
+   block page.
 3. Anything else (no length, chunked, or large): the body streams through a
    ``StreamGuard`` that holds back the first bytes until it can sniff them
    and counts as it goes. A hit there comes after the headers have gone,
@@ -22,7 +23,9 @@ Each block is logged in the access log with the rule that says why. For
 groups with kinds to block, requests ask only for gzip or deflate, the
 encodings a streamed body can be sniffed through.
 
-Failure policy: an error while deciding blocks the download.
+Failure policy: an exception while deciding reaches the pipeline, which
+blocks the download: the block page at the headers, or the transfer cut
+once a streamed body has begun (``addons/pipeline.py``).
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ from collections.abc import Iterable
 
 from mitmproxy import exceptions, http
 
-from addons.blocking import ANSWERED, answered, answered_early, block_page, protection_block
-from addons.filter import DECISION, failed_closed
-from addons.identify import identity_of
-from addons.policyload import PolicyLoader
+from addons import facts
+from addons.facts import ANSWERED, DECISION, answered, answered_early, identity_of
+from addons.pipeline import block_response
+from blocklists.normalise import normalise_url
+from proxy import blockpage
+from proxy.decision import Decision
 from proxy.downloads import (
     SNIFF_BYTES,
     Rules,
@@ -56,9 +61,8 @@ log = logging.getLogger("schoolgate.downloads")
 
 
 class Downloads:
-    def __init__(self, loader: PolicyLoader) -> None:
+    def __init__(self, loader: facts.Policies) -> None:
         self.loader = loader
-        self.errors = 0
         self.blocked = 0
 
     def _rules(self, flow: http.HTTPFlow) -> Rules | None:
@@ -72,10 +76,7 @@ class Downloads:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if answered_early(flow):
             return
-        try:
-            rules = self._rules(flow)
-        except Exception:
-            return  # responseheaders decides again and fails closed there
+        rules = self._rules(flow)
         if rules is not None and rules.kinds and "accept-encoding" in flow.request.headers:
             flow.request.headers["accept-encoding"] = "gzip, deflate"
 
@@ -85,7 +86,9 @@ class Downloads:
 
     def _page(self, flow: http.HTTPFlow, verdict: Verdict) -> http.Response:
         self.blocked += 1
-        decision = protection_block(identity_of(flow), self._verdict_rule(flow, verdict))
+        decision = Decision.block(
+            identity_of(flow), self._verdict_rule(flow, verdict), by="downloads"
+        )
         flow.metadata[DECISION] = decision
         flow.metadata[ANSWERED] = True
         reason = (
@@ -94,7 +97,7 @@ class Downloads:
             else f"The school's filter does not allow downloading this kind of file "
             f"({verdict.kind}: {verdict.what})."
         )
-        response = block_page(self.loader, flow, decision, reason)
+        response = self._block_page(flow, decision, reason)
         flow.metadata[BLOCKED_PAGE] = response.content
         log.info("download blocked: %s", decision.rule)
         return response
@@ -102,39 +105,40 @@ class Downloads:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if answered(flow) or flow.response is None:
             return
-        try:
-            rules = self._rules(flow)
-            if rules is None:
-                return
-            response = flow.response
-            length_text = response.headers.get("content-length", "")
-            length = int(length_text) if length_text.strip().isdigit() else None
-            name = filename_of(response.headers.get("content-disposition"), flow.request.path)
-            verdict = check_headers(
+        rules = self._rules(flow)
+        if rules is None:
+            return
+        response = flow.response
+        length_text = response.headers.get("content-length", "")
+        length = int(length_text) if length_text.strip().isdigit() else None
+        name = filename_of(response.headers.get("content-disposition"), flow.request.path)
+        verdict = check_headers(
+            rules,
+            content_type=response.headers.get("content-type"),
+            content_disposition=response.headers.get("content-disposition"),
+            path=flow.request.path,
+            content_length=length,
+        )
+        mime = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if verdict is not None:
+            self._replace_now(flow, verdict)
+        elif mime in LIVE_STREAMS:
+            return  # a live feed, never saved as a file: holding bytes back would stall it
+        elif length is not None and (
+            not rules.kinds or (length <= BUFFER_BYTES and not response.stream)
+        ):
+            # Held whole (mitmproxy streams bodies over stream_large_bodies before this
+            # hook: such a body is never held, so it is sniffed on the stream below).
+            if rules.kinds:
+                flow.metadata[SNIFF] = (rules, name)
+        else:
+            guard = StreamGuard(
                 rules,
-                content_type=response.headers.get("content-type"),
-                content_disposition=response.headers.get("content-disposition"),
-                path=flow.request.path,
-                content_length=length,
+                name,
+                response.headers.get("content-encoding"),
+                lambda verdict: self._cut(flow, verdict),
             )
-            mime = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-            if verdict is not None:
-                self._replace_now(flow, verdict)
-            elif mime in LIVE_STREAMS:
-                return  # a live feed, never saved as a file: holding bytes back would stall it
-            elif length is not None and (not rules.kinds or length <= BUFFER_BYTES):
-                if rules.kinds:
-                    flow.metadata[SNIFF] = (rules, name)
-            else:
-                guard = StreamGuard(
-                    rules,
-                    name,
-                    response.headers.get("content-encoding"),
-                    lambda verdict: self._cut(flow, verdict),
-                )
-                response.stream = guard.feed
-        except Exception as exc:
-            self._fail(flow, exc)
+            response.stream = guard.feed
 
     def _replace_now(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
         self._serve_now(flow, self._page(flow, verdict))
@@ -158,26 +162,30 @@ class Downloads:
     def _cut(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
         """A streamed body turned out to be blocked: nothing more goes on, and the flow dies."""
         self.blocked += 1
-        flow.metadata[DECISION] = protection_block(
-            identity_of(flow), self._verdict_rule(flow, verdict) + " (transfer cut)"
+        flow.metadata[DECISION] = Decision.block(
+            identity_of(flow), self._verdict_rule(flow, verdict) + " (transfer cut)", by="downloads"
         )
         log.info("download cut: %s", flow.metadata[DECISION].rule)
         with contextlib.suppress(exceptions.ControlException):
             flow.kill()  # already ended: nothing more is forwarded either way
 
-    def _fail(self, flow: http.HTTPFlow, exc: Exception) -> None:
-        self.errors += 1
-        if self.errors == 1:
-            log.exception("downloads check failed; blocking (later failures are only counted)")
-        decision = failed_closed(identity_of(flow), f"downloads: {type(exc).__name__}")
-        flow.metadata[DECISION] = decision
-        flow.metadata[ANSWERED] = True
-        page = block_page(self.loader, flow, decision, "The filter could not check this download.")
-        flow.metadata[BLOCKED_PAGE] = page.content
-        if flow.response is not None and flow.response.data.content is None:
-            self._serve_now(flow, page)  # at the headers: the body is still to come
-        else:
-            flow.response = page
+    def _block_page(self, flow: http.HTTPFlow, decision: Decision, reason: str) -> http.Response:
+        reference = facts.reference_of(flow)
+        if reference is None:
+            reference = blockpage.new_reference()
+            flow.metadata[facts.REFERENCE] = reference
+        try:
+            url: str | None = normalise_url(flow.request.pretty_url).entry
+        except Exception:
+            url = None
+        return block_response(
+            decision,
+            school=self.loader.filterset.policy.school,
+            reference=reference,
+            url=url,
+            reason=reason,
+            console_url=self.loader.filterset.settings.console_url,
+        )
 
     def response(self, flow: http.HTTPFlow) -> None:
         page = flow.metadata.get(BLOCKED_PAGE)
@@ -190,10 +198,7 @@ class Downloads:
         if sniff is None or flow.response is None:
             return
         rules, name = sniff
-        try:
-            head = (flow.response.get_content(strict=False) or b"")[:SNIFF_BYTES]
-            verdict = check_body(rules, head, name)
-            if verdict is not None:
-                flow.response = self._page(flow, verdict)
-        except Exception as exc:
-            self._fail(flow, exc)
+        head = (flow.response.get_content(strict=False) or b"")[:SNIFF_BYTES]
+        verdict = check_body(rules, head, name)
+        if verdict is not None:
+            flow.response = self._page(flow, verdict)

@@ -27,8 +27,8 @@ from weakref import WeakKeyDictionary
 
 from mitmproxy import connection, http, tls
 
-from addons.identify import identity_of
-from addons.policyload import PolicyLoader
+from addons import facts
+from addons.facts import identity_of
 from proxy.earlyconnect import may_connect_early
 from proxy.identity import Identity
 
@@ -36,7 +36,7 @@ log = logging.getLogger("schoolgate.earlyconnect")
 
 
 class EarlyConnect:
-    def __init__(self, loader: PolicyLoader) -> None:
+    def __init__(self, loader: facts.Policies) -> None:
         self.loader = loader
         self.errors = 0
         self.early = 0

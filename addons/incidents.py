@@ -11,9 +11,9 @@ alerted at once by the alerter thread. A search on Google, Bing,
 DuckDuckGo, YouTube or Yahoo is logged (``search.seen``), and a concerning
 term in it raises a ``concerning_search`` incident.
 
-Failure policy: this addon never decides; the filter has already blocked.
-A failure here is logged once, counted, and the flow goes on as the filter
-left it, so an error can never open anything.
+Failure policy: this addon never decides; it reads the filter's decisions
+(``addons.facts``). An exception here reaches the pipeline, which blocks
+the request (``addons/pipeline.py``): an error can never open anything.
 """
 
 from __future__ import annotations
@@ -23,18 +23,15 @@ import logging
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 from weakref import WeakKeyDictionary
 
-from mitmproxy import connection, ctx, http, tls
+from mitmproxy import connection, ctx, http
 from mitmproxy.addonmanager import Loader
+from mitmproxy.proxy import layer
 from mitmproxy.utils.asyncio_utils import create_task
-from sqlalchemy import Engine
 
-from addons.filter import REFERENCE, decision_of
-from addons.identify import Identify, identity_of
-from addons.policyload import PolicyLoader
-from blocklists.normalise import BadURL, normalise_host, normalise_parts
+from addons import facts
+from blocklists.normalise import BadURL, normalise_parts
 from proxy.content.assistants import assistant_of, prompt_of
 from proxy.decision import Decision
 from proxy.identity import Identity
@@ -45,22 +42,13 @@ from proxy.incidents.escalation import ESCALATION_FILE, Escalation, load_escalat
 from proxy.incidents.keyedhash import load_or_create_key
 from proxy.incidents.retention import Housekeeper
 from proxy.incidents.searchterms import TERMS_FILE, TermMatcher, extract_search, load_terms
-from proxy.store.events import Event
 from proxy.yamlfile import ConfigError
 
 log = logging.getLogger("schoolgate.incidents")
 
 
-class Recorder(Protocol):
-    """The store's writer, as the proxy holds it (``addons.store.StoreWriter``)."""
-
-    engine: Engine
-
-    def record(self, event: Event) -> None: ...
-
-
 class Incidents:
-    def __init__(self, loader: PolicyLoader, recorder: Recorder) -> None:
+    def __init__(self, loader: facts.Policies, recorder: facts.Recorder) -> None:
         self.loader = loader
         self.recorder = recorder
         self.config_dir: Path = loader.config_dir
@@ -69,12 +57,14 @@ class Incidents:
         self.key: bytes | None = None
         self.alerter = Alerter()
         self.housekeeper: Housekeeper | None = None
-        self.errors = 0
         self.raised = 0
         self._alerted: dict[tuple[str, str], float] = {}
         self._stamps: tuple[tuple[int, int], ...] = ()
         self._task: asyncio.Task[None] | None = None
-        self._at_connect: WeakKeyDictionary[connection.Client, Decision] = WeakKeyDictionary()
+        # The host decision an incident was last raised for, per connection: raised once.
+        self._at_connect: WeakKeyDictionary[connection.Client, facts.HostDecision] = (
+            WeakKeyDictionary()
+        )
 
     def load(self, loader: Loader) -> None:
         # Before the proxy listens: a request that arrives while slower addons are still
@@ -150,53 +140,29 @@ class Incidents:
             self.housekeeper.stop()
         self.alerter.stop()
 
-    def _fail(self) -> None:
-        self.errors += 1
-        if self.errors == 1:
-            log.exception("recording an incident failed (later failures are only counted)")
-
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        try:
-            self._record(flow)
-        except Exception:
-            self._fail()
+        self._record(flow)
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None:  # answered already (a 407 login challenge)
-            return
-        try:
-            identity = identity_of(flow)
-            if identity is not None:
-                self._connect(flow.client_conn, flow.request.host, identity)
-        except Exception:
-            self._fail()
+        self._connect(flow.client_conn)
 
-    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
-        client = data.context.client
-        if client in self._at_connect or data.client_hello.sni is None:
-            return
-        try:
-            identify = ctx.master.addons.get("identify")
-            identity = (
-                identify.of_client(client)
-                if isinstance(identify, Identify)
-                else self.loader.filterset.identities.resolve(client.peername[0])
-            )
-            self._connect(client, data.client_hello.sni, identity)
-        except Exception:
-            self._fail()
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        self._connect(nextlayer.context.client)
 
-    def _connect(self, client: connection.Client, host: str, identity: Identity) -> None:
-        """An attempt decided on the host alone (CONNECT or SNI) is an incident even if the
-        device never sends a request inside (it does not trust the school's CA)."""
-        if not host:
+    def _connect(self, client: connection.Client) -> None:
+        """The filter's decision on the host alone (CONNECT or SNI) is an attempt, raised once,
+        even if the device never sends a request inside (it does not trust the school's CA)."""
+        decided = facts.host_decision(client)
+        if decided is None or not decided.final or decided.decision.incident is None:
             return
-        now = datetime.now(UTC)
-        decision = self.loader.filterset.decide_host(identity, host, now, self.loader.controls)
-        if decision is None or decision.incident is None:
+        raised = self._at_connect.get(client)
+        if raised is not None and raised.decision == decided.decision:
+            return  # the SNI said what the CONNECT said: one attempt
+        self._at_connect[client] = decided
+        identity = facts.client_identity(client)
+        if identity is None or not decided.hosts:
             return
-        self._at_connect[client] = decision
-        self._raise(decision, identity, normalise_host(host), now, None)
+        self._raise(decided.decision, identity, decided.hosts[0], datetime.now(UTC), None)
 
     def _raise(
         self,
@@ -220,20 +186,21 @@ class Incidents:
             self._alert(event)
 
     def _record(self, flow: http.HTTPFlow) -> None:
-        decision = decision_of(flow)
-        identity = identity_of(flow)
+        decision = facts.decision_of(flow)
+        identity = facts.identity_of(flow)
         if decision is None or identity is None:
             return
         now = datetime.now(UTC)
         if decision.incident is not None:
-            if self._at_connect.get(flow.client_conn) == decision:
+            raised = self._at_connect.get(flow.client_conn)
+            if raised is not None and raised.decision == decision:
                 return  # the same attempt, raised already at its CONNECT / SNI
             try:
                 r = flow.request
                 canonical = normalise_parts(r.scheme, r.host, r.port, r.path).entry
             except BadURL:
                 canonical = flow.request.pretty_host
-            self._raise(decision, identity, canonical, now, flow.metadata.get(REFERENCE))
+            self._raise(decision, identity, canonical, now, facts.reference_of(flow))
             return
         search = extract_search(flow.request.pretty_url)
         if search is not None:
@@ -257,7 +224,7 @@ class Incidents:
                 match.category,
                 match.term,
                 now,
-                flow.metadata.get(REFERENCE),
+                facts.reference_of(flow),
                 self.escalation,
             )
             self.recorder.record(incident_store.incident_event(concern))
@@ -265,24 +232,21 @@ class Incidents:
 
     def request(self, flow: http.HTTPFlow) -> None:
         """A prompt sent to an AI assistant is logged like a search, and matched the same way."""
-        try:
-            decision = decision_of(flow)
-            identity = identity_of(flow)
-            if decision is None or decision.blocked or identity is None:
-                return
-            if flow.request.method != "POST" or not flow.request.raw_content:
-                return
-            assistant = assistant_of(flow.request.pretty_host)
-            if assistant is None:
-                return
-            prompt = prompt_of(
-                flow.request.get_content(strict=False) or b"",
-                flow.request.headers.get("content-type", ""),
-            )
-            if prompt is not None:
-                self._searched(flow, identity, assistant, prompt, datetime.now(UTC))
-        except Exception:
-            self._fail()
+        decision = facts.decision_of(flow)
+        identity = facts.identity_of(flow)
+        if decision is None or decision.blocked or identity is None:
+            return
+        if flow.request.method != "POST" or not flow.request.raw_content:
+            return
+        assistant = assistant_of(flow.request.pretty_host)
+        if assistant is None:
+            return
+        prompt = prompt_of(
+            flow.request.get_content(strict=False) or b"",
+            flow.request.headers.get("content-type", ""),
+        )
+        if prompt is not None:
+            self._searched(flow, identity, assistant, prompt, datetime.now(UTC))
 
     def _alert(self, event: events.IncidentEvent) -> None:
         """Alert at once, but once per person and category within the roll-up window."""

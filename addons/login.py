@@ -24,34 +24,48 @@ and counted with the refusals.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import html
 import ipaddress
 import logging
 import time
-from weakref import WeakKeyDictionary
 
 from mitmproxy import connection, exceptions, http
 from mitmproxy.addons.proxyauth import is_http_proxy, parse_http_basic_auth
 
-from addons.policyload import PolicyLoader
+from addons import facts
+from addons.facts import LOGIN, login_of
 from proxy import errorpage
 from proxy.identity import parse_ip
-from proxy.logins import BINDINGS_FILE, Login, LoginBindings, LoginChecker, valid_name
+from proxy.logins import (
+    BINDINGS_FILE,
+    Login,
+    LoginBindings,
+    LoginChecker,
+    LoginThrottle,
+    valid_name,
+)
+from proxy.review import load_key
 from proxy.settings import Auth
 from proxy.yamlfile import ConfigError
 
-LOGIN = "schoolgate.login"
+LOGOUT = "schoolgate.login.logout"
 log = logging.getLogger("schoolgate.login")
-
-
-def login_of(flow: http.HTTPFlow) -> Login | None:
-    found = flow.metadata.get(LOGIN)
-    return found if isinstance(found, Login) else None
+__all__ = ["LOGIN", "ProxyLogin", "login_of"]
 
 
 def _page(
-    status: int, title: str, text: str, headers: dict[str, str], school: str = "Schoolgate"
+    status: int,
+    title: str,
+    text: str,
+    headers: dict[str, str],
+    form: str = "",
+    *,
+    school: str = "Schoolgate",
 ) -> http.Response:
-    body = errorpage.notice(title, text, school=school)  # the school's name and style
+    # The school's name and style (proxy/errorpage.py); ``form`` is markup built here, escaped.
+    body = errorpage.notice(title, text, school=school, form=form)
     return http.Response.make(
         status,
         body,
@@ -60,15 +74,16 @@ def _page(
 
 
 class ProxyLogin:
-    def __init__(self, loader: PolicyLoader) -> None:
+    def __init__(self, loader: facts.Policies) -> None:
         self.loader = loader
         self.refused = 0
         self.checker = LoginChecker([])
         self.bindings: LoginBindings | None = None
-        self._by_client: WeakKeyDictionary[connection.Client, Login] = WeakKeyDictionary()
         self._auth: Auth | None = None
         self._users_mtime = 0.0
         self._checked = 0.0
+        self.throttle = LoginThrottle()
+        self._csrf_key: bytes | None = None
 
     # -- state --------------------------------------------------------------------------
 
@@ -84,6 +99,12 @@ class ProxyLogin:
         mtime = self._users_file_mtime(auth)
         self.checker = LoginChecker.from_settings(auth)  # raises ConfigError
         self.bindings = LoginBindings(settings.data_dir / BINDINGS_FILE)
+        # The same throttle object: counts survive a reload of the users file.
+        self.throttle.configure(
+            free=auth.free_failures,
+            lockout_after=auth.lockout_after,
+            lockout_seconds=auth.lockout_minutes * 60.0,
+        )
         self._auth, self._users_mtime = auth, mtime
 
     def configure(self, updated: set[str]) -> None:
@@ -111,7 +132,7 @@ class ProxyLogin:
 
     def login_of_client(self, client: connection.Client) -> Login | None:
         """The login of a client connection: from its CONNECT, or its address's binding."""
-        found = self._by_client.get(client)
+        found = facts.client_login(client)
         if found is not None:
             return found
         user = self.bindings.user_at(client.peername[0]) if self.bindings else None
@@ -135,7 +156,7 @@ class ProxyLogin:
             self._failed(flow, is_http_proxy(flow))
         login = login_of(flow)
         if login is not None and flow.response is None:
-            self._by_client[flow.client_conn] = login
+            facts.set_client_login(flow.client_conn, login)
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.is_replay:
@@ -149,7 +170,7 @@ class ProxyLogin:
                 return
             if login_of(flow) is not None:
                 return
-            known = self._by_client.get(flow.client_conn)
+            known = facts.client_login(flow.client_conn)
             if known is not None:
                 flow.metadata[LOGIN] = known
             elif proxied:
@@ -161,7 +182,16 @@ class ProxyLogin:
         except Exception:
             self._failed(flow, proxied)
 
-    # -- the three ways in ---------------------------------------------------------------
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.pop(LOGOUT, False):
+            try:
+                self._logout(
+                    flow, flow.client_conn.peername[0], self.loader.filterset.policy.school
+                )
+            except Exception:
+                log.exception("sign-out failed")  # the 403 placeholder stands
+
+        # -- the three ways in ---------------------------------------------------------------
 
     def _from_header(self, flow: http.HTTPFlow, auth: Auth) -> None:
         if auth.header is None:
@@ -183,18 +213,35 @@ class ProxyLogin:
         if trusted and valid_name(value.strip()):
             flow.metadata[LOGIN] = Login(value.strip(), "header")
 
-    async def _check(self, header_value: str) -> str | None:
-        """The user named by a Basic credentials header, if the password is right."""
+    async def _check(self, header_value: str, ip: str) -> str | float | None:
+        """The user named by a Basic credentials header if the password is right; else None,
+        or the seconds to wait when this user or address is throttled (nothing was checked)."""
         if not header_value or not self.checker.enabled:
             return None
         try:
             _, user, password = parse_http_basic_auth(header_value)
         except ValueError:
-            return None
-        if self.checker.cached(user, password):
+            user, password = "", ""
+        now = time.monotonic()
+        wait = self.throttle.wait(user, ip, now)
+        if wait > 0:
+            return wait
+        if user and self.checker.cached(user, password):
+            self.throttle.succeeded(user, ip)
             return user
-        ok = await asyncio.to_thread(self.checker.check, user, password)
-        return user if ok else None
+        self.throttle.attempt(user, ip, now)  # counted now, so a burst of guesses waits too
+        ok = bool(user) and await asyncio.to_thread(self.checker.check, user, password)
+        if ok:
+            self.throttle.succeeded(user, ip)
+            return user
+        for key in self.throttle.failed(user, ip, time.monotonic()):
+            log.warning(
+                "login locked out for %d minutes after %d wrong passwords: %s",
+                self._current().lockout_minutes,
+                self.throttle.lockout_after,
+                key,
+            )
+        return None
 
     async def _proxy_login(self, flow: http.HTTPFlow, auth: Auth) -> None:
         value = flow.request.headers.get("Proxy-Authorization")
@@ -205,23 +252,43 @@ class ProxyLogin:
         del flow.request.headers["Proxy-Authorization"]
         if not self.checker.enabled:
             return  # logins are not configured: nothing to check against, the address decides
-        user = await self._check(value)
-        if user is None:
-            self._refuse(flow, proxy=True)
-        else:
+        user = await self._check(value, flow.client_conn.peername[0])
+        if isinstance(user, str):
             flow.metadata[LOGIN] = Login(user, "proxy")
+        else:
+            self._refuse(flow, proxy=True, wait=user)
+
+    def _csrf(self, ip: str, user: str) -> str:
+        """The sign-out token for this address and user (the install's key, shared by workers)."""
+        if self._csrf_key is None:
+            self._csrf_key = load_key(self.loader.filterset.settings.data_dir)
+        message = f"schoolgate logout\0{ip}\0{user}".encode()
+        return hmac.new(self._csrf_key, message, hashlib.sha256).hexdigest()[:32]
+
+    def _logout_form(self, ip: str, user: str) -> str:
+        token = html.escape(self._csrf(ip, user))
+        return (
+            "<form method='post' action='/logout'>"
+            f"<input type='hidden' name='csrf' value='{token}'>"
+            "<button type='submit'>Sign out</button></form>"
+        )
 
     async def _login_page(self, flow: http.HTTPFlow, auth: Auth) -> None:
         ip = flow.client_conn.peername[0]
         school = self.loader.filterset.policy.school
-        if flow.request.path.startswith("/logout"):
-            if self.bindings:
-                self.bindings.unbind(ip)
-            flow.response = _page(200, "Signed out", "You are signed out.", {}, school)
+        if flow.request.path.split("?", 1)[0] == "/logout":
+            if flow.request.method == "POST":
+                # Answered now so nothing else acts on it; decided at `request`, with the body.
+                flow.metadata[LOGOUT] = True
+                flow.response = _page(
+                    403, "Sign out", "The sign-out form did not arrive.", {}, school=school
+                )
+            else:
+                self._logout(flow, ip, school)
             return
-        user = await self._check(flow.request.headers.get("Authorization", ""))
-        if user is None:
-            self._refuse(flow, proxy=False)
+        user = await self._check(flow.request.headers.get("Authorization", ""), ip)
+        if not isinstance(user, str):
+            self._refuse(flow, proxy=False, wait=user)
             return
         assert self.bindings is not None
         self.bindings.bind(ip, user, auth.bind_minutes)
@@ -229,15 +296,52 @@ class ProxyLogin:
         flow.response = _page(
             200,
             "Signed in",
-            f"You are signed in as {user} on this device for "
-            f"{auth.bind_minutes} minutes. Open /logout here to sign out.",
+            f"You are signed in as {user} on this device for {auth.bind_minutes} minutes.",
             {},
-            school,
+            self._logout_form(ip, user),
+            school=school,
         )
 
-    def _refuse(self, flow: http.HTTPFlow, *, proxy: bool) -> None:
+    def _logout(self, flow: http.HTTPFlow, ip: str, school: str) -> None:
+        """POST with this address's token signs out; anything else only shows the button."""
+        user = self.bindings.user_at(ip) if self.bindings else None
+        if user is None:
+            flow.response = _page(200, "Signed out", "You are not signed in.", {}, school=school)
+            return
+        if flow.request.method == "POST":
+            sent = flow.request.urlencoded_form.get("csrf", "")
+            if hmac.compare_digest(sent.encode(), self._csrf(ip, user).encode()):
+                assert self.bindings is not None
+                self.bindings.unbind(ip)
+                flow.response = _page(200, "Signed out", "You are signed out.", {}, school=school)
+                return
+            log.warning("sign-out without a valid token from %s: ignored", ip)
+            status = 403
+        else:
+            status = 200
+        flow.response = _page(
+            status,
+            "Sign out",
+            f"You are signed in as {user}. Press the button to sign out.",
+            {},
+            self._logout_form(ip, user),
+            school=school,
+        )
+
+    def _refuse(self, flow: http.HTTPFlow, *, proxy: bool, wait: float | None = None) -> None:
         self.refused += 1
         school = self.loader.filterset.policy.school
+        if wait is not None:
+            minutes = max(1, round(wait / 60))
+            flow.response = _page(
+                429,
+                "Too many sign-in attempts",
+                "Too many wrong passwords for this user or from this device. "
+                f"Try again in {'a minute' if wait < 90 else f'{minutes} minutes'}.",
+                {"Retry-After": str(max(1, round(wait)))},
+                school=school,
+            )
+            return
         realm = school.replace('"', "'")
         if proxy:
             flow.response = _page(
@@ -245,7 +349,7 @@ class ProxyLogin:
                 "Sign-in needed",
                 "The school's web filter needs your user name and password.",
                 {"Proxy-Authenticate": f'Basic realm="{realm}"'},
-                school,
+                school=school,
             )
         else:
             flow.response = _page(
@@ -253,7 +357,7 @@ class ProxyLogin:
                 "Sign in",
                 "Sign in with your school user name and password.",
                 {"WWW-Authenticate": f'Basic realm="{realm}"'},
-                school,
+                school=school,
             )
 
     def _failed(self, flow: http.HTTPFlow, proxy: bool) -> None:

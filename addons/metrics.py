@@ -8,6 +8,9 @@ every few seconds, not per request. Labels come only from the configuration
 
 Failure policy: a metrics failure must never change a decision, so the hooks
 here run after ``Filter`` has decided and acted, and only read the flow.
+Hook errors anywhere in the pipeline are counted as they happen
+(``hook_failed``, called by ``addons.pipeline``), labelled by addon and hook
+name: both come from the code, never from traffic.
 """
 
 from __future__ import annotations
@@ -15,17 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
+from mitmproxy.proxy import layer
 from mitmproxy.utils.asyncio_utils import create_task
 
-from addons.filter import LOOKUP_SECONDS, Filter, decision_of
-from addons.login import ProxyLogin
-from addons.policyload import PolicyLoader
-from addons.store import StoreWriter
+from addons import facts
 from proxy.lists import index_path
 from proxy.metrics import FilterMetrics, MetricsServer, entries_by_source, split_listen
+from proxy.store.writer import Writer
 
 log = logging.getLogger("schoolgate.metrics")
 REFRESH_SECONDS = 5.0
@@ -34,25 +37,27 @@ REFRESH_SECONDS = 5.0
 class Metrics:
     def __init__(
         self,
-        loader: PolicyLoader,
-        filt: Filter,
-        login: ProxyLogin | None = None,
-        store: StoreWriter | None = None,
+        loader: facts.Reloading,
+        *,
+        auth_failures: Callable[[], int] | None = None,
+        login_lockouts: Callable[[], int] | None = None,
+        writer: Writer | None = None,
     ) -> None:
         self.loader = loader
-        self.filter = filt
-        self.login = login
-        self.store = store
+        # Read from the addons that own them, wired in ``schoolgate_addons``.
+        self.auth_failures = auth_failures
+        self.login_lockouts = login_lockouts
+        self.writer = writer
         self._seen_refused = 0
+        self._seen_lockouts = 0
         self._seen_writer = (0, 0, 0)
         self.metrics = FilterMetrics()
-        if store is not None:
+        if writer is not None:
             # Each event's time to the spool's fsync, observed by the writer's spooling thread.
-            store.writer.durable = self.metrics.spool_seconds.observe
+            writer.durable = self.metrics.spool_seconds.observe
         self.server: MetricsServer | None = None
         self._seen_reloads = 0
         self._seen_failures = 0
-        self._seen_errors = 0
         self._prepared: object = None
         self._task: asyncio.Task[None] | None = None
 
@@ -108,15 +113,18 @@ class Metrics:
             self._prepared = fs.policy
         m.reloads.inc(self.loader.reloads - self._seen_reloads)
         m.reload_failures.inc(self.loader.failures - self._seen_failures)
-        m.filter_errors.inc(self.filter.errors - self._seen_errors)
         self._seen_reloads = self.loader.reloads
         self._seen_failures = self.loader.failures
-        self._seen_errors = self.filter.errors
-        if self.login is not None:
-            m.auth_failures.inc(self.login.refused - self._seen_refused)
-            self._seen_refused = self.login.refused
-        if self.store is not None:
-            writer = self.store.writer
+        if self.auth_failures is not None:
+            refused = self.auth_failures()
+            m.auth_failures.inc(refused - self._seen_refused)
+            self._seen_refused = refused
+        if self.login_lockouts is not None:
+            lockouts = self.login_lockouts()
+            m.login_lockouts.inc(lockouts - self._seen_lockouts)
+            self._seen_lockouts = lockouts
+        if self.writer is not None:
+            writer = self.writer
             m.spool_depth.set(writer.spooled)
             m.writer_up.set(1 if writer.up else 0)
             m.oldest_unapplied.set(writer.oldest_age())
@@ -134,11 +142,16 @@ class Metrics:
             return
         m.index_age.set(max(0.0, time.time() - built))
 
+    def hook_failed(self, addon: str, hook: str) -> None:
+        """The pipeline failed closed after ``addon``'s ``hook`` raised: count it now."""
+        self.metrics.hook_errors.labels(addon, hook).inc()
+        self.metrics.filter_errors.inc()
+
     def _count(self, flow: http.HTTPFlow) -> None:
-        decision = decision_of(flow)
+        decision = facts.decision_of(flow)
         if decision is None:
             return
-        seconds = flow.metadata.get(LOOKUP_SECONDS)
+        seconds = flow.metadata.get(facts.LOOKUP_SECONDS)
         self.metrics.count(
             self.loader.filterset.policy,
             decision,
@@ -147,6 +160,14 @@ class Metrics:
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._count(flow)
+
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
+        """A tunnel TlsPolicy passed through or refused (what it left in the facts)."""
+        found = facts.tunnel_record(nextlayer)
+        if found is not None:
+            self.metrics.count_tunnel(
+                self.loader.filterset.policy, found.decision.group, found.kind, found.action
+            )
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._count(flow)

@@ -32,8 +32,7 @@ from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
 from mitmproxy.utils.asyncio_utils import create_task
 
-from addons.policyload import PolicyLoader
-from addons.store import StoreWriter
+from addons import facts
 from proxy.controls import NO_CONTROLS, Controls
 from proxy.filterset import Filterset
 from proxy.lists import UPDATES_LOG
@@ -72,7 +71,7 @@ class _Tail:
 
 
 class Overrides:
-    def __init__(self, loader: PolicyLoader, store: StoreWriter) -> None:
+    def __init__(self, loader: facts.Reloading, store: facts.Recorder) -> None:
         self.loader = loader
         self.store = store
         data_dir = loader.filterset.settings.data_dir

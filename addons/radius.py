@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from addons.policyload import PolicyLoader
+from addons import facts
 from proxy.logins import BINDINGS_FILE
 from proxy.radius import Accounting
 
@@ -35,7 +35,7 @@ class _Protocol(asyncio.DatagramProtocol):
 
 
 class RadiusListener:
-    def __init__(self, loader: PolicyLoader) -> None:
+    def __init__(self, loader: facts.Policies) -> None:
         self.loader = loader
         self.accounting: Accounting | None = None
         self._transport: asyncio.DatagramTransport | None = None

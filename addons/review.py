@@ -10,6 +10,11 @@ it checks the token, appends the request to
 ``DATA_DIR/review-requests.jsonl`` off the event loop, and answers with a
 page saying what happens next, in place of whatever the post would have
 got. A post on an illegal block keeps the illegal block page.
+
+A token files once (a replay is answered 409 and files nothing), and one
+client address files at most ``REVIEWS_PER_HOUR`` requests (then 429); the
+limit is taken before the file is written, so a burst of posts cannot slip
+past it while earlier ones are being written.
 """
 
 from __future__ import annotations
@@ -21,10 +26,8 @@ from datetime import UTC, datetime
 
 from mitmproxy import http
 
-from addons.blocking import ANSWERED
-from addons.filter import DECISION, REFERENCE, decision_of
-from addons.identify import identity_of
-from addons.policyload import PolicyLoader
+from addons import facts
+from addons.facts import ANSWERED, DECISION, REFERENCE, decision_of, identity_of
 from blocklists.normalise import BadURL, normalise_url
 from proxy.blockpage import REVIEW_PATH
 from proxy.decision import Decision
@@ -32,12 +35,17 @@ from proxy.review import (
     REVIEW_FILE,
     TOKEN_FIELD,
     Blocked,
+    Outcome,
+    RateLimit,
     ReviewRequest,
     append,
+    claim,
     clean_reason,
     load_key,
+    prune_claims,
     reply_page,
     sign,
+    unclaim,
     verify,
 )
 
@@ -45,11 +53,13 @@ log = logging.getLogger("schoolgate.review")
 
 
 class Review:
-    def __init__(self, loader: PolicyLoader) -> None:
+    def __init__(self, loader: facts.Policies) -> None:
         self.loader = loader
         self.filed = 0
         self.rejected = 0
         self._key: bytes | None = None
+        self.limit = RateLimit()
+        self._pruned = 0.0
 
     def _signing_key(self) -> bytes:
         if self._key is None:
@@ -87,6 +97,22 @@ class Review:
     def response(self, flow: http.HTTPFlow) -> None:
         self._sign_page(flow)
 
+    def _file_once(self, token: str, record: ReviewRequest) -> Outcome:
+        """Off the event loop: claim the token, then append the request (once per token)."""
+        data_dir = self.loader.filterset.settings.data_dir
+        now = time.time()
+        if now - self._pruned > 3600:
+            self._pruned = now
+            prune_claims(data_dir, now)
+        if not claim(data_dir, token):
+            return "used"
+        try:
+            append(data_dir / REVIEW_FILE, record)
+        except OSError:
+            unclaim(data_dir, token)  # nothing was filed: the same form may be sent again
+            raise
+        return "filed"
+
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.request.method != "POST" or flow.request.path.split("?", 1)[0] != REVIEW_PATH:
             return
@@ -98,9 +124,10 @@ class Review:
         identity = identity_of(flow)
         form = flow.request.urlencoded_form
         client_ip = flow.client_conn.peername[0]
-        vouched = verify(self._signing_key(), form.get("token", ""), int(time.time()))
+        token = form.get("token", "")
+        vouched = verify(self._signing_key(), token, int(time.time()))
         reference = form.get("reference", "")
-        filed = False
+        outcome: Outcome = "expired"
         if (
             vouched is not None
             and vouched[0] == reference
@@ -118,31 +145,34 @@ class Review:
                 reason=clean_reason(form.get("reason", "")),
                 reference=reference,
             )
-            path = self.loader.filterset.settings.data_dir / REVIEW_FILE
-            try:
-                await asyncio.to_thread(append, path, record)
-                filed = True
-                self.filed += 1
-            except OSError:
-                log.exception("could not record review request %s", reference)
-        if not filed:
+            if not self.limit.take(client_ip, time.monotonic()):
+                outcome = "too_many"
+            else:
+                try:
+                    outcome = await asyncio.to_thread(self._file_once, token, record)
+                except OSError:
+                    log.exception("could not record review request %s", reference)
+                if outcome != "filed":
+                    self.limit.give_back(client_ip)
+        filed = outcome == "filed"
+        if filed:
+            self.filed += 1
+        else:
             self.rejected += 1
-        flow.metadata[DECISION] = Decision(
-            decision="allow",
-            category=None,
+        flow.metadata[DECISION] = Decision.allow(
+            identity,
+            "the block page's review form, answered by the proxy",
+            by="review",
             action="review_request",
-            incident=None,
-            incident_type=None,
-            matched=None,
-            rule="the block page's review form, answered by the proxy",
-            group=identity.group if identity else "unknown",
-            user=identity.user if identity else None,
         )
         flow.metadata[ANSWERED] = True
         flow.response = http.Response.make(
-            200 if filed else 404,
+            {"filed": 200, "used": 409, "too_many": 429}.get(outcome, 404),
             reply_page(
-                school=self.loader.filterset.policy.school, reference=reference, filed=filed
+                school=self.loader.filterset.policy.school,
+                reference=reference,
+                filed=filed,
+                why=outcome,
             ),
             {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"},
         )

@@ -6,33 +6,29 @@ the user sent for the same setting is replaced. Engines that cannot be
 locked are blocked for those groups. Both the address a request goes to and
 its ``Host`` header are checked, so a mismatched ``Host`` cannot dodge it.
 
-Failure policy: if locking fails, the request is blocked (a search that
-might not be safe is not sent), logged once and counted.
+Failure policy: if locking fails, the exception reaches the pipeline, which
+blocks the request (a search that might not be safe is not sent).
 """
 
 from __future__ import annotations
 
-import logging
 from typing import cast
 
 from mitmproxy import http
 from mitmproxy.net.http.url import parse_authority
 
-from addons.blocking import answered_early, protection_block, serve_block
-from addons.filter import failed_closed
-from addons.identify import identity_of
-from addons.policyload import PolicyLoader
+from addons import facts
+from addons.pipeline import serve_block
 from blocklists.normalise import BadURL, normalise_host
+from proxy.decision import Decision
 from proxy.safesearch import Level, Lock, force_cookies, force_params, lock_for
 
 SAFESEARCH = "schoolgate.safesearch"
-log = logging.getLogger("schoolgate.safesearch")
 
 
 class SafeSearch:
-    def __init__(self, loader: PolicyLoader) -> None:
+    def __init__(self, loader: facts.Policies) -> None:
         self.loader = loader
-        self.errors = 0
 
     def _locks(self, flow: http.HTTPFlow, level: Level) -> list[Lock]:
         hosts = {flow.request.host}
@@ -50,41 +46,30 @@ class SafeSearch:
         return locks
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if answered_early(flow):
+        if facts.answered_early(flow):
             return
-        identity = identity_of(flow)
-        try:
-            if identity is None:
-                raise RuntimeError("no identity")
-            group = self.loader.filterset.policy.groups[identity.group]
-            if group.safe_search == "off":
+        identity = facts.identity_of(flow)
+        if identity is None:
+            raise RuntimeError("no identity")
+        group = self.loader.filterset.policy.groups[identity.group]
+        if group.safe_search == "off":
+            return
+        level = cast(Level, group.safe_search)
+        for lock in self._locks(flow, level):
+            if lock.blocked:
+                rule = (
+                    f"safe search: {lock.engine} cannot be locked to safe search, "
+                    f"so it is blocked for group {group.name}"
+                )
+                serve_block(
+                    self.loader,
+                    flow,
+                    Decision.block(identity, rule, by="safesearch"),
+                    "This search engine cannot be kept in safe search mode, so the school's "
+                    "filter blocks it. Use Google, Bing or DuckDuckGo instead.",
+                )
                 return
-            level = cast(Level, group.safe_search)
-            for lock in self._locks(flow, level):
-                if lock.blocked:
-                    rule = (
-                        f"safe search: {lock.engine} cannot be locked to safe search, "
-                        f"so it is blocked for group {group.name}"
-                    )
-                    serve_block(
-                        self.loader,
-                        flow,
-                        protection_block(identity, rule),
-                        "This search engine cannot be kept in safe search mode, so the school's "
-                        "filter blocks it. Use Google, Bing or DuckDuckGo instead.",
-                    )
-                    return
-                self._apply(flow, lock)
-        except Exception as exc:
-            self.errors += 1
-            if self.errors == 1:
-                log.exception("safe search failed; blocking (later failures are only counted)")
-            serve_block(
-                self.loader,
-                flow,
-                failed_closed(identity, f"safe search: {type(exc).__name__}"),
-                "The filter could not make this search safe, so it was blocked.",
-            )
+            self._apply(flow, lock)
 
     def _apply(self, flow: http.HTTPFlow, lock: Lock) -> None:
         request = flow.request
@@ -101,7 +86,7 @@ class SafeSearch:
     def request(self, flow: http.HTTPFlow) -> None:
         """A search posted as a form (DuckDuckGo's HTML version) gets the same parameters."""
         locks = flow.metadata.get(SAFESEARCH, ())
-        if answered_early(flow) or not locks or flow.request.method != "POST":
+        if facts.answered_early(flow) or not locks or flow.request.method != "POST":
             return
         content_type = flow.request.headers.get("content-type", "").lower()
         if "application/x-www-form-urlencoded" not in content_type:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 
-from addons.policyload import PolicyLoader
+from addons import facts
 from proxy.store import migrate
 from proxy.store.engine import database_url, down_reason, interrupt, is_down, make_engine
 from proxy.store.events import Event
@@ -31,7 +31,7 @@ UPGRADE_TIMEOUT_S = 20.0
 
 
 class StoreWriter:
-    def __init__(self, loader: PolicyLoader) -> None:
+    def __init__(self, loader: facts.Policies) -> None:
         settings = loader.filterset.settings
         # The database is chosen at start; changing `database:` needs a restart.
         self.engine = make_engine(

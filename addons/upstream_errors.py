@@ -27,8 +27,7 @@ from mitmproxy import http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy.layers.http import _base, _http1, _http2
 
-from addons.filter import REFERENCE
-from addons.policyload import PolicyLoader
+from addons import facts
 from proxy import blockpage, errorpage
 
 log = logging.getLogger("schoolgate.upstream")
@@ -50,7 +49,7 @@ def format_error(status_code: int, message: str) -> bytes:
 
 
 class UpstreamErrors:
-    def __init__(self, loader: PolicyLoader) -> None:
+    def __init__(self, loader: facts.Policies) -> None:
         self.loader = loader
         self.pages = 0
         self._references: OrderedDict[str, str] = OrderedDict()
@@ -64,7 +63,7 @@ class UpstreamErrors:
     def error(self, flow: http.HTTPFlow) -> None:
         if flow.error is None or flow.response is not None:
             return
-        reference = flow.metadata.get(REFERENCE) or blockpage.new_reference()
+        reference = facts.reference_of(flow) or blockpage.new_reference()
         self._references[flow.error.msg] = str(reference)
         while len(self._references) > 256:
             self._references.popitem(last=False)

@@ -30,6 +30,8 @@ from proxy.identity import Identity
 from proxy.policy import LOCAL_ALLOW, LOCAL_BLOCK_PREFIX, Action, Group, Policy
 
 WITHHELD = "(withheld: illegal list)"
+WITHHELD_HOST = "(withheld)"
+_SEVERITY = {None: 0, "unacceptable": 1, "illegal": 2}
 _STRICTNESS = {"acceptable": 0, "blocked": 1, "unacceptable": 2}
 
 
@@ -53,6 +55,68 @@ class Decision:
     group: str
     user: str | None
     override: int | None = None
+    # Who decided: "policy" (``decide``), or the protection that blocked (``tls``,
+    # ``tunnel``, ``circumvention``, ``safesearch``, ``downloads``, ``failsafe``...).
+    by: str = "policy"
+
+    @classmethod
+    def block(
+        cls,
+        identity: Identity | None,
+        rule: str,
+        *,
+        by: str,
+        category: str | None = None,
+        action: str = "blocked",
+        incident: Literal["illegal", "unacceptable"] | None = None,
+        incident_type: str | None = None,
+        matched: Matched | None = None,
+    ) -> Decision:
+        """A block, saying who decided it and why."""
+        return cls(
+            decision="block",
+            category=category,
+            action=action,
+            incident=incident,
+            incident_type=incident_type,
+            matched=matched,
+            rule=rule,
+            group=identity.group if identity else "unknown",
+            user=identity.user if identity else None,
+            by=by,
+        )
+
+    @classmethod
+    def allow(
+        cls,
+        identity: Identity | None,
+        rule: str,
+        *,
+        by: str,
+        category: str | None = None,
+        action: str = "acceptable",
+        matched: Matched | None = None,
+        override: int | None = None,
+    ) -> Decision:
+        """An allow, saying who decided it and why."""
+        return cls(
+            decision="allow",
+            category=category,
+            action=action,
+            incident=None,
+            incident_type=None,
+            matched=matched,
+            rule=rule,
+            group=identity.group if identity else "unknown",
+            user=identity.user if identity else None,
+            override=override,
+            by=by,
+        )
+
+    @classmethod
+    def failed(cls, identity: Identity | None, why: str) -> Decision:
+        """The decision when Schoolgate itself cannot decide: block (fail closed)."""
+        return cls.block(identity, f"filter error, blocked to be safe: {why}", by="failsafe")
 
     @property
     def blocked(self) -> bool:
@@ -61,6 +125,18 @@ class Decision:
     @property
     def illegal(self) -> bool:
         return self.incident == "illegal"
+
+    def shown(
+        self, host: str | None, path: str | None
+    ) -> tuple[str | None, str | None, str | None]:
+        """(host, path, rule) as a log, page or export may show them.
+
+        The one redaction rule for illegal hits: never where, only that the
+        illegal list matched (DESIGN.md "Confidential by design").
+        """
+        if self.illegal:
+            return WITHHELD_HOST, WITHHELD_HOST if path is not None else None, None
+        return host, path, self.rule
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -76,7 +152,15 @@ class Decision:
             "group": self.group,
             "user": self.user,
             "override": self.override,
+            "by": self.by,
         }
+
+
+def stricter(a: Decision, b: Decision) -> Decision:
+    """The stricter of two decisions: a block beats an allow, then the graver incident."""
+    if a.blocked != b.blocked:
+        return a if a.blocked else b
+    return b if _SEVERITY[b.incident] > _SEVERITY[a.incident] else a
 
 
 def _outcome(action: Action, identity: Identity, when: datetime) -> tuple[str, str]:

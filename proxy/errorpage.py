@@ -113,8 +113,12 @@ def render(message: str, *, school: str, reference: str) -> str:
     )
 
 
-def notice(title: str, text: str, *, school: str) -> str:
-    """A short page in the school's style (the login page's answers): title, school, text."""
+def notice(title: str, text: str, *, school: str, form: str = "") -> str:
+    """A short page in the school's style (the login page's answers): title, school, text.
+
+    ``form`` is markup the caller built and escaped itself (the sign-out button), put after
+    the text as it is; every other argument is escaped here.
+    """
     return _NOTICE.substitute(
-        title=html.escape(title), text=html.escape(text), school=html.escape(school)
+        title=html.escape(title), text=html.escape(text), school=html.escape(school), form=form
     )

@@ -264,3 +264,98 @@ class LoginBindings:
             os.replace(tmp, self.path)
         self._bindings = current
         self._checked = 0.0
+
+
+@dataclass(slots=True)
+class _Failures:
+    count: int = 0  # tries in a row not yet followed by a right password
+    last: float = 0.0
+    locked_until: float = 0.0
+
+
+class LoginThrottle:
+    """Password tries, counted per user and per client address: back-off, then a lockout.
+
+    Each try is counted when it starts (so a burst of parallel guesses is
+    throttled like a sequence) and forgotten when the password is right.
+    After ``free`` tries in a row without a right password, a key (a user
+    name, an address) must wait before the next try, twice as long each time
+    (1 s, 2 s, 4 s …); when a try fails with ``lockout_after`` counted, the key
+    is locked for ``lockout_seconds`` and every try, even with the right
+    password, is refused without being checked. Counts live in memory per
+    process, and a run of tries idle for a lockout period is forgotten.
+    """
+
+    def __init__(
+        self, *, free: int = 5, lockout_after: int = 10, lockout_seconds: float = 900.0
+    ) -> None:
+        self.free = free
+        self.lockout_after = lockout_after
+        self.lockout_seconds = lockout_seconds
+        self.lockouts = 0
+        self._keys: dict[str, _Failures] = {}
+        self._lock = threading.Lock()
+
+    def configure(self, *, free: int, lockout_after: int, lockout_seconds: float) -> None:
+        self.free, self.lockout_seconds = free, lockout_seconds
+        self.lockout_after = max(lockout_after, free + 1)
+
+    @staticmethod
+    def keys(user: str | None, ip: str) -> tuple[str, ...]:
+        return (f"address {ip}",) if not user else (f"user {user.lower()}", f"address {ip}")
+
+    def _current(self, key: str, now: float) -> _Failures | None:
+        found = self._keys.get(key)
+        if (
+            found is not None
+            and found.locked_until <= now
+            and (now - found.last > self.lockout_seconds)
+        ):
+            del self._keys[key]  # an old run of tries is forgotten
+            return None
+        return found
+
+    def wait(self, user: str | None, ip: str, now: float) -> float:
+        """Seconds before this user may try from this address again (0: try now)."""
+        longest = 0.0
+        with self._lock:
+            for key in self.keys(user, ip):
+                found = self._current(key, now)
+                if found is None:
+                    continue
+                if found.locked_until > now:
+                    longest = max(longest, found.locked_until - now)
+                elif found.count >= self.free:
+                    delay = min(2.0 ** (found.count - self.free), self.lockout_seconds)
+                    longest = max(longest, found.last + delay - now)
+        return max(0.0, longest)
+
+    def attempt(self, user: str | None, ip: str, now: float) -> None:
+        """Count a try that is about to be checked."""
+        with self._lock:
+            if len(self._keys) > 100_000:
+                for key in list(self._keys):
+                    self._current(key, now)
+            for key in self.keys(user, ip):
+                found = self._keys.setdefault(key, _Failures())
+                found.count += 1
+                found.last = now
+
+    def failed(self, user: str | None, ip: str, now: float) -> list[str]:
+        """The try was wrong; the keys it has just locked out (to log)."""
+        locked = []
+        with self._lock:
+            for key in self.keys(user, ip):
+                found = self._keys.setdefault(key, _Failures(1, now))
+                if found.count >= self.lockout_after and found.locked_until <= now:
+                    found.locked_until = now + self.lockout_seconds
+                    found.count = 0
+                    self.lockouts += 1
+                    locked.append(key)
+        return locked
+
+    def succeeded(self, user: str, ip: str) -> None:
+        """The password was right: the user's and the address's runs of tries end."""
+        with self._lock:
+            for key in self.keys(user, ip):
+                self._keys.pop(key, None)

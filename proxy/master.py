@@ -26,6 +26,7 @@ from mitmproxy.utils.asyncio_utils import create_task
 from addons import Pipeline, schoolgate_addons
 from proxy.files import make_private
 from proxy.filterset import Filterset
+from proxy.redaction import install as install_redaction
 from proxy.settings import Settings
 
 
@@ -46,6 +47,11 @@ def mitmproxy_options(settings: Settings, *, worker: bool = False) -> dict[str, 
         # The filter serves clients on private school networks, not the internet.
         "block_global": True,
         "schoolgate_metrics_listen": "" if worker else (settings.metrics_listen or ""),
+        # Memory per connection is bounded (addons/limits.py): heads over the limit get 431,
+        # bodies over the threshold stream through for every group instead of being held whole.
+        "schoolgate_max_header_kb": settings.limits.max_header_kb,
+        "stream_large_bodies": f"{settings.limits.stream_body_kb}k",
+        "schoolgate_max_websocket_message_kb": settings.limits.max_websocket_message_kb,
     }
 
 
@@ -176,6 +182,8 @@ def run_proxy(
     config_dir: Path, filterset: Filterset, extra: dict[str, str], *, worker: bool = False
 ) -> None:
     """Run the filter until stopped; an option mitmproxy rejects is a one-line error."""
+    # Every log record, mitmproxy's included, withholds the hosts of illegal hits.
+    install_redaction()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     make_private(filterset.settings.data_dir)  # and everything already in it (proxy/files.py)
     ensure_ca(filterset.settings, filterset.policy.school)  # the school's name, not "mitmproxy"

@@ -38,6 +38,14 @@ from proxy.decision import Decision
 from proxy.policy import Policy
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# (kind, action) of a tunnel decision: what TlsPolicy can do with a connection's bytes.
+TUNNEL_SERIES = (
+    ("tls", "pass"),
+    ("tls", "refuse"),
+    ("tls", "intercept"),
+    ("tcp", "pass"),
+    ("tcp", "refuse"),
+)
 UNKNOWN = "unknown"
 NONE = "none"
 
@@ -95,9 +103,27 @@ class FilterMetrics:
             "Requests blocked because the filter itself failed (fail closed).",
             registry=r,
         )
+        self.tunnels = Counter(
+            "schoolgate_tunnels",
+            "Connections whose bytes were not one HTTP request: TLS passed through or refused, "
+            "raw TCP relayed (tcp_passthrough) or refused, by group.",
+            ["group", "kind", "action"],
+            registry=r,
+        )
+        self.hook_errors = Counter(
+            "schoolgate_hook_errors",
+            "Addon hook exceptions on the request path, each answered by blocking (fail closed).",
+            ["addon", "hook"],
+            registry=r,
+        )
         self.auth_failures = Counter(
             "schoolgate_auth_failures",
             "Proxy logins refused (wrong or missing credentials): answered 407 or 401.",
+            registry=r,
+        )
+        self.login_lockouts = Counter(
+            "schoolgate_login_lockouts",
+            "Users or client addresses locked out after too many wrong passwords.",
             registry=r,
         )
         self.reloads = Counter(
@@ -180,8 +206,16 @@ class FilterMetrics:
             self.blocks.labels(category)
         for severity in ("unacceptable", "illegal"):
             self.incidents.labels(severity)
+        for group in [*policy.groups, UNKNOWN]:
+            for kind, action in TUNNEL_SERIES:
+                self.tunnels.labels(group, kind, action)
         for source in sources:
             self.index_entries.labels(source)
+
+    def count_tunnel(self, policy: Policy, group: str | None, kind: str, action: str) -> None:
+        """Count one tunnel decision (``addons.facts.TunnelRecord``)."""
+        known = group if group in policy.groups else UNKNOWN
+        self.tunnels.labels(known, kind, action).inc()
 
     def count(self, policy: Policy, decision: Decision, lookup_seconds: float | None) -> None:
         """Count one decided request."""

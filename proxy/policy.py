@@ -26,7 +26,7 @@ from pydantic import (
     field_validator,
 )
 
-from blocklists.normalise import BadURL, normalise_entry
+from blocklists.normalise import BadURL, normalise_entry, normalise_host
 from proxy.content.phrases import CATEGORY_WORDS, PHRASES_FILE, PhraseScorer, load_phrases
 from proxy.yamlfile import (
     ConfigError,
@@ -230,6 +230,8 @@ class PolicyFile(Strict):
     local: LocalRules = LocalRules()
     approvers: list[Name] = []
     no_decrypt: NoDecrypt = NoDecrypt()
+    # Raw TCP (neither TLS nor HTTP) is carried to these HOST:PORT only; all else is refused.
+    tcp_passthrough: list[str] = []
 
     @field_validator("timezone")
     @classmethod
@@ -335,6 +337,8 @@ class Policy:
     # Categories and canonical hosts whose TLS is passed through untouched (addons/tlspolicy).
     no_decrypt_categories: frozenset[str] = frozenset()
     no_decrypt_hosts: tuple[str, ...] = ()
+    # (canonical host or IP, port) pairs raw TCP may reach (addons/tlspolicy).
+    tcp_passthrough: frozenset[tuple[str, int]] = frozenset()
     # Lists of illegal sources the file does not name, added by the settings (proxy/illegal.py).
     appliance_lists: frozenset[str] = frozenset()
     # The phrase lists of content-phrases.yaml beside the policy, when a group analyses content.
@@ -588,6 +592,27 @@ class _Compiler:
             hosts.append(host)
         return frozenset(rule.categories), tuple(hosts)
 
+    def tcp_passthrough(self) -> frozenset[tuple[str, int]]:
+        """``HOST:PORT`` entries (``[v6]:PORT`` for IPv6), canonical, each with its port."""
+        found = set()
+        for i, entry in enumerate(self.raw.tcp_passthrough):
+            host, sep, port = entry.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                self.error(
+                    ("tcp_passthrough", i),
+                    f"{entry!r} is not HOST:PORT (a port is required: ssh.example.org:22)",
+                )
+                continue
+            try:
+                canonical = normalise_host(host.strip("[]"))
+                # A host no DNS name can be (bad..host) is a typo here, as in a list.
+                normalise_entry(host.strip("[]"))
+            except BadURL as exc:
+                self.error(("tcp_passthrough", i), f"bad host {entry!r}: {exc}")
+                continue
+            found.add((canonical, int(port)))
+        return frozenset(found)
+
 
 def compile_policy(raw: PolicyFile, positions: Positions, source: Path) -> Policy:
     """Resolve references and inheritance; raises ``ConfigError`` listing every problem."""
@@ -597,6 +622,7 @@ def compile_policy(raw: PolicyFile, positions: Positions, source: Path) -> Polic
     compiler.identity(groups)
     allow, block = compiler.local(categories)
     no_decrypt_categories, no_decrypt_hosts = compiler.no_decrypt(categories)
+    tcp_passthrough = compiler.tcp_passthrough()
     content = compiler.content(source.parent / PHRASES_FILE)
     if compiler.problems:
         # An inherited rule is compiled once per heir; report each mistake once.
@@ -622,6 +648,7 @@ def compile_policy(raw: PolicyFile, positions: Positions, source: Path) -> Polic
         lines=dict(positions.lines),
         no_decrypt_categories=no_decrypt_categories,
         no_decrypt_hosts=no_decrypt_hosts,
+        tcp_passthrough=tcp_passthrough,
         content=content,
     )
 

@@ -9,12 +9,19 @@ request is one JSON line appended to ``DATA_DIR/review-requests.jsonl``
 with ``time, user, group, client_ip, url, category, reason, reference``;
 the change-control store ingests that file as override requests. Illegal
 blocks get no form and no token, so they can never be filed.
+
+Each token files at most once: ``claim`` marks it used with a file created
+exclusively in ``DATA_DIR/review-used/`` (so across workers and restarts;
+markers are pruned once their tokens have expired). ``RateLimit`` caps how
+many requests one client address may file (``REVIEWS_PER_HOUR``), since each
+becomes a pending override and a permanent change-control row.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import hashlib
 import hmac
 import html
@@ -24,11 +31,14 @@ import secrets
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 REVIEW_FILE = "review-requests.jsonl"
 KEY_FILE = "review.key"
 MAX_REASON = 1000
 MAX_AGE_SECONDS = 7 * 24 * 3600
+USED_DIR = "review-used"
+REVIEWS_PER_HOUR = 10  # per client address: a pupil asks for a few, not hundreds
 # The empty token field the block page carries; the Review addon signs it in.
 TOKEN_FIELD = b'name="token" value=""'
 
@@ -109,6 +119,72 @@ def verify(key: bytes, token: str, now: int) -> tuple[str, Blocked] | None:
     return str(facts.get("r")), blocked
 
 
+def _mark(data_dir: Path, token: str) -> Path:
+    return data_dir / USED_DIR / hashlib.sha256(token.encode("utf-8")).hexdigest()[:40]
+
+
+def claim(data_dir: Path, token: str) -> bool:
+    """Mark ``token`` used; False if it was already (by any worker, before any restart)."""
+    mark = _mark(data_dir, token)
+    mark.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+def unclaim(data_dir: Path, token: str) -> None:
+    """Give a claimed token back (its request could not be written)."""
+    _mark(data_dir, token).unlink(missing_ok=True)
+
+
+def prune_claims(data_dir: Path, now: float) -> int:
+    """Forget the marks of tokens that have expired anyway; how many were removed."""
+    removed = 0
+    try:
+        entries = list(os.scandir(data_dir / USED_DIR))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            if now - entry.stat().st_mtime > MAX_AGE_SECONDS + 3600:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+class RateLimit:
+    """At most ``count`` takes per key in any ``seconds`` (a sliding window, in memory)."""
+
+    def __init__(self, count: int = REVIEWS_PER_HOUR, seconds: float = 3600.0) -> None:
+        self.count = count
+        self.seconds = seconds
+        self._taken: dict[str, collections.deque[float]] = {}
+
+    def take(self, key: str, now: float) -> bool:
+        """Take one for ``key`` now, if its window has room."""
+        window = self._taken.setdefault(key, collections.deque())
+        while window and now - window[0] >= self.seconds:
+            window.popleft()
+        if len(window) >= self.count:
+            return False
+        window.append(now)
+        if len(self._taken) > 100_000:  # forget idle keys now and then
+            for idle in [k for k, w in self._taken.items() if not w or now - w[-1] >= self.seconds]:
+                del self._taken[idle]
+        return True
+
+    def give_back(self, key: str) -> None:
+        """Undo the last take for ``key`` (it filed nothing)."""
+        window = self._taken.get(key)
+        if window:
+            window.pop()
+
+
 def clean_reason(text: str) -> str:
     """The user's reason on one line, without control characters, at most ``MAX_REASON``."""
     flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
@@ -139,9 +215,13 @@ border-radius: .5rem; border-top: .4rem solid #2e6b3a; }}
 """
 
 
-def reply_page(*, school: str, reference: str, filed: bool) -> str:
+Outcome = Literal["filed", "expired", "used", "too_many"]
+
+
+def reply_page(*, school: str, reference: str, filed: bool, why: Outcome | None = None) -> str:
     """What the user sees after posting the form: what happens next, or why nothing did."""
-    if filed:
+    why = why or ("filed" if filed else "expired")
+    if why == "filed":
         title = "Your request has been sent"
         body = (
             "<p>The school's IT office will look at this page and the reason you gave. "
@@ -150,6 +230,18 @@ def reply_page(*, school: str, reference: str, filed: bool) -> str:
             "stays blocked.</p>"
             f'<p>Your reference is <span class="ref" id="reference">{html.escape(reference)}'
             "</span>. Quote it if you ask about this request.</p>"
+        )
+    elif why == "used":
+        title = "This request was already sent"
+        body = (
+            "<p>This form has been sent once already; sending it again adds nothing. "
+            "The school's IT office has your request.</p>"
+        )
+    elif why == "too_many":
+        title = "Too many requests from this device"
+        body = (
+            "<p>This device has sent many review requests in the last hour. "
+            "Try again later, or ask your teacher.</p>"
         )
     else:
         title = "This request could not be sent"

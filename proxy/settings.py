@@ -125,6 +125,11 @@ class Auth(Strict):
     login_host: str = "login.schoolgate"
     bind_minutes: int = Field(480, ge=1)
     header: HeaderLogin | None = None
+    # Password guessing, per user and per client address: after free_failures wrong tries in
+    # a row each try waits twice as long; at lockout_after it is locked for lockout_minutes.
+    free_failures: int = Field(5, ge=1, le=100)
+    lockout_after: int = Field(10, ge=2, le=1000)
+    lockout_minutes: int = Field(15, ge=1, le=1440)
 
     @model_validator(mode="after")
     def _something_to_check(self) -> Auth:
@@ -182,6 +187,17 @@ class Directory(Strict):
         return value
 
 
+class Limits(Strict):
+    """What one connection may make the proxy hold in memory (addons/limits.py)."""
+
+    # a request head (request line, headers, cookies) over this is answered 431
+    max_header_kb: int = Field(64, ge=8, le=16384)
+    # bodies larger than this stream through (download rules run on the stream), never held
+    stream_body_kb: int = Field(1024, ge=64, le=65536)
+    # a WebSocket message is held whole until its last fragment: a larger one ends the connection
+    max_websocket_message_kb: int = Field(16384, ge=64, le=1048576)
+
+
 class ConsoleTLS(Strict):
     """The web console's certificate and key (PEM); relative paths are from the settings file."""
 
@@ -206,7 +222,7 @@ class Settings(Strict):
     auth: Auth = Auth()
     radius: Radius | None = None
     directory: Directory | None = None
-
+    limits: Limits = Limits()
     console_listen: str | None = "127.0.0.1:9181"  # HOST:PORT of the web console; null: none
     console_tls: ConsoleTLS | None = None  # HTTPS for the console; null: plain HTTP
     # the console's address as school devices reach it, for the block page's link

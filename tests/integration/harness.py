@@ -201,6 +201,64 @@ def origin(origin_ca: OriginCA, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield Origin(http_port, https_port, hits)
 
 
+class RecordingOrigin:
+    """A TCP server that records every connection it accepts, then plays TLS or HTTP.
+
+    For tests that must show that nothing reached an origin: it counts
+    connections, not requests, so an upstream connection opened and never
+    used is seen too.
+    """
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.tls.load_cert_chain(cert, key)
+        self.connections: list[bytes] = []
+        self.in_time = 0  # connections a test saw in its own window (test_tunnels adds them up)
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.connections)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with self._lock:
+            index = len(self.connections)
+            self.connections.append(b"")
+        conn.settimeout(3)
+        try:
+            first = conn.recv(1, socket.MSG_PEEK)
+            with self._lock:
+                self.connections[index] = first
+            if first == b"\x16":
+                with self.tls.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(4096)
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\norigin ok")
+            elif first.isalpha():
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\norigin ok")
+            else:
+                conn.sendall(b"origin raw\n")
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 @dataclass
 class Gateway:
     """A running ``schoolgate run`` process and what a test needs to talk to it."""
@@ -308,7 +366,7 @@ def start_gateway(
             "--no-console",  # tests that want the console pass --console (the last one wins)
             *extra,
         ],
-        stdout=subprocess.DEVNULL,
+        stdout=(tmp / "schoolgate.stdout").open("wb"),  # kept: no output may name an IWF host
         stderr=stderr_path.open("wb"),
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )

@@ -7,6 +7,7 @@ origin on 443 (all addresses of its namespace), answering ``origin ok HOST PATH`
 one request straight to ADDRESS (no proxy setting: the gateway's nftables
 redirect is what sends it through Schoolgate), the ``Host`` and TLS SNI set to
 HOST; prints the status on the first line and the body after it.
+``post`` instead of ``get`` sends a form: the last argument is its urlencoded body.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def origin(cert: str, key: str) -> None:
     plain.serve_forever()
 
 
-def get(scheme: str, address: str, host: str, path: str, rest: list[str]) -> None:
+def get(
+    scheme: str, address: str, host: str, path: str, rest: list[str], form: str | None = None
+) -> None:
     cafile = rest[0] if rest and "=" not in rest[0] else None
     headers = {"Host": host}
     headers.update(item.split("=", 1) for item in rest if "=" in item)  # type: ignore[misc]
@@ -58,7 +61,11 @@ def get(scheme: str, address: str, host: str, path: str, rest: list[str]) -> Non
         conn.sock = context.wrap_socket(sock, server_hostname=host)
     else:
         conn = http.client.HTTPConnection(address, 80, timeout=10)
-    conn.request("GET", path, headers=headers)
+    if form is None:
+        conn.request("GET", path, headers=headers)
+    else:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        conn.request("POST", path, body=form.encode(), headers=headers)
     response = conn.getresponse()
     print(response.status)
     print(response.read().decode("utf-8", "replace"))
@@ -67,5 +74,7 @@ def get(scheme: str, address: str, host: str, path: str, rest: list[str]) -> Non
 if __name__ == "__main__":
     if sys.argv[1] == "origin":
         origin(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "post":
+        get(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:-1], sys.argv[-1])
     else:
         get(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:])

@@ -74,6 +74,18 @@ PAGES: dict[str, tuple[str, bytes, str | None]] = {
     "/adult-gzip": ("text/html; charset=utf-8", gzip.compress(ADULT.encode()), "gzip"),
     "/adult-br": ("text/html; charset=utf-8", brotli.compress(ADULT.encode()), "br"),
     "/adult-latin1": ("text/html; charset=iso-8859-1", ADULT.encode("latin-1"), None),
+    # Over the streaming threshold (1 MiB), under the hold bound (2 MiB), sent chunked.
+    "/adult-chunked": (
+        "text/html; charset=utf-8",
+        ADULT.encode() + b"<p>" + b"a walk in the park " * 80_000 + b"</p>",
+        None,
+    ),
+    # The same with its length known.
+    "/adult-big": (
+        "text/html; charset=utf-8",
+        ADULT.encode() + b"<p>" + b"a walk in the park " * 80_000 + b"</p>",
+        None,
+    ),
     "/sex-education": ("text/html; charset=utf-8", SEX_EDUCATION.encode(), None),
     "/breast-cancer": ("text/html; charset=utf-8", BREAST_CANCER.encode(), None),
     "/adult-image": ("image/png", b"\x89PNG\r\n\x1a\n" + ADULT.encode(), None),
@@ -134,6 +146,14 @@ def pages(origin_ca: OriginCA, tmp_path_factory: pytest.TempPathFactory) -> Iter
             self.send_header("Content-Type", kind)
             if encoding:
                 self.send_header("Content-Encoding", encoding)
+            if self.path.endswith("-chunked"):
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for i in range(0, len(body), 65536):
+                    piece = body[i : i + 65536]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.write(b"0\r\n\r\n")
+                return
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -157,16 +177,18 @@ def gw(tmp_path_factory: pytest.TempPathFactory, origin_ca: OriginCA) -> Iterato
     stop_gateway(gateway)
 
 
-def last_log_line(gw: Gateway, path: str) -> dict[str, Any]:
-    """The access log's last line for ``path`` (it is written off-thread)."""
+def last_log_line(gw: Gateway, path: str, group: str = "pupil") -> dict[str, Any]:
+    """The access log's last line for ``path`` requested by ``group`` (written off-thread)."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         lines = [json.loads(line) for line in gw.access_log.read_text().splitlines()]
-        found: list[dict[str, Any]] = [line for line in lines if line.get("path") == path]
+        found: list[dict[str, Any]] = [
+            line for line in lines if line.get("path") == path and line.get("group") == group
+        ]
         if found:
             return found[-1]
         time.sleep(0.05)
-    raise AssertionError(f"no access log line for {path}")
+    raise AssertionError(f"no access log line for {path} by {group}")
 
 
 @pytest.mark.parametrize("scheme", ["http", "https"])
@@ -190,6 +212,18 @@ def test_an_unlisted_adult_page_is_blocked_for_pupils(
     assert "free porn" in content["phrases"]
 
 
+def test_a_chunked_page_over_the_streaming_threshold_is_still_held_and_scored(
+    gw: Gateway, pages: Pages
+) -> None:
+    """A 1.5 MiB page, chunked or with its length, is held up to the hold bound (not streamed
+    at the 1 MiB streaming threshold, addons/limits.py), scored and blocked."""
+    for path in ("/adult-chunked", "/adult-big"):
+        status, body = gw.get(pages.url(path), client=PUPIL)
+        assert status == 403
+        assert "looked like adult content" in body
+        assert last_log_line(gw, path)["content"]["outcome"] == "blocked"
+
+
 def test_staff_get_the_same_page(gw: Gateway, pages: Pages) -> None:
     """Staff have no content analysis: the page passes as the origin sent it."""
     status, body = gw.get(pages.url("/adult"), client=STAFF)
@@ -201,7 +235,7 @@ def test_log_only_records_without_blocking(gw: Gateway, pages: Pages) -> None:
     """With action: log the head gets the page, and the log says it would have crossed."""
     status, _ = gw.get(pages.url("/adult-gzip"), client=HEAD)
     assert status == 200
-    content = last_log_line(gw, "/adult-gzip")["content"]
+    content = last_log_line(gw, "/adult-gzip", "head")["content"]
     assert isinstance(content, dict)
     assert content["outcome"] == "logged"
     assert content["category"] == "adult"

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
+import re
 import ssl
+import time
+import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -157,7 +162,7 @@ def test_the_login_page_binds_an_address_until_logout(optional: Gateway, origin:
     assert "signed in as head.teacher" in signed[1]
     assert optional.get(url, client=STAFF, headers=headers)[0] == 200
     assert optional.get(url, client=PUPIL, headers=headers)[0] == 403  # only that address
-    assert optional.get(page + "logout", client=STAFF)[0] == 200
+    assert post_logout(optional, STAFF, csrf_of(signed[1]))[0] == 200
     assert optional.get(url, client=STAFF, headers=headers)[0] == 403
 
 
@@ -179,3 +184,142 @@ def test_a_missing_users_file_stops_the_start(tmp_path: Path, origin_ca: OriginC
         f.write(f"auth: {{users_file: {tmp_path / 'absent'}, required: true}}\n")
     with pytest.raises(AssertionError, match="cannot read users file"):
         start_gateway(tmp_path, origin_ca)
+
+
+# -- guessing, signing out, by an attacker -------------------------------------------------
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r"name='csrf' value='(\w+)'", page)
+    assert found is not None, page
+    return found.group(1)
+
+
+def post_logout(gw: Gateway, client: str, csrf: str | None) -> tuple[int, str]:
+    """POST the sign-out form to the login page through the proxy (``csrf`` None: no token)."""
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10, source_address=(client, 0))
+    body = "" if csrf is None else f"csrf={csrf}"
+    try:
+        conn.request(
+            "POST",
+            "http://login.schoolgate/logout",
+            body=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def throttled(
+    tmp_path_factory: pytest.TempPathFactory, origin_ca: OriginCA
+) -> Iterator[tuple[Gateway, int]]:
+    """Logins that allow 3 wrong tries, then back off, and lock out at the 5th for a minute."""
+    tmp = tmp_path_factory.mktemp("throttled")
+    config, data = tmp / "config", tmp / "var"
+    write_config(config, data, free_port())
+    users = tmp / "users"
+    users.write_text(
+        f"head.teacher:{hash_password('head pass', rounds=4)}\n"
+        f"sam:{hash_password('sam pass', rounds=4)}\n"
+        f"kim:{hash_password('kim pass', rounds=4)}\n"
+        f"lee:{hash_password('lee pass', rounds=4)}\n"
+    )
+    with (config / "schoolgate.yaml").open("a") as f:
+        f.write(
+            f"auth: {{users_file: {users}, free_failures: 3, lockout_after: 5, "
+            "lockout_minutes: 1}\n"
+        )
+    metrics = free_port()
+    gw = start_gateway(tmp, origin_ca, "--set", f"schoolgate_metrics_listen=127.0.0.1:{metrics}")
+    yield gw, metrics
+    stop_gateway(gw)
+
+
+def proxy_try(gw: Gateway, origin: Origin, client: str, user: str, password: str) -> int:
+    url = f"http://localhost:{origin.http_port}/guarded"
+    headers = {"Proxy-Authorization": basic(user, password)}
+    return gw.get(url, client=client, headers=headers)[0]
+
+
+def lockout_metric(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = re.search(r"^schoolgate_login_lockouts_total (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_guessing_then_the_right_password_is_refused_during_lockout(
+    throttled: tuple[Gateway, int], origin: Origin
+) -> None:
+    """Wrong guesses back off, then lock the user out: the right password is refused too,
+    nothing reaches the origin, and the lockout is logged and counted."""
+    gw, metrics = throttled
+    client = "127.0.0.21"
+    statuses = [proxy_try(gw, origin, client, "head.teacher", f"guess{i}") for i in range(5)]
+    assert statuses == [407, 407, 407, 429, 429]  # the 4th and 5th come too soon
+    time.sleep(1.1)
+    assert proxy_try(gw, origin, client, "head.teacher", "guess4") == 407
+    time.sleep(2.1)
+    assert proxy_try(gw, origin, client, "head.teacher", "guess5") == 407  # the 5th: locked
+    hits = len(origin.hits)
+    assert proxy_try(gw, origin, client, "head.teacher", "head pass") == 429
+    assert proxy_try(gw, origin, "127.0.0.22", "head.teacher", "head pass") == 429  # any address
+    assert proxy_try(gw, origin, client, "sam", "sam pass") == 429  # the address is locked too
+    assert len(origin.hits) == hits
+    assert "login locked out for 1 minutes" in gw.stderr()
+    deadline = time.monotonic() + 8
+    while lockout_metric(metrics) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert lockout_metric(metrics) == 2  # the user and the address
+
+
+def test_a_burst_of_parallel_guesses_is_throttled(
+    throttled: tuple[Gateway, int], origin: Origin
+) -> None:
+    """Twenty guesses at once are not twenty checks: all but the free tries get 429."""
+    gw, _ = throttled
+    with ThreadPoolExecutor(10) as pool:
+        statuses = list(
+            pool.map(lambda i: proxy_try(gw, origin, "127.0.0.23", "sam", f"g{i}"), range(20))
+        )
+    assert statuses.count(407) <= 3
+    assert statuses.count(429) >= 17
+
+
+def test_the_login_page_is_throttled_too(throttled: tuple[Gateway, int]) -> None:
+    """Guessing at the login page backs off the same way (429 after the free tries)."""
+    gw, _ = throttled
+    page = "http://login.schoolgate/"
+    statuses = [
+        gw.get(page, client="127.0.0.24", headers={"Authorization": basic("kim", f"x{i}")})[0]
+        for i in range(5)
+    ]
+    assert statuses == [401, 401, 401, 429, 429]
+
+
+def test_logout_needs_a_post_with_the_pages_token(
+    throttled: tuple[Gateway, int], origin: Origin
+) -> None:
+    """A GET of /logout (an image on any page) or a POST without the token signs nobody out."""
+    gw, _ = throttled
+    client, page = "127.0.0.25", "http://login.schoolgate/"
+    status, body = gw.get(page, client=client, headers={"Authorization": basic("lee", "lee pass")})
+    assert status == 200
+    token = csrf_of(body)
+    bindings = gw.data_dir / "logins.json"
+
+    def bound() -> bool:
+        return client in json.loads(bindings.read_text())
+
+    assert bound()
+    assert gw.get(page + "logout", client=client)[0] == 200  # shows the sign-out button
+    assert bound()
+    assert post_logout(gw, client, None)[0] == 403
+    assert post_logout(gw, client, "0" * 32)[0] == 403
+    assert post_logout(gw, "127.0.0.26", token)[0] == 200  # another address: not signed in
+    assert bound()
+    assert post_logout(gw, client, token)[0] == 200
+    assert not bound()

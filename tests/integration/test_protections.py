@@ -351,6 +351,31 @@ def test_duckduckgo_form_posts_are_locked_too(gw: Gateway) -> None:
     assert "kp=-2" not in str(echoed(body)["body"])
 
 
+def test_a_search_form_too_large_to_rewrite_is_refused(gw: Gateway) -> None:
+    """A form padded past the streaming threshold would stream past safe search: it gets 413,
+    with a length or chunked (addons/limits.py)."""
+    form = "q=x&kp=-2&pad=" + "a" * (2 * MB)
+    status, _, _ = fetch(gw, "https://duckduckgo.com/html/", method="POST", body=form)
+    assert status == 413
+    context = ssl.create_default_context(cafile=str(gw.ca_file))
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", gw.port, timeout=10, context=context, source_address=(PUPIL, 0)
+    )
+    conn.set_tunnel("duckduckgo.com", 443)
+    try:
+        pieces = (form[i : i + 65536].encode() for i in range(0, len(form), 65536))
+        conn.request(
+            "POST",
+            "/html/",
+            body=pieces,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            encode_chunked=True,
+        )
+        assert conn.getresponse().status == 413
+    finally:
+        conn.close()
+
+
 def test_youtube_gets_restricted_mode_header(gw: Gateway) -> None:
     """YouTube-Restrict: Strict replaces what the pupil sent; the head's request is untouched."""
     pupil = echoed(

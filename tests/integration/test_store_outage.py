@@ -83,11 +83,16 @@ def test_suspended_pupil_stays_blocked_when_the_proxy_starts_with_the_store_down
         status, _ = gw.get(f"http://localhost:{origin.http_port}{path}", client=NAMED_PUPIL)
         assert status == 403
         assert not [hit for hit in origin.hits if hit.endswith(path)]
-        line = next(
-            json.loads(entry)
-            for entry in reversed(gw.access_lines(1))
-            if json.loads(entry).get("path") == path
-        )
+        # The access log is written off-thread: wait for this request's own line.
+        deadline = time.monotonic() + 10
+        mine: list[dict[str, object]] = []
+        while not mine and time.monotonic() < deadline:
+            mine = [
+                entry for entry in map(json.loads, gw.access_lines(1)) if entry.get("path") == path
+            ]
+            time.sleep(0.05)
+        assert mine, f"no access-log line for {path}"
+        line = mine[-1]
         assert (line["user"], line["action"], line["status"]) == ("a.pupil", "suspended", 403)
         # The proxy is serving: a pupil who is not suspended gets through.
         assert gw.get(f"http://localhost:{origin.http_port}/open", client=PUPIL)[0] == 200

@@ -26,3 +26,18 @@ def test_every_module_says_what_its_room_is_for() -> None:
             if not text.startswith(('"""', "'''")):
                 missing.append(str(path.relative_to(ROOT)))
     assert missing == []
+
+
+def test_every_addon_module_is_in_the_independence_contract() -> None:
+    """Each addon module (all but the shared facts and pipeline) may import no other addon."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    contracts = config["tool"]["importlinter"]["contracts"]
+    independent = next(c for c in contracts if c["type"] == "independence")
+    modules = {
+        f"addons.{path.stem}"
+        for path in (ROOT / "addons").glob("*.py")
+        if path.stem not in ("__init__", "facts", "pipeline")
+    }
+    assert set(independent["modules"]) == modules

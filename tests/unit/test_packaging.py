@@ -112,7 +112,19 @@ def test_the_healthcheck_probes_the_ports_the_settings_open(
     assert ":9180/metrics" in check
     assert str(settings.data_dir) == "/var/lib/schoolgate"
     expose = dict(dockerfile)["EXPOSE"].split()
-    assert expose == ["8080", "9180"]
+    assert expose == ["8080"]  # metrics stay on the container's loopback, unpublished
+
+
+def test_container_settings_keep_metrics_on_loopback(tmp_path: Path) -> None:
+    """The container's settings file loads with /metrics (no login) on 127.0.0.1, not 0.0.0.0."""
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "schoolgate.yaml").write_text(
+        (ROOT / "deploy" / "docker" / "schoolgate.yaml").read_text()
+    )
+    settings = load_settings(config)
+    assert settings.metrics_listen is not None
+    assert settings.metrics_listen.rpartition(":")[0] == "127.0.0.1"
 
 
 def test_container_lists_are_the_shipped_demo_lists(tmp_path: Path) -> None:

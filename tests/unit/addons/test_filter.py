@@ -11,8 +11,10 @@ from mitmproxy import http
 from mitmproxy.test import taddons, tflow, tutils
 
 from addons import schoolgate_addons
-from addons.filter import DECISION, Filter
-from addons.identify import IDENTITY, Identify
+from addons.facts import DECISION, IDENTITY
+from addons.filter import Filter
+from addons.identify import Identify
+from addons.pipeline import Pipeline
 from addons.policyload import PolicyLoader
 from proxy.filterset import Filterset, load_filterset
 
@@ -84,15 +86,49 @@ def test_illegal_block_page_shows_no_url(chain: tuple[Identify, Filter]) -> None
 
 
 def test_failing_hook_blocks_instead_of_allowing(chain: tuple[Identify, Filter]) -> None:
-    """If deciding raises, the request is blocked and the failure counted."""
+    """If deciding raises, the pipeline blocks the request and counts the failure."""
     _, filt = chain
+    pipeline = Pipeline([filt])
     flow = flow_for("http://plain.example/")
     # No identity was set, which the filter treats as a failure.
-    filt.requestheaders(flow)
+    pipeline.requestheaders(flow)  # type: ignore[attr-defined]
     assert flow.response is not None
     assert flow.response.status_code == 403
     assert "filter error" in flow.metadata[DECISION].rule
-    assert filt.errors == 1
+    assert flow.metadata[DECISION].by == "failsafe"
+    assert pipeline.hook_errors == {("filter", "requestheaders"): 1}
+
+
+@pytest.mark.parametrize("error", [RuntimeError("bug"), UnicodeError("odd"), RecursionError()])
+def test_a_url_that_cannot_be_normalised_is_blocked(
+    chain: tuple[Identify, Filter], monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """Not only BadURL: any exception while normalising the URL blocks the request."""
+
+    def broken(*parts: object) -> None:
+        raise error
+
+    # The request's URL is normalised from its parts (browser-exact hosts, t14).
+    monkeypatch.setattr("addons.filter.normalise_parts", broken)
+    flow = through(chain, flow_for("http://plain.example/"))
+    assert flow.response is not None
+    assert flow.response.status_code == 403
+    assert flow.metadata[DECISION].blocked
+
+
+def test_a_block_page_that_cannot_be_rendered_still_blocks(
+    chain: tuple[Identify, Filter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the block page template fails, a plain 403 goes out: never the origin's answer."""
+
+    def broken(*args: object, **kwargs: object) -> str:
+        raise KeyError("template")
+
+    monkeypatch.setattr("proxy.blockpage.render", broken)
+    flow = through(chain, flow_for("http://adult-demo.example/"))
+    assert flow.response is not None
+    assert flow.response.status_code == 403
+    assert b"Blocked by the school's web filter" in (flow.response.content or b"")
 
 
 def test_connect_to_blocked_host_marks_the_connection(chain: tuple[Identify, Filter]) -> None:
@@ -134,6 +170,7 @@ def test_addon_order_is_declared_once(filterset: Filterset) -> None:
         "DirectoryLookup",
         "Identify",
         "Filter",
+        "Redact",
         "Circumvention",
         "Incidents",
         "TlsPolicy",
@@ -145,6 +182,7 @@ def test_addon_order_is_declared_once(filterset: Filterset) -> None:
         "Review",
         "UpstreamChain",
         "UpstreamErrors",
+        "Limits",
         "Audit",
         "Metrics",
     ]

@@ -14,6 +14,7 @@ from mitmproxy.test import taddons, tflow
 from addons.filter import Filter
 from addons.identify import Identify
 from addons.incidents import Incidents
+from addons.pipeline import Pipeline
 from addons.policyload import PolicyLoader
 from proxy.filterset import Filterset, load_filterset
 from proxy.incidents.store import INCIDENT_EVENT, SEARCH_EVENT
@@ -101,19 +102,23 @@ def test_an_allowed_page_raises_nothing(rig: Any) -> None:
     assert rig[3].events == []
 
 
-def test_a_failing_recorder_never_breaks_the_flow(rig: Any) -> None:
-    """If recording fails, the hook swallows it, counts it, and the block stands."""
-    _, _, incidents, recorder = rig
+def test_a_failing_recorder_never_opens_the_flow(rig: Any) -> None:
+    """If recording fails, the pipeline counts it and the block stands."""
+    identify, filt, incidents, recorder = rig
 
     def broken(event: Event) -> None:
         raise RuntimeError("store exploded")
 
     recorder.record = broken
-    run(rig, "http://adult-demo.example/")
-    flow = run(rig, "http://adult-demo.example/")
-    assert incidents.errors == 2
-    assert flow.response is not None
-    assert flow.response.status_code == 403
+    pipeline = Pipeline([identify, filt, incidents])
+    for _ in range(2):
+        flow = tflow.tflow()
+        flow.client_conn.peername = ("10.10.1.2", 50000)
+        flow.request.url = "http://adult-demo.example/"
+        pipeline.requestheaders(flow)  # type: ignore[attr-defined]
+        assert flow.response is not None
+        assert flow.response.status_code == 403
+    assert pipeline.hook_errors == {("incidents", "requestheaders"): 2}
 
 
 def test_an_edited_table_is_picked_up_and_a_broken_one_keeps_the_last(rig: Any) -> None:

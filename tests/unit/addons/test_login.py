@@ -13,14 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mitmproxy import connection, ctx, tls
+from mitmproxy import connection, ctx
 from mitmproxy.addons.proxyauth import mkauth
+from mitmproxy.proxy import events, layer
 from mitmproxy.proxy.context import Context
 from mitmproxy.test import taddons, tflow
 
+from addons import facts
+from addons.facts import IDENTITY, LOGIN
 from addons.filter import Filter
-from addons.identify import IDENTITY, Identify
-from addons.login import LOGIN, ProxyLogin
+from addons.identify import Identify
+from addons.login import ProxyLogin
 from addons.policyload import PolicyLoader
 from proxy.filterset import Filterset, load_filterset
 from proxy.logins import hash_password
@@ -30,14 +33,13 @@ ROOT = Path(__file__).resolve().parents[3]
 PUPIL_IP = "10.10.1.2"
 
 
-def client_hello(sni: str) -> tls.ClientHello:
-    """A real ClientHello, as Python's own TLS client writes it, for ``sni``."""
+def client_hello(sni: str) -> bytes:
+    """A real ClientHello record, as Python's own TLS client writes it, for ``sni``."""
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls_client = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname=sni)
     with pytest.raises(ssl.SSLWantReadError):
         tls_client.do_handshake()
-    record = outgoing.read()
-    return tls.ClientHello(record[5 + 4 :])  # minus the record and handshake headers
+    return outgoing.read()
 
 
 @pytest.fixture
@@ -51,8 +53,8 @@ def chain(tmp_path: Path) -> Iterator[tuple[ProxyLogin, Identify, Filter]]:
     fs = Filterset.build(settings, base.policy, base.lists)
     loader = PolicyLoader(ROOT / "config", fs)
     login = ProxyLogin(loader)
-    identify = Identify(loader, login)
-    filt = Filter(loader, identify)
+    identify = Identify(loader, login.login_of_client)
+    filt = Filter(loader)
     with taddons.context(loader, login, identify, filt):
         yield login, identify, filt
 
@@ -75,10 +77,15 @@ def connect(
 
 
 def sni_blocked(chain: tuple[ProxyLogin, Identify, Filter], client: connection.Client) -> bool:
-    _, _, filt = chain
-    hello = client_hello("social-demo.example")
-    filt.tls_clienthello(tls.ClientHelloData(Context(client, ctx.options), hello))
-    return client in filt._host_blocks
+    _, identify, filt = chain
+    context = Context(client, ctx.options)
+    context.server.address = ("127.0.0.1", 443)
+    nextlayer = layer.NextLayer(context)
+    nextlayer.events.append(events.DataReceived(client, client_hello("social-demo.example")))
+    identify.next_layer(nextlayer)
+    filt.next_layer(nextlayer)
+    decided = facts.host_decision(client)
+    return decided is not None and decided.via == "SNI" and decided.decision.blocked
 
 
 def test_a_login_decides_the_sni_as_that_user(chain: tuple[ProxyLogin, Identify, Filter]) -> None:

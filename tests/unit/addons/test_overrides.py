@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from mitmproxy.test import taddons, tflow
 
-from addons.filter import DECISION, Filter
+from addons.facts import DECISION
+from addons.filter import Filter
 from addons.identify import Identify
 from addons.overrides import Overrides, _Tail
 from addons.policyload import PolicyLoader

@@ -11,21 +11,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mitmproxy import ctx, http, tls
+from mitmproxy import ctx, http
 from mitmproxy.proxy import events, layer, layers
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.tls import ClientTLSLayer, ServerTLSLayer
 from mitmproxy.test import taddons, tflow, tutils
 
+from addons import facts
 from addons.audit import Audit
 from addons.circumvention import Circumvention
 from addons.downloads import Downloads
-from addons.filter import DECISION, Filter
+from addons.facts import DECISION
+from addons.filter import Filter
 from addons.identify import Identify
+from addons.pipeline import Pipeline, Refuse
 from addons.policyload import PolicyLoader
 from addons.review import Review
 from addons.safesearch import SafeSearch
-from addons.tlspolicy import Refuse, TlsPolicy
+from addons.tlspolicy import TlsPolicy
 from blocklists.index import IndexBuilder
 from proxy.filterset import Filterset
 from proxy.policy import parse_policy
@@ -60,16 +63,6 @@ groups:
 """
 
 
-class HelloWatcher:
-    """Stands for the addons that watch ClientHellos (the incidents addon)."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str | None, bool]] = []
-
-    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
-        self.seen.append((data.client_hello.sni, data.ignore_connection))
-
-
 @dataclass
 class Chain:
     identify: Identify
@@ -80,7 +73,6 @@ class Chain:
     downloads: Downloads
     review: Review
     data_dir: Path
-    hellos: HelloWatcher
 
     def request(self, flow: http.HTTPFlow) -> http.HTTPFlow:
         for addon in (self.identify, self.filt, self.circumvention, self.safesearch):
@@ -105,13 +97,12 @@ def chain(tmp_path: Path) -> Iterator[Chain]:
     addons = Chain(
         Identify(loader),
         Filter(loader),
-        Circumvention(loader, audit),
-        TlsPolicy(loader, audit),
+        Circumvention(loader),
+        TlsPolicy(loader),
         SafeSearch(loader),
         Downloads(loader),
         Review(loader),
         tmp_path / "var",
-        HelloWatcher(),
     )
     with taddons.context(
         loader,
@@ -123,7 +114,6 @@ def chain(tmp_path: Path) -> Iterator[Chain]:
         addons.downloads,
         addons.review,
         audit,
-        addons.hellos,
     ):
         yield addons
 
@@ -185,12 +175,13 @@ def test_safe_search_blocks_unlockable_engines(chain: Chain) -> None:
 
 
 def test_safe_search_fails_closed(chain: Chain) -> None:
-    """With no identity to go on, a search is blocked rather than sent unlocked."""
+    """With no identity to go on, the pipeline blocks the search rather than send it unlocked."""
     flow = flow_for("https://www.google.com/search?q=x")
-    chain.safesearch.requestheaders(flow)
+    pipeline = Pipeline([chain.safesearch])
+    pipeline.requestheaders(flow)  # type: ignore[attr-defined]
     assert flow.response is not None
     assert flow.response.status_code == 403
-    assert chain.safesearch.errors == 1
+    assert pipeline.hook_errors == {("safesearch", "requestheaders"): 1}
 
 
 def test_a_response_set_earlier_is_left_alone(chain: Chain) -> None:
@@ -202,7 +193,6 @@ def test_a_response_set_earlier_is_left_alone(chain: Chain) -> None:
     chain.downloads.responseheaders(flow)
     chain.downloads.response(flow)
     assert flow.response.status_code == 407
-    assert chain.safesearch.errors == chain.downloads.errors == 0
 
 
 # --- downloads -----------------------------------------------------------------------------
@@ -348,23 +338,33 @@ def test_tls_choice_at_the_client_hello(
 ) -> None:
     """The ClientHello's SNI decides: intercept, pass through or refuse."""
     nl = _nextlayer(client, "tcp", ("192.0.2.1", 443), client_hello(sni), tls=True)
-    run(chain.tls.next_layer(nl))
+    decide_layer(chain, nl)
     assert isinstance(nl.layer, expected)
     stack = nl.context.layers
     assert len(stack) == len({id(x) for x in stack})
 
 
-def test_a_refused_client_hello_is_still_announced(chain: Chain) -> None:
-    """Addons that watch ClientHellos see one the TLS layer never got, marked not intercepted."""
+def decide_layer(chain: Chain, nl: layer.NextLayer) -> None:
+    """The next_layer hooks in pipeline order: who, the one decision, what the tunnel carries."""
+    chain.identify.next_layer(nl)
+    chain.filt.next_layer(nl)
+    chain.tls.next_layer(nl)
+
+
+def test_a_refused_client_hello_is_left_for_the_audit(chain: Chain) -> None:
+    """A refusal no HTTP flow describes is left in the facts, for one access-log line."""
     nl = _nextlayer(BYOD, "tcp", ("192.0.2.1", 443), client_hello("adult.example"), tls=True)
-    run(chain.tls.next_layer(nl))
-    assert chain.hellos.seen == [("adult.example", True)]
+    decide_layer(chain, nl)
+    record = facts.tunnel_record(nl)
+    assert record is not None
+    assert (record.action, record.kind, record.host) == ("refuse", "tls", "adult.example")
+    assert record.decision.category == "adult"
 
 
 def test_tls_waits_for_the_whole_client_hello(chain: Chain) -> None:
     """Half a ClientHello defers the choice instead of guessing."""
     nl = _nextlayer(BYOD, "tcp", ("192.0.2.1", 443), client_hello("adult.example")[:20], tls=True)
-    run(chain.tls.next_layer(nl))
+    decide_layer(chain, nl)
     assert nl.layer is None
     assert nl.context.layers == []
 

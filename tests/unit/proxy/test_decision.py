@@ -9,7 +9,7 @@ import pytest
 
 from blocklists.index import Hit, IndexBuilder
 from blocklists.normalise import normalise_url
-from proxy.decision import WITHHELD, Decision, decide
+from proxy.decision import WITHHELD, Decision, decide, stricter
 from proxy.filterset import local_index
 from proxy.identity import Identity
 from proxy.policy import Policy, parse_policy
@@ -180,3 +180,36 @@ def test_decision_as_dict_has_the_documented_keys(policy: Policy) -> None:
     found = run(policy, "http://adult.example/", "pupil").as_dict()
     assert {"decision", "category", "action", "incident", "matched", "rule"} <= set(found)
     assert found["matched"] == {"list": "ut1/adult", "entry": "adult.example"}
+
+
+def test_named_constructors_say_who_decided() -> None:
+    """Decision.block/allow/failed carry the deciding part; the policy's own say "policy"."""
+    blocked = Decision.block(None, "port 22", by="circumvention")
+    assert (blocked.decision, blocked.by, blocked.group, blocked.action) == (
+        "block",
+        "circumvention",
+        "unknown",
+        "blocked",
+    )
+    assert Decision.failed(None, "bug").by == "failsafe"
+    assert Decision.allow(None, "form", by="review").as_dict()["by"] == "review"
+
+
+def test_stricter_prefers_a_block_then_the_graver_incident() -> None:
+    """One stricter(): block beats allow; illegal beats unacceptable beats none."""
+    allow = Decision.allow(None, "ok", by="policy")
+    plain = Decision.block(None, "b", by="policy")
+    grave = Decision.block(None, "i", by="policy", incident="illegal")
+    assert stricter(allow, plain) is plain
+    assert stricter(plain, allow) is plain
+    assert stricter(plain, grave) is grave
+    assert stricter(grave, plain) is grave
+
+
+def test_the_one_redaction_rule_withholds_where_an_illegal_hit_was() -> None:
+    """An illegal decision shows neither host, path nor rule; any other shows them."""
+    grave = Decision.block(None, "category child_abuse", by="policy", incident="illegal")
+    assert grave.shown("abuse.example", "/x") == ("(withheld)", "(withheld)", None)
+    assert grave.shown("abuse.example", None) == ("(withheld)", None, None)
+    plain = Decision.block(None, "adult", by="policy")
+    assert plain.shown("a.example", "/x") == ("a.example", "/x", "adult")

@@ -11,6 +11,7 @@ from proxy.logins import (
     LdapChecker,
     LoginBindings,
     LoginChecker,
+    LoginThrottle,
     UsersFile,
     hash_password,
 )
@@ -190,3 +191,36 @@ def test_users_add_list_remove(tmp_path: Path) -> None:
     assert short.exit_code == 1
     assert runner.invoke(cli, ["users", "remove", "j.meer", "--file", str(path)]).exit_code == 0
     assert UsersFile(path).hashes == {}
+
+
+def test_the_throttle_backs_off_then_locks_out() -> None:
+    """Free tries, then waits that double, then a lockout that refuses even the right password."""
+    throttle = LoginThrottle(free=2, lockout_after=4, lockout_seconds=60)
+    now = 1000.0
+    for _ in range(2):
+        assert throttle.wait("amy", "10.0.0.1", now) == 0
+        throttle.attempt("amy", "10.0.0.1", now)
+        assert throttle.failed("amy", "10.0.0.1", now) == []
+    assert throttle.wait("amy", "10.0.0.1", now) == 1.0
+    assert throttle.wait("amy", "10.0.0.9", now) == 1.0  # the user, from anywhere
+    now += 1
+    throttle.attempt("amy", "10.0.0.1", now)
+    throttle.failed("amy", "10.0.0.1", now)
+    assert throttle.wait("amy", "10.0.0.1", now) == 2.0
+    now += 2
+    throttle.attempt("amy", "10.0.0.1", now)
+    assert throttle.failed("amy", "10.0.0.1", now) == ["user amy", "address 10.0.0.1"]
+    assert throttle.lockouts == 2
+    assert throttle.wait("amy", "10.0.0.1", now + 59) == 1.0
+    assert throttle.wait("bob", "10.0.0.1", now + 30) == 30.0  # the address is locked too
+    assert throttle.wait("amy", "10.0.0.1", now + 60) == 0
+
+
+def test_a_right_password_ends_the_run_of_tries() -> None:
+    """A right password clears the user's and the address's counts."""
+    throttle = LoginThrottle(free=2, lockout_after=4, lockout_seconds=60)
+    for _ in range(2):
+        throttle.attempt("amy", "10.0.0.1", 5.0)
+    assert throttle.wait("amy", "10.0.0.1", 5.0) > 0
+    throttle.succeeded("amy", "10.0.0.1")
+    assert throttle.wait("amy", "10.0.0.1", 5.0) == 0

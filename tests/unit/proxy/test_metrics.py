@@ -138,6 +138,19 @@ def test_the_dashboard_queries_only_exported_series() -> None:
     assert queried <= exported, queried - exported
 
 
+def test_tunnels_are_counted_by_group_kind_and_action(filterset: Filterset) -> None:
+    """A refused SSH tunnel counts under its group; a group the policy lacks is `unknown`."""
+    m = FilterMetrics()
+    m.prepare(filterset.policy, list(filterset.settings.sources))
+    labels = {"group": "pupil", "kind": "tcp", "action": "refuse"}
+    assert sample(m, "schoolgate_tunnels_total", labels) == 0
+    m.count_tunnel(filterset.policy, "pupil", "tcp", "refuse")
+    m.count_tunnel(filterset.policy, "gone-group", "tls", "pass")
+    assert sample(m, "schoolgate_tunnels_total", labels) == 1
+    unknown = {"group": "unknown", "kind": "tls", "action": "pass"}
+    assert sample(m, "schoolgate_tunnels_total", unknown) == 1
+
+
 def test_the_alert_rules_query_only_exported_series() -> None:
     """The Grafana alert rules watch the store writer's series, each one Schoolgate exports."""
     import re

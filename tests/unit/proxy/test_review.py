@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import time
 from pathlib import Path
 
 from proxy.review import (
     MAX_AGE_SECONDS,
+    USED_DIR,
     Blocked,
+    RateLimit,
     ReviewRequest,
     append,
+    claim,
     clean_reason,
     load_key,
+    prune_claims,
     sign,
+    unclaim,
     verify,
 )
 
@@ -79,3 +87,39 @@ def test_each_request_is_one_json_line(tmp_path: Path) -> None:
         "reason",
         "reference",
     }
+
+
+def test_a_token_is_claimed_once(tmp_path: Path) -> None:
+    """The first claim of a token wins, every later one fails; a given-back token claims again."""
+    assert claim(tmp_path, "tok")
+    assert not claim(tmp_path, "tok")
+    assert claim(tmp_path, "other")
+    unclaim(tmp_path, "tok")
+    assert claim(tmp_path, "tok")
+    assert (tmp_path / USED_DIR).stat().st_mode & 0o777 == 0o700
+
+
+def test_claims_of_expired_tokens_are_pruned(tmp_path: Path) -> None:
+    """Marks older than a token can live are removed; newer ones stay."""
+    claim(tmp_path, "old")
+    claim(tmp_path, "new")
+    now = time.time()
+    for mark in (tmp_path / USED_DIR).iterdir():
+        if mark.name == hashlib.sha256(b"old").hexdigest()[:40]:
+            os.utime(mark, (now - MAX_AGE_SECONDS - 7200,) * 2)
+    assert prune_claims(tmp_path, now) == 1
+    assert not claim(tmp_path, "new")
+    assert claim(tmp_path, "old")
+
+
+def test_the_rate_limit_is_a_sliding_window_per_key() -> None:
+    """``count`` takes per key in any window; a given-back take frees its place."""
+    limit = RateLimit(count=2, seconds=10)
+    assert limit.take("a", 0)
+    assert limit.take("a", 1)
+    assert not limit.take("a", 2)
+    assert limit.take("b", 2)
+    limit.give_back("a")
+    assert limit.take("a", 3)
+    assert not limit.take("a", 9.9)
+    assert limit.take("a", 10.0)

@@ -1,0 +1,174 @@
+"""Fail closed in one place: an exception in any request-path hook of any addon blocks.
+
+The real proxy runs under ``breakhook``, which makes one hook of one addon
+raise for requests to ``ADDON--HOOK.break.example``. For every addon and
+every request-path hook it defines, a pupil asks for that host over plain
+HTTP and over HTTPS (CONNECT, trusting the proxy's CA). The origin
+(``RecordingOrigin``, counting every connection) must see nothing when the
+failing hook runs before the request goes out; for the response hooks, the
+client must not get the origin's answer. Each failure must be counted in
+``schoolgate_hook_errors_total{addon,hook}``, which shows the hook really ran
+and failed on that path.
+"""
+
+from __future__ import annotations
+
+import http.client
+import inspect
+import json
+import ssl
+import sys
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import addons
+from addons.pipeline import REQUEST_PATH
+from tests.integration.breakhook import SUFFIX, break_host
+from tests.integration.harness import (
+    PUPIL,
+    ROOT,
+    Gateway,
+    OriginCA,
+    RecordingOrigin,
+    free_port,
+    start_gateway,
+    stop_gateway,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+# After these the request has gone to the origin: the client must still not get its answer.
+RESPONSE_SIDE = {"responseheaders", "response"}
+
+
+def _pairs() -> list[tuple[str, str]]:
+    """(addon, hook) for every request-path hook every Schoolgate addon defines."""
+    found = []
+    for _, cls in inspect.getmembers(addons, inspect.isclass):
+        if not cls.__module__.startswith("addons.") or cls is addons.Pipeline:
+            continue
+        for hook in sorted(REQUEST_PATH):
+            if callable(getattr(cls, hook, None)):
+                found.append((cls.__name__.lower(), hook))
+    return found
+
+
+PAIRS = _pairs()
+CONTROL = f"control{SUFFIX}"
+
+
+@pytest.fixture(scope="module")
+def origin(origin_ca: OriginCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    cert, key = origin_ca.issue(tmp_path_factory.mktemp("break-origin"), f"*{SUFFIX}")
+    found = RecordingOrigin(cert, key)
+    yield found
+    found.close()
+
+
+@pytest.fixture(scope="module")
+def gw(
+    tmp_path_factory: pytest.TempPathFactory, origin_ca: OriginCA, origin: RecordingOrigin
+) -> Iterator[Gateway]:
+    tmp = tmp_path_factory.mktemp("fail-closed")
+    write_config(tmp / "config", tmp / "var", 1)
+    metrics = free_port()
+    with (tmp / "config" / "schoolgate.yaml").open("a", encoding="utf-8") as settings:
+        settings.write(f"metrics_listen: 127.0.0.1:{metrics}\n")
+    hostmap = {
+        "hosts": [CONTROL, *(break_host(a, h) for a, h in PAIRS)],
+        "ports": {"80": origin.port, "443": origin.port},
+    }
+    gateway = start_gateway(
+        tmp,
+        origin_ca,
+        env={"SCHOOLGATE_TEST_HOSTMAP": json.dumps(hostmap), "PYTHONPATH": str(ROOT)},
+        command=[sys.executable, "-m", "tests.integration.breakhook"],
+    )
+    gateway.metrics_port = metrics  # type: ignore[attr-defined]
+    yield gateway
+    stop_gateway(gateway)
+
+
+def hook_errors(gw: Gateway, addon: str, hook: str) -> float:
+    port = gw.metrics_port  # type: ignore[attr-defined]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    wanted = f'schoolgate_hook_errors_total{{addon="{addon}",hook="{hook}"}}'
+    for line in text.splitlines():
+        if line.startswith(wanted):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def plain(gw: Gateway, host: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5, source_address=(PUPIL, 0))
+    try:
+        conn.request("GET", f"http://{host}/page")
+        response = conn.getresponse()
+        return response.status, response.read()
+    except (OSError, http.client.HTTPException):
+        return 0, b""  # the connection was refused or cut: nothing came back
+    finally:
+        conn.close()
+
+
+def secure(gw: Gateway, host: str) -> tuple[int, bytes]:
+    context = ssl.create_default_context(cafile=str(gw.ca_file))
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", gw.port, timeout=5, context=context, source_address=(PUPIL, 0)
+    )
+    conn.set_tunnel(host, 443)
+    try:
+        conn.request("GET", "/page")
+        response = conn.getresponse()
+        return response.status, response.read()
+    except (OSError, http.client.HTTPException, ssl.SSLError):
+        return 0, b""
+    finally:
+        conn.close()
+
+
+def test_the_pairs_cover_the_pipeline() -> None:
+    """Every addon with a request-path hook is attacked, the filter's four among them."""
+    assert {h for a, h in PAIRS if a == "filter"} == {
+        "http_connect",
+        "next_layer",
+        "requestheaders",
+    }
+    assert len({a for a, _ in PAIRS}) >= 10
+
+
+@pytest.mark.parametrize(("addon", "hook"), PAIRS, ids=[f"{a}.{h}" for a, h in PAIRS])
+def test_an_exception_in_any_hook_blocks(
+    gw: Gateway, origin: RecordingOrigin, addon: str, hook: str
+) -> None:
+    """The hook raises: the origin is never reached (or its answer never delivered); counted.
+
+    A hook runs on plain HTTP, on HTTPS, or both (``next_layer`` with a host only in a
+    tunnel): each way whose request made the hook fail must have been blocked.
+    """
+    host = break_host(addon, hook)
+    failed_ways = 0
+    for way in (plain, secure):
+        errors, before = hook_errors(gw, addon, hook), origin.count()
+        status, body = way(gw, host)
+        if hook_errors(gw, addon, hook) == errors:
+            continue  # this hook does not run this way (the other way attacks it)
+        failed_ways += 1
+        assert b"origin ok" not in body
+        assert status in (0, 403)
+        if hook not in RESPONSE_SIDE:
+            assert origin.count() == before, f"{way.__name__}: the origin was reached"
+    assert failed_ways >= 1, "the injected failure never happened"
+
+
+def test_an_unbroken_host_reaches_the_origin(gw: Gateway, origin: RecordingOrigin) -> None:
+    """The control: with no hook failing, both ways reach the origin (so the test can fail)."""
+    before = origin.count()
+    assert plain(gw, CONTROL) == (200, b"origin ok")
+    assert secure(gw, CONTROL) == (200, b"origin ok")
+    assert origin.count() == before + 2
