@@ -11,6 +11,10 @@ the policy in force at start and after every hot reload, so an edit made
 without ``schoolgate policy apply`` appears in the log as unattributed, and
 a hot-reloaded edit refused for weakening the illegal lists as refused.
 
+With PostgreSQL the refresh is also woken at once by a NOTIFY
+(``proxy.store.notify``): an override approved or a pupil suspended at any
+site of the trust applies here within a moment; the poll is the fallback.
+
 When the store is down the last snapshot stays in force: an override still
 ends at its end time (the decision checks the time), and nothing new can
 be approved without the store. Each new snapshot is also written to
@@ -22,6 +26,7 @@ while the store is down or slow keeps a suspended pupil suspended.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -37,8 +42,9 @@ from proxy.controls import NO_CONTROLS, Controls
 from proxy.filterset import Filterset
 from proxy.lists import UPDATES_LOG
 from proxy.policy import IllegalProblem
-from proxy.store import control, events, snapshot
+from proxy.store import control, events, notify, snapshot
 from proxy.store.engine import down_reason, session
+from proxy.trust import recorded_text
 from proxy.yamlfile import Problem
 
 log = logging.getLogger("schoolgate.overrides")
@@ -82,6 +88,8 @@ class Overrides:
         self._saved: dict[str, object] | None = None  # what the file holds, to write changes only
         self._task: asyncio.Task[None] | None = None
         self._down: str | None = None
+        self._woken = asyncio.Event()  # a NOTIFY came: refresh now, not at the next poll
+        self.listener: notify.Listener | None = None
         self.refreshes = 0
         loader.on_swap.append(self._swapped)
         loader.on_refused.append(self._refused)
@@ -126,14 +134,26 @@ class Overrides:
         self._observe_policy(self.loader.filterset, "start")
         await self._refresh_now()
         self._task = create_task(self._watch(), name="schoolgate overrides", keep_ref=True)
+        url = self.store.engine.url
+        if url.get_backend_name() == "postgresql":
+            loop = asyncio.get_running_loop()
+            self.listener = notify.Listener(url, lambda: loop.call_soon_threadsafe(self._woken.set))
+            self.listener.start()
 
     def done(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        if self.listener is not None:
+            self.listener.stop()
 
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(ctx.options.schoolgate_controls_refresh_ms / 1000)
+            # The poll (the timeout) is the fallback when no NOTIFY comes (SQLite, no listener).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._woken.wait(), ctx.options.schoolgate_controls_refresh_ms / 1000
+                )
+            self._woken.clear()
             await self._refresh_now()
 
     async def _refresh_now(self) -> None:
@@ -211,7 +231,7 @@ class Overrides:
     def _observe_policy(self, fs: Filterset, how: str) -> None:
         """Record the policy text now in force, when it differs from the last one recorded."""
         try:
-            text = fs.policy.source.read_text(encoding="utf-8")
+            text = recorded_text(fs.policy.source.read_text(encoding="utf-8"), fs.policy.trust)
         except OSError as exc:
             log.error("cannot read %s to record it: %s", fs.policy.source, exc)
             return

@@ -20,8 +20,9 @@ from mitmproxy.utils.asyncio_utils import create_task
 from proxy.controls import NO_CONTROLS, Controls
 from proxy.filterset import Filterset, load_filterset
 from proxy.lists import ListError, build_matcher, index_stamp
-from proxy.policy import load_policy
+from proxy.policy import Policy
 from proxy.settings import SETTINGS_FILE
+from proxy.trust import load_site_policy
 from proxy.yamlfile import ConfigError, Problem
 
 log = logging.getLogger("schoolgate.reload")
@@ -32,6 +33,11 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def _policy_mtime(policy: Policy) -> tuple[float, float]:
+    """The site's policy file, and the trust's it overlays (proxy/trust.py): either reloads."""
+    return _mtime(policy.source), _mtime(policy.trust) if policy.trust else 0.0
 
 
 class PolicyLoader:
@@ -47,7 +53,7 @@ class PolicyLoader:
         self.on_refused: list[Callable[[str, list[Problem]], None]] = []
         self.reloads = 0
         self.failures = 0
-        self._policy_mtime = _mtime(filterset.policy.source)
+        self._policy_mtime = _policy_mtime(filterset.policy)
         self._settings_mtime = _mtime(config_dir / SETTINGS_FILE)
         self._lists_stamp = index_stamp(filterset.settings)
         self._task: asyncio.Task[None] | None = None
@@ -83,7 +89,7 @@ class PolicyLoader:
     async def check_for_changes(self) -> None:
         """Reload whatever changed on disk; settings first, since they name the rest."""
         settings_mtime = _mtime(self.config_dir / SETTINGS_FILE)
-        policy_mtime = _mtime(self.filterset.policy.source)
+        policy_mtime = _policy_mtime(self.filterset.policy)
         stamp = index_stamp(self.filterset.settings)
         current = self.filterset
         build: Callable[[], Filterset]
@@ -101,7 +107,9 @@ class PolicyLoader:
             what = "policy"
 
             def build() -> Filterset:
-                return current.with_policy(load_policy(current.policy.source))
+                return current.with_policy(
+                    load_site_policy(current.policy.source, current.settings.trust_policy)
+                )
         else:
             return
         self._settings_mtime, self._policy_mtime, self._lists_stamp = (

@@ -21,6 +21,7 @@ from addons import facts
 from proxy.store import migrate
 from proxy.store.engine import database_url, down_reason, interrupt, is_down, make_engine
 from proxy.store.events import Event
+from proxy.store.site import set_site
 from proxy.store.writer import Writer
 from proxy.workers import WORKER_ENV
 
@@ -33,6 +34,7 @@ UPGRADE_TIMEOUT_S = 20.0
 class StoreWriter:
     def __init__(self, loader: facts.Policies) -> None:
         settings = loader.filterset.settings
+        set_site(settings.site)  # every event this gateway raises names its site (a restart)
         # The database is chosen at start; changing `database:` needs a restart.
         self.engine = make_engine(
             database_url(settings), statement_timeout_ms=WRITER_STATEMENT_TIMEOUT_MS

@@ -20,11 +20,13 @@ from proxy.cli_changes import CHANGE_CONTROL, controls_for_explain
 from proxy.cli_common import config_option, fail, open_filterset
 from proxy.cli_content import content
 from proxy.cli_incidents import INCIDENT_COMMANDS
+from proxy.cli_trust import trust
 from proxy.console.cli import console
 from proxy.files import set_private_umask
 from proxy.filterset import Filterset, load_filterset
 from proxy.identity import Identity, parse_ip
 from proxy.lists_cli import lists
+from proxy.trust import rule_origin
 from proxy.users_cli import users
 from proxy.yamlfile import ConfigError
 
@@ -135,6 +137,7 @@ def explain(
         out["identity"] = {"user": identity.user, "group": identity.group, "via": identity.source}
         out["at"] = when.isoformat()
         out["url"] = None if decision.illegal else canonical.entry
+        out["from"] = rule_origin(fs.policy, decision)
         click.echo(json.dumps(out))
         return
     matched = f"{decision.matched.list}: {decision.matched.entry}" if decision.matched else "-"
@@ -145,6 +148,9 @@ def explain(
     click.echo(f"incident: {incident}")
     click.echo(f"matched:  {matched}")
     click.echo(f"rule:     {decision.rule}")
+    where = rule_origin(fs.policy, decision)
+    if where:
+        click.echo(f"from:     {where}")
     click.echo(f"who:      {identity.user or '-'} in group {identity.group} (by {identity.source})")
 
 
@@ -245,3 +251,4 @@ cli.add_command(lists)  # compile, update, lookup, stats (proxy/lists_cli.py)
 cli.add_command(ca)  # show, rotate: the school's CA (proxy/ca_cli.py)
 cli.add_command(console)  # the web console and its accounts (proxy/console/cli.py)
 cli.add_command(content)  # learned, confirm, reject (proxy/cli_content.py)
+cli.add_command(trust)  # apply a trust policy change at every site (proxy/cli_trust.py)

@@ -42,6 +42,7 @@ from proxy.store.engine import (
 )
 from proxy.store.events import apply_event, policy_refused, sha256
 from proxy.store.models import Change
+from proxy.store.site import set_site
 from proxy.yamlfile import ConfigError
 
 by_option = click.option(
@@ -92,6 +93,7 @@ class Store:
 def open_store(config_dir: Path) -> Store:
     """The configuration and the store, brought up to date; a store that is down is one line."""
     fs = open_filterset(config_dir)
+    set_site(fs.settings.site)  # every row this command writes names its site
     url = database_url(fs.settings)
     engine = make_engine(url)
     try:

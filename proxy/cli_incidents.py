@@ -57,6 +57,20 @@ def incidents() -> None:
     """The incident log: list, show, review (form C2), close, export, searches, check, digest."""
 
 
+site_option = click.option(
+    "--site",
+    help="Only this site's incidents, or `all` for every site of the trust "
+    "(default: the site in schoolgate.yaml).",
+)
+
+
+def _site(store: Store, site: str | None) -> str | None:
+    """The site to show: the one asked for, every one (None) for `all`, else this one's."""
+    if site == "all":
+        return None
+    return site or store.fs.settings.site
+
+
 @incidents.command("list")
 @click.option(
     "--status",
@@ -69,6 +83,7 @@ def incidents() -> None:
 @click.option("--from", "start", help="First day (2026-09-01).")
 @click.option("--to", "end", help="Last day, included.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@site_option
 @config_option
 def incidents_list(
     status: str,
@@ -76,6 +91,7 @@ def incidents_list(
     start: str | None,
     end: str | None,
     as_json: bool,
+    site: str | None,
     config_dir: Path,
 ) -> None:
     """Incidents, oldest first: when, how many times, who, what, and their status."""
@@ -88,6 +104,7 @@ def incidents_list(
             severity=severity,
             since=since,
             until=until,
+            site=_site(store, site),
         )
         if status == "unclosed":
             found = [i for i in found if i.status != "closed"]
@@ -101,7 +118,7 @@ def incidents_list(
         click.echo(
             f"#{row['id']}  {row['first_seen'][:16].replace('T', ' ')}  x{row['count']}  "
             f"{row['severity']}  {row['incident_type']}  {row['category']}  "
-            f"{who} ({row['group']})  {row['status']}  {where[row['id']]}"
+            f"{who} ({row['group']})  {row['status']}  {where[row['id']]}  @{row['site']}"
         )
     if not rows and not as_json:
         click.echo("no incidents")
@@ -241,6 +258,7 @@ C3_COLUMNS = (
     "action taken",
     "status",
     "outcome",
+    "site",
 )
 
 
@@ -266,6 +284,7 @@ def _c3_row(incident: Incident, shown: dict[str, object], store: Store) -> list[
         "; ".join(str(r["action_taken"]) for r in reviews),
         incident.status,
         incident.outcome or "",
+        incident.site,
     ]
 
 
@@ -278,15 +297,21 @@ def _c3_row(incident: Incident, shown: dict[str, object], store: Store) -> list[
 @click.option(
     "--out", type=click.Path(path_type=Path, dir_okay=False), help="File (default: stdout)."
 )
+@site_option
 @config_option
 def incidents_export(
-    start: str | None, end: str | None, fmt: str, out: Path | None, config_dir: Path
+    start: str | None,
+    end: str | None,
+    fmt: str,
+    out: Path | None,
+    site: str | None,
+    config_dir: Path,
 ) -> None:
     """The reporting log (form C3) as CSV for a spreadsheet, or JSON lines."""
     store = open_store(config_dir)
     since, until = _since_until(store, start, end)
     with store.session() as s:
-        found = log.find(s, since=since, until=until)
+        found = log.find(s, since=since, until=until, site=_site(store, site))
         views = [(i, log.view(i, log.reviews_of(s, i.id))) for i in found]
         rows = [_c3_row(i, shown, store) for i, shown in views]
     if fmt == "json":
@@ -394,7 +419,8 @@ def incidents_digest(send: bool, config_dir: Path) -> None:
         click.echo(f"digest of {sent} incident(s) sent")
         return
     with store.session() as s:
-        pending = [i for i in log.find(s) if i.severity != "illegal" and i.digested_at is None]
+        found = log.find(s, site=store.fs.settings.site)
+        pending = [i for i in found if i.severity != "illegal" and i.digested_at is None]
         text = build_digest(pending, store.fs.policy.school, now).text
     click.echo(text)
 
@@ -413,8 +439,9 @@ def report() -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="FILE.html or FILE.pdf.",
 )
+@site_option
 @config_option
-def report_termly(start: str, end: str, out: Path, config_dir: Path) -> None:
+def report_termly(start: str, end: str, out: Path, site: str | None, config_dir: Path) -> None:
     """The anonymised termly report: incidents, blocking, change control, with charts."""
     if out.suffix.lower() not in (".html", ".htm", ".pdf"):
         raise fail(f"--out {out}: give a .html or .pdf file")
@@ -432,6 +459,7 @@ def report_termly(start: str, end: str, out: Path, config_dir: Path) -> None:
             until,
             store.fs.policy.timezone,
             store.now(),
+            site=_site(store, site),
         )
     page = termly.render_html(data)
     if out.suffix.lower() == ".pdf":

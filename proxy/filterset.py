@@ -28,8 +28,9 @@ from proxy.decision import Decision, decide
 from proxy.identity import Identity, IdentityResolver
 from proxy.illegal import dropped, enforce
 from proxy.lists import ListError, build_matcher
-from proxy.policy import LOCAL_ALLOW, LOCAL_BLOCK_PREFIX, IllegalProblem, Policy, load_policy
+from proxy.policy import LOCAL_ALLOW, LOCAL_BLOCK_PREFIX, IllegalProblem, Policy
 from proxy.settings import Settings, load_settings
+from proxy.trust import load_site_policy
 from proxy.yamlfile import ConfigError, Problem
 
 
@@ -50,13 +51,14 @@ def check_against_lists(
     A list its source lacks is a warning and counts as empty, except for an
     illegal category, where it is a problem: nothing may weaken those.
     """
-    file = str(policy.source)
     counts = lists.counts()
     problems: list[Problem] = []
     warnings: list[Problem] = []
     for cat in policy.categories.values():
         for i, list_name in enumerate(cat.lists):
-            line = policy.line_of(("categories", cat.name, "lists", i))
+            loc = ("categories", cat.name, "lists", i)
+            # The file and line: the trust's or the site's, when the policy is layered.
+            file, line = policy.file_of(loc), policy.line_of(loc)
             source = list_name.split("/", 1)[0]
             if source not in settings.sources:
                 known = ", ".join(settings.sources) or "none"
@@ -93,7 +95,7 @@ def check_against_lists(
             # which must appear in no output; the line number points the technician to it.
             problems.append(
                 IllegalProblem(
-                    file,
+                    policy.file_of(("local", "allow", i)),
                     policy.line_of(("local", "allow", i)),
                     f"local allow entry matches illegal list {', '.join(map(repr, matched))}: "
                     "it would open an illegal category; rejected",
@@ -201,7 +203,7 @@ class Filterset:
 def load_filterset(config_dir: Path) -> Filterset:
     """Load settings, policy and lists from a configuration folder; raises ``ConfigError``."""
     settings = load_settings(config_dir)
-    policy = load_policy(settings.policy)
+    policy = load_site_policy(settings.policy, settings.trust_policy)
     try:
         lists = build_matcher(settings)
     except ListError as exc:

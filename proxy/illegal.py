@@ -67,7 +67,7 @@ def enforce(
     warnings: list[Problem] = []
 
     def refuse(loc: tuple[str | int, ...], message: str) -> None:
-        problems.append(IllegalProblem(file, policy.line_of(loc), message))
+        problems.append(IllegalProblem(policy.file_of(loc), policy.line_of(loc), message))
 
     relabelled: set[str] = set()
     for cat in policy.categories.values():

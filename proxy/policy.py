@@ -343,6 +343,10 @@ class Policy:
     appliance_lists: frozenset[str] = frozenset()
     # The phrase lists of content-phrases.yaml beside the policy, when a group analyses content.
     content: PhraseScorer | None = None
+    # A site's overlay on a trust policy (proxy/trust.py): the trust's file, and the
+    # positions whose values came from it (the rest are the site's, in ``source``).
+    trust: Path | None = None
+    trust_locs: frozenset[Loc] = frozenset()
 
     def category_order(self, name: str) -> int:
         return (
@@ -351,6 +355,23 @@ class Policy:
 
     def line_of(self, loc: Loc) -> int:
         return Positions(str(self.source), self.lines).line_of(loc)
+
+    def file_of(self, loc: Loc) -> str:
+        """The file ``loc`` was written in: the trust's or this site's (``source``)."""
+        path = tuple(loc)
+        while path and path not in self.lines:
+            path = path[:-1]
+        return str(self.trust) if self.trust and path in self.trust_locs else str(self.source)
+
+    def problem(self, loc: Loc, message: str) -> Problem:
+        return Problem(self.file_of(loc), self.line_of(loc), message)
+
+    def layer_of(self, loc: Loc) -> str:
+        """``trust FILE:LINE`` or ``site FILE:LINE`` (plain ``FILE:LINE`` without a trust)."""
+        where = f"{self.file_of(loc)}:{self.line_of(loc)}"
+        if self.trust is None:
+            return where
+        return ("trust " if self.file_of(loc) == str(self.trust) else "site ") + where
 
 
 # --- compiling -----------------------------------------------------------------------------

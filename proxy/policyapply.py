@@ -22,6 +22,7 @@ from proxy.policydiff import impact, text_diff
 from proxy.store import chain
 from proxy.store.events import sha256
 from proxy.store.models import Change
+from proxy.trust import layered_policy, recorded_text
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,10 @@ def preview(fs: Filterset, text: str, source: Path) -> Preview:
     """Validate ``text`` as the policy (raises ``ConfigError``) and compare it with the one in
     force."""
     # Built as the proxy would build it: a policy that weakens an illegal list is refused here.
-    new = fs.with_policy(parse_policy(text, source)).policy
+    # With a trust policy the text is this site's overlay on it (proxy/trust.py).
+    trust = fs.settings.trust_policy
+    parsed = layered_policy(text, source, trust) if trust else parse_policy(text, source)
+    new = fs.with_policy(parsed).policy
     target = fs.policy.source
     old_text = target.read_text(encoding="utf-8") if target.exists() else ""
     return Preview(
@@ -77,6 +81,9 @@ def apply(
     """Record the change as ``by``'s (approved by ``approved_by`` when a second person had to)
     and install it, in the caller's transaction."""
     target = fs.policy.source
+    # With a trust policy, the overlay and the trust's text under it, as the proxy records it.
+    recorded = recorded_text(shown.text, fs.settings.trust_policy)
+    previous = recorded_text(shown.old_text, fs.settings.trust_policy)
     row = chain.append(
         session,
         at=now,
@@ -86,11 +93,11 @@ def apply(
         reason=reason,
         approved_by=approved_by,
         details={
-            "sha256": sha256(shown.text),
-            "previous_sha256": sha256(shown.old_text),
+            "sha256": sha256(recorded),
+            "previous_sha256": sha256(previous),
             "impact": shown.changes,
             "diff": shown.diff,
-            "text": shown.text,
+            "text": recorded,
             **(extra or {}),
         },
     )

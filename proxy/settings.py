@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from proxy.store.site import DEFAULT_SITE, SITE_PATTERN
 from proxy.yamlfile import ConfigError, load_yaml, validate
 
 SETTINGS_FILE = "schoolgate.yaml"
@@ -229,6 +230,18 @@ class Settings(Strict):
     console_url: str | None = None
     # two_person: a policy change made in the console waits for a second technician or approver
     policy_changes: Literal["one_person", "two_person"] = "one_person"
+    # Which school of the trust this gateway serves: every store row it writes names it;
+    # gateways of one site share it (README "Sites")
+    site: str = DEFAULT_SITE
+    # The trust's policy, with `policy:` as this site's overlay on it (proxy/trust.py)
+    trust_policy: Path | None = None
+
+    @field_validator("site")
+    @classmethod
+    def _site(cls, value: str) -> str:
+        if not SITE_PATTERN.match(value):
+            raise ValueError(f"site must be lower-case letters, digits, - or _, not {value!r}")
+        return value
 
     @field_validator("listen")
     @classmethod
@@ -305,6 +318,9 @@ def load_settings(config_dir: Path) -> Settings:
         update={
             "data_dir": _resolve(base, settings.data_dir),
             "policy": _resolve(base, settings.policy),
+            "trust_policy": _resolve(base, settings.trust_policy)
+            if settings.trust_policy
+            else None,
             "sources": sources,
             "console_tls": settings.console_tls.model_copy(
                 update={

@@ -35,6 +35,7 @@ from proxy.console.web import FilterHolder, State, render, template_env
 from proxy.incidents.alerts import Alerter
 from proxy.store import migrate
 from proxy.store.engine import database_url, make_engine
+from proxy.store.site import set_site
 
 HEADERS = {
     "Content-Security-Policy": (
@@ -122,6 +123,7 @@ def create_app(
 ) -> Starlette:
     filters = FilterHolder(config_dir)
     fs = filters.get()
+    set_site(fs.settings.site)  # the rows this console writes name its site (proxy/store/site.py)
     engine = make_engine(database_url(fs.settings))
     migrate.upgrade(engine)
     state = State(config_dir, engine, filters, template_env(), secure_cookies=secure_cookies)

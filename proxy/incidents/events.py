@@ -49,6 +49,8 @@ class IncidentEvent:
     matched_term: str | None = None
     # The escalation table's recommended actions, as (key, label), fixed when raised.
     actions: tuple[tuple[str, str], ...] = ()
+    # The site it was raised at, filled from its store event when applied (proxy/store/site.py).
+    site: str | None = None
 
     @property
     def subject(self) -> str:

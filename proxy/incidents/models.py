@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from proxy.store.models import Base, UTCDateTime
+from proxy.store.models import Base, UTCDateTime, site_column
 
 
 class Incident(Base):
@@ -52,6 +52,7 @@ class Incident(Base):
     closed_by: Mapped[str | None] = mapped_column(String(200))
     outcome: Mapped[str | None] = mapped_column(Text)
     digested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    site: Mapped[str] = site_column()
 
 
 class IncidentReview(Base):
@@ -76,6 +77,7 @@ class IncidentReview(Base):
     concern: Mapped[str | None] = mapped_column(Text)
     conclusion: Mapped[str] = mapped_column(Text)
     action_taken: Mapped[str] = mapped_column(Text)
+    site: Mapped[str] = site_column()
 
 
 class SearchRecord(Base):
@@ -91,3 +93,4 @@ class SearchRecord(Base):
     engine: Mapped[str] = mapped_column(String(40))
     query: Mapped[str] = mapped_column(Text)
     concerning: Mapped[str | None] = mapped_column(String(100))
+    site: Mapped[str] = site_column()

@@ -155,12 +155,13 @@ def gather(
     end: datetime,
     zone: tzinfo,
     now: datetime,
+    site: str | None = None,
 ) -> ReportData:
-    found = list(
-        session.scalars(
-            select(Incident).where(Incident.first_seen >= start, Incident.first_seen < end)
-        )
-    )
+    """The report's figures; ``site`` keeps one school's rows (None: the whole trust's)."""
+    incidents = select(Incident).where(Incident.first_seen >= start, Incident.first_seen < end)
+    if site is not None:
+        incidents = incidents.where(Incident.site == site)
+    found = list(session.scalars(incidents))
     unit, buckets = _buckets(start, end, zone)
     by_bucket: Counter[int] = Counter()
     for incident in found:
@@ -174,18 +175,20 @@ def gather(
             sorted(((s, c) for s, c in per_person.items() if c > 1), key=lambda sc: -sc[1])
         )
     ]
-    searches = session.scalar(
-        select(func.count(SearchRecord.id)).where(SearchRecord.at >= start, SearchRecord.at < end)
+    search_count = select(func.count(SearchRecord.id)).where(
+        SearchRecord.at >= start, SearchRecord.at < end
     )
-    overrides = list(
-        session.scalars(
-            select(Override).where(Override.requested_at >= start, Override.requested_at < end)
-        )
+    override_rows = select(Override).where(
+        Override.requested_at >= start, Override.requested_at < end
     )
-    changes = Counter(
-        chain.KINDS.get(kind, kind)
-        for kind in session.scalars(select(Change.kind).where(Change.at >= start, Change.at < end))
-    )
+    change_kinds = select(Change.kind).where(Change.at >= start, Change.at < end)
+    if site is not None:
+        search_count = search_count.where(SearchRecord.site == site)
+        override_rows = override_rows.where(Override.site == site)
+        change_kinds = change_kinds.where(Change.site == site)
+    searches = session.scalar(search_count)
+    overrides = list(session.scalars(override_rows))
+    changes = Counter(chain.KINDS.get(kind, kind) for kind in session.scalars(change_kinds))
     verified = chain.verify(session)
     categories, hosts, blocked = blocked_from_access_log(_access_lines(data_dir), start, end)
     return ReportData(

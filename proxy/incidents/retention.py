@@ -100,6 +100,8 @@ def send_digest(
             s.scalars(
                 select(Incident)
                 .where(Incident.severity != "illegal", Incident.digested_at.is_(None))
+                # This school's only: with one store for a trust, each site sends its own.
+                .where(Incident.site == settings.site)
                 .order_by(Incident.first_seen)
             )
         )

@@ -8,6 +8,7 @@ takes the caller's session: one transaction per command or writer batch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from proxy.incidents.events import (
 from proxy.incidents.models import Incident, IncidentReview, SearchRecord
 from proxy.store.events import BATCH_HANDLERS, HANDLERS, Event
 from proxy.store.models import Change
+from proxy.store.site import current_site
 
 INCIDENT_EVENT = "incident.raise"
 SEARCH_EVENT = "search.seen"
@@ -49,6 +51,7 @@ def record_incident(
             Incident.category == event.category,
             Incident.severity == event.severity,
             Incident.status != "closed",
+            Incident.site == (event.site or current_site()),  # each school reviews its own
         )
         .order_by(Incident.last_seen.desc(), Incident.id.desc())
         .limit(1)
@@ -91,10 +94,12 @@ def _new_row(event: IncidentEvent) -> dict[str, Any]:
         "matched_term": event.matched_term,
         "actions": json.dumps(actions, ensure_ascii=False),
         "status": "open",
+        "site": event.site or current_site(),
     }
 
 
-RollupKey = tuple[str, str, str]
+# (subject, category, severity, site): each school reviews its own incidents.
+RollupKey = tuple[str, str, str, str]
 
 
 @dataclass
@@ -179,14 +184,14 @@ def record_incidents(
 
 
 def _key(event: IncidentEvent) -> RollupKey:
-    return (event.subject, event.category, event.severity)
+    return (event.subject, event.category, event.severity, event.site or current_site())
 
 
 def _current_incidents(session: Session, keys: set[RollupKey]) -> dict[RollupKey, _Rolling]:
     """For each key, the incident ``record_incident`` would add to: latest ``last_seen`` not
     closed (ties to the newest row). One query, ranked by the database."""
     session.flush()
-    key_columns = (Incident.subject, Incident.category, Incident.severity)
+    key_columns = (Incident.subject, Incident.category, Incident.severity, Incident.site)
     ranked = (
         select(
             *key_columns,
@@ -207,8 +212,8 @@ def _current_incidents(session: Session, keys: set[RollupKey]) -> dict[RollupKey
     )
     found: dict[RollupKey, _Rolling] = {}
     rows = session.execute(select(ranked).where(ranked.c.rank == 1))
-    for subject, category, severity, id_, first, last, count, query, _rank in rows:
-        found[(subject, category, severity)] = _Rolling(id_, first, last, count, query)
+    for subject, category, severity, site, id_, first, last, count, query, _rank in rows:
+        found[(subject, category, severity, site)] = _Rolling(id_, first, last, count, query)
     return found
 
 
@@ -249,7 +254,10 @@ def _apply_search(session: Session, event: Event) -> Change | None:
 
 
 def _apply_incidents(session: Session, batch: Sequence[Event]) -> None:
-    record_incidents(session, [IncidentEvent.from_dict(e.data) for e in batch])
+    # Each hit at the site its event was raised at (a bulk INSERT skips the column default).
+    record_incidents(
+        session, [dataclasses.replace(IncidentEvent.from_dict(e.data), site=e.site) for e in batch]
+    )
 
 
 def _apply_searches(session: Session, batch: Sequence[Event]) -> None:
@@ -266,6 +274,7 @@ def _apply_searches(session: Session, batch: Sequence[Event]) -> None:
                 "engine": event.engine,
                 "query": event.query,
                 "concerning": event.concerning,
+                "site": e.site,
             }
         )
     if rows:
@@ -292,8 +301,11 @@ def find(
     severity: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    site: str | None = None,
 ) -> list[Incident]:
     query = select(Incident).order_by(Incident.first_seen, Incident.id)
+    if site is not None:
+        query = query.where(Incident.site == site)
     if status is not None:
         query = query.where(Incident.status == status)
     if severity is not None:
@@ -359,6 +371,7 @@ def view(incident: Incident, reviews: Sequence[IncidentReview] = ()) -> dict[str
     illegal = incident.severity == "illegal"
     return {
         "id": incident.id,
+        "site": incident.site,
         "status": incident.status,
         "severity": incident.severity,
         "incident_type": incident.incident_type,

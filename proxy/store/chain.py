@@ -22,7 +22,9 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from proxy.store import notify
 from proxy.store.models import Change
+from proxy.store.site import DEFAULT_SITE, current_site
 
 GENESIS = "0" * 64
 KINDS = {
@@ -43,6 +45,10 @@ KINDS = {
     "content.confirm": "learned page confirmed as a block",
     "content.reject": "learned page rejected (never analysed again)",
 }
+# Kinds that change what is in force: every gateway is told at once (proxy.store.notify).
+IN_FORCE = frozenset(
+    {"override.approve", "override.revoke", "override.expire", "access.suspend", "access.restore"}
+)
 # PostgreSQL: one appender at a time, held until commit (SQLite's BEGIN IMMEDIATE does this).
 _LOCK_KEY = 0x5C400C
 
@@ -57,19 +63,22 @@ def _iso(value: datetime | None) -> str | None:
 
 def row_hash(prev_hash: str, row: Change) -> str:
     """The hash of ``row`` chained to ``prev_hash``."""
-    body = canonical_json(
-        {
-            "at": _iso(row.at),
-            "kind": row.kind,
-            "actor": row.actor,
-            "subject": row.subject,
-            "target": row.target,
-            "reason": row.reason,
-            "until": _iso(row.until),
-            "approved_by": row.approved_by,
-            "details": row.details,
-        }
-    )
+    fields: dict[str, Any] = {
+        "at": _iso(row.at),
+        "kind": row.kind,
+        "actor": row.actor,
+        "subject": row.subject,
+        "target": row.target,
+        "reason": row.reason,
+        "until": _iso(row.until),
+        "approved_by": row.approved_by,
+        "details": row.details,
+    }
+    # The site is covered once it is not the default, so rows written before sites
+    # existed (filled with the default by the migration) keep their hashes.
+    if row.site and row.site != DEFAULT_SITE:
+        fields["site"] = row.site
+    body = canonical_json(fields)
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
 
 
@@ -114,10 +123,13 @@ def append(
         approved_by=approved_by,
         details=canonical_json(details or {}),
         prev_hash=last.hash if last else GENESIS,
+        site=current_site(),
     )
     row.hash = row_hash(row.prev_hash, row)
     session.add(row)
     session.flush()
+    if kind in IN_FORCE:
+        notify.announce(session)  # every gateway of the trust re-reads its controls at commit
     return row
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from blocklists.normalise import BadURL, normalise_entry
 from proxy.store import chain, control
 from proxy.store.models import AppliedEvent, Change, Override
+from proxy.store.site import at_site, current_site
 
 WITHHELD = "(withheld: illegal list)"
 
@@ -35,10 +36,12 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
     at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Where it was raised: its rows are stamped with this site, whoever replays it.
+    site: str = field(default_factory=current_site)
 
     def to_json(self) -> str:
         return json.dumps(
-            {"id": self.id, "kind": self.kind, "at": self.at, "data": self.data},
+            {"id": self.id, "kind": self.kind, "at": self.at, "data": self.data, "site": self.site},
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -46,7 +49,13 @@ class Event:
     @classmethod
     def from_json(cls, line: str) -> Event:
         raw = json.loads(line)
-        return cls(kind=raw["kind"], data=raw["data"], at=raw["at"], id=raw["id"])
+        return cls(
+            kind=raw["kind"],
+            data=raw["data"],
+            at=raw["at"],
+            id=raw["id"],
+            site=raw.get("site") or current_site(),  # spooled before sites existed
+        )
 
     @property
     def when(self) -> datetime:
@@ -110,6 +119,7 @@ def _policy_observed(session: Session, event: Event) -> Change | None:
     last = session.scalars(
         select(Change)
         .where(Change.kind.in_(["policy.apply", "policy.unattributed", "policy.baseline"]))
+        .where(Change.site == current_site())  # each site has its own policy (its overlay)
         .order_by(Change.seq.desc())
         .limit(1)
     ).first()
@@ -308,7 +318,8 @@ def _apply_new(session: Session, event: Event) -> None:
     handler = HANDLERS.get(event.kind)
     if handler is None:
         raise ValueError(f"unknown event kind {event.kind!r}")
-    change = handler(session, event)
+    with at_site(event.site):
+        change = handler(session, event)
     session.add(
         AppliedEvent(
             event_id=event.id,

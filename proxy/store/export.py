@@ -32,6 +32,7 @@ COLUMNS = (
     "approved by",
     "details",
     "row hash",
+    "site",
 )
 
 
@@ -86,6 +87,7 @@ def _cells(row: Change, zone: tzinfo) -> list[str]:
         row.approved_by or "",
         details_text(row),
         row.hash,
+        row.site,
     ]
 
 

@@ -24,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from proxy.store.site import DEFAULT_SITE, current_site
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """An aware datetime stored as naive UTC; read back with ``tzinfo=UTC``."""
@@ -43,6 +45,11 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC)
+
+
+def site_column() -> Mapped[str]:
+    """The site a row was recorded at (``proxy.store.site``): stamped on insert."""
+    return mapped_column(String(63), default=current_site, server_default=DEFAULT_SITE, index=True)
 
 
 class Base(DeclarativeBase):
@@ -76,6 +83,7 @@ class Change(Base):
     details: Mapped[str] = mapped_column(Text, default="{}")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    site: Mapped[str] = site_column()
 
 
 class Override(Base):
@@ -99,6 +107,7 @@ class Override(Base):
     revoked_by: Mapped[str | None] = mapped_column(String(200))
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expiry_recorded: Mapped[bool] = mapped_column(Boolean, default=False)
+    site: Mapped[str] = site_column()
 
 
 class Suspension(Base):
@@ -114,6 +123,7 @@ class Suspension(Base):
     by: Mapped[str] = mapped_column(String(200))
     restored_by: Mapped[str | None] = mapped_column(String(200))
     restored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    site: Mapped[str] = site_column()
 
 
 class AppliedEvent(Base):

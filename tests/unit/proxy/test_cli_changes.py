@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from proxy.cli import cli
 from proxy.store.engine import make_engine
+from proxy.store.site import DEFAULT_SITE, set_site
 from tests.console_accounts import acting, add_account, proof
 from tests.postgres import postgres, store_url  # noqa: F401  (fixtures)
 from tests.unit.proxy.configs import write_config
@@ -255,3 +256,21 @@ def test_store_down_is_one_line(config: Path) -> None:
     assert len(err.strip().splitlines()) == 1
     assert err.startswith("Error: the store at postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
     assert "is unavailable" in err
+
+
+def test_rows_and_exports_name_the_site_of_the_settings(config: Path, tmp_path: Path) -> None:
+    """With `site:` in the settings, the CLI stamps its changes with it and the export names it."""
+    settings = config / "schoolgate.yaml"
+    settings.write_text(settings.read_text("utf-8") + "site: north-academy\n", "utf-8")
+    try:
+        request(config, "games-demo.example")
+        out_csv = tmp_path / "term.csv"
+        args = ("changes", "export", "--from", "2000-01-01", "--to", "2099-12-31")
+        code, _, err = sg(config, *args, "--format", "csv", "--out", str(out_csv))
+        assert code == 0, err
+        rows = list(csv.reader(io.StringIO(out_csv.read_text("utf-8-sig"))))
+        table = rows[rows.index(["#", *rows[6][1:]]) :]
+        assert table[0][-1] == "site"
+        assert table[1][-1] == "north-academy"
+    finally:
+        set_site(DEFAULT_SITE)

@@ -17,9 +17,10 @@ from proxy.incidents import store as log
 from proxy.incidents.alerts import Alerter
 from proxy.incidents.events import concerning_search
 from proxy.incidents.report import blocked_from_access_log
-from proxy.incidents.retention import Housekeeper, purge_access_log
+from proxy.incidents.retention import Housekeeper, purge_access_log, send_digest
 from proxy.settings import Settings
 from proxy.store.engine import session
+from proxy.store.site import at_site
 from tests.alertsinks import MailSink, mail_sink
 
 __all__ = ["mail_sink"]  # fixture
@@ -144,3 +145,33 @@ def test_only_one_housekeeper_holds_the_lock(tmp_path: Path) -> None:
     first.stop()
     assert second._holds_lock()
     second.stop()
+
+
+def test_a_sites_digest_holds_only_its_own_incidents(engine: Engine, tmp_path: Path) -> None:
+    """With one store for a trust, south's digest neither sends nor marks north's incidents."""
+    south = Settings.model_validate(
+        {
+            "data_dir": str(tmp_path),
+            "site": "south",
+            "alerts": {"digest": {"webhook": "http://127.0.0.1:9/x"}},
+        }
+    )
+    pupil = Identity("p.one", "pupil", "10.10.0.7", "login")
+    with session(engine) as s:
+        for site in ("north", "south"):
+            with at_site(site):
+                log.record_incident(
+                    s,
+                    concerning_search(pupil, "google", "self harm", "self_harm", "self harm", NOW),
+                )
+    sent: list[object] = []
+
+    class Recorder(Alerter):
+        def send(self, alert: object, channels: object) -> None:
+            sent.append(alert)
+
+    assert send_digest(south, engine, Recorder(), "South School", NOW) == 1
+    with session(engine) as s:
+        marked = {i.site: i.digested_at is not None for i in log.find(s)}
+    assert marked == {"north": False, "south": True}
+    assert len(sent) == 1

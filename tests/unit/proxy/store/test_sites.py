@@ -1,0 +1,130 @@
+"""Sites: every row names the site it was recorded at, old rows get the default, hashes hold."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import Engine, select, text
+
+from proxy.incidents import report
+from proxy.incidents.events import IncidentEvent
+from proxy.incidents.models import Incident
+from proxy.incidents.store import incident_event
+from proxy.store import chain, control, events, migrate
+from proxy.store.engine import make_engine, session
+from proxy.store.models import Change, Suspension
+from proxy.store.site import DEFAULT_SITE, at_site, current_site, set_site
+
+NOW = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _process_site() -> Iterator[None]:
+    yield
+    set_site(DEFAULT_SITE)
+
+
+def hit(user: str) -> IncidentEvent:
+    return IncidentEvent(
+        event_id=f"e-{user}-{current_site()}",
+        at=NOW,
+        user=user,
+        group="pupil",
+        client_ip="10.0.0.5",
+        device=None,
+        category="adult",
+        incident_type="unacceptable",
+        severity="unacceptable",
+        url="http://bad.example/",
+        url_hash=None,
+        list_name="ut1/adult",
+        reference=None,
+    )
+
+
+def test_rows_are_stamped_with_the_site_of_the_event(engine: Engine) -> None:
+    """An event raised at one site and applied by a process of another keeps its own site."""
+    set_site("north")
+    raised = incident_event(hit("amy"))
+    set_site("south")
+    with session(engine) as s:
+        events.apply_event(s, raised)
+        events.apply_event(s, incident_event(hit("amy")))
+    with session(engine) as s:
+        rows = s.execute(select(Incident.site, Incident.count)).all()
+    # Same pupil, same category, two sites: two incidents, one for each school to review.
+    assert sorted(rows) == [("north", 1), ("south", 1)]
+
+
+def test_an_event_survives_the_spool_with_its_site() -> None:
+    """The site is part of the spooled line; a line spooled before sites gets the process's."""
+    set_site("north")
+    line = events.sweep().to_json()
+    set_site("south")
+    assert events.Event.from_json(line).site == "north"
+    legacy = '{"id":"x","kind":"overrides.sweep","at":"2026-11-30T10:00:00+00:00","data":{}}'
+    assert events.Event.from_json(legacy).site == "south"
+
+
+def test_change_rows_name_their_site_and_the_chain_covers_it(engine: Engine) -> None:
+    """A change at a site names it; editing the site afterwards breaks the chain."""
+    with session(engine) as s, at_site("east"):
+        control.suspend(s, "amy", starts=NOW, ends=None, reason="misuse", by="dsl", now=NOW)
+    with session(engine) as s:
+        change = s.scalars(select(Change)).one()
+        assert change.site == "east"
+        assert s.scalars(select(Suspension.site)).one() == "east"
+        assert chain.verify(s).ok
+        s.execute(text("UPDATE changes SET site = 'west'"))
+        s.expire_all()
+        assert not chain.verify(s).ok
+
+
+def test_the_migration_fills_existing_rows_with_the_default_site(store_url: str) -> None:
+    """Rows written before sites existed read back as the default site, hashes intact."""
+    engine = make_engine(store_url)
+    config = migrate.alembic_config(store_url)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0002_incidents")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                'INSERT INTO suspensions ("user", starts, reason, by) '
+                "VALUES ('amy', '2026-11-30 10:00:00', 'r', 'dsl')"
+            )
+        )
+    migrate.upgrade(engine)
+    with session(engine) as s:
+        assert s.scalars(select(Suspension.site)).one() == DEFAULT_SITE
+    engine.dispose()
+
+
+def test_a_batch_keeps_each_events_site(engine: Engine) -> None:
+    """The writer's batched incident insert stamps each hit with its own event's site."""
+    set_site("north")
+    north = [incident_event(hit("amy")), incident_event(hit("bob"))]
+    set_site("south")
+    south = incident_event(hit("amy"))
+    with session(engine) as s:
+        events.apply_events(s, [*north, south])
+    with session(engine) as s:
+        rows = s.execute(select(Incident.site, Incident.subject, Incident.count)).all()
+    assert sorted(rows) == [("north", "amy", 1), ("north", "bob", 1), ("south", "amy", 1)]
+
+
+def test_the_termly_report_is_per_school_or_trust_wide(engine: Engine, tmp_path: Path) -> None:
+    """`report termly` counts one site's incidents, or every site's with no site given."""
+    with session(engine) as s:
+        for site in ("north", "south"):
+            with at_site(site):
+                events.apply_event(s, incident_event(hit("amy")))
+    start, end = NOW - timedelta(days=1), NOW + timedelta(days=1)
+    with session(engine) as s:
+        north = report.gather(s, tmp_path, "North", start, end, UTC, NOW, site="north")
+        trust = report.gather(s, tmp_path, "Trust", start, end, UTC, NOW)
+    assert (north.incidents, trust.incidents) == (1, 2)
