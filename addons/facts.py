@@ -238,7 +238,10 @@ def sni_of(hello: ClientHello) -> tuple[str | None, bool]:
     mitmproxy's parser reports an SNI it rejects (a label over 63 characters,
     an embedded NUL) as no SNI at all; the server may still read a name in it,
     so the caller treats it as HTTPS without SNI (``https_without_sni``) and
-    never passes it through on the strength of another name.
+    never passes it through on the strength of another name. With
+    ``addons.browserhosts`` installed mitmproxy reads every name a browser
+    accepts, 64-character labels included; an SNI names a DNS host (RFC 6066),
+    so one that no DNS name can be is still unreadable here, as before.
     """
     try:
         sni = hello.sni
@@ -246,5 +249,11 @@ def sni_of(hello: ClientHello) -> tuple[str | None, bool]:
     except Exception:  # a ClientHello the parser chokes on: nothing in it can be trusted
         return None, True
     if sni:
-        return sni, False
+        return (sni, False) if _dns_length_ok(sni) else (None, True)
     return None, sent
+
+
+def _dns_length_ok(name: str) -> bool:
+    """Whether ``name`` keeps DNS's lengths: labels of 1 to 63 characters, 253 in all."""
+    labels = name.removesuffix(".").split(".")
+    return len(name.removesuffix(".")) <= 253 and all(0 < len(label) <= 63 for label in labels)

@@ -27,7 +27,7 @@ from mitmproxy.proxy import layer
 
 from addons import facts
 from addons.pipeline import block_response
-from blocklists.normalise import normalise_url
+from blocklists.normalise import normalise_parts, normalise_url
 from proxy import blockpage
 from proxy.decision import Decision, stricter
 from proxy.identity import Identity
@@ -96,7 +96,7 @@ class Filter:
         now = datetime.now(UTC)
         request = flow.request
         try:
-            url = normalise_url(request.url)
+            url = normalise_parts(request.scheme, request.host, request.port, request.path)
         except Exception as exc:  # BadURL or a bug in normalising: either way, a block
             return Decision.failed(identity, f"unreadable URL ({type(exc).__name__})")
         controls = self.loader.controls

@@ -27,10 +27,13 @@ class Identify:
         self,
         loader: facts.Policies,
         login_of_client: Callable[[connection.Client], Login | None] | None = None,
+        directory_group: Callable[[Identity], Identity] | None = None,
     ) -> None:
         self.loader = loader
         # The login of a connection with no request yet (ProxyLogin.login_of_client).
         self.login_of_client = login_of_client or facts.client_login
+        # A named user's directory group, from its cache (DirectoryLookup.identity).
+        self.directory_group = directory_group or (lambda identity: identity)
 
     def _identify(self, flow: http.HTTPFlow) -> Identity:
         login: str | None = None
@@ -42,6 +45,7 @@ class Identify:
             auth = flow.metadata.get("proxyauth")
             login = auth[0] if isinstance(auth, tuple) and auth else None
         identity = self.loader.filterset.identities.resolve(flow.client_conn.peername[0], login)
+        identity = self.directory_group(identity)
         flow.metadata[facts.IDENTITY] = identity
         return identity
 
@@ -51,9 +55,10 @@ class Identify:
         if found is not None:
             return found
         login = self.login_of_client(client)
-        return self.loader.filterset.identities.resolve(
+        identity = self.loader.filterset.identities.resolve(
             client.peername[0], login.user if login else None
         )
+        return self.directory_group(identity)
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         identity = self._identify(flow)

@@ -31,7 +31,7 @@ from mitmproxy.proxy import layer
 from mitmproxy.utils.asyncio_utils import create_task
 
 from addons import facts
-from blocklists.normalise import BadURL, normalise_url
+from blocklists.normalise import BadURL, normalise_parts
 from proxy.content.assistants import assistant_of, prompt_of
 from proxy.decision import Decision
 from proxy.identity import Identity
@@ -196,7 +196,8 @@ class Incidents:
             if raised is not None and raised.decision == decision:
                 return  # the same attempt, raised already at its CONNECT / SNI
             try:
-                canonical = normalise_url(flow.request.url).entry
+                r = flow.request
+                canonical = normalise_parts(r.scheme, r.host, r.port, r.path).entry
             except BadURL:
                 canonical = flow.request.pretty_host
             self._raise(decision, identity, canonical, now, facts.reference_of(flow))

@@ -36,6 +36,7 @@ from mitmproxy.addons.proxyauth import is_http_proxy, parse_http_basic_auth
 
 from addons import facts
 from addons.facts import LOGIN, login_of
+from proxy import errorpage
 from proxy.identity import parse_ip
 from proxy.logins import (
     BINDINGS_FILE,
@@ -55,13 +56,16 @@ __all__ = ["LOGIN", "ProxyLogin", "login_of"]
 
 
 def _page(
-    status: int, title: str, text: str, headers: dict[str, str], form: str = ""
+    status: int,
+    title: str,
+    text: str,
+    headers: dict[str, str],
+    form: str = "",
+    *,
+    school: str = "Schoolgate",
 ) -> http.Response:
-    body = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>"
-        f"<p>{html.escape(text)}</p>{form}</body></html>"
-    )
+    # The school's name and style (proxy/errorpage.py); ``form`` is markup built here, escaped.
+    body = errorpage.notice(title, text, school=school, form=form)
     return http.Response.make(
         status,
         body,
@@ -142,6 +146,12 @@ class ProxyLogin:
             self._from_header(flow, auth)
             if login_of(flow) is None and is_http_proxy(flow):
                 await self._proxy_login(flow, auth)
+            if login_of(flow) is None and flow.response is None and self.bindings:
+                # A bound address (login page, RADIUS) is its user's from the CONNECT on, so
+                # the tunnel's host and TLS decisions are that user's, not the address's.
+                user = self.bindings.user_at(flow.client_conn.peername[0])
+                if user:
+                    flow.metadata[LOGIN] = Login(user, "binding")
         except Exception:
             self._failed(flow, is_http_proxy(flow))
         login = login_of(flow)
@@ -270,7 +280,9 @@ class ProxyLogin:
             if flow.request.method == "POST":
                 # Answered now so nothing else acts on it; decided at `request`, with the body.
                 flow.metadata[LOGOUT] = True
-                flow.response = _page(403, "Sign out", "The sign-out form did not arrive.", {})
+                flow.response = _page(
+                    403, "Sign out", "The sign-out form did not arrive.", {}, school=school
+                )
             else:
                 self._logout(flow, ip, school)
             return
@@ -284,24 +296,24 @@ class ProxyLogin:
         flow.response = _page(
             200,
             "Signed in",
-            f"{school}: you are signed in as {user} on this device for "
-            f"{auth.bind_minutes} minutes.",
+            f"You are signed in as {user} on this device for {auth.bind_minutes} minutes.",
             {},
             self._logout_form(ip, user),
+            school=school,
         )
 
     def _logout(self, flow: http.HTTPFlow, ip: str, school: str) -> None:
         """POST with this address's token signs out; anything else only shows the button."""
         user = self.bindings.user_at(ip) if self.bindings else None
         if user is None:
-            flow.response = _page(200, "Signed out", f"{school}: you are not signed in.", {})
+            flow.response = _page(200, "Signed out", "You are not signed in.", {}, school=school)
             return
         if flow.request.method == "POST":
             sent = flow.request.urlencoded_form.get("csrf", "")
             if hmac.compare_digest(sent.encode(), self._csrf(ip, user).encode()):
                 assert self.bindings is not None
                 self.bindings.unbind(ip)
-                flow.response = _page(200, "Signed out", f"{school}: you are signed out.", {})
+                flow.response = _page(200, "Signed out", "You are signed out.", {}, school=school)
                 return
             log.warning("sign-out without a valid token from %s: ignored", ip)
             status = 403
@@ -310,13 +322,15 @@ class ProxyLogin:
         flow.response = _page(
             status,
             "Sign out",
-            f"{school}: you are signed in as {user}. Press the button to sign out.",
+            f"You are signed in as {user}. Press the button to sign out.",
             {},
             self._logout_form(ip, user),
+            school=school,
         )
 
     def _refuse(self, flow: http.HTTPFlow, *, proxy: bool, wait: float | None = None) -> None:
         self.refused += 1
+        school = self.loader.filterset.policy.school
         if wait is not None:
             minutes = max(1, round(wait / 60))
             flow.response = _page(
@@ -325,15 +339,17 @@ class ProxyLogin:
                 "Too many wrong passwords for this user or from this device. "
                 f"Try again in {'a minute' if wait < 90 else f'{minutes} minutes'}.",
                 {"Retry-After": str(max(1, round(wait)))},
+                school=school,
             )
             return
-        realm = self.loader.filterset.policy.school.replace('"', "'")
+        realm = school.replace('"', "'")
         if proxy:
             flow.response = _page(
                 407,
                 "Sign-in needed",
                 "The school's web filter needs your user name and password.",
                 {"Proxy-Authenticate": f'Basic realm="{realm}"'},
+                school=school,
             )
         else:
             flow.response = _page(
@@ -341,6 +357,7 @@ class ProxyLogin:
                 "Sign in",
                 "Sign in with your school user name and password.",
                 {"WWW-Authenticate": f'Basic realm="{realm}"'},
+                school=school,
             )
 
     def _failed(self, flow: http.HTTPFlow, proxy: bool) -> None:

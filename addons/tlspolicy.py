@@ -245,6 +245,8 @@ class TlsPolicy:
         if choice.action == "pass":
             self.passed += 1
             drop_chosen_layers(nextlayer)
+            if choice.connect_to and context.server.address:  # safe search by address
+                context.server.address = (choice.connect_to, context.server.address[1])
             nextlayer.layer = layers.TCPLayer(context, ignore=True)
         else:
             self.refused += 1

@@ -136,7 +136,7 @@ from blocklists.index import NO_HITS, Hit, hashed_hit_entry, host_suffixes, path
 
 log = logging.getLogger(__name__)
 MAGIC = b"SGLIDX\r\n"
-VERSION = 1
+VERSION = 2  # 2: keys from UTS #46 IDN (t14-hosts; was IDNA2003): old indexes rebuild
 _HEADER = struct.Struct("<8sIIQQ")
 _PATH_ENTRY = struct.Struct("<II")
 _xxh = xxhash.xxh3_64_intdigest

@@ -54,24 +54,39 @@ def host_suffixes(host: str) -> Iterator[str]:
         start = host.find(".", start + 1)
 
 
+# What may follow an entry's path in a path it matches: a new segment, a query or
+# parameters, or a file extension. "." is there because UT1 / squidGuard lists write pages
+# without their extension: squidGuard matches url entries as plain string prefixes, and in
+# the UT1 sample 128 entries are listed both as ".../page" and ".../page.html" (static
+# hosts serve both). A plain prefix would also let ".../it" (1,472 entries end in a
+# segment of 3 characters or fewer) block ".../itinerary", so letters, digits, "-" and "_"
+# still end no match. See README "Category lists".
+_BOUNDARY = "/?#;."
+
+
 def path_matches(entry_path: str, path: str) -> bool:
-    """Whether ``path`` starts with ``entry_path`` on a path-segment boundary."""
+    """Whether ``path`` starts with ``entry_path`` on a segment or extension boundary.
+
+    ``/dir/page`` matches ``/dir/page``, ``/dir/page/x``, ``/dir/page?q`` and
+    ``/dir/page.html``, not ``/dir/pages`` or ``/dir/page2``.
+    """
     if not path.startswith(entry_path):
         return False
     if len(path) == len(entry_path) or entry_path.endswith("/"):
         return True
-    return path[len(entry_path)] in "/?#;"
+    return path[len(entry_path)] in _BOUNDARY
 
 
 def path_prefixes(path: str) -> Iterator[str]:
     """Every entry path that ``path_matches`` would accept for ``path``, shortest first.
 
-    ``/a/b?q`` → ``/``, ``/a``, ``/a/``, ``/a/b``, ``/a/b?q``. A hashed list can only be
-    matched by hashing each candidate, so this mirrors ``path_matches`` exactly.
+    ``/a/b.html?q`` → ``/``, ``/a``, ``/a/``, ``/a/b``, ``/a/b.html``, ``/a/b.html?q``.
+    A hashed list can only be matched by hashing each candidate, so this mirrors
+    ``path_matches`` exactly.
     """
     end = len(path)
     for i in range(1, end):
-        if path[i - 1] == "/" or path[i] in "/?#;":
+        if path[i - 1] == "/" or path[i] in _BOUNDARY:
             yield path[:i]
     if end:
         yield path

@@ -10,13 +10,19 @@ browser would reach the same server by another spelling, and lean towards
 might treat alike get one key, so the worst a doubtful merge can do is block
 a little more, never open a listed site.
 
-- host: lower-case ASCII, no trailing dot, no userinfo; percent-escapes
-  decoded; IDN as punycode (IDNA2003, the stdlib codec), ``xn--`` labels
-  round-tripped through the same codec so that every spelling of a name
-  meets; IPv4 in any ``inet_aton`` notation as dotted decimal; IPv6
-  compressed, without brackets, ``::ffff:a.b.c.d`` unmapped to IPv4.
-  ``www.`` is kept: it is a different host, and a host entry already covers
-  its subdomains.
+- host: parsed by the WHATWG host parser browsers use (``ada-url``): the
+  percent-escapes decoded, IDN mapped by UTS #46 *non-transitional*
+  processing as browsers do (``faß.de`` is ``xn--fa-hia.de``, a different
+  host from ``fass.de``; the stdlib codec's IDNA2003 made them one),
+  ``xn--`` labels checked, IPv4 in any notation browsers accept as dotted
+  decimal. Then, for the index: lower-case ASCII, no trailing dot, no
+  userinfo; IPv6 compressed, without brackets; ``::ffff:a.b.c.d`` and NAT64
+  ``64:ff9b::a.b.c.d`` unmapped to IPv4 (the same server, as Safe Browsing
+  canonicalises them). A host browsers accept but DNS cannot resolve (an
+  empty label, a label over 63 or a name over 253 characters, characters
+  outside letters/digits/``-``/``_``) is kept as it is in a request, and
+  refused in a list entry. ``www.`` is kept: it is a different host, and a host entry already
+  covers its subdomains.
 - path: percent-decoded once, ``\\`` as ``/``, lower-cased, repeated
   slashes collapsed, dot segments removed, then re-encoded one fixed way.
 - query: kept as given, not used for matching. Fragment: dropped.
@@ -24,11 +30,12 @@ a little more, never open a listed site.
 
 from __future__ import annotations
 
-import encodings.idna
 import ipaddress
 import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
+
+from ada_url import HostType, parse_url
 
 
 class BadURL(ValueError):
@@ -75,7 +82,10 @@ _TAB_NEWLINE = str.maketrans("", "", "\t\n\r")
 # and a last label that cannot be read as an IPv4 number.
 _PLAIN_HOST = re.compile(r"(?:(?!xn--)[a-z0-9_-]{1,63}\.)*(?!xn--)[a-z_-][a-z0-9_-]{0,62}")
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
-_DIGITS = {8: frozenset("01234567"), 10: frozenset("0123456789"), 16: frozenset("0123456789abcdef")}
+# Characters that end a host in a URL; none may appear inside one.
+_DELIMITERS = frozenset("/\\?#")
+_HOST_PARTS = ("hostname", "host_type")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 # Characters a canonical path keeps as they are: RFC 3986 unreserved,
 # sub-delims, ":" and "@" (and "/" between segments). Everything else is
@@ -116,7 +126,7 @@ def _host(text: str, raw: str) -> str:
 
 
 def _slow_host(text: str, raw: str) -> str:
-    """Everything ``_host`` cannot settle with one regex match."""
+    """Everything ``_host`` cannot settle with one regex match: the WHATWG host parser."""
     at = text.rfind("@")
     if at != -1:
         text = text[at + 1 :]
@@ -124,32 +134,41 @@ def _slow_host(text: str, raw: str) -> str:
         if not text.endswith("]"):
             raise BadURL(f"unclosed '[' in host {raw!r}")
         return _ipv6(text[1:-1], raw)
-    if "%" in text:
-        # Browsers decode the host once (%77ww.example.com is www.example.com);
-        # what that yields must then pass every check below.
-        try:
-            text = unquote_to_bytes(text.encode("utf-8", "surrogatepass")).decode("utf-8")
-        except UnicodeError:
-            raise BadURL(f"host {raw!r} is not UTF-8 once percent-decoded") from None
     if ":" in text:
         # mitmproxy gives IPv6 hosts without their brackets.
         return _ipv6(text, raw)
-    if any(ch <= " " or ch == "\x7f" for ch in text):
-        raise BadURL(f"space or control character in host {raw!r}")
-    if not text.isascii():
-        try:
-            text = text.encode("idna").decode("ascii")
-        except UnicodeError as exc:
-            raise BadURL(f"host {raw!r} is not a valid IDN: {exc}") from None
-    host = text.lower().rstrip(".")
+    if any(ch in _DELIMITERS for ch in text):
+        # Forbidden in a host (WHATWG); refused here so that wrapping the host
+        # in a URL below cannot change where it ends.
+        raise BadURL(f"host {raw!r} contains a URL delimiter")
+    try:
+        # The WHATWG host parser, as browsers run it: percent-decoding, UTS #46
+        # non-transitional mapping and checks, forbidden code points, and
+        # "ends in a number" hosts read as IPv4 in any notation.
+        parsed = parse_url(f"http://{text}/", attributes=_HOST_PARTS)
+    except (ValueError, UnicodeError):
+        raise BadURL(f"host {raw!r} is not a host a browser accepts") from None
+    host = str(parsed["hostname"])
+    if parsed["host_type"] == HostType.IPV4:
+        return host
+    host = host.rstrip(".")
     if not host:
         raise BadURL(f"empty host in {raw!r}")
-    if "xn--" in host:
-        host = ".".join(_round_trip(label, raw) for label in host.split("."))
+    return host
+
+
+def _dns_name(host: str, raw: str) -> None:
+    """Refuse a list entry whose host no DNS name can be (``BadURL``); IP addresses pass.
+
+    Browsers accept such hosts (``a..b``, ``*.example``, 64-character labels)
+    and so do requests here, keyed as they are; DNS never resolves them, so
+    no server is reached by them. In a list they are list syntax read wrongly
+    (``*.`` or a leading ``.``) or a typo, and the reader says so.
+    """
+    if ":" in host or (host[-1:].isdigit() and host.replace(".", "").isdigit()):
+        return
     if len(host) > 253:
         raise BadURL(f"host longer than 253 characters: {raw!r}")
-    if _ends_in_number(host):
-        return _ipv4(host, raw)
     bad = set(host) - _HOST_CHARS
     if bad:
         raise BadURL(f"host {raw!r} contains {''.join(sorted(bad))!r}")
@@ -158,67 +177,6 @@ def _slow_host(text: str, raw: str) -> str:
             raise BadURL(f"empty label in host {raw!r}")
         if len(label) > 63:
             raise BadURL(f"label longer than 63 characters in host {raw!r}")
-    return host
-
-
-def _round_trip(label: str, raw: str) -> str:
-    """Decode a punycode label and encode it again with the codec Unicode input goes through.
-
-    Browsers encode with IDNA2008 (``faß`` → ``xn--fa-hia``), the stdlib with
-    IDNA2003 (``faß`` → ``fass``); without this step a list entry typed in
-    Unicode would miss the punycode host the browser sends.
-    """
-    if not label.startswith("xn--"):
-        return label
-    try:
-        decoded = label[4:].encode("ascii").decode("punycode")
-        return encodings.idna.ToASCII(decoded).decode("ascii").lower()
-    except (UnicodeError, ValueError, OverflowError):
-        raise BadURL(f"bad punycode label {label!r} in host {raw!r}") from None
-
-
-def _ends_in_number(host: str) -> bool:
-    """Whether browsers would parse this host as IPv4 (WHATWG "ends in a number")."""
-    last = host[host.rfind(".") + 1 :]
-    if not last:
-        return False
-    if last.startswith("0x"):
-        return all(ch in _DIGITS[16] for ch in last[2:])
-    return all(ch in _DIGITS[10] for ch in last)
-
-
-def _ipv4(host: str, raw: str) -> str:
-    """Dotted decimal for any notation ``inet_aton`` and browsers accept; raises ``BadURL``."""
-    parts = host.split(".")
-    if len(parts) > 4:
-        raise BadURL(f"more than four parts in IPv4 address {raw!r}")
-    numbers = [_ipv4_number(part, raw) for part in parts]
-    last = numbers.pop()
-    if any(n > 255 for n in numbers) or last >= 256 ** (4 - len(numbers)):
-        raise BadURL(f"IPv4 address out of range: {raw!r}")
-    value = last
-    for i, n in enumerate(numbers):
-        value += n << (8 * (3 - i))
-    return str(ipaddress.IPv4Address(value))
-
-
-def _ipv4_number(part: str, raw: str) -> int:
-    """One part of an IPv4 address: decimal, ``0x`` hex or ``0`` octal."""
-    if not part:
-        raise BadURL(f"empty part in IPv4 address {raw!r}")
-    if part.startswith("0x"):
-        base, digits = 16, part[2:]
-    elif len(part) > 1 and part.startswith("0"):
-        base, digits = 8, part[1:]
-    else:
-        base, digits = 10, part
-    # Checked by hand: int() would also take "_", "+", spaces and non-ASCII digits.
-    if not all(ch in _DIGITS[base] for ch in digits):
-        raise BadURL(f"bad number {part!r} in IPv4 address {raw!r}")
-    digits = digits.lstrip("0")
-    if len(digits) > 12:  # far beyond 2**32 in any base; keeps int() cheap
-        raise BadURL(f"IPv4 address out of range: {raw!r}")
-    return int(digits, base) if digits else 0
 
 
 def _ipv6(text: str, raw: str) -> str:
@@ -230,7 +188,12 @@ def _ipv6(text: str, raw: str) -> str:
     except ValueError:
         raise BadURL(f"bad IPv6 address in host {raw!r}") from None
     mapped = address.ipv4_mapped
-    return str(mapped) if mapped is not None else str(address)
+    if mapped is not None:
+        return str(mapped)
+    if address in _NAT64:
+        # The NAT64 well-known prefix (RFC 6052) reaches the IPv4 address in its last 32 bits.
+        return str(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return str(address)
 
 
 def _port(text: str, scheme: str, raw: str) -> int:
@@ -297,6 +260,9 @@ def _split_scheme(text: str, default_scheme: str, raw: str) -> tuple[str, str]:
     scheme = default_scheme.lower()
     if scheme not in _DEFAULT_PORTS:
         raise BadURL(f"unsupported default scheme {default_scheme!r}")
+    if text[:1] in ("/", "\\") and text[1:2] not in ("/", "\\"):
+        # "/path" is a path with no host, not the host "path" (which "//host" is).
+        raise BadURL(f"no host in {raw!r}")
     return scheme, text
 
 
@@ -336,6 +302,25 @@ def normalise_url(raw: str, *, default_scheme: str = "http") -> CanonicalURL:
     return CanonicalURL(scheme, host, port, _canonical_path(path), query)
 
 
+def normalise_parts(scheme: str, host: str, port: int, target: str) -> CanonicalURL:
+    """Canonical form of a request held as parts, as a proxy holds it; raises ``BadURL``.
+
+    ``host`` may be a bare IPv6 address (mitmproxy keeps it without brackets,
+    so its ``request.url`` reads ``http://::1:8080/``, which no URL parser can
+    split); ``target`` is the path with its query.
+    """
+    scheme = scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise BadURL(f"unsupported scheme {scheme!r}")
+    if not 0 <= port <= 65535:
+        raise BadURL(f"port out of range: {port}")
+    hash_at = target.find("#")
+    if hash_at != -1:
+        target = target[:hash_at]
+    path, _, query = target.partition("?")
+    return CanonicalURL(scheme, normalise_host(host), port, _canonical_path(path), query)
+
+
 def normalise_entry(raw: str) -> str:
     """Canonical form of a list entry (``host`` or ``host/path``); raises ``BadURL``.
 
@@ -355,4 +340,5 @@ def normalise_entry(raw: str) -> str:
     if head.count(":") >= 2 and "@" not in head and "[" not in head:
         text = f"[{head}]{slash}{tail}"
     url = normalise_url(text)
+    _dns_name(url.host, raw)
     return url.host if url.path == "/" else url.entry

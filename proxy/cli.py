@@ -16,6 +16,7 @@ import click
 
 from blocklists.normalise import BadURL, normalise_url
 from proxy import explain as explain_extras
+from proxy.ca_cli import ca
 from proxy.cli_changes import CHANGE_CONTROL, controls_for_explain
 from proxy.cli_common import config_option, fail, open_filterset
 from proxy.cli_content import content
@@ -246,7 +247,7 @@ def run(
             settings = settings.model_validate(settings.model_dump() | {"metrics_listen": metrics})
         except ValueError:
             raise fail(f"schoolgate_metrics_listen {metrics!r}: expected HOST:PORT") from None
-        ensure_ca(settings)
+        ensure_ca(settings, fs.policy.school)
         args = ["run", "--config", str(config_dir), "--worker", "--listen", settings.listen]
         args += [f"--mode={m}" for m in settings.modes]
         args += [f"--set={k}={v}" for k, v in options.items()]
@@ -266,6 +267,7 @@ cli.add_command(users)  # proxy-login users file (proxy/users_cli.py)
 for _command in INCIDENT_COMMANDS:  # incidents, report, purge (proxy/cli_incidents.py)
     cli.add_command(_command)
 cli.add_command(lists)  # compile, update, lookup, stats (proxy/lists_cli.py)
+cli.add_command(ca)  # show, rotate: the school's CA (proxy/ca_cli.py)
 cli.add_command(console)  # the web console and its accounts (proxy/console/cli.py)
 cli.add_command(content)  # learned, confirm, reject (proxy/cli_content.py)
 cli.add_command(trust)  # apply a trust policy change at every site (proxy/cli_trust.py)

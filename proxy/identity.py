@@ -24,7 +24,7 @@ class Identity:
     user: str | None
     group: str
     ip: str | None
-    source: Literal["login", "address", "network", "default", "given"]
+    source: Literal["login", "address", "network", "default", "given", "directory"]
     device: str | None = None
 
 

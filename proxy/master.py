@@ -82,9 +82,38 @@ def proxy_addons() -> list[Any]:
     return [a for a in default_addons() if type(a).__name__ in _PROXY_ADDONS]
 
 
-def ensure_ca(settings: Settings) -> None:
-    """Create the CA in the data folder now, so that workers started next do not race to."""
-    certs.CertStore.from_store(settings.data_dir / "mitmproxy", "mitmproxy", 2048)
+def ca_name(school: str | None) -> str:
+    """The CA's common name school devices show: "<school> Schoolgate CA"."""
+    return f"{school} Schoolgate CA" if school else "Schoolgate CA"
+
+
+def ensure_ca(settings: Settings, school: str | None = None) -> Path:
+    """Create the school's CA in the data folder if there is none; an existing CA is kept.
+
+    Made before mitmproxy starts (mitmproxy would name it "mitmproxy"), and before
+    workers start, so that they do not race to. Returns the certificate file.
+    """
+    confdir = settings.data_dir / "mitmproxy"
+    if not (confdir / "mitmproxy-ca.pem").exists():
+        certs.CertStore.create_store(
+            confdir,
+            "mitmproxy",
+            2048,
+            organization=f"{school or 'School'} Schoolgate",
+            cn=ca_name(school),
+        )
+    certs.CertStore.from_store(confdir, "mitmproxy", 2048)
+    return confdir / "mitmproxy-ca-cert.pem"
+
+
+def rotate_ca(settings: Settings, school: str | None, when: str) -> tuple[Path, Path]:
+    """Retire the CA (its files move to ``retired-WHEN/``) and make a new one; (new, retired)."""
+    confdir = settings.data_dir / "mitmproxy"
+    retired = confdir / f"retired-{when}"
+    retired.mkdir(parents=True, exist_ok=False)
+    for old in sorted(confdir.glob("mitmproxy-*")):
+        old.rename(retired / old.name)
+    return ensure_ca(settings, school), retired
 
 
 def listen_with_reuse_port() -> None:
@@ -157,6 +186,7 @@ def run_proxy(
     install_redaction()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     make_private(filterset.settings.data_dir)  # and everything already in it (proxy/files.py)
+    ensure_ca(filterset.settings, filterset.policy.school)  # the school's name, not "mitmproxy"
     # Per-connection chatter belongs in the access log, not the service log.
     logging.getLogger("mitmproxy").setLevel(logging.WARNING)
     # ...but say where the proxy listens, which a technician starting it wants to see.

@@ -626,6 +626,8 @@ class _Compiler:
                 continue
             try:
                 canonical = normalise_host(host.strip("[]"))
+                # A host no DNS name can be (bad..host) is a typo here, as in a list.
+                normalise_entry(host.strip("[]"))
             except BadURL as exc:
                 self.error(("tcp_passthrough", i), f"bad host {entry!r}: {exc}")
                 continue

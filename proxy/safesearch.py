@@ -17,6 +17,11 @@ cookie is replaced, in any letter case.
 
 Google has one lockable level, so ``moderate`` and ``strict`` both send
 ``safe=active`` there.
+
+Without decryption (``tunnel_target``), the tunnel to an engine is connected
+to the address of the engine's own locked service instead:
+``forcesafesearch.google.com``, ``strict.bing.com``, ``restrict.youtube.com``
+(``restrictmoderate.youtube.com`` for moderate) and ``safe.duckduckgo.com``.
 """
 
 from __future__ import annotations
@@ -129,6 +134,30 @@ def lock_for(host: str, level: Level) -> Lock | None:
         if _under(host, domain):
             return Lock(domain, blocked=True)
     return None
+
+
+# Where each engine's own safe mode is served, for TLS that is not decrypted: the tunnel
+# is connected to this name's address, as DNS-based filters and appliances answer the
+# engine's names; the browser still asks for www.google.com, and the certificate there
+# is valid for it (Google, Microsoft and DuckDuckGo document these names for schools).
+TUNNEL_TARGETS = {
+    ("google", "strict"): "forcesafesearch.google.com",
+    ("google", "moderate"): "forcesafesearch.google.com",
+    ("bing", "strict"): "strict.bing.com",
+    ("bing", "moderate"): "strict.bing.com",  # Bing offers only strict by address
+    ("youtube", "strict"): "restrict.youtube.com",
+    ("youtube", "moderate"): "restrictmoderate.youtube.com",
+    ("duckduckgo", "strict"): "safe.duckduckgo.com",
+    ("duckduckgo", "moderate"): "safe.duckduckgo.com",
+}
+
+
+def tunnel_target(host: str, level: Level) -> str | None:
+    """The name whose address locks ``host``'s safe search without decryption, if any."""
+    lock = lock_for(host, level)
+    if lock is None or lock.blocked:
+        return None
+    return TUNNEL_TARGETS.get((lock.engine, level))
 
 
 def force_params(pairs: Iterable[tuple[str, str]], forced: Pairs) -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyAddress,
     IPvAnyNetwork,
     field_validator,
     model_validator,
@@ -138,6 +139,55 @@ class Auth(Strict):
         return self
 
 
+class RadiusClient(Strict):
+    """A NAS (wireless controller) allowed to send accounting, and its shared secret."""
+
+    address: IPvAnyAddress
+    secret: str | None = None  # or secret_env, so the secret stays out of the file
+    secret_env: str | None = None  # the environment variable that holds the secret
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> RadiusClient:
+        if (self.secret is None) == (self.secret_env is None):
+            raise ValueError("give exactly one of secret and secret_env")
+        return self
+
+
+class Radius(Strict):
+    """RADIUS accounting from the Wi-Fi: Framed-IP-Address -> User-Name (proxy/radius.py)."""
+
+    listen: str = "0.0.0.0:1813"
+    clients: list[RadiusClient]
+    session_minutes: int = Field(480, ge=1)  # a session with no Interim or Stop ends then
+
+
+class DirectoryGroup(Strict):
+    """One directory group and the filter group its members get."""
+
+    dn: str  # cn=teachers,ou=groups,dc=school,dc=local
+    group: str  # a group of policy.yaml
+
+
+class Directory(Strict):
+    """Filter groups from directory (LDAP / AD) group membership (proxy/directory.py)."""
+
+    server: str  # ldaps://dc1.school.local (ldap:// only on a trusted network)
+    base_dn: str  # where people and groups are searched
+    bind_dn: str | None = None  # null: an anonymous search
+    bind_password_env: str | None = None  # the environment variable with the bind password
+    user_filter: str = "(uid={user})"  # AD: (sAMAccountName={user}); {user} is escaped
+    groups: list[DirectoryGroup]  # the first group the user is in decides
+    cache_minutes: int = Field(10, ge=1)
+    timeout_seconds: float = Field(5.0, gt=0)
+
+    @field_validator("user_filter")
+    @classmethod
+    def _user_filter(cls, value: str) -> str:
+        if "{user}" not in value:
+            raise ValueError("user_filter must contain {user}")
+        return value
+
+
 class Limits(Strict):
     """What one connection may make the proxy hold in memory (addons/limits.py)."""
 
@@ -171,6 +221,8 @@ class Settings(Strict):
     workers: int = Field(1, ge=1, le=64)  # mitmproxy processes sharing the listen port
     upstream: str | None = None  # http://HOST:PORT of a parent proxy to chain to
     auth: Auth = Auth()
+    radius: Radius | None = None
+    directory: Directory | None = None
     limits: Limits = Limits()
     console_listen: str | None = "127.0.0.1:9181"  # HOST:PORT of the web console; null: none
     console_tls: ConsoleTLS | None = None  # HTTPS for the console; null: plain HTTP

@@ -8,9 +8,12 @@ false``: guests, BYOD) or when a host is on the policy's ``no_decrypt``
 list (by host or category). Such a connection can only be filtered on its
 host names, so the filter decides it as its root URL (``https://HOST/``),
 suspensions and overrides included: blocked there means refused. Safe
-search cannot be forced on a connection that is not decrypted, so search
-engines are refused for groups with safe search on. Every other connection
-is intercepted, and the filter decides on each request inside it.
+search cannot be forced by rewriting requests on a connection that is not
+decrypted, so for groups with safe search on a search engine's tunnel is
+connected to the address of the engine's locked service (``connect_to``:
+``forcesafesearch.google.com`` and the like), and an engine with no such
+service is refused. Every other connection is intercepted, and the filter
+decides on each request inside it.
 
 HTTPS with no SNI to a raw IP address, or with an SNI that cannot be read,
 follows the group's ``https_without_sni``: ``block`` refuses it, ``filter``
@@ -28,12 +31,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, cast
 
-from blocklists.normalise import BadURL, normalise_host, normalise_url
+from blocklists.normalise import BadURL, normalise_host, normalise_parts
 from proxy.controls import NO_CONTROLS, Controls
 from proxy.decision import Decision, stricter
 from proxy.filterset import Filterset
 from proxy.identity import Identity
-from proxy.safesearch import Level, lock_for
+from proxy.safesearch import Level, lock_for, tunnel_target
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +96,7 @@ def decide_hosts(
         if by_host is not None:
             final = by_host if final is None else stricter(final, by_host)
             continue
-        root = fs.decide_url(identity, normalise_url(f"https://{host}/"), when, controls)
+        root = fs.decide_url(identity, normalise_parts("https", host, 443, "/"), when, controls)
         worst = root if worst is None else stricter(worst, root)
     if final is not None:
         return HostDecision(tuple(hosts), final, True, via)
@@ -110,6 +113,8 @@ class TlsChoice:
     reason: str
     host: str | None = None
     decision: Decision | None = None
+    # For a search engine passed through: the name whose address the tunnel goes to.
+    connect_to: str | None = None
 
 
 def is_ip(host: str) -> bool:
@@ -184,6 +189,15 @@ def choose(
         level = cast(Level, group.safe_search)
         for host in hosts:
             lock = lock_for(host, level)
+            target = tunnel_target(host, level)
+            if lock is not None and target is not None:
+                return TlsChoice(
+                    "pass",
+                    f"{passthrough}; safe search locked by connecting to {target}",
+                    host,
+                    decision,
+                    connect_to=target,
+                )
             if lock is not None:
                 return TlsChoice(
                     "refuse",

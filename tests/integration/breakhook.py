@@ -77,11 +77,20 @@ def main() -> None:
 
     real = master.schoolgate_addons  # type: ignore[attr-defined]
 
+    import os
+
+    from proxy import cli
+
+    spec = os.environ.get("SCHOOLGATE_TEST_HOSTMAP", '{"hosts": [], "ports": {}}')
+
     def with_breakable_hooks(config_dir: Path, filterset: Filterset) -> list[Any]:
-        return breakable(real(config_dir, filterset))
+        # The host map goes last, after every Schoolgate addon's server_connect, not before
+        # them as hostmap.main() puts it: else a server_connect hook (SafeSearchTunnel's)
+        # would only ever see 127.0.0.1 and could never be made to fail.
+        return [*breakable(real(config_dir, filterset)), hostmap.HostMap(spec)]
 
     master.schoolgate_addons = with_breakable_hooks  # type: ignore[attr-defined]
-    hostmap.main()
+    cli.main()
 
 
 if __name__ == "__main__":

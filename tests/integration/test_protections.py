@@ -507,8 +507,12 @@ def test_byod_blocked_sni_is_refused_cleanly(gw: Gateway, origin_ca: OriginCA) -
 
 
 def test_byod_search_engines_are_refused_without_decryption(gw: Gateway) -> None:
-    """Safe search cannot be forced on undecrypted TLS, so Google is refused for BYOD."""
-    status, sock = connect(gw, "www.google.com", 443, BYOD)
+    """An engine with no locked service (Yahoo) cannot be made safe undecrypted: refused for BYOD.
+
+    Google, Bing, YouTube and DuckDuckGo are tunnelled to their locked service instead
+    (tests/integration/test_safesearch_tunnel.py).
+    """
+    status, sock = connect(gw, "search.yahoo.com", 443, BYOD)
     sock.close()
     assert status == 403
 
@@ -540,7 +544,7 @@ def test_https_to_a_raw_ip_without_sni_follows_the_policy(gw: Gateway) -> None:
     sock.close()
     status, sock = connect(gw, "127.0.0.9", 443, HEAD)
     with _tls(sock, None, gw.ca_file) as tls:
-        assert "mitmproxy" in _issuer(tls)
+        assert "Schoolgate CA" in _issuer(tls)  # the proxy's CA, named for the school
 
 
 # --- circumvention -------------------------------------------------------------------------

@@ -103,10 +103,11 @@ def test_a_url_that_cannot_be_normalised_is_blocked(
 ) -> None:
     """Not only BadURL: any exception while normalising the URL blocks the request."""
 
-    def broken(url: str) -> None:
+    def broken(*parts: object) -> None:
         raise error
 
-    monkeypatch.setattr("addons.filter.normalise_url", broken)
+    # The request's URL is normalised from its parts (browser-exact hosts, t14).
+    monkeypatch.setattr("addons.filter.normalise_parts", broken)
     flow = through(chain, flow_for("http://plain.example/"))
     assert flow.response is not None
     assert flow.response.status_code == 403
@@ -159,21 +160,26 @@ def test_addon_order_is_declared_once(filterset: Filterset) -> None:
     names = [type(a).__name__ for a in schoolgate_addons(ROOT / "config", filterset)]
     assert names == [
         "PolicyLoader",
+        "BrowserHosts",
         "StoreWriter",
         "Overrides",
+        "RadiusListener",
         "ProxyLogin",
+        "DirectoryLookup",
         "Identify",
         "Filter",
         "Redact",
         "Circumvention",
         "Incidents",
         "TlsPolicy",
+        "SafeSearchTunnel",
         "EarlyConnect",
         "SafeSearch",
         "Downloads",
         "ContentAnalysis",
         "Review",
         "UpstreamChain",
+        "UpstreamErrors",
         "Limits",
         "Audit",
         "Metrics",

@@ -136,3 +136,22 @@ def test_without_logins_configured_credentials_are_ignored() -> None:
     assert flow.response is None
     assert LOGIN not in flow.metadata
     assert "Proxy-Authorization" not in flow.request.headers
+
+
+def test_a_bound_address_is_its_user_from_the_connect_on(
+    chain: tuple[ProxyLogin, Identify, Filter],
+) -> None:
+    """An address bound to head.teacher (login page, RADIUS) is head at the CONNECT already."""
+    login, identify, filt = chain
+    login.configure(set())  # builds the bindings from the settings
+    assert login.bindings is not None
+    login.bindings.bind(PUPIL_IP, "head.teacher", 10)
+    flow = tflow.tflow()
+    flow.client_conn.peername = (PUPIL_IP, 50000)
+    flow.request.method = "CONNECT"
+    flow.request.host, flow.request.port = "127.0.0.1", 443
+    asyncio.run(login.http_connect(flow))
+    identify.http_connect(flow)
+    assert flow.metadata[IDENTITY].group == "head"
+    filt.http_connect(flow)
+    assert not sni_blocked(chain, flow.client_conn)

@@ -10,6 +10,7 @@ import pytest
 from blocklists.compiled import (
     MAGIC,
     SNAPSHOT_MODE,
+    VERSION,
     CompiledBuilder,
     CompiledIndex,
     IndexFormatError,
@@ -41,7 +42,7 @@ CASES = [
     ("example.com", "/dir/x"),
     ("example.com", "/dir"),  # entry "/dir/" needs the slash
     ("example.com", "/file"),
-    ("example.com", "/file.html"),  # not on a segment boundary
+    ("example.com", "/file.html"),  # the entry /file covers its page with an extension
     ("example.com", "/file?q=1"),
     ("m.example.com", "/file/x"),
     ("x.example.com", "/p"),
@@ -119,7 +120,7 @@ def test_counts_and_meta(pair: tuple[MemoryIndex, CompiledIndex], tmp_path: Path
     ref, comp = pair
     assert dict(comp.counts()) == dict(ref.counts())
     meta = read_meta(tmp_path / "lists.idx")
-    assert meta["version"] == 1
+    assert meta["version"] == VERSION
     assert meta["keys"] == 7  # distinct hosts, path hosts included
 
 
@@ -246,6 +247,16 @@ def test_plain_iwf_urls_hash_only_the_lookups_on_their_hosts(tmp_path: Path) -> 
             got = sorted(index.match(host, path), key=repr)
             assert got == sorted(reference.match(host, path), key=repr), (host, path)
         assert index.has_paths(host) == reference.has_paths(host)
+
+
+def test_path_prefixes_mirror_path_matches() -> None:
+    """Every prefix path_prefixes yields is accepted by path_matches, and no other one is."""
+    from blocklists.index import path_matches, path_prefixes
+
+    for path in ["/a/b.html?q=1", "/dir/page.php;x", "/x.y.z/w", "/", "/a//b"]:
+        yielded = set(path_prefixes(path))
+        accepted = {path[:i] for i in range(1, len(path) + 1) if path_matches(path[:i], path)}
+        assert yielded == accepted, path
 
 
 # -- the file on disk: private snapshots, verification, failing closed ---------------------

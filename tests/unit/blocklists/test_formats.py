@@ -213,3 +213,33 @@ def test_io_errors_name_the_file(tmp_path: Path) -> None:
     """A missing plain list is a one-line ListError naming the path."""
     with pytest.raises(ListError, match="not found"):
         read_source("plain", tmp_path / "missing.txt", "x", IndexBuilder())
+
+
+@pytest.mark.parametrize(
+    ("path", "matched"),
+    [
+        ("/dir/page", True),
+        ("/dir/page.html", True),
+        ("/dir/page.php?id=1", True),
+        ("/dir/page/more", True),
+        ("/dir/page?q=1", True),
+        ("/dir/pages", False),
+        ("/dir/page2", False),
+        ("/dir/page-two", False),
+        ("/dir/pag", False),
+    ],
+)
+def test_ut1_url_entry_without_slash_covers_the_page_with_an_extension(
+    tmp_path: Path, path: str, matched: bool
+) -> None:
+    """A UT1 url entry .../dir/page covers page.html (squidGuard's prefix), not pages or page2."""
+    (tmp_path / "ut1" / "phish").mkdir(parents=True)
+    (tmp_path / "ut1" / "phish" / "urls").write_text("example.com/dir/page\n", encoding="utf-8")
+    memory, compiled = IndexBuilder(), CompiledBuilder()
+    read_source("ut1", tmp_path / "ut1", "ut1", memory)
+    read_source("ut1", tmp_path / "ut1", "ut1", compiled)
+    compiled.write(tmp_path / "lists.idx")
+    index = CompiledIndex.open(tmp_path / "lists.idx")
+    for matcher in (memory.freeze(), index):
+        hits = matcher.match("www.example.com", path)
+        assert bool(hits) is matched, (type(matcher).__name__, path)

@@ -103,15 +103,41 @@ def test_a_blocked_connect_host_refuses_whatever_the_sni(fs: Filterset) -> None:
     assert choice.action == "refuse"
 
 
-def test_search_engines_are_refused_without_decryption_when_safe_search_is_on(
-    fs: Filterset,
+@pytest.mark.parametrize(
+    ("sni", "target"),
+    [
+        ("www.google.co.uk", "forcesafesearch.google.com"),
+        ("images.google.com", "forcesafesearch.google.com"),
+        ("www.bing.com", "strict.bing.com"),
+        ("www.youtube.com", "restrict.youtube.com"),
+        ("youtubei.googleapis.com", "restrict.youtube.com"),
+        ("duckduckgo.com", "safe.duckduckgo.com"),
+    ],
+)
+def test_search_engines_pass_to_their_safe_address_without_decryption(
+    fs: Filterset, sni: str, target: str
 ) -> None:
-    """Safe search cannot be forced on TLS that is not decrypted, so the engine is refused."""
+    """Undecrypted, a search engine's tunnel goes to its locked service's address (strict)."""
+    choice = choose_for(fs, who(fs, "10.30.0.9"), sni=sni, connect_host=None, when=NOW)
+    assert (choice.action, choice.connect_to) == ("pass", target)
+    assert "safe search" in choice.reason
+
+
+def test_unlockable_engines_are_refused_without_decryption(fs: Filterset) -> None:
+    """An engine with no locked service cannot be made safe undecrypted, so it is refused."""
     choice = choose_for(
-        fs, who(fs, "10.30.0.9"), sni="www.google.co.uk", connect_host=None, when=NOW
+        fs, who(fs, "10.30.0.9"), sni="search.yahoo.com", connect_host=None, when=NOW
     )
     assert choice.action == "refuse"
     assert "safe search" in choice.reason
+
+
+def test_ordinary_hosts_pass_to_their_own_address(fs: Filterset) -> None:
+    """Only search engines are sent elsewhere; mail.google.com keeps its own address."""
+    choice = choose_for(
+        fs, who(fs, "10.30.0.9"), sni="mail.google.com", connect_host=None, when=NOW
+    )
+    assert (choice.action, choice.connect_to) == ("pass", None)
 
 
 def test_https_without_sni_follows_the_group(fs: Filterset) -> None:

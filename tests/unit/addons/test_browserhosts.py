@@ -1,0 +1,69 @@
+"""With BrowserHosts installed, mitmproxy reads every host a browser sends, as it was sent."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+from mitmproxy.net import check
+from mitmproxy.net.http import url
+from mitmproxy.proxy.layers.tls import parse_client_hello
+
+from addons import browserhosts
+
+
+@pytest.fixture(autouse=True)
+def installed() -> None:
+    browserhosts.install()
+
+
+def _client_hello(server_name: str) -> bytes:
+    """The first TLS record a client sends with this SNI (made by Python's ssl)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    context = ssl.create_default_context()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=server_name)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+@pytest.mark.parametrize(
+    "host", ["xn--fa-hia.de", "xn--a.com", "www.xn--fa-hia.de", "a..b", "_x.y"]
+)
+def test_hosts_browsers_send_are_valid(host: str) -> None:
+    """Punycode labels IDNA2003 refuses, and other hosts WHATWG accepts, pass mitmproxy's check."""
+    assert check.is_valid_host(host)
+    assert check.is_valid_host(host.encode())
+
+
+@pytest.mark.parametrize("host", ["exa mple.com", "a/b", "a\x00b", "[::1", "ex\tample"])
+def test_hosts_browsers_refuse_stay_invalid(host: str) -> None:
+    """Spaces, controls, delimiters and broken IPv6 are still refused."""
+    assert not check.is_valid_host(host.encode())
+
+
+def test_sni_of_a_punycode_host_is_read() -> None:
+    """A ClientHello for xn--fa-hia.de has that SNI (mitmproxy read it as no SNI at all)."""
+    hello = parse_client_hello(_client_hello("xn--fa-hia.de"))
+    assert hello is not None
+    assert hello.sni == "xn--fa-hia.de"
+
+
+def test_authority_keeps_the_host_as_sent() -> None:
+    """An ASCII authority is returned as sent, not decoded to Unicode."""
+    assert url.parse_authority(b"xn--fa-hia.de:443", check=True) == ("xn--fa-hia.de", 443)
+    assert url.parse_authority(b"xn--bcher-kva.de", check=True) == ("xn--bcher-kva.de", None)
+    assert url.parse_authority(b"[::1]:8080", check=True) == ("::1", 8080)
+
+
+def test_raw_unicode_host_is_mapped_as_a_browser_maps_it() -> None:
+    """A raw UTF-8 faß.de becomes xn--fa-hia.de, the host it is decided as, never fass.de."""
+    assert url.parse_authority("faß.de:443".encode(), check=True) == ("xn--fa-hia.de", 443)
+
+
+def test_bad_authority_is_still_an_error() -> None:
+    """What no browser sends is still refused when mitmproxy asks for a check."""
+    with pytest.raises(ValueError, match="bad authority"):
+        url.parse_authority(b"exa mple.com:80", check=True)
+    with pytest.raises(ValueError, match="bad authority"):
+        url.parse_authority(b"example.com:99999", check=True)
