@@ -54,6 +54,11 @@ class EarlyConnect:
         tunnel = self._tunnels.pop(data.context.client, None)
         if tunnel is None or data.ignore_connection or not data.context.server.tls:
             return
+        # The filter's one host decision, as the pipeline left it: a host it blocked, or one
+        # a failing hook blocked to be safe after the filter allowed it, is never met early.
+        decided = facts.host_decision(data.context.client)
+        if decided is None or decided.decision.blocked:
+            return
         identity, connect_host = tunnel
         hosts = [connect_host]
         if data.client_hello.sni:

@@ -142,7 +142,16 @@ def test_the_pairs_cover_the_pipeline() -> None:
     assert len({a for a, _ in PAIRS}) >= 10
 
 
-@pytest.mark.parametrize(("addon", "hook"), PAIRS, ids=[f"{a}.{h}" for a, h in PAIRS])
+# A plain GET and an HTTPS GET never open a WebSocket, so its hooks are never called here:
+# the pipeline kills the flow when one fails (``_fail_http``), attacked by no test yet.
+NEEDS_A_WEBSOCKET = pytest.mark.skip(reason="needs a WebSocket origin; not attacked here yet")
+CASES = [
+    pytest.param(a, h, id=f"{a}.{h}", marks=[NEEDS_A_WEBSOCKET] if "websocket" in h else [])
+    for a, h in PAIRS
+]
+
+
+@pytest.mark.parametrize(("addon", "hook"), CASES)
 def test_an_exception_in_any_hook_blocks(
     gw: Gateway, origin: RecordingOrigin, addon: str, hook: str
 ) -> None:

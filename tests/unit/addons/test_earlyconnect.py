@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,11 @@ from mitmproxy import connection, ctx, http, tls
 from mitmproxy.proxy.context import Context
 from mitmproxy.test import tflow
 
+from addons import facts
 from addons.earlyconnect import EarlyConnect
+from addons.filter import Filter
 from addons.identify import Identify
+from proxy.decision import Decision
 from proxy.filterset import Filterset, load_filterset
 from tests.chain import one, running
 
@@ -26,9 +30,9 @@ def filterset() -> Filterset:
 
 
 @pytest.fixture
-def chain(filterset: Filterset) -> Iterator[tuple[Identify, EarlyConnect]]:
-    with running(ROOT / "config", filterset, Identify, EarlyConnect) as addons:
-        yield one(addons, Identify), one(addons, EarlyConnect)
+def chain(filterset: Filterset) -> Iterator[tuple[Identify, Filter, EarlyConnect]]:
+    with running(ROOT / "config", filterset, Identify, Filter, EarlyConnect) as addons:
+        yield one(addons, Identify), one(addons, Filter), one(addons, EarlyConnect)
 
 
 def client_hello(sni: str) -> tls.ClientHello:
@@ -42,20 +46,28 @@ def client_hello(sni: str) -> tls.ClientHello:
 
 
 def hello(
-    chain: tuple[Identify, EarlyConnect],
+    chain: tuple[Identify, Filter, EarlyConnect],
     connect_host: str,
     sni: str,
     *,
     answered: bool = False,
     ignored: bool = False,
+    failed: bool = False,
 ) -> bool:
     """CONNECT then ClientHello through the addons; whether the server is met first."""
-    identify, early = chain
+    identify, filt, early = chain
     flow = tflow.tflow()
     flow.client_conn.peername = (PUPIL_IP, 50000)
     flow.request.method = "CONNECT"
     flow.request.host, flow.request.port = connect_host, 443
     identify.http_connect(flow)
+    filt.http_connect(flow)  # the one host decision EarlyConnect reads
+    if failed:  # a later hook failed and the pipeline blocked the host to be safe
+        decided = facts.host_decision(flow.client_conn)
+        assert decided is not None
+        facts.set_host_decision(
+            flow.client_conn, replace(decided, decision=Decision.failed(None, "a hook failed"))
+        )
     if answered:  # an earlier addon refused the tunnel (a 407, a port, a TLS policy 403)
         flow.response = http.Response.make(403)
     early.http_connect(flow)
@@ -69,9 +81,18 @@ def hello(
     return data.establish_server_tls_first
 
 
-def test_an_allowed_tunnel_meets_its_server_first(chain: tuple[Identify, EarlyConnect]) -> None:
+def test_an_allowed_tunnel_meets_its_server_first(
+    chain: tuple[Identify, Filter, EarlyConnect],
+) -> None:
     """A pupil's CONNECT and SNI to an uncategorised host: server TLS first, as eager does."""
     assert hello(chain, "lesson.example", "lesson.example")
+
+
+def test_a_host_blocked_by_a_failing_hook_stays_lazy(
+    chain: tuple[Identify, Filter, EarlyConnect],
+) -> None:
+    """The filter allowed it, then a hook failed and the pipeline blocked it: no early meet."""
+    assert not hello(chain, "lesson.example", "lesson.example", failed=True)
 
 
 @pytest.mark.parametrize(
@@ -85,7 +106,7 @@ def test_an_allowed_tunnel_meets_its_server_first(chain: tuple[Identify, EarlyCo
     ],
 )
 def test_everything_else_stays_lazy(
-    chain: tuple[Identify, EarlyConnect],
+    chain: tuple[Identify, Filter, EarlyConnect],
     connect_host: str,
     sni: str,
     answered: bool,
@@ -95,9 +116,11 @@ def test_everything_else_stays_lazy(
     assert not hello(chain, connect_host, sni, answered=answered, ignored=ignored)
 
 
-def test_a_clienthello_without_a_connect_stays_lazy(chain: tuple[Identify, EarlyConnect]) -> None:
+def test_a_clienthello_without_a_connect_stays_lazy(
+    chain: tuple[Identify, Filter, EarlyConnect],
+) -> None:
     """Transparent mode (no CONNECT decided the destination address): lazy."""
-    _, early = chain
+    _, _, early = chain
     client = connection.Client(peername=(PUPIL_IP, 50000), sockname=("10.0.0.1", 443))
     context = Context(client, ctx.options)
     context.server = connection.Server(address=("93.184.216.34", 443))
