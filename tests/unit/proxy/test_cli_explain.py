@@ -87,15 +87,18 @@ def test_text_marks_the_rule_that_decided(config: Path) -> None:
         ("https://example.com/", "pupil", "intercept"),
         ("https://example.com/", "byod", "pass"),
         ("https://social-demo.example/", "byod", "refuse"),
-        ("https://www.google.com/", "byod", "refuse"),
+        # Safe search without decryption: Google goes to its locked service; Yahoo has none.
+        ("https://www.google.com/", "byod", "pass"),
+        ("https://search.yahoo.com/", "byod", "refuse"),
         ("http://example.com/", "pupil", None),
     ],
 )
 def test_tls_says_what_the_proxy_does_with_the_connection(
     config: Path, url: str, group: str, action: str | None
 ) -> None:
-    """A school device is intercepted; BYOD passes undecrypted, or is refused when blocked or
-    when safe search would need decryption; plain HTTP has no TLS."""
+    """A school device is intercepted; BYOD passes undecrypted (a search engine to its locked
+    service), or is refused when blocked or when safe search would need decryption; plain
+    HTTP has no TLS."""
     tls = explain(config, url, "--group", group)["protections"]["tls"]
     assert tls["action"] == action
     assert tls["applies"] is (action is not None)
