@@ -31,7 +31,6 @@ import hashlib
 import json
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 
 from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
@@ -40,6 +39,7 @@ from mitmproxy.utils.asyncio_utils import create_task
 from addons import facts
 from proxy.controls import NO_CONTROLS, Controls
 from proxy.filterset import Filterset
+from proxy.jsonlines import JsonLinesTail
 from proxy.lists import UPDATES_LOG
 from proxy.policy import IllegalProblem
 from proxy.store import control, events, notify, snapshot
@@ -52,37 +52,13 @@ log = logging.getLogger("schoolgate.overrides")
 REVIEW_REQUESTS = "review-requests.jsonl"
 
 
-class _Tail:
-    """Complete new lines of a JSON-lines file, from where the last read stopped."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-
-    def new_lines(self) -> list[str]:
-        try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            return []
-        if size < self.offset:  # rotated or truncated: start again (ids make it harmless)
-            self.offset = 0
-        if size == self.offset:
-            return []
-        with self.path.open("rb") as f:
-            f.seek(self.offset)
-            data = f.read(size - self.offset)
-        end = data.rfind(b"\n") + 1  # a line still being written waits for the next round
-        self.offset += end
-        return [line for line in data[:end].decode("utf-8", "replace").splitlines() if line.strip()]
-
-
 class Overrides:
     def __init__(self, loader: facts.Reloading, store: facts.Recorder) -> None:
         self.loader = loader
         self.store = store
         data_dir = loader.filterset.settings.data_dir
-        self._updates = _Tail(data_dir / UPDATES_LOG)
-        self._reviews = _Tail(data_dir / REVIEW_REQUESTS)
+        self._updates = JsonLinesTail(data_dir / UPDATES_LOG)
+        self._reviews = JsonLinesTail(data_dir / REVIEW_REQUESTS)
         self._policy_sha: str | None = None
         self._snapshot_path = data_dir / snapshot.SNAPSHOT_FILE
         self._saved: dict[str, object] | None = None  # what the file holds, to write changes only

@@ -18,6 +18,8 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl
 
+from blocklists.index import host_suffixes
+
 MAX_PROMPT_CHARS = 2000
 _PROMPT_KEYS = ("prompt", "query", "q", "input", "text", "message", "inputs")
 
@@ -37,12 +39,7 @@ def assistants() -> dict[str, str]:
 def assistant_of(host: str) -> str | None:
     """The assistant answering on ``host`` (or a parent domain of it), or None."""
     known = assistants()
-    labels = host.lower().rstrip(".").split(".")
-    for i in range(len(labels) - 1):
-        name = known.get(".".join(labels[i:]))
-        if name is not None:
-            return name
-    return None
+    return next((known[s] for s in host_suffixes(host.lower().rstrip(".")) if s in known), None)
 
 
 def _text(value: Any) -> str:

@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from proxy.jsonlines import JsonLinesTail
+
 LEARNED_FILE = "learned.jsonl"
 State = Literal["learned", "confirmed", "rejected"]
 
@@ -90,8 +92,7 @@ class LearnedList:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.entries: dict[str, LearnedEntry] = {}
-        self._offset = 0
-        self._inode: int | None = None
+        self._tail = JsonLinesTail(path)
         self.bad_lines = 0
 
     def get(self, entry: str) -> LearnedEntry | None:
@@ -104,25 +105,14 @@ class LearnedList:
 
     def refresh(self) -> int:
         """Read the lines appended since the last call; returns how many were read."""
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return 0
-        if stat.st_ino != self._inode or stat.st_size < self._offset:
-            # A new or truncated file (retention, a restore): read it again from the start.
-            self._inode, self._offset = stat.st_ino, 0
+        lines = self._tail.new_lines()
+        if self._tail.restarted:
+            # A new or truncated file (retention, a restore): what it holds is all in force.
             self.entries.clear()
-        if stat.st_size == self._offset:
-            return 0
-        with self.path.open("rb") as f:
-            f.seek(self._offset)
-            data = f.read(stat.st_size - self._offset)
-        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
-        self._offset += len(complete)
         read = 0
-        for raw in complete.splitlines():
+        for line in lines:
             try:
-                found = LearnedEntry.from_json(raw.decode("utf-8"))
+                found = LearnedEntry.from_json(line)
             except (ValueError, KeyError, TypeError):
                 self.bad_lines += 1
                 continue

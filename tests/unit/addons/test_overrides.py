@@ -12,12 +12,13 @@ from mitmproxy.test import taddons, tflow
 from addons.facts import DECISION
 from addons.filter import Filter
 from addons.identify import Identify
-from addons.overrides import Overrides, _Tail
+from addons.overrides import Overrides
 from addons.policyload import PolicyLoader
 from addons.store import StoreWriter
 from blocklists.normalise import normalise_url
 from proxy.controls import NO_CONTROLS, ActiveOverride, ActiveSuspension, Controls, WhatKind
 from proxy.filterset import Filterset, load_filterset
+from proxy.jsonlines import JsonLinesTail
 from proxy.settings import load_settings
 from proxy.store import control, migrate, snapshot
 from proxy.store.engine import session
@@ -28,7 +29,7 @@ from tests.integration.harness import free_port
 def test_tail_returns_only_complete_new_lines(tmp_path: Path) -> None:
     """A line still being written waits; lines already read are not returned again."""
     path = tmp_path / "review-requests.jsonl"
-    tail = _Tail(path)
+    tail = JsonLinesTail(path)
     assert tail.new_lines() == []
     path.write_text('{"a": 1}\n{"b": 2}\n{"c"')
     assert tail.new_lines() == ['{"a": 1}', '{"b": 2}']
@@ -41,7 +42,7 @@ def test_tail_returns_only_complete_new_lines(tmp_path: Path) -> None:
 def test_tail_starts_again_after_the_file_is_replaced(tmp_path: Path) -> None:
     """A rotated (shorter) file is read from its start: ids make re-reading harmless."""
     path = tmp_path / "list-updates.jsonl"
-    tail = _Tail(path)
+    tail = JsonLinesTail(path)
     path.write_text('{"a": 1}\n{"b": 2}\n')
     assert len(tail.new_lines()) == 2
     path.write_text('{"z": 9}\n')
