@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from proxy.cli_incidents import C3_COLUMNS, c3_row
+from proxy.cli.incidents import C3_COLUMNS, c3_row
 from proxy.console.accounts import MAY, find_user
 from proxy.console.governor import _day
 from proxy.console.models import ConsoleUser

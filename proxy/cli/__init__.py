@@ -16,21 +16,21 @@ import click
 
 from blocklists.normalise import BadURL, normalise_url
 from proxy import explain as explain_extras
-from proxy.ca_cli import ca
-from proxy.cli_changes import CHANGE_CONTROL, controls_for_explain
-from proxy.cli_common import config_option, fail, open_filterset
-from proxy.cli_content import content
-from proxy.cli_incidents import INCIDENT_COMMANDS
-from proxy.cli_trust import trust
-from proxy.console.cli import console
+from proxy.cli.ca import ca
+from proxy.cli.common import config_option, fail, open_filterset
+from proxy.cli.console import console
+from proxy.cli.content import content
+from proxy.cli.incidents import INCIDENT_COMMANDS
+from proxy.cli.lists import lists
+from proxy.cli.override import CHANGE_CONTROL, controls_for_explain
+from proxy.cli.trust import trust
+from proxy.cli.users import users
 from proxy.decision import Rule
 from proxy.explain import protections
 from proxy.files import set_private_umask
 from proxy.filterset import Filterset, load_filterset
 from proxy.identity import Identity, parse_ip
-from proxy.lists_cli import lists
 from proxy.trust import rule_origin
-from proxy.users_cli import users
 from proxy.yamlfile import ConfigError
 
 

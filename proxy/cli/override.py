@@ -21,8 +21,8 @@ import click
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from proxy.cli_auth import prove
-from proxy.cli_common import config_option, fail, open_filterset
+from proxy.cli.auth import prove
+from proxy.cli.common import config_option, fail, open_filterset
 from proxy.controls import NO_CONTROLS, Controls, ScopeKind, WhatKind
 from proxy.filterset import Filterset
 from proxy.overridetarget import TargetError, site_target

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import click
 
-from proxy.cli_auth import prove
-from proxy.cli_changes import Store, open_store, parse_time
-from proxy.cli_common import config_option, fail
+from proxy.cli.auth import prove
+from proxy.cli.common import config_option, fail
+from proxy.cli.override import Store, open_store, parse_time
 from proxy.incidents import report as termly
 from proxy.incidents import store as log
 from proxy.incidents.alerts import Alerter, digest_channels
