@@ -19,8 +19,7 @@ import click
 
 from blocklists.normalise import BadURL, normalise_entry
 from proxy.cli.auth import prove
-from proxy.cli.common import config_option, fail
-from proxy.cli.override import by_option, open_store
+from proxy.cli.common import by_option, config_option, fail, open_store
 from proxy.content.learned import LEARNED_FILE, LearnedList
 from proxy.content.phrases import CATEGORY_WORDS
 from proxy.store import chain

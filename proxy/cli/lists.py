@@ -1,6 +1,6 @@
 """``schoolgate lists``: compile, update, look up and count the category lists.
 
-Registered in ``proxy/cli.py`` with ``cli.add_command(lists)``. Every command
+Registered in ``proxy/cli/__init__.py`` with ``cli.add_command(lists.lists)``. Every command
 takes ``--config DIR`` and fails with a one-line ``ClickException``.
 """
 
