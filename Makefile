@@ -47,8 +47,11 @@ unit: $(STAMP) ## unit tests
 shared-data: $(STAMP) ## the unit tests that read ../shared (marked shared_data), here where it is
 	$(PY) -m pytest -q -m shared_data tests/unit
 
+# Two processes (pytest-xdist), whole files to each so a module's gateway starts once: these
+# tests mostly wait on the proxies, PostgreSQL and Chromium they start, each on its own ports,
+# temporary folders and network namespaces.
 integration: $(STAMP) ## tests that start the real proxy process
-	$(PY) -m pytest -q tests/integration
+	$(PY) -m pytest -q -n 2 --dist loadfile tests/integration
 
 # A clean clone in a temporary folder, with no ../shared beside it, as anyone who clones the
 # repository has: its unit tests must pass (the ones that read ../shared skip, with the reason).
