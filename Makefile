@@ -57,10 +57,11 @@ integration: $(STAMP) ## tests that start the real proxy process
 # repository has: its unit tests must pass (the ones that read ../shared skip, with the reason).
 # CI stays as it is (under CI=true PostgreSQL and slapd must run); SCHOOLGATE_SHARED=absent says
 # ../shared is missing on purpose, so its tests skip even in CI (make shared-data runs them).
+# Two pytest-xdist processes: 80.7 s -> 51.2 s for tests/unit/proxy/store + blocklists here.
 fresh-clone: $(STAMP) ## the unit tests in a clean clone with no ../shared beside it
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	git clone --quiet . "$$tmp/schoolgate" && cd "$$tmp/schoolgate" && \
-	SCHOOLGATE_SHARED=absent $(abspath $(PY)) -m pytest -q -p no:cacheprovider tests/unit
+	SCHOOLGATE_SHARED=absent $(abspath $(PY)) -m pytest -q -p no:cacheprovider -n 2 tests/unit
 
 bench: $(STAMP) ## benchmarks (figures as ratios against baselines measured in the same run)
 	$(PY) -m bench
