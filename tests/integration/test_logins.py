@@ -8,6 +8,7 @@ import json
 import re
 import ssl
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from proxy.logins import hash_password
+from proxy.review import Blocked, load_key, verify
 from tests.integration.harness import (
     PUPIL,
     STAFF,
@@ -323,3 +325,48 @@ def test_logout_needs_a_post_with_the_pages_token(
     assert bound()
     assert post_logout(gw, client, token)[0] == 200
     assert not bound()
+
+
+def test_a_review_form_is_filed_only_by_the_user_it_was_shown_to(optional: Gateway) -> None:
+    """On one shared address, the block page's form is signed for its URL, address and user;
+    another user (or no user) posting it files nothing, the user it was shown to files it."""
+    url = "http://adult-demo.example/review-me"
+    status, page = optional.get(url, client=TRUSTED, headers={"X-Authenticated-User": "sam"})
+    assert status == 403
+    reference = page.split('id="reference">', 1)[1].split("<", 1)[0]
+    token = page.split('name="token" value="', 1)[1].split('"', 1)[0]
+    key = load_key(optional.data_dir)
+    assert verify(key, token, int(time.time())) == (
+        reference,
+        Blocked("adult-demo.example/review-me", "adult", TRUSTED, "sam"),
+    )
+    form = urllib.parse.urlencode({"reference": reference, "token": token, "reason": "Art"})
+    path = optional.data_dir / "review-requests.jsonl"
+
+    def post(headers: dict[str, str]) -> int:
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", optional.port, timeout=10, source_address=(TRUSTED, 0)
+        )
+        try:
+            conn.request(
+                "POST",
+                "http://adult-demo.example/_schoolgate/review",
+                body=form,
+                headers={"Content-Type": "application/x-www-form-urlencoded", **headers},
+            )
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+
+    assert post({"X-Authenticated-User": "head.teacher"}) == 404
+    assert post({}) == 404
+    assert not path.exists()
+    assert post({"X-Authenticated-User": "sam"}) == 200
+    record = json.loads(path.read_text(encoding="utf-8").splitlines()[-1])
+    assert (record["user"], record["url"], record["reference"]) == (
+        "sam",
+        "adult-demo.example/review-me",
+        reference,
+    )
