@@ -135,8 +135,7 @@ class ProxyLogin:
         found = facts.client_login(client)
         if found is not None:
             return found
-        user = self.bindings.user_at(client.peername[0]) if self.bindings else None
-        return Login(user, "binding") if user else None
+        return self.bindings.login_at(client.peername[0]) if self.bindings else None
 
     # -- hooks --------------------------------------------------------------------------
 
@@ -149,9 +148,9 @@ class ProxyLogin:
             if login_of(flow) is None and flow.response is None and self.bindings:
                 # A bound address (login page, RADIUS) is its user's from the CONNECT on, so
                 # the tunnel's host and TLS decisions are that user's, not the address's.
-                user = self.bindings.user_at(flow.client_conn.peername[0])
-                if user:
-                    flow.metadata[LOGIN] = Login(user, "binding")
+                bound = self.bindings.login_at(flow.client_conn.peername[0])
+                if bound is not None:
+                    flow.metadata[LOGIN] = bound
         except Exception:
             self._failed(flow, is_http_proxy(flow))
         login = login_of(flow)
@@ -176,9 +175,9 @@ class ProxyLogin:
             elif proxied:
                 await self._proxy_login(flow, auth)
             if login_of(flow) is None and flow.response is None and self.bindings:
-                user = self.bindings.user_at(flow.client_conn.peername[0])
-                if user:
-                    flow.metadata[LOGIN] = Login(user, "binding")
+                bound = self.bindings.login_at(flow.client_conn.peername[0])
+                if bound is not None:
+                    flow.metadata[LOGIN] = bound
         except Exception:
             self._failed(flow, proxied)
 
