@@ -19,7 +19,7 @@ Transparent clients have no proxy setting, so they cannot answer a 407. They
 sign in once at the login page, and ``LoginBindings`` then binds their address
 to that user for ``bind_minutes``. Bindings live in one small JSON file in the
 data folder so that every worker process sees them; a worker rereads it when
-its modification time changes (looked at most once a second).
+it changes (``proxy.watch.FileWatch``, looked at most once a second).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.dn import escape_rdn
 
 from proxy.settings import Auth, LdapLogin
+from proxy.watch import FileWatch
 from proxy.yamlfile import ConfigError, Problem
 
 log = logging.getLogger("schoolgate.logins")
@@ -203,8 +204,9 @@ class LoginBindings:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock_path = path.with_name(path.name + ".lock")
-        self._bindings: dict[str, _Binding] = {}
-        self._stamp: tuple[int, int] | None = None
+        # Stamped before the first read, so an edit made while reading is seen next time.
+        self._watch = FileWatch([path])
+        self._bindings: dict[str, _Binding] = self._read()
         self._checked = 0.0
 
     def _read(self) -> dict[str, _Binding]:
@@ -239,14 +241,8 @@ class LoginBindings:
         if now - self._checked < 1.0:
             return
         self._checked = now
-        try:
-            st = self.path.stat()
-            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_ino)
-        except OSError:
-            stamp = None
-        if stamp != self._stamp:
-            self._stamp = stamp
-            self._bindings = self._read() if stamp else {}
+        if self._watch.changed():
+            self._bindings = self._read()  # a missing file reads as no bindings
 
     def login_at(self, ip: str, now: float | None = None) -> Login | None:
         """The login bound to this address now (with its device, when known), if any."""

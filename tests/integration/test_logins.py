@@ -118,6 +118,40 @@ def test_a_login_not_in_the_policy_keeps_the_address_group(
     assert required.get(url, client=PUPIL, headers=sam)[0] == 403
 
 
+def test_an_edited_users_file_is_read_while_the_proxy_runs(
+    required: Gateway, origin: Origin
+) -> None:
+    """A user added to the users file can log in within seconds, with no restart; a broken
+    edit keeps the last good file (its users still log in); the fixed file is read again."""
+    users = required.config_dir.parent / "users"
+    original = users.read_text()
+    url, headers = social(origin)
+    newbie = {**headers, "Proxy-Authorization": basic("newbie", "new pass")}
+    sam = {**headers, "Proxy-Authorization": basic("sam", "sam pass")}
+
+    def status_once_not(old: int, who: dict[str, str]) -> int:
+        deadline = time.monotonic() + 10
+        status = required.get(url, client=PUPIL, headers=who)[0]
+        while status == old and time.monotonic() < deadline:
+            time.sleep(0.3)
+            status = required.get(url, client=PUPIL, headers=who)[0]
+        return status
+
+    try:
+        assert required.get(url, client=PUPIL, headers=newbie)[0] == 407
+        users.write_text(original + f"newbie:{hash_password('new pass', rounds=4)}\n")
+        assert status_once_not(407, newbie) == 403  # logged in; the pupil address's rules
+        users.write_text(original + "newbie has no hash\n")
+        time.sleep(2.5)  # the proxy looks at the file at most once a second
+        assert required.get(url, client=PUPIL, headers=sam)[0] == 403  # last good file
+        assert required.get(url, client=PUPIL, headers=newbie)[0] == 403
+        users.write_text(original)
+        assert status_once_not(403, newbie) == 407  # read again: newbie is gone
+        assert "users file not reloaded" in required.stderr()
+    finally:
+        users.write_text(original)
+
+
 def tunnel_get(gw: Gateway, origin: Origin, credentials: str) -> int:
     context = ssl.create_default_context(cafile=str(gw.ca_file))
     conn = http.client.HTTPSConnection(
