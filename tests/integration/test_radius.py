@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from tests.integration.harness import (
     Origin,
     OriginCA,
     free_port,
-    schoolgate_command,
+    run_cli,
     start_gateway,
     stop_gateway,
     write_config,
@@ -153,20 +152,7 @@ def test_an_incident_names_the_wifi_device(
         deadline = time.monotonic() + 15
         rows: list[dict[str, object]] = []
         while time.monotonic() < deadline and not rows:
-            out = subprocess.run(
-                [
-                    *schoolgate_command(),
-                    "incidents",
-                    "list",
-                    "--json",
-                    "--config",
-                    str(gw.config_dir),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=True,
-            ).stdout
+            out = run_cli(gw.config_dir, "incidents", "list", "--json")
             rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
             rows = [row for row in rows if row["category"] == "adult"]
             time.sleep(0.3)
