@@ -89,7 +89,7 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         Downloads(loader),
         # At the response, after downloads: scores the text of pages for the groups that ask.
         ContentAnalysis(loader),
-        # After every addon that can block: remembers the blocks, answers the page's review form.
+        # After every addon that can block: answers the block page's (signed) review form.
         Review(loader),
         # With a parent proxy: closes surplus parent connections, never touches a decision.
         UpstreamChain(),
