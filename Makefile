@@ -54,6 +54,7 @@ fresh-clone: $(STAMP) ## the unit tests in a clean clone with no ../shared besid
 	env -u CI $(abspath $(PY)) -m pytest -q -p no:cacheprovider tests/unit
 
 bench: $(STAMP) ## benchmarks (figures as ratios against baselines measured in the same run)
+	@tools/install-bench-deps
 	$(PY) -m bench
 	$(PY) -m bench.incidents
 	$(PY) -m bench.content

@@ -27,6 +27,11 @@ Set-up, after ../shared/peers/bench_proxies.sh so the figures compare with
 * HTTPS (``https_section``): intercepted through CONNECT with curl against an
   nginx TLS origin, keep-alive and a new connection per request, bare mitmdump
   with the default (eager) and lazy strategies beside Schoolgate 1 and 2 workers.
+* the peer (``bench/peer.py``): squid 5 with squidGuard on the same UT1 categories,
+  on HTTP (the real host in the request line, the origin as squid's parent) and on
+  HTTPS with ssl-bump (squidGuard sees every decrypted request). Its rows are for
+  scale, with no target; left out, with the reason printed, when squid-openssl or
+  squidGuard is missing (``tools/install-bench-deps``, run by ``make bench``).
 
 Every process listens on 127.0.0.1 only; every wrk run is bounded by ``-d``; all
 processes started here are stopped at the end; curl runs are bounded in count and
@@ -51,8 +56,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench import peer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -153,6 +161,7 @@ class Bench:
         self.started: list[subprocess.Popen[bytes]] = []
         self.requests = tmp / "requests.txt"
         self.lists = SAMPLE if SAMPLE.is_dir() else DEMO / "ut1"
+        self.squid: peer.Squid | None = None
 
     # -- parts -------------------------------------------------------------------------
 
@@ -227,12 +236,15 @@ class Bench:
                 time.sleep(0.1)
         raise RuntimeError(f"nothing answered on 127.0.0.1:{port} in {timeout} s")
 
-    def wrk(self, port: int, seconds: int) -> str:
-        env = {
-            **os.environ,
-            "REQS": str(self.requests),
-            "TARGET": f"127.0.0.1:{self.origin_port}",
-        }
+    def wrk(self, port: int, seconds: int, *, target: bool = True) -> str:
+        """wrk through the proxy on ``port``; ``target``: the origin's address in the URL.
+
+        Without ``target`` the request line names the real host (``GET http://host/``), for
+        the peer, which filters on the URL and forwards everything to the origin as parent.
+        """
+        env = {**os.environ, "REQS": str(self.requests)}
+        if target:
+            env["TARGET"] = f"127.0.0.1:{self.origin_port}"
         return subprocess.run(
             [
                 "wrk",
@@ -252,17 +264,19 @@ class Bench:
             check=True,
         ).stdout
 
-    def measure(self, name: str, command: list[str]) -> Row:
+    def measure(
+        self, name: str, command: list[str] | Callable[[int], list[str]], *, target: bool = True
+    ) -> Row:
         port = free_port()
-        command = [part.replace("{port}", str(port)) for part in command]
+        command = expand(command, port)
         log = (self.tmp / f"{name}.log").open("wb")
         process = subprocess.Popen(command, stdout=log, stderr=log, cwd=ROOT)
         self.started.append(process)
         try:
             start_s = self.wait_http(port, proxy=True)
-            self.wrk(port, self.args.warmup)
+            self.wrk(port, self.args.warmup, target=target)
             cpu0, t0 = tree_cpu_seconds(process.pid), time.monotonic()
-            out = self.wrk(port, self.args.duration)
+            out = self.wrk(port, self.args.duration, target=target)
             cpu = (tree_cpu_seconds(process.pid) - cpu0) / (time.monotonic() - t0) * 100
         finally:
             self.stop(process)
@@ -361,10 +375,12 @@ class Bench:
         row.errors = f"{connects} connections, HTTP/{'+'.join(sorted(versions))}"
         return row, wall
 
-    def measure_https(self, name: str, command: list[str], ca: Path) -> dict[str, Row]:
+    def measure_https(
+        self, name: str, command: list[str] | Callable[[int], list[str]], ca: Path
+    ) -> dict[str, Row]:
         """Keep-alive and new-connection HTTPS rows for one proxy, started once."""
         port = free_port()
-        command = [part.replace("{port}", str(port)) for part in command]
+        command = expand(command, port)
         log = (self.tmp / f"{name}.log").open("wb")
         process = subprocess.Popen(command, stdout=log, stderr=log, cwd=ROOT)
         self.started.append(process)
@@ -385,6 +401,18 @@ class Bench:
         finally:
             self.stop(process)
         return rows
+
+
+def expand(command: list[str] | Callable[[int], list[str]], port: int) -> list[str]:
+    """A command line for a proxy on ``port``: ``{port}`` filled in, or the callable's answer."""
+    if callable(command):
+        return command(port)
+    return [part.replace("{port}", str(port)) for part in command]
+
+
+def load_average() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
 
 
 def print_row(row: Row) -> None:
@@ -477,6 +505,10 @@ def http_section(
         "sg1quiet": bench.measure("schoolgate-1w-noincident", schoolgate(quiet, 1)),
         "sg1all": bench.measure("schoolgate-1w-all-protections", schoolgate(everything, 1)),
     }
+    squid = bench.squid
+    if squid is not None:
+        command = lambda port: squid.command("http", port)  # noqa: E731
+        rows["peer"] = bench.measure("squid+squidGuard (peer)", command, target=False)
     uvloop = has_uvloop()
     if uvloop:
         rows["mitmdump-uv"] = bench.measure("mitmdump (bare) uvloop", on_uvloop(mitmdump()))
@@ -498,6 +530,8 @@ def http_section(
         f"(target >= 1.8x: {verdict(two.rps / one.rps, 1.8)}; {os.cpu_count()} CPUs shared "
         "with wrk and nginx)"
     )
+    if "peer" in rows:
+        print(peer_lines("HTTP", rows["peer"], bare, one))
     if uvloop:
         print(uvloop_line("HTTP bare mitmdump", rows["mitmdump-uv"], bare))
         print(uvloop_line("HTTP schoolgate 1 worker", rows["sg1uv"], one))
@@ -537,6 +571,10 @@ def https_section(bench: Bench, filtering: Path) -> None:
     for name, command, ca in proxies:
         pem = ca if ca.suffix == ".pem" else ca / "mitmproxy-ca-cert.pem"
         runs[name] = bench.measure_https(name, command, pem)
+    squid = bench.squid
+    if squid is not None:
+        bump = lambda port: squid.command("bump", port)  # noqa: E731
+        runs["peer"] = bench.measure_https("squid-bump+squidGuard", bump, squid.ca)
     print()
     for mode, label, target in (
         ("keepalive", "keep-alive", 0.95),
@@ -552,12 +590,37 @@ def https_section(bench: Bench, filtering: Path) -> None:
                 f"HTTPS {label}, {name} / bare mitmdump: {row.rps / bare.rps:6.1%} req/s, "
                 f"{bare.cpu_ms / row.cpu_ms:6.1%} by cpu/req  (no target)"
             )
+        if "peer" in runs:
+            sg = runs["schoolgate-1w"][mode]
+            print(peer_lines(f"HTTPS {label},", runs["peer"][mode], bare, sg))
         if uvloop:
             print(uvloop_line(f"HTTPS {label}, bare mitmdump", runs["mitmdump-uvloop"][mode], bare))
             sg = runs["schoolgate-1w"][mode]
             print(
                 uvloop_line(f"HTTPS {label}, schoolgate 1w", runs["schoolgate-1w-uvloop"][mode], sg)
             )
+
+
+def peer_lines(label: str, squid: Row, bare: Row, one: Row) -> str:
+    """The peer against bare mitmdump (no target: for scale), and Schoolgate against the peer."""
+    return (
+        f"{label} squid+squidGuard (peer) / bare mitmdump: {squid.rps / bare.rps:6.1%} req/s, "
+        f"{bare.cpu_ms / squid.cpu_ms:6.1%} by cpu/req  (no target: for scale)\n"
+        f"{label} schoolgate 1 worker / squid+squidGuard: {one.rps / squid.rps:6.1%} req/s, "
+        f"{squid.cpu_ms / one.cpu_ms:6.1%} by cpu/req  (no target)"
+    )
+
+
+def prepare_peer(bench: Bench) -> None:
+    """squid + squidGuard on the same lists, or one line saying why the peer is left out."""
+    why_not = peer.missing()
+    if why_not is not None:
+        print(f"peer: not measured: {why_not}")
+        return
+    hosts = [line.split()[0] for line in bench.requests.read_text().splitlines()]
+    bench.squid = peer.Squid(bench.tmp / "peer", bench.lists, bench.origin_port, hosts)
+    bench.squid.prepare()
+    print(f"peer: {bench.squid.describe()}")
 
 
 def verdict(value: float, target: float) -> str:
@@ -593,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(
             f"bench.proxies: {' and '.join(missing)} not found: "
-            "apt-get install wrk nginx-light (Debian), then run again",
+            "run tools/install-bench-deps (Debian), then run again",
             file=sys.stderr,
         )
         return 2
@@ -620,12 +683,15 @@ def main(argv: list[str] | None = None) -> int:
             f"-c{args.connections} -d{args.duration}s after {args.warmup} s warm-up"
         )
         bench.start_origin()
+        prepare_peer(bench)
+        print(f"before the rows: {load_average()}")
         if args.only in (None, "http"):
             http_section(bench, filtering, allowing, quiet, everything)
         if args.only in (None, "https"):
             https_section(bench, filtering)
         if args.profile:
             profile(bench, filtering)
+        print(f"after the rows: {load_average()}")
     finally:
         bench.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
