@@ -103,6 +103,10 @@ ALL_PROTECTIONS = """\
 """
 
 
+# The TLS origin's host, passed through undecrypted, for the tunnel rows.
+NO_DECRYPT = "no_decrypt:\n  hosts: [localhost]\n"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -162,11 +166,16 @@ class Bench:
         self.requests = tmp / "requests.txt"
         self.lists = SAMPLE if SAMPLE.is_dir() else DEMO / "ut1"
         self.squid: peer.Squid | None = None
+        self.big = tmp / "big.bin"  # the large download for the tunnel rows
+        self.origin_cert = tmp / "origin.pem"
 
     # -- parts -------------------------------------------------------------------------
 
     def start_origin(self) -> None:
         cert, key = self.tmp / "origin.pem", self.tmp / "origin.key"
+        with self.big.open("wb") as big:
+            # Sparse: read from the page cache, so the disk is not what is measured.
+            big.truncate(self.args.tunnel_mb * 1024 * 1024)
         subprocess.run(
             [
                 *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
@@ -188,6 +197,7 @@ class Bench:
             f"  server {{\n    listen 127.0.0.1:{self.tls_port} ssl backlog=4096;\n"
             f"    listen [::1]:{self.tls_port} ssl backlog=4096;\n"
             f"    ssl_certificate {cert};\n    ssl_certificate_key {key};\n"
+            f"    location = /big {{ default_type application/octet-stream; alias {self.big}; }}\n"
             '    location / { default_type text/plain; return 200 "ok origin\\n"; }\n  }\n}\n'
         )
         self.started.append(subprocess.Popen(["nginx", "-c", str(conf)], stderr=subprocess.DEVNULL))
@@ -204,15 +214,20 @@ class Bench:
                     break
         self.requests.write_text("".join(f"{h} /\n" for h in hosts))
 
-    def write_config(self, name: str, action: str, *, everything: bool = False) -> Path:
-        """A configuration; ``everything``: the demo policy's protections all on as well."""
+    def write_config(
+        self, name: str, action: str, *, everything: bool = False, extra: str = ""
+    ) -> Path:
+        """A configuration; ``everything``: the demo policy's protections all on as well.
+
+        ``extra``: top-level policy keys added at the end (``no_decrypt`` for the tunnel rows).
+        """
         config = self.tmp / name
         config.mkdir()
         protections = ""
         if everything:
             protections = ALL_PROTECTIONS
-            for extra in ("escalation.yaml", "concerning-terms.yaml"):
-                shutil.copy(ROOT / "config" / extra, config / extra)
+            for copied in ("escalation.yaml", "concerning-terms.yaml"):
+                shutil.copy(ROOT / "config" / copied, config / copied)
         (config / "schoolgate.yaml").write_text(
             "listen: 127.0.0.1:8080\nmodes: [regular]\n"
             f"data_dir: {self.tmp / 'var'}\n"
@@ -220,7 +235,8 @@ class Bench:
             f"  ut1: {{path: {self.lists}, format: ut1}}\n"
             f"  iwf: {{path: {DEMO / 'iwf.txt'}, format: iwf}}\n"
         )
-        (config / "policy.yaml").write_text(POLICY.format(action=action, protections=protections))
+        policy = POLICY.format(action=action, protections=protections) + extra
+        (config / "policy.yaml").write_text(policy)
         return config
 
     def wait_http(self, port: int, *, proxy: bool, timeout: float = 60) -> float:
@@ -413,6 +429,126 @@ def expand(command: list[str] | Callable[[int], list[str]], port: int) -> list[s
 def load_average() -> str:
     one, five, _ = os.getloadavg()
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
+
+
+@dataclass
+class Transfer:
+    """Bulk throughput of one proxy relaying a tunnel it does not decrypt."""
+
+    name: str
+    mb_per_s: float
+    cpu_pct: float
+    megabytes: float
+    seconds: float
+    idle_pct: float = 0.0
+
+    @property
+    def cpu_ms_per_mb(self) -> float:
+        return self.cpu_pct / 100 * self.seconds * 1000 / max(self.megabytes, 1e-9)
+
+
+def download(bench: Bench, port: int | None) -> tuple[float, float]:
+    """One large HTTPS download through the proxy on ``port`` (None: direct): MB and seconds.
+
+    curl verifies the origin's own certificate (``--cacert`` of the origin), so the
+    download only succeeds if the proxy relayed the tunnel rather than intercepting it.
+    """
+    command = [
+        "curl",
+        "-sS",
+        "--cacert",
+        str(bench.origin_cert),
+        "--max-time",
+        "120",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download} %{time_total}",
+        *(["--proxy", f"http://127.0.0.1:{port}"] if port is not None else []),
+        f"https://localhost:{bench.tls_port}/big",
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=150, check=False)
+    size, took = [*out.stdout.split(), "0", "0"][:2]
+    if out.returncode != 0 or int(size) != bench.big.stat().st_size:
+        raise RuntimeError(f"tunnel download failed: {out.stderr.strip()} ({size} bytes)")
+    return int(size) / 1e6, float(took)
+
+
+def measure_tunnel(
+    bench: Bench, name: str, command: list[str] | Callable[[int], list[str]] | None
+) -> Transfer:
+    """Best of ``--tunnel-runs`` downloads through one proxy (None: curl straight to nginx)."""
+    process, port = None, None
+    if command is not None:
+        port = free_port()
+        log = (bench.tmp / f"{name}.log").open("wb")
+        process = subprocess.Popen(expand(command, port), stdout=log, stderr=log, cwd=ROOT)
+        bench.started.append(process)
+    try:
+        idle = 0.0
+        if process is not None and port is not None:
+            bench.wait_http(port, proxy=True)
+            time.sleep(3)  # Schoolgate's console and timers finish starting
+            # What the proxy spends doing nothing (timers, pollers, its console): part of
+            # each row's cpu/MB, the less so the larger the download (--tunnel-mb).
+            cpu0, t0 = tree_cpu_seconds(process.pid), time.monotonic()
+            time.sleep(2)
+            idle = (tree_cpu_seconds(process.pid) - cpu0) / (time.monotonic() - t0) * 100
+        download(bench, port)  # warm-up: connections, caches
+        best: Transfer | None = None
+        for _ in range(bench.args.tunnel_runs):
+            cpu0 = tree_cpu_seconds(process.pid) if process else 0.0
+            megabytes, took = download(bench, port)
+            cpu = (tree_cpu_seconds(process.pid) - cpu0) / took * 100 if process else 0.0
+            row = Transfer(name, megabytes / took, cpu, megabytes, took, idle)
+            if best is None or row.mb_per_s > best.mb_per_s:
+                best = row
+    finally:
+        if process is not None:
+            bench.stop(process)
+    assert best is not None
+    print(
+        f"  {name:<28} {best.mb_per_s:8.1f} MB/s  cpu {best.cpu_pct:4.0f}%  "
+        f"{best.cpu_ms_per_mb:6.2f} ms cpu/MB  (idle: cpu {best.idle_pct:.1f}%)",
+        flush=True,
+    )
+    return best
+
+
+def tunnel_section(bench: Bench, passing: Path) -> None:
+    """A large download through a tunnel each proxy relays without decrypting it.
+
+    Schoolgate passes it through as a ``no_decrypt`` host (decided on the SNI, then
+    relayed); bare mitmdump with ``--ignore-hosts``; squid as a plain CONNECT relay.
+    """
+    print(
+        f"\nTunnels relayed, not decrypted: one {bench.args.tunnel_mb} MiB HTTPS download "
+        f"through CONNECT (curl verifies the origin's own certificate), best of "
+        f"{bench.args.tunnel_runs} after a warm-up"
+    )
+    rows = {
+        "direct": measure_tunnel(bench, "direct (no proxy)", None),
+        "mitmdump": measure_tunnel(bench, "mitmdump --ignore-hosts", mitmdump_passthrough()),
+        "sg1": measure_tunnel(bench, "schoolgate-1w no_decrypt", schoolgate(passing, 1)),
+    }
+    squid = bench.squid
+    if squid is not None:
+        tunnel = lambda port: squid.command("tunnel", port)  # noqa: E731
+        rows["squid"] = measure_tunnel(bench, "squid CONNECT", tunnel)
+    print()
+    sg, bare = rows["sg1"], rows["mitmdump"]
+    for label, base in (("bare mitmdump", bare), ("squid CONNECT", rows.get("squid"))):
+        if base is None:
+            continue
+        print(
+            f"Tunnel schoolgate 1 worker / {label}: {sg.mb_per_s / base.mb_per_s:6.1%} MB/s, "
+            f"{base.cpu_ms_per_mb / sg.cpu_ms_per_mb:6.1%} by cpu/MB  (no target)"
+        )
+
+
+def mitmdump_passthrough() -> list[str]:
+    """Bare mitmdump relaying localhost's TLS untouched (its default strategy)."""
+    return [*mitmdump("eager"), "--ignore-hosts", "^localhost:"]
 
 
 def print_row(row: Row) -> None:
@@ -648,10 +784,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="add a cProfile of one worker")
     parser.add_argument("--https-requests", type=int, default=2000, help="keep-alive HTTPS")
     parser.add_argument("--https-parallel", type=int, default=20, help="curl transfers at once")
-    parser.add_argument("--only", choices=("http", "https"), help="run one section (default: both)")
+    parser.add_argument("--tunnel-mb", type=int, default=256, help="size of the tunnel download")
+    parser.add_argument("--tunnel-runs", type=int, default=2, help="downloads per tunnel row")
+    parser.add_argument(
+        "--only", choices=("http", "https", "tunnel"), help="run one section (default: all)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup, args.https_requests = 5, 1, 600
+        args.duration, args.warmup, args.https_requests, args.tunnel_mb = 5, 1, 600, 64
     missing = [tool for tool in ("wrk", "nginx", "curl") if shutil.which(tool) is None]
     if missing:
         print(
@@ -671,6 +811,7 @@ def main(argv: list[str] | None = None) -> int:
         allowing = bench.write_config("config-allow", "acceptable")
         quiet = bench.write_config("config-blocked", "blocked")
         everything = bench.write_config("config-all", "unacceptable", everything=True)
+        passing = bench.write_config("config-pass", "unacceptable", extra=NO_DECRYPT)
         t0 = time.monotonic()
         subprocess.run(
             [sys.executable, "-m", "proxy", "check", "--config", str(filtering)],
@@ -689,6 +830,8 @@ def main(argv: list[str] | None = None) -> int:
             http_section(bench, filtering, allowing, quiet, everything)
         if args.only in (None, "https"):
             https_section(bench, filtering)
+        if args.only in (None, "tunnel"):
+            tunnel_section(bench, passing)
         if args.profile:
             profile(bench, filtering)
         print(f"after the rows: {load_average()}")
