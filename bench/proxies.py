@@ -534,7 +534,7 @@ def tunnel_section(bench: Bench, passing: Path) -> None:
     )
     rows = {
         "direct": measure_tunnel(bench, "direct (no proxy)", None),
-        "mitmdump": measure_tunnel(bench, "mitmdump --ignore-hosts", mitmdump_passthrough()),
+        "mitmdump": measure_tunnel(bench, "mitmdump --ignore-hosts", mitmdump_passthrough(bench)),
         "sg1": measure_tunnel(bench, "schoolgate-1w no_decrypt", schoolgate(passing, 1)),
     }
     squid = bench.squid
@@ -550,11 +550,33 @@ def tunnel_section(bench: Bench, passing: Path) -> None:
             f"Tunnel schoolgate 1 worker / {label}: {sg.mb_per_s / base.mb_per_s:6.1%} MB/s, "
             f"{base.cpu_ms_per_mb / sg.cpu_ms_per_mb:6.1%} by cpu/MB  (no target)"
         )
+    sni_only_section(bench, passing)
 
 
-def mitmdump_passthrough() -> list[str]:
+def sni_only_section(bench: Bench, passing: Path) -> None:
+    """Small HTTPS requests through tunnels passed through: the cost of deciding on the SNI.
+
+    As the intercepted rows (curl, 20 at a time, keep-alive and a new connection per
+    request), but curl trusts only the origin's own certificate, so a tunnel that was
+    intercepted instead of passed through fails the row.
+    """
+    print("\nSNI-only HTTPS (passed through undecrypted, decided on the SNI), as above")
+    cert = bench.origin_cert
+    bare = bench.measure_https("mitmdump --ignore-hosts", mitmdump_passthrough(bench), cert)
+    one = bench.measure_https("schoolgate-1w no_decrypt", schoolgate(passing, 1), cert)
+    print()
+    for mode, label in (("keepalive", "keep-alive"), ("newconn", "new connection per request")):
+        row, base = one[mode], bare[mode]
+        print(
+            f"SNI-only HTTPS {label}, schoolgate 1 worker / bare mitmdump --ignore-hosts: "
+            f"{row.rps / base.rps:6.1%} req/s, {base.cpu_ms / row.cpu_ms:6.1%} by cpu/req  "
+            "(no target)"
+        )
+
+
+def mitmdump_passthrough(bench: Bench) -> list[str]:
     """Bare mitmdump relaying localhost's TLS untouched (its default strategy)."""
-    return [*mitmdump("eager"), "--ignore-hosts", "^localhost:"]
+    return [*mitmdump("eager", bench.tmp / "mitm-pass"), "--ignore-hosts", "^localhost:"]
 
 
 def print_row(row: Row) -> None:
@@ -597,6 +619,33 @@ def on_uvloop(command: list[str]) -> list[str]:
         return [sys.executable, "-m", "bench.uvloop_run", "mitmdump", *command[1:]]
     assert command[1:3] == ["-m", "proxy"], command
     return [sys.executable, "-m", "bench.uvloop_run", "proxy", *command[3:]]
+
+
+def on_python(command: list[str], python: str) -> list[str]:
+    """The same mitmdump or Schoolgate command on another interpreter (its venv's mitmdump)."""
+    if Path(command[0]).name == "mitmdump":
+        return [str(Path(python).with_name("mitmdump")), *command[1:]]
+    assert command[0] == sys.executable, command
+    return [python, *command[1:]]
+
+
+def python_version(python: str) -> str:
+    """``3.13.0 (pyenv, no PGO)``-style: the version and whether it was built optimised."""
+    code = (
+        "import sys, sysconfig; a = sysconfig.get_config_var('CONFIG_ARGS') or ''; "
+        "print(sys.version.split()[0], 'PGO' if 'enable-optimizations' in a else 'no PGO', "
+        "'LTO' if 'with-lto' in a else 'no LTO', sep=', ')"
+    )
+    found = subprocess.run([python, "-c", code], capture_output=True, text=True, check=False)
+    return found.stdout.strip()
+
+
+def python_line(label: str, row: Row, standard: Row, other: str) -> str:
+    mine = python_version(sys.executable)
+    return (
+        f"{label} on Python {python_version(other)} / on Python {mine}: "
+        f"{row.rps / standard.rps:6.1%} req/s, {standard.cpu_ms / row.cpu_ms:6.1%} by cpu/req"
+    )
 
 
 def uvloop_line(label: str, row: Row, standard: Row) -> str:
@@ -655,6 +704,13 @@ def http_section(
     if uvloop:
         rows["mitmdump-uv"] = bench.measure("mitmdump (bare) uvloop", on_uvloop(mitmdump()))
         rows["sg1uv"] = bench.measure("schoolgate-1w uvloop", on_uvloop(schoolgate(filtering, 1)))
+    other = bench.args.also_python
+    if other:
+        rows["mitmdump-py"] = bench.measure(
+            "mitmdump (bare) other py", on_python(mitmdump(), other)
+        )
+        sg_other = on_python(schoolgate(filtering, 1), other)
+        rows["sg1py"] = bench.measure("schoolgate-1w other py", sg_other)
     bare, one, two = rows["mitmdump"], rows["sg1"], rows["sg2"]
     blocked = one.non2xx / max(one.requests, 1)
     print()
@@ -673,6 +729,9 @@ def http_section(
     if uvloop:
         print(uvloop_line("HTTP bare mitmdump", rows["mitmdump-uv"], bare))
         print(uvloop_line("HTTP schoolgate 1 worker", rows["sg1uv"], one))
+    if other:
+        print(python_line("HTTP bare mitmdump", rows["mitmdump-py"], bare, other))
+        print(python_line("HTTP schoolgate 1 worker", rows["sg1py"], one, other))
 
 
 def https_section(bench: Bench, filtering: Path) -> None:
@@ -705,6 +764,12 @@ def https_section(bench: Bench, filtering: Path) -> None:
         proxies += [
             ("mitmdump-uvloop", on_uvloop(eager), bench.tmp / "mitm-eager"),
             ("schoolgate-1w-uvloop", on_uvloop(one), sg_ca),
+        ]
+    other = bench.args.also_python
+    if other:
+        proxies += [
+            ("mitmdump-other-py", on_python(eager, other), bench.tmp / "mitm-eager"),
+            ("schoolgate-1w-other-py", on_python(one, other), sg_ca),
         ]
     for name, command, ca in proxies:
         pem = ca if ca.suffix == ".pem" else ca / "mitmproxy-ca-cert.pem"
@@ -742,6 +807,11 @@ def https_section(bench: Bench, filtering: Path) -> None:
             print(
                 uvloop_line(f"HTTPS {label}, schoolgate 1w", runs["schoolgate-1w-uvloop"][mode], sg)
             )
+        if other:
+            sg, bare_py = runs["schoolgate-1w"][mode], runs["mitmdump-other-py"][mode]
+            print(python_line(f"HTTPS {label}, bare mitmdump", bare_py, bare, other))
+            sg_py = runs["schoolgate-1w-other-py"][mode]
+            print(python_line(f"HTTPS {label}, schoolgate 1w", sg_py, sg, other))
 
 
 def scaling_line(label: str, one: Row, two: Row) -> str:
@@ -812,6 +882,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="add a cProfile of one worker")
     parser.add_argument("--https-requests", type=int, default=2000, help="keep-alive HTTPS")
     parser.add_argument("--https-parallel", type=int, default=20, help="curl transfers at once")
+    parser.add_argument(
+        "--also-python",
+        metavar="PYTHON",
+        help="another venv's python with Schoolgate installed (pip install -e .): bare "
+        "mitmdump and Schoolgate 1 worker rows on it too, against this interpreter's",
+    )
     parser.add_argument("--tunnel-mb", type=int, default=256, help="size of the tunnel download")
     parser.add_argument("--tunnel-runs", type=int, default=2, help="downloads per tunnel row")
     parser.add_argument(
