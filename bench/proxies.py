@@ -873,14 +873,14 @@ def profile(bench: Bench, config: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.proxies", description=__doc__)
-    parser.add_argument("--duration", type=int, default=20, help="seconds per measured run")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per run")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--requests", type=int, default=10_000, help="hosts to replay")
     parser.add_argument("--quick", action="store_true", help="5 s runs")
     parser.add_argument("--profile", action="store_true", help="add a cProfile of one worker")
-    parser.add_argument("--https-requests", type=int, default=2000, help="keep-alive HTTPS")
+    parser.add_argument("--https-requests", type=int, default=1000, help="keep-alive HTTPS")
     parser.add_argument("--https-parallel", type=int, default=20, help="curl transfers at once")
     parser.add_argument(
         "--also-python",
