@@ -32,14 +32,23 @@ Set-up, after ../shared/peers/bench_proxies.sh so the figures compare with
   HTTPS with ssl-bump (squidGuard sees every decrypted request). Its rows are for
   scale, with no target; left out, with the reason printed, when squid-openssl or
   squidGuard is missing (``tools/install-bench-deps``, run by ``make bench``).
+* tunnels relayed, not decrypted (``tunnel_section``): a large download (MB/s, CPU
+  per MB) and small requests (SNI-only HTTPS) through Schoolgate's ``no_decrypt``
+  pass-through, bare mitmdump with ``--ignore-hosts`` and squid's CONNECT; curl
+  trusts only the origin's certificate, so an intercepted tunnel fails the row.
+* 2 workers / 1 worker, judged by CPU per request (``scaling_line``): with wrk, nginx
+  and other work on the same 2 cores, req/s cannot show what a free core gives.
+* ``--also-python PYTHON``: bare mitmdump and 1 worker again on a second CPython
+  build (another venv with Schoolgate installed), in the same run.
 
-Every process listens on 127.0.0.1 only; every wrk run is bounded by ``-d``; all
-processes started here are stopped at the end; curl runs are bounded in count and
-by ``--max-time``. Targets from the issue: 1 worker >= 97% of bare mitmdump's req/s
-(HTTP), all protections >= 90%, intercepted keep-alive HTTPS >= 95% of bare mitmdump
-with its default strategy; 2 workers >= 1.8x one worker. Each ratio is also given by
-CPU per request, steadier than req/s when other work shares the host. The figures are
-printed as measured, with MET or MISSED, never adjusted.
+Every row prints the load average as it ended. Every process listens on 127.0.0.1
+only; every wrk run is bounded by ``-d``; all processes started here are stopped at
+the end; curl runs are bounded in count and by ``--max-time``. Targets from the issue:
+1 worker >= 97% of bare mitmdump's req/s (HTTP), all protections >= 90%, intercepted
+keep-alive HTTPS >= 95% of bare mitmdump with its default strategy; 2 workers >= 1.8x
+one worker (judged by CPU per request). Each ratio is also given by CPU per request,
+steadier than req/s when other work shares the host. The figures are printed as
+measured, with MET or MISSED, never adjusted.
 """
 
 from __future__ import annotations
