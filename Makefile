@@ -64,6 +64,7 @@ fresh-clone: $(STAMP) ## the unit tests in a clean clone with no ../shared besid
 	SCHOOLGATE_SHARED=absent $(abspath $(PY)) -m pytest -q -p no:cacheprovider -n 2 tests/unit
 
 bench: $(STAMP) ## benchmarks (figures as ratios against baselines measured in the same run)
+	@tools/install-bench-deps
 	$(PY) -m bench
 	$(PY) -m bench.incidents
 	$(PY) -m bench.content
