@@ -24,6 +24,13 @@ Set-up, after ../shared/peers/bench_proxies.sh so the figures compare with
   without SNI, DNS-over-HTTPS, the escalation table and concerning search
   terms). The access log is written as in production, with the default SQLite
   store in the run's data folder.
+* HTML with content analysis (``html_section``): the same origin serves 20 HTML
+  pages of about 100 KB made from this machine's HTML documentation (as
+  ``bench.content`` measures them) under a unique path per request
+  (``/u/N/pK.html``), so no response is answered from the per-URL score cache:
+  every HTML response is analysed. Rows: bare mitmdump, Schoolgate 1 worker with
+  the filtering policy, and the same with ``content: {analyse: [pages]}`` for the
+  group; the access log is read afterwards to count the responses analysed.
 * HTTPS (``https_section``): intercepted through CONNECT with curl against an
   nginx TLS origin, keep-alive and a new connection per request, bare mitmdump
   with the default (eager) and lazy strategies beside Schoolgate 1 and 2 workers.
@@ -31,7 +38,8 @@ Set-up, after ../shared/peers/bench_proxies.sh so the figures compare with
 Every process listens on 127.0.0.1 only; every wrk run is bounded by ``-d``; all
 processes started here are stopped at the end; curl runs are bounded in count and
 by ``--max-time``. Targets from the issue: 1 worker >= 97% of bare mitmdump's req/s
-(HTTP), all protections >= 90%, intercepted keep-alive HTTPS >= 95% of bare mitmdump
+(HTTP), all protections >= 90%, every HTML response analysed >= 90% of the same
+Schoolgate without analysis, intercepted keep-alive HTTPS >= 95% of bare mitmdump
 with its default strategy; 2 workers >= 1.8x one worker. Each ratio is also given by
 CPU per request, steadier than req/s when other work shares the host. The figures are
 printed as measured, with MET or MISSED, never adjusted.
@@ -41,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import pstats
 import re
@@ -53,6 +62,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench.content import html_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -76,7 +87,7 @@ groups:
   guest:
     default: acceptable
     allowed_ports: [443, "1024-65535"]  # the TLS origin listens on an ephemeral port
-{protections}    categories:
+{protections}{content}    categories:
       adult: {action}
       gambling: {action}
       games: {action}
@@ -93,6 +104,11 @@ ALL_PROTECTIONS = """\
     https_without_sni: block
     doh: unacceptable
 """
+
+
+# Content analysis of every page, for the HTML row (``content-phrases.yaml`` copied from config/).
+CONTENT = "    content: {analyse: [pages], threshold: 100, action: block}\n"
+HTML_PAGES = 20
 
 
 def free_port() -> int:
@@ -152,6 +168,9 @@ class Bench:
         self.tls_port = free_port()
         self.started: list[subprocess.Popen[bytes]] = []
         self.requests = tmp / "requests.txt"
+        self.html_requests = tmp / "html-requests.txt"
+        self.html_warmup = tmp / "html-warmup.txt"
+        self.pages = tmp / "pages"
         self.lists = SAMPLE if SAMPLE.is_dir() else DEMO / "ut1"
 
     # -- parts -------------------------------------------------------------------------
@@ -175,7 +194,10 @@ class Bench:
             "http {\n  access_log off;\n  keepalive_requests 10000000;\n"
             "  keepalive_timeout 300s;\n"
             f"  server {{\n    listen 127.0.0.1:{self.origin_port} default_server backlog=4096;\n"
-            '    location / { default_type text/plain; return 200 "ok origin\\n"; }\n  }\n'
+            '    location / { default_type text/plain; return 200 "ok origin\\n"; }\n'
+            # /u/N/pK.html: page K under a path of its own (N), so no cache answers it
+            f"    location ~ ^/[uw]/[0-9]+/(p[0-9]+\\.html)$ {{\n      alias {self.pages}/$1;\n"
+            "      default_type text/html; charset utf-8;\n    }\n  }\n"
             f"  server {{\n    listen 127.0.0.1:{self.tls_port} ssl backlog=4096;\n"
             f"    listen [::1]:{self.tls_port} ssl backlog=4096;\n"
             f"    ssl_certificate {cert};\n    ssl_certificate_key {key};\n"
@@ -194,12 +216,39 @@ class Bench:
                 if len(hosts) >= self.args.requests:
                     break
         self.requests.write_text("".join(f"{h} /\n" for h in hosts))
+        # HTML: the same hosts, each request for one of the pages under a path of its own;
+        # the warm-up's paths (/w/) differ from the measured run's (/u/), since each wrk run
+        # starts the list again.
+        for path, prefix in ((self.html_warmup, "w"), (self.html_requests, "u")):
+            lines = (
+                f"{hosts[n % len(hosts)]} /{prefix}/{n}/p{n % HTML_PAGES}.html\n"
+                for n in range(self.args.html_requests)
+            )
+            path.write_text("".join(lines))
 
-    def write_config(self, name: str, action: str, *, everything: bool = False) -> Path:
-        """A configuration; ``everything``: the demo policy's protections all on as well."""
+    def write_pages(self) -> int:
+        """HTML_PAGES pages of about 100 KB from the installed documentation; their mean size."""
+        # nginx's workers run as an unprivileged user: they may pass through the private
+        # temporary folder (x only) and read the pages, nothing else.
+        self.tmp.chmod(0o711)
+        self.pages.mkdir(mode=0o755)
+        pages = html_pages(HTML_PAGES)
+        for number, page in enumerate(pages):
+            path = self.pages / f"p{number}.html"
+            path.write_text(page, encoding="utf-8")
+            path.chmod(0o644)
+        return sum(len(p.encode()) for p in pages) // len(pages)
+
+    def write_config(
+        self, name: str, action: str, *, everything: bool = False, content: bool = False
+    ) -> Path:
+        """A configuration; ``everything``: the demo policy's protections all on as well;
+        ``content``: content analysis of every page the group reads."""
         config = self.tmp / name
         config.mkdir()
         protections = ""
+        if content:
+            shutil.copy(ROOT / "config" / "content-phrases.yaml", config / "content-phrases.yaml")
         if everything:
             protections = ALL_PROTECTIONS
             for extra in ("escalation.yaml", "concerning-terms.yaml"):
@@ -211,7 +260,11 @@ class Bench:
             f"  ut1: {{path: {self.lists}, format: ut1}}\n"
             f"  iwf: {{path: {DEMO / 'iwf.txt'}, format: iwf}}\n"
         )
-        (config / "policy.yaml").write_text(POLICY.format(action=action, protections=protections))
+        (config / "policy.yaml").write_text(
+            POLICY.format(
+                action=action, protections=protections, content=CONTENT if content else ""
+            )
+        )
         return config
 
     def wait_http(self, port: int, *, proxy: bool, timeout: float = 60) -> float:
@@ -227,10 +280,10 @@ class Bench:
                 time.sleep(0.1)
         raise RuntimeError(f"nothing answered on 127.0.0.1:{port} in {timeout} s")
 
-    def wrk(self, port: int, seconds: int) -> str:
+    def wrk(self, port: int, seconds: int, requests: Path | None = None) -> str:
         env = {
             **os.environ,
-            "REQS": str(self.requests),
+            "REQS": str(requests or self.requests),
             "TARGET": f"127.0.0.1:{self.origin_port}",
         }
         return subprocess.run(
@@ -252,7 +305,13 @@ class Bench:
             check=True,
         ).stdout
 
-    def measure(self, name: str, command: list[str]) -> Row:
+    def measure(
+        self,
+        name: str,
+        command: list[str],
+        requests: Path | None = None,
+        warmup: Path | None = None,
+    ) -> Row:
         port = free_port()
         command = [part.replace("{port}", str(port)) for part in command]
         log = (self.tmp / f"{name}.log").open("wb")
@@ -260,9 +319,9 @@ class Bench:
         self.started.append(process)
         try:
             start_s = self.wait_http(port, proxy=True)
-            self.wrk(port, self.args.warmup)
+            self.wrk(port, self.args.warmup, warmup or requests)
             cpu0, t0 = tree_cpu_seconds(process.pid), time.monotonic()
-            out = self.wrk(port, self.args.duration)
+            out = self.wrk(port, self.args.duration, requests)
             cpu = (tree_cpu_seconds(process.pid) - cpu0) / (time.monotonic() - t0) * 100
         finally:
             self.stop(process)
@@ -503,6 +562,56 @@ def http_section(
         print(uvloop_line("HTTP schoolgate 1 worker", rows["sg1uv"], one))
 
 
+def analysed(log: Path, offset: int) -> tuple[int, int, int]:
+    """Access-log lines from ``offset``: HTML pages served, those analysed, those blocked."""
+    pages = scored = blocked = 0
+    with log.open("rb") as f:
+        f.seek(offset)
+        for raw in f:
+            record = json.loads(raw)
+            if not str(record.get("path") or "").endswith(".html") or record.get("status") != 200:
+                if (record.get("content") or {}).get("outcome", "").startswith("blocked"):
+                    blocked += 1
+                continue
+            pages += 1
+            outcome = (record.get("content") or {}).get("outcome", "")
+            scored += outcome in ("passed", "logged")
+    return pages, scored, blocked
+
+
+def html_section(bench: Bench, filtering: Path, analysing: Path) -> None:
+    """HTML pages of ~100 KB: Schoolgate with every page analysed, without, and bare mitmdump."""
+    size = bench.write_pages()
+    print(
+        f"\nHTML: {HTML_PAGES} pages of {size // 1000} KB (the installed documentation), "
+        "a path of its own per request; the filtering policy, and the same with "
+        "content: {analyse: [pages]} for the group"
+    )
+    urls, warm = bench.html_requests, bench.html_warmup
+    log = bench.tmp / "var" / "access.log"
+    bare = bench.measure("html mitmdump (bare)", mitmdump(), urls, warm)
+    plain = bench.measure("html schoolgate-1w", schoolgate(filtering, 1), urls, warm)
+    offset = log.stat().st_size if log.exists() else 0
+    content = bench.measure("html schoolgate-1w-content", schoolgate(analysing, 1), urls, warm)
+    pages, scored, blocked = analysed(log, offset)
+    print()
+    print(
+        f"HTML schoolgate 1 worker with content analysis: {scored} of {pages} pages served "
+        f"analysed ({scored / max(pages, 1):.1%}, warm-up included), {blocked} blocked by it"
+    )
+    ratio, cpu_ratio = content.rps / plain.rps, plain.cpu_ms / content.cpu_ms
+    print(
+        f"HTML schoolgate 1 worker, every page analysed / without analysis: {ratio:6.1%} req/s, "
+        f"{cpu_ratio:6.1%} by cpu/req  (target >= 90%: {verdict(ratio, 0.9)} by req/s, "
+        f"{verdict(cpu_ratio, 0.9)} by cpu/req; load average {os.getloadavg()[0]:.1f})"
+    )
+    print(ratio_line("HTML schoolgate 1 worker, every page analysed", content, bare, 0.9))
+    print(
+        f"HTML schoolgate 1 worker, no analysis / bare mitmdump: {plain.rps / bare.rps:6.1%} "
+        f"req/s, {bare.cpu_ms / plain.cpu_ms:6.1%} by cpu/req  (no target)"
+    )
+
+
 def https_section(bench: Bench, filtering: Path) -> None:
     """Intercepted HTTPS: bare mitmdump (default and lazy strategies), Schoolgate 1 and 2 workers.
 
@@ -585,7 +694,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="add a cProfile of one worker")
     parser.add_argument("--https-requests", type=int, default=2000, help="keep-alive HTTPS")
     parser.add_argument("--https-parallel", type=int, default=20, help="curl transfers at once")
-    parser.add_argument("--only", choices=("http", "https"), help="run one section (default: both)")
+    parser.add_argument("--html-requests", type=int, default=50_000, help="HTML paths to replay")
+    parser.add_argument(
+        "--only", choices=("http", "html", "https"), help="run one section (default: all)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.https_requests = 5, 1, 600
@@ -608,6 +720,7 @@ def main(argv: list[str] | None = None) -> int:
         allowing = bench.write_config("config-allow", "acceptable")
         quiet = bench.write_config("config-blocked", "blocked")
         everything = bench.write_config("config-all", "unacceptable", everything=True)
+        analysing = bench.write_config("config-content", "unacceptable", content=True)
         t0 = time.monotonic()
         subprocess.run(
             [sys.executable, "-m", "proxy", "check", "--config", str(filtering)],
@@ -622,6 +735,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.start_origin()
         if args.only in (None, "http"):
             http_section(bench, filtering, allowing, quiet, everything)
+        if args.only in (None, "html"):
+            html_section(bench, filtering, analysing)
         if args.only in (None, "https"):
             https_section(bench, filtering)
         if args.profile:
