@@ -14,7 +14,8 @@ that counted go in ``flow.metadata[CONTENT]`` for the access log. With
 A page that crosses becomes an entry of the learned list
 (``proxy.content.learned``), shared by every worker through a file: the next
 request for it is answered at ``requestheaders``, before any upstream
-connection, without analysis. A confirmed entry blocks in its category for
+connection, without analysis (images the detector found, ``addons/images.py``,
+are entries of the same list). A confirmed entry blocks in its category for
 every group whose action for a policy category of that name blocks (as a
 local block entry would; every group with content analysis when the policy
 has no such category); a rejected one is never analysed again. Scores are
@@ -166,11 +167,12 @@ class ContentAnalysis:
                 return group.action_for(category.name).kind != "acceptable"  # count as blocked
             return group.content is not None
         rule = group.content
-        return (
-            rule is not None
-            and rule.action == "block"
-            and found.score >= rule.threshold_for()[found.category]
-        )
+        if rule is None or rule.action != "block":
+            return False
+        if found.kind == "image":  # the detector's confidence in percent, for groups that ask
+            return rule.images is not None and found.score >= round(rule.image_threshold * 100)
+        threshold = rule.threshold_for().get(found.category)
+        return threshold is not None and found.score >= threshold
 
     # ---- hooks ---------------------------------------------------------------------------
 
@@ -181,6 +183,8 @@ class ContentAnalysis:
         group = self._group(flow)
         entry = _entry_of(flow)
         found = self.learned.get(entry) if entry is not None else None
+        if found is not None:
+            flow.metadata[facts.LEARNED_STATE] = found.state
         if group is None or found is None or not self._learned_blocks(group, found):
             return
         flow.metadata[CONTENT] = ContentVerdict(

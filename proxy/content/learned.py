@@ -14,6 +14,10 @@ recorded in change control): a confirmed entry is a block in its category for
 every group, as a local block entry is; a rejected one is never analysed
 again, for anyone. The same file carries those decisions, so the last line
 about an entry is its state.
+
+An image the nudity detector scored high (``proxy.content.images``) is an
+entry too, of ``kind: image``: its score is the detector's confidence in
+percent, its phrases the detected class, and ``page`` the page that showed it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from proxy.jsonlines import JsonLinesTail
 
 LEARNED_FILE = "learned.jsonl"
 State = Literal["learned", "confirmed", "rejected"]
+Kind = Literal["text", "image"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +47,16 @@ class LearnedEntry:
     at: str
     state: State = "learned"
     by: str | None = None
+    kind: Kind = "text"
+    page: str | None = None
 
     def to_json(self) -> str:
+        extra: dict[str, object] = {}
+        if self.kind != "text":  # text entries keep the lines they always had
+            extra = {"kind": self.kind, "page": self.page}
         return json.dumps(
             {
+                **extra,
                 "entry": self.entry,
                 "category": self.category,
                 "score": self.score,
@@ -69,6 +80,8 @@ class LearnedEntry:
             at=str(raw["at"]),
             state=raw.get("state", "learned"),
             by=raw.get("by"),
+            kind="image" if raw.get("kind") == "image" else "text",
+            page=raw.get("page"),
         )
 
 
