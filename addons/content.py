@@ -45,7 +45,13 @@ from addons.pipeline import serve_block
 from blocklists.normalise import BadURL, normalise_url
 from proxy.content.assistants import assistant_of
 from proxy.content.extract import page_text
-from proxy.content.learned import LEARNED_FILE, LearnedEntry, LearnedList, learned_now
+from proxy.content.learned import (
+    LEARNED_FILE,
+    LearnedEntry,
+    LearnedList,
+    blocks,
+    learned_now,
+)
 from proxy.content.phrases import CATEGORY_WORDS, Scores
 from proxy.content.stream import Kind, StreamScorer
 from proxy.decision import Decision
@@ -159,20 +165,7 @@ class ContentAnalysis:
         return group.content if kind in group.content.analyse else None
 
     def _learned_blocks(self, group: Group, found: LearnedEntry) -> bool:
-        if found.state == "rejected":
-            return False
-        if found.state == "confirmed":
-            category = self.loader.filterset.policy.categories.get(found.category)
-            if category is not None:  # as a local block: the group's action, times and users
-                return group.action_for(category.name).kind != "acceptable"  # count as blocked
-            return group.content is not None
-        rule = group.content
-        if rule is None or rule.action != "block":
-            return False
-        if found.kind == "image":  # the detector's confidence in percent, for groups that ask
-            return rule.images is not None and found.score >= round(rule.image_threshold * 100)
-        threshold = rule.threshold_for().get(found.category)
-        return threshold is not None and found.score >= threshold
+        return blocks(found, group, self.loader.filterset.policy)
 
     # ---- hooks ---------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 from proxy.jsonlines import JsonLinesTail
+from proxy.policy import Group, Policy
 
 LEARNED_FILE = "learned.jsonl"
 State = Literal["learned", "confirmed", "rejected"]
@@ -83,6 +84,30 @@ class LearnedEntry:
             kind="image" if raw.get("kind") == "image" else "text",
             page=raw.get("page"),
         )
+
+
+def blocks(found: LearnedEntry, group: Group, policy: Policy) -> bool:
+    """Whether ``found`` refuses the request for ``group`` (the proxy and ``explain`` alike).
+
+    Rejected: never. Confirmed: as a local block entry in its category would, by the group's
+    action for a policy category of that name (any group with content analysis when the
+    policy has none). Learned: for a group whose content analysis blocks and whose threshold
+    the score reaches (for an image, its ``image_threshold`` in percent, if it asks for images).
+    """
+    if found.state == "rejected":
+        return False
+    if found.state == "confirmed":
+        category = policy.categories.get(found.category)
+        if category is not None:  # as a local block: the group's action, times and users
+            return group.action_for(category.name).kind != "acceptable"  # count as blocked
+        return group.content is not None
+    rule = group.content
+    if rule is None or rule.action != "block":
+        return False
+    if found.kind == "image":
+        return rule.images is not None and found.score >= round(rule.image_threshold * 100)
+    threshold = rule.threshold_for().get(found.category)
+    return threshold is not None and found.score >= threshold
 
 
 def learned_now(entry: str, category: str, score: int, phrases: tuple[str, ...]) -> LearnedEntry:
