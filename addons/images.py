@@ -66,21 +66,25 @@ class ImageAnalysis:
         )
 
     def configure(self, updated: set[str]) -> None:
-        # configure() hears only of options that change (the listen address first, at start).
-        sizes = {"schoolgate_image_workers", "schoolgate_image_queue"}
-        if self.pool is None or sizes & updated:
+        if {"schoolgate_image_workers", "schoolgate_image_queue"} & updated:
             if ctx.options.schoolgate_image_workers < 1 or ctx.options.schoolgate_image_queue < 1:
                 raise exceptions.OptionsError(
                     "schoolgate_image_workers and schoolgate_image_queue must be 1 or more"
                 )
             if self.pool is not None:
                 self.pool.close()
-            # The pool starts no thread and loads no model until the first image.
+                self.pool = None  # made again, at the new size, for the next image
+
+    def _pool(self) -> ImagePool:
+        # Made at the first image (configure() hears only of options that change): it starts
+        # no thread and loads no model until then.
+        if self.pool is None:
             self.pool = ImagePool(
                 ctx.options.schoolgate_image_workers,
                 ctx.options.schoolgate_image_queue,
                 self._scored,
             )
+        return self.pool
 
     def done(self) -> None:
         if self.pool is not None:
@@ -90,7 +94,7 @@ class ImageAnalysis:
     def response(self, flow: http.HTTPFlow) -> None:
         """Hand a delivered image to the pool; never waits for it."""
         response = flow.response
-        if response is None or answered(flow) or response.status_code != 200 or not self.pool:
+        if response is None or answered(flow) or response.status_code != 200:
             return
         identity = identity_of(flow)
         group = self.loader.filterset.policy.groups.get(identity.group) if identity else None
@@ -111,7 +115,7 @@ class ImageAnalysis:
         if entry in self._seen or facts.LEARNED_STATE in flow.metadata:
             return  # scored here already, or the learned list knows it (a rejection stands)
         page = flow.request.headers.get("referer")
-        if not self.pool.submit(ImageJob(entry, data, page)):
+        if not self._pool().submit(ImageJob(entry, data, page)):
             flow.metadata[IMAGE] = "unscored: pool full"
             self._warn_full()
             return
