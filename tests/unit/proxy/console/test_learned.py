@@ -89,3 +89,14 @@ def test_a_decision_needs_a_reason_a_token_and_the_right_role(app: object, confi
     learned = LearnedList(learned_file(config))
     learned.refresh()
     assert learned.entries[PAGE.entry].state == "learned"
+
+
+def test_test_a_url_says_what_the_learned_list_holds(app: object, config: Path) -> None:
+    """ "Test a URL" shows the learned entry's score and phrases, as explain does."""
+    append(learned_file(config), PAGE)
+    add_account(config, "tech", "technician")
+    text = (
+        client(app, config, "tech").get(f"/test?url=http://{PAGE.entry}&as=group&value=pupil").text
+    )
+    assert "Learned list" in text
+    assert "adult content scored 140 (phrases: free porn)" in text
