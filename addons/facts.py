@@ -55,6 +55,10 @@ ANSWERED = "schoolgate.answered"
 # The learned list's state for the request's URL (``learned``, ``confirmed``, ``rejected``),
 # set by ContentAnalysis at requestheaders: the image pool never re-scores a rejected image.
 LEARNED_STATE = "schoolgate.learned_state"
+# What ImageAnalysis did with a response's image: "queued", or "unscored: pool full" (or
+# "too large", "empty"); Metrics counts it.
+IMAGE = "schoolgate.image"
+IMAGE_OUTCOMES = ("queued", "pool full", "too large", "empty")
 
 
 class Policies(Protocol):

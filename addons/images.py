@@ -38,8 +38,7 @@ from proxy.content.learned import LEARNED_FILE, LearnedEntry, append, learned_no
 log = logging.getLogger("schoolgate.images")
 
 CACHE_SIZE = 10_000
-# What was done with a response's image, for tests and the log: "queued" or "unscored: …".
-IMAGE = "schoolgate.image"
+IMAGE = facts.IMAGE
 
 
 class ImageAnalysis:

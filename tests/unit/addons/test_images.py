@@ -16,6 +16,7 @@ from addons import facts
 from addons.content import ContentAnalysis
 from addons.identify import Identify
 from addons.images import IMAGE, ImageAnalysis
+from addons.metrics import Metrics
 from blocklists.index import IndexBuilder
 from proxy.content.images import ImagePool, ImageScore
 from proxy.filterset import Filterset
@@ -52,7 +53,7 @@ class Held:
 
 
 @pytest.fixture
-def images(tmp_path: Path) -> Iterator[tuple[Identify, ImageAnalysis, threading.Event]]:
+def images(tmp_path: Path) -> Iterator[tuple[Identify, ImageAnalysis, threading.Event, Metrics]]:
     settings = Settings(
         data_dir=tmp_path / "var", sources={"ut1": Source(path=tmp_path / "none", format="ut1")}
     )
@@ -60,11 +61,12 @@ def images(tmp_path: Path) -> Iterator[tuple[Identify, ImageAnalysis, threading.
     policy = parse_policy(POLICY, tmp_path / "policy.yaml")
     filterset = Filterset.build(settings, policy, IndexBuilder().freeze())
     release = threading.Event()
-    with running(tmp_path, filterset, Identify, ContentAnalysis, ImageAnalysis) as loaded:
+    kinds = (Identify, ContentAnalysis, ImageAnalysis, Metrics)
+    with running(tmp_path, filterset, *kinds) as loaded:
         addon = one(loaded, ImageAnalysis)
         assert addon.pool is None  # made at the first image
         addon.pool = ImagePool(1, 2, addon._scored, model=lambda: Held(release))  # type: ignore[arg-type,return-value]
-        yield one(loaded, Identify), addon, release
+        yield one(loaded, Identify), addon, release, one(loaded, Metrics)
         release.set()
 
 
@@ -79,26 +81,33 @@ def image_flow(identify: Identify, path: str, client: str = PUPIL) -> http.HTTPF
 
 
 def test_images_queue_until_the_pool_is_full_then_pass_unscored(
-    images: tuple[Identify, ImageAnalysis, threading.Event],
+    images: tuple[Identify, ImageAnalysis, threading.Event, Metrics],
 ) -> None:
     """With one busy worker and room for two, the third image is passed on unscored at once;
     none is held or changed."""
-    identify, addon, _release = images
+    identify, addon, _release, metrics = images
     outcomes = []
     for n in range(3):
         flow = image_flow(identify, f"/{n}.png")
         addon.response(flow)
+        metrics.response(flow)
         assert flow.response is not None
         assert flow.response.status_code == 200
         outcomes.append(flow.metadata.get(IMAGE))
     assert outcomes == ["queued", "queued", "unscored: pool full"]
+    registry = metrics.metrics.registry
+    counted = {
+        outcome: registry.get_sample_value("schoolgate_images_total", {"outcome": outcome})
+        for outcome in ("queued", "pool_full")
+    }
+    assert counted == {"queued": 2.0, "pool_full": 1.0}
 
 
 def test_only_groups_that_ask_and_only_pictures_are_scored(
-    images: tuple[Identify, ImageAnalysis, threading.Event],
+    images: tuple[Identify, ImageAnalysis, threading.Event, Metrics],
 ) -> None:
     """Staff ask for no image analysis; a GIF is not a type the detector reads."""
-    identify, addon, _release = images
+    identify, addon, _release, _metrics = images
     staff = image_flow(identify, "/staff.png", STAFF)
     addon.response(staff)
     gif = image_flow(identify, "/a.gif")
@@ -110,10 +119,10 @@ def test_only_groups_that_ask_and_only_pictures_are_scored(
 
 
 def test_an_image_the_learned_list_knows_is_not_scored_again(
-    images: tuple[Identify, ImageAnalysis, threading.Event],
+    images: tuple[Identify, ImageAnalysis, threading.Event, Metrics],
 ) -> None:
     """A rejected image (the technician opened it) is never re-scored and re-learned."""
-    identify, addon, _release = images
+    identify, addon, _release, _metrics = images
     flow = image_flow(identify, "/rejected.png")
     flow.metadata[facts.LEARNED_STATE] = "rejected"
     addon.response(flow)
