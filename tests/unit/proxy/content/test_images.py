@@ -126,3 +126,11 @@ def test_an_image_entry_keeps_its_kind_and_page_and_old_lines_read_as_text() -> 
     old = LearnedEntry("example.org/p", "adult", 120, ("x",), "t")
     assert "kind" not in old.to_json()
     assert LearnedEntry.from_json(old.to_json()).kind == "text"
+
+
+def test_a_picture_claiming_too_many_pixels_is_refused(model: NudityModel) -> None:
+    """A 35 KB PNG of 5200x5200 pixels (a decompression bomb in miniature) is refused before it
+    is decoded: OpenCV is held to 25 megapixels."""
+    _ok, data = cv2.imencode(".png", np.zeros((5200, 5200), np.uint8))
+    with pytest.raises(ValueError, match="not a readable image"):
+        model.score(data.tobytes())
