@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -128,9 +131,26 @@ def test_an_image_entry_keeps_its_kind_and_page_and_old_lines_read_as_text() -> 
     assert LearnedEntry.from_json(old.to_json()).kind == "text"
 
 
-def test_a_picture_claiming_too_many_pixels_is_refused(model: NudityModel) -> None:
+def test_a_picture_claiming_too_many_pixels_is_refused() -> None:
     """A 35 KB PNG of 5200x5200 pixels (a decompression bomb in miniature) is refused before it
-    is decoded: OpenCV is held to 25 megapixels."""
-    _ok, data = cv2.imencode(".png", np.zeros((5200, 5200), np.uint8))
-    with pytest.raises(ValueError, match="not a readable image"):
-        model.score(data.tobytes())
+    is decoded: importing proxy.content.images holds OpenCV to 25 megapixels. OpenCV reads the
+    limit when it is imported, so this runs in a fresh interpreter, as the proxy starts."""
+    script = (
+        "from proxy.content.images import NudityModel\n"
+        "import cv2, numpy as np\n"
+        "_ok, data = cv2.imencode('.png', np.zeros((5200, 5200), np.uint8))\n"
+        "try:\n"
+        "    NudityModel().score(data.tobytes())\n"
+        "except ValueError:\n"
+        "    print('refused')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.stdout.strip() == "refused", done.stderr
