@@ -46,7 +46,6 @@ class ImageAnalysis:
         self.loader = loader
         self.pool: ImagePool | None = None
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self._thresholds: dict[str, float] = {}
         self._warned = 0.0
         self.learned = 0
 
@@ -114,14 +113,13 @@ class ImageAnalysis:
         if entry in self._seen or facts.LEARNED_STATE in flow.metadata:
             return  # scored here already, or the learned list knows it (a rejection stands)
         page = flow.request.headers.get("referer")
-        if not self._pool().submit(ImageJob(entry, data, page)):
+        if not self._pool().submit(ImageJob(entry, data, page, rule.image_threshold)):
             flow.metadata[IMAGE] = "unscored: pool full"
             self._warn_full()
             return
         self._seen[entry] = None
         if len(self._seen) > CACHE_SIZE:
             self._seen.popitem(last=False)
-        self._thresholds[entry] = rule.image_threshold
         flow.metadata[IMAGE] = "queued"
 
     def _warn_full(self) -> None:
@@ -132,11 +130,10 @@ class ImageAnalysis:
 
     def _scored(self, job: ImageJob, result: ImageScore | None) -> None:
         """In the pool's thread: a high score becomes a learned entry, read by every worker."""
-        threshold = self._thresholds.pop(job.entry, 1.0)
         if result is None:  # unreadable: may be tried again next time
             self._seen.pop(job.entry, None)
             return
-        if result.label is None or result.score < threshold:
+        if result.label is None or result.score < job.threshold:
             return
         found = learned_now(job.entry, "adult", result.percent, (result.label,))
         entry = LearnedEntry(

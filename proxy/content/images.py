@@ -118,6 +118,8 @@ class ImageJob:
     entry: str
     data: bytes
     page: str | None = None
+    # The asking group's image_threshold: a score reaching it is learned.
+    threshold: float = 1.0
 
 
 Done = Callable[[ImageJob, ImageScore | None], None]
