@@ -172,6 +172,11 @@ class Metrics:
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._count(flow)
+        image = flow.metadata.get(facts.IMAGE)
+        if isinstance(image, str):
+            outcome = image.removeprefix("unscored: ")
+            if outcome in facts.IMAGE_OUTCOMES:  # labels only from this fixed set
+                self.metrics.images.labels(outcome.replace(" ", "_")).inc()
 
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
         """A tunnel TlsPolicy passed through or refused (what it left in the facts)."""

@@ -24,6 +24,13 @@ Set-up, after ../shared/peers/bench_proxies.sh so the figures compare with
   without SNI, DNS-over-HTTPS, the escalation table and concerning search
   terms). The access log is written as in production, with the default SQLite
   store in the run's data folder.
+* HTML with content analysis (``html_section``): the same origin serves 20 HTML
+  pages of about 100 KB made from this machine's HTML documentation (as
+  ``bench.content`` measures them) under a unique path per request
+  (``/u/N/pK.html``), so no response is answered from the per-URL score cache:
+  every HTML response is analysed. Rows: bare mitmdump, Schoolgate 1 worker with
+  the filtering policy, and the same with ``content: {analyse: [pages]}`` for the
+  group; the access log is read afterwards to count the responses analysed.
 * HTTPS (``https_section``): intercepted through CONNECT with curl against an
   nginx TLS origin, keep-alive and a new connection per request, bare mitmdump
   with the default (eager) and lazy strategies beside Schoolgate 1 and 2 workers.
@@ -45,7 +52,8 @@ Every row prints the load average as it ended. Every process listens on 127.0.0.
 only; every wrk run is bounded by ``-d``; all processes started here are stopped at
 the end; curl runs are bounded in count and by ``--max-time``. Targets from the issue:
 1 worker >= 97% of bare mitmdump's req/s (HTTP), all protections >= 90%, intercepted
-keep-alive HTTPS >= 95% of bare mitmdump with its default strategy; 2 workers >= 1.8x
+keep-alive HTTPS >= 95% of bare mitmdump with its default strategy; every HTML
+response analysed >= 90% of the same Schoolgate without analysis; 2 workers >= 1.8x
 one worker (judged by CPU per request). Each ratio is also given by CPU per request,
 steadier than req/s when other work shares the host. The figures are printed as
 measured, with MET or MISSED, never adjusted.
@@ -55,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import pstats
 import re
@@ -70,6 +79,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import peer
+from bench.content import html_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -93,7 +103,7 @@ groups:
   guest:
     default: acceptable
     allowed_ports: [443, "1024-65535"]  # the TLS origin listens on an ephemeral port
-{protections}    categories:
+{protections}{content}    categories:
       adult: {action}
       gambling: {action}
       games: {action}
@@ -114,6 +124,10 @@ ALL_PROTECTIONS = """\
 
 # The TLS origin's host, passed through undecrypted, for the tunnel rows.
 NO_DECRYPT = "no_decrypt:\n  hosts: [localhost]\n"
+
+# Content analysis of every page, for the HTML row (``content-phrases.yaml`` copied from config/).
+CONTENT = "    content: {analyse: [pages], threshold: 100, action: block}\n"
+HTML_PAGES = 20
 
 
 def free_port() -> int:
@@ -175,6 +189,9 @@ class Bench:
         self.tls_port = free_port()
         self.started: list[subprocess.Popen[bytes]] = []
         self.requests = tmp / "requests.txt"
+        self.html_requests = tmp / "html-requests.txt"
+        self.html_warmup = tmp / "html-warmup.txt"
+        self.pages = tmp / "pages"
         self.lists = SAMPLE if SAMPLE.is_dir() else DEMO / "ut1"
         self.squid: peer.Squid | None = None
         self.big = tmp / "big.bin"  # the large download for the tunnel rows
@@ -204,7 +221,10 @@ class Bench:
             "http {\n  access_log off;\n  keepalive_requests 10000000;\n"
             "  keepalive_timeout 300s;\n"
             f"  server {{\n    listen 127.0.0.1:{self.origin_port} default_server backlog=4096;\n"
-            '    location / { default_type text/plain; return 200 "ok origin\\n"; }\n  }\n'
+            '    location / { default_type text/plain; return 200 "ok origin\\n"; }\n'
+            # /u/N/pK.html: page K under a path of its own (N), so no cache answers it
+            f"    location ~ ^/[uw]/[0-9]+/(p[0-9]+\\.html)$ {{\n      alias {self.pages}/$1;\n"
+            "      default_type text/html; charset utf-8;\n    }\n  }\n"
             f"  server {{\n    listen 127.0.0.1:{self.tls_port} ssl backlog=4096;\n"
             f"    listen [::1]:{self.tls_port} ssl backlog=4096;\n"
             f"    ssl_certificate {cert};\n    ssl_certificate_key {key};\n"
@@ -224,17 +244,47 @@ class Bench:
                 if len(hosts) >= self.args.requests:
                     break
         self.requests.write_text("".join(f"{h} /\n" for h in hosts))
+        # HTML: the same hosts, each request for one of the pages under a path of its own;
+        # the warm-up's paths (/w/) differ from the measured run's (/u/), since each wrk run
+        # starts the list again.
+        for path, prefix in ((self.html_warmup, "w"), (self.html_requests, "u")):
+            lines = (
+                f"{hosts[n % len(hosts)]} /{prefix}/{n}/p{n % HTML_PAGES}.html\n"
+                for n in range(self.args.html_requests)
+            )
+            path.write_text("".join(lines))
+
+    def write_pages(self) -> int:
+        """HTML_PAGES pages of about 100 KB from the installed documentation; their mean size."""
+        # nginx's workers run as an unprivileged user: they may pass through the private
+        # temporary folder (x only) and read the pages, nothing else.
+        self.tmp.chmod(0o711)
+        self.pages.mkdir(mode=0o755)
+        pages = html_pages(HTML_PAGES)
+        for number, page in enumerate(pages):
+            path = self.pages / f"p{number}.html"
+            path.write_text(page, encoding="utf-8")
+            path.chmod(0o644)
+        return sum(len(p.encode()) for p in pages) // len(pages)
 
     def write_config(
-        self, name: str, action: str, *, everything: bool = False, extra: str = ""
+        self,
+        name: str,
+        action: str,
+        *,
+        everything: bool = False,
+        content: bool = False,
+        extra: str = "",
     ) -> Path:
-        """A configuration; ``everything``: the demo policy's protections all on as well.
-
-        ``extra``: top-level policy keys added at the end (``no_decrypt`` for the tunnel rows).
+        """A configuration; ``everything``: the demo policy's protections all on as well;
+        ``content``: content analysis of every page the group reads; ``extra``: top-level
+        policy keys added at the end (``no_decrypt`` for the tunnel rows).
         """
         config = self.tmp / name
         config.mkdir()
         protections = ""
+        if content:
+            shutil.copy(ROOT / "config" / "content-phrases.yaml", config / "content-phrases.yaml")
         if everything:
             protections = ALL_PROTECTIONS
             for copied in ("escalation.yaml", "concerning-terms.yaml"):
@@ -249,7 +299,12 @@ class Bench:
             f"  ut1: {{path: {self.lists}, format: ut1}}\n"
             f"  iwf: {{path: {DEMO / 'iwf.txt'}, format: iwf}}\n"
         )
-        policy = POLICY.format(action=action, protections=protections) + extra
+        policy = (
+            POLICY.format(
+                action=action, protections=protections, content=CONTENT if content else ""
+            )
+            + extra
+        )
         (config / "policy.yaml").write_text(policy)
         return config
 
@@ -266,13 +321,15 @@ class Bench:
                 time.sleep(0.1)
         raise RuntimeError(f"nothing answered on 127.0.0.1:{port} in {timeout} s")
 
-    def wrk(self, port: int, seconds: int, *, target: bool = True) -> str:
+    def wrk(
+        self, port: int, seconds: int, requests: Path | None = None, *, target: bool = True
+    ) -> str:
         """wrk through the proxy on ``port``; ``target``: the origin's address in the URL.
 
         Without ``target`` the request line names the real host (``GET http://host/``), for
         the peer, which filters on the URL and forwards everything to the origin as parent.
         """
-        env = {**os.environ, "REQS": str(self.requests)}
+        env = {**os.environ, "REQS": str(requests or self.requests)}
         if target:
             env["TARGET"] = f"127.0.0.1:{self.origin_port}"
         return subprocess.run(
@@ -295,7 +352,13 @@ class Bench:
         ).stdout
 
     def measure(
-        self, name: str, command: list[str] | Callable[[int], list[str]], *, target: bool = True
+        self,
+        name: str,
+        command: list[str] | Callable[[int], list[str]],
+        requests: Path | None = None,
+        warmup: Path | None = None,
+        *,
+        target: bool = True,
     ) -> Row:
         port = free_port()
         command = expand(command, port)
@@ -304,9 +367,9 @@ class Bench:
         self.started.append(process)
         try:
             start_s = self.wait_http(port, proxy=True)
-            self.wrk(port, self.args.warmup, target=target)
+            self.wrk(port, self.args.warmup, warmup or requests, target=target)
             cpu0, t0 = tree_cpu_seconds(process.pid), time.monotonic()
-            out = self.wrk(port, self.args.duration, target=target)
+            out = self.wrk(port, self.args.duration, requests, target=target)
             cpu = (tree_cpu_seconds(process.pid) - cpu0) / (time.monotonic() - t0) * 100
         finally:
             self.stop(process)
@@ -743,6 +806,56 @@ def http_section(
         print(python_line("HTTP schoolgate 1 worker", rows["sg1py"], one, other))
 
 
+def analysed(log: Path, offset: int) -> tuple[int, int, int]:
+    """Access-log lines from ``offset``: HTML pages served, those analysed, those blocked."""
+    pages = scored = blocked = 0
+    with log.open("rb") as f:
+        f.seek(offset)
+        for raw in f:
+            record = json.loads(raw)
+            if not str(record.get("path") or "").endswith(".html") or record.get("status") != 200:
+                if (record.get("content") or {}).get("outcome", "").startswith("blocked"):
+                    blocked += 1
+                continue
+            pages += 1
+            outcome = (record.get("content") or {}).get("outcome", "")
+            scored += outcome in ("passed", "logged")
+    return pages, scored, blocked
+
+
+def html_section(bench: Bench, filtering: Path, analysing: Path) -> None:
+    """HTML pages of ~100 KB: Schoolgate with every page analysed, without, and bare mitmdump."""
+    size = bench.write_pages()
+    print(
+        f"\nHTML: {HTML_PAGES} pages of {size // 1000} KB (the installed documentation), "
+        "a path of its own per request; the filtering policy, and the same with "
+        "content: {analyse: [pages]} for the group"
+    )
+    urls, warm = bench.html_requests, bench.html_warmup
+    log = bench.tmp / "var" / "access.log"
+    bare = bench.measure("html mitmdump (bare)", mitmdump(), urls, warm)
+    plain = bench.measure("html schoolgate-1w", schoolgate(filtering, 1), urls, warm)
+    offset = log.stat().st_size if log.exists() else 0
+    content = bench.measure("html schoolgate-1w-content", schoolgate(analysing, 1), urls, warm)
+    pages, scored, blocked = analysed(log, offset)
+    print()
+    print(
+        f"HTML schoolgate 1 worker with content analysis: {scored} of {pages} pages served "
+        f"analysed ({scored / max(pages, 1):.1%}, warm-up included), {blocked} blocked by it"
+    )
+    ratio, cpu_ratio = content.rps / plain.rps, plain.cpu_ms / content.cpu_ms
+    print(
+        f"HTML schoolgate 1 worker, every page analysed / without analysis: {ratio:6.1%} req/s, "
+        f"{cpu_ratio:6.1%} by cpu/req  (target >= 90%: {verdict(ratio, 0.9)} by req/s, "
+        f"{verdict(cpu_ratio, 0.9)} by cpu/req; load average {os.getloadavg()[0]:.1f})"
+    )
+    print(ratio_line("HTML schoolgate 1 worker, every page analysed", content, bare, 0.9))
+    print(
+        f"HTML schoolgate 1 worker, no analysis / bare mitmdump: {plain.rps / bare.rps:6.1%} "
+        f"req/s, {bare.cpu_ms / plain.cpu_ms:6.1%} by cpu/req  (no target)"
+    )
+
+
 def https_section(bench: Bench, filtering: Path) -> None:
     """Intercepted HTTPS: bare mitmdump (default and lazy strategies), Schoolgate 1 and 2 workers.
 
@@ -897,10 +1010,11 @@ def main(argv: list[str] | None = None) -> int:
         help="another venv's python with Schoolgate installed (pip install -e .): bare "
         "mitmdump and Schoolgate 1 worker rows on it too, against this interpreter's",
     )
+    parser.add_argument("--html-requests", type=int, default=50_000, help="HTML paths to replay")
     parser.add_argument("--tunnel-mb", type=int, default=256, help="size of the tunnel download")
     parser.add_argument("--tunnel-runs", type=int, default=2, help="downloads per tunnel row")
     parser.add_argument(
-        "--only", choices=("http", "https", "tunnel"), help="run one section (default: all)"
+        "--only", choices=("http", "html", "https", "tunnel"), help="run one section (default: all)"
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -925,6 +1039,7 @@ def main(argv: list[str] | None = None) -> int:
         quiet = bench.write_config("config-blocked", "blocked")
         everything = bench.write_config("config-all", "unacceptable", everything=True)
         passing = bench.write_config("config-pass", "unacceptable", extra=NO_DECRYPT)
+        analysing = bench.write_config("config-content", "unacceptable", content=True)
         t0 = time.monotonic()
         subprocess.run(
             [sys.executable, "-m", "proxy", "check", "--config", str(filtering)],
@@ -941,6 +1056,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"before the rows: {load_average()}")
         if args.only in (None, "http"):
             http_section(bench, filtering, allowing, quiet, everything)
+        if args.only in (None, "html"):
+            html_section(bench, filtering, analysing)
         if args.only in (None, "https"):
             https_section(bench, filtering)
         if args.only in (None, "tunnel"):

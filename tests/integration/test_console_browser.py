@@ -29,6 +29,7 @@ import pytest
 from sqlalchemy import update
 
 from proxy.console.models import ConsoleSession, ConsoleUser
+from proxy.content.learned import LEARNED_FILE, LearnedEntry, append
 from proxy.store.engine import make_engine, session
 from tests.console_accounts import PASSWORD, add_account
 from tests.integration.harness import (
@@ -400,6 +401,16 @@ def test_the_technicians_pages(browser: Any, console: Console) -> None:
     installed = (console.gateway.config_dir / "policy.yaml").read_bytes()
     assert b"gambling: blocked" in installed
     assert b"\r" not in installed  # the browser's CR LF line ends are not installed
+    # Learned pages: a page content analysis learned, rejected with a reason in the browser.
+    found = LearnedEntry("learned-demo.example/hot", "adult", 140, ("free porn",),
+                         datetime.now(UTC).isoformat())  # fmt: skip
+    append(console.gateway.data_dir / LEARNED_FILE, found)
+    tech.goto(f"{console.url}/learned")
+    assert "learned-demo.example/hot" in tech.content()
+    check_page(tech, "learned")
+    tech.fill("#why-1", "A clinic's page about sexual health")
+    submit(tech, "form[action='/learned/decide'] button[value=reject]")
+    assert "the entry is rejected" in tech.content()
 
 
 def test_the_safeguarding_lead_has_a_home_page(browser: Any, console: Console) -> None:
