@@ -993,7 +993,8 @@ def profile(bench: Bench, config: Path) -> None:
     stats.sort_stats("tottime").print_stats(25)
 
 
-def main(argv: list[str] | None = None) -> int:
+def arguments(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; ``--quick`` shortens every run."""
     parser = argparse.ArgumentParser(prog="python -m bench.proxies", description=__doc__)
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per run")
@@ -1019,6 +1020,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.https_requests, args.tunnel_mb = 5, 1, 600, 64
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv)
     missing = [tool for tool in ("wrk", "nginx", "curl") if shutil.which(tool) is None]
     if missing:
         print(
