@@ -169,27 +169,70 @@ def needle_of(subject: str) -> bytes | None:
     return json.dumps(value).encode()
 
 
+# The part of a window searched for the needle in blocks rather than line by line.
+BLOCK = 8 << 20
+
+
+def _needle_lines(f: BinaryIO, begin: int, stop: int, needle: bytes) -> Iterator[bytes]:
+    """The whole lines in ``[begin, stop)`` that contain ``needle``, found by ``bytes.find``
+    on blocks (C speed) instead of a Python loop over every line."""
+    f.seek(begin)
+    if begin:
+        f.readline()  # the rest of a line the seek landed in
+    first = f.tell()
+    carry = b""  # a line cut by the end of a block, completed by the next
+    remaining = stop - first
+    while remaining > 0:
+        block = f.read(min(BLOCK, remaining))
+        if not block:
+            break
+        remaining -= len(block)
+        cut = block.rfind(b"\n") + 1
+        if not cut:
+            carry += block
+            continue
+        text = carry + block[:cut]
+        carry = block[cut:]
+        pos = text.find(needle)
+        while pos >= 0:
+            start = text.rfind(b"\n", 0, pos) + 1
+            end = text.find(b"\n", pos) + 1
+            yield text[start:end]
+            pos = text.find(needle, end)
+    # The line-by-line reader goes on from the first line not searched whole.
+    f.seek(max(first, stop - len(carry)))
+
+
 def read_window(
     path: Path, since: datetime, until: datetime, needle: bytes | None = None
 ) -> Iterator[LogLine]:
     """Every line of one log file with ``since <= time < until`` (seeking to ``since``).
 
     With ``needle``, lines without those bytes are skipped undecoded (so they are not
-    yielded): only the time at their start is read, to know where the window ends."""
+    yielded): up to about ``until`` the window is searched for the needle in blocks;
+    after it, lines are read one by one, by the time at their start, to know where the
+    window ends."""
     try:
         f = path.open("rb")
     except FileNotFoundError:
         return
     with f:
         size = os.fstat(f.fileno()).st_size
-        f.seek(_seek(f, size, since - SLACK))
-        if f.tell():
-            f.readline()
+        begin = _seek(f, size, since - SLACK)
+        candidates: Iterator[bytes] = iter(())
+        if needle is not None:
+            # Every line before this offset is (nearly) before ``until``.
+            stop = max(begin, _seek(f, size, until))
+            candidates = _needle_lines(f, begin, stop, needle)
+        else:
+            f.seek(begin)
+            if begin:
+                f.readline()
         late = until + SLACK
         # Whole seconds at or past this end the window (late carries SLACK to spare).
         late_stamp = _stamp(late + timedelta(seconds=1))
         start, end = len(TIME_PREFIX), len(TIME_PREFIX) + len(late_stamp)
-        for raw in f:
+        for raw in _chain(candidates, f):
             if needle is not None and needle not in raw and raw.startswith(TIME_PREFIX):
                 if raw[start:end] >= late_stamp:
                     return
@@ -201,6 +244,12 @@ def read_window(
                 return
             if since <= at < until:
                 yield _line(data, at)
+
+
+def _chain(first: Iterator[bytes], f: BinaryIO) -> Iterator[bytes]:
+    """``first`` to its end, then the file's lines from where ``first`` left it."""
+    yield from first
+    yield from f
 
 
 def log_files(access_log: Path) -> list[Path]:

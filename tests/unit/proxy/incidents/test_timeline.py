@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from proxy.incidents import timeline
 
@@ -195,3 +198,20 @@ def test_the_window_ends_at_the_first_line_past_it(tmp_path: Path) -> None:
         assert marker in seen
     finally:
         timeline._parse = real
+
+
+@pytest.mark.parametrize("block", [97, 4096, 8 << 20])
+def test_searching_in_blocks_finds_what_decoding_every_line_finds(
+    tmp_path: Path, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any window, any person, lines cut across block ends: the same lines as the slow way."""
+    log = tmp_path / "access.log"
+    write_log(log, hours=3)
+    monkeypatch.setattr(timeline, "BLOCK", block)
+    rng = random.Random(13)
+    for _ in range(20):
+        since = T0 + timedelta(seconds=rng.randrange(4 * 3600) - 1800)
+        until = since + timedelta(seconds=rng.randrange(1, 3600))
+        for subject in ("p.one", "p.two", "ip:10.0.0.9", "p.none"):
+            fast = list(timeline.activity(log, subject, since, until))
+            assert fast == _decoding_all(log, subject, since, until), (since, until, subject)
