@@ -65,7 +65,7 @@ def who(subject: str) -> str:
 
 
 def access_log(state: State) -> Path:
-    return state.fs.settings.data_dir / "access.log"
+    return state.fs.settings.access_log_path
 
 
 def filters_of(state: State, request: Request) -> q.Filters:

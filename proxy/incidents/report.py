@@ -25,6 +25,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from proxy.incidents import timeline
 from proxy.incidents.charts import columns, hbars
 from proxy.incidents.models import Incident, SearchRecord
 from proxy.store import chain
@@ -101,8 +102,9 @@ def _buckets(start: datetime, end: datetime, zone: tzinfo) -> tuple[str, list[da
     return "month", months
 
 
-def _access_lines(data_dir: Path) -> Iterator[dict[str, object]]:
-    for path in sorted(data_dir.glob("access.log*")):
+def _access_lines(access_log: Path) -> Iterator[dict[str, object]]:
+    """Every line of the access log and its uncompressed rotations, oldest file first."""
+    for path in timeline.log_files(access_log):
         try:
             handle = path.open(encoding="utf-8", errors="replace")
         except OSError:
@@ -156,6 +158,7 @@ def gather(
     zone: tzinfo,
     now: datetime,
     site: str | None = None,
+    access_log: Path | None = None,
 ) -> ReportData:
     """The report's figures; ``site`` keeps one school's rows (None: the whole trust's)."""
     incidents = select(Incident).where(Incident.first_seen >= start, Incident.first_seen < end)
@@ -190,7 +193,9 @@ def gather(
     overrides = list(session.scalars(override_rows))
     changes = Counter(chain.KINDS.get(kind, kind) for kind in session.scalars(change_kinds))
     verified = chain.verify(session)
-    categories, hosts, blocked = blocked_from_access_log(_access_lines(data_dir), start, end)
+    categories, hosts, blocked = blocked_from_access_log(
+        _access_lines(access_log or data_dir / "access.log"), start, end
+    )
     return ReportData(
         school=school,
         start=start,

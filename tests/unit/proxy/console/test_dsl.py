@@ -311,3 +311,28 @@ def test_the_pupil_history_and_its_csv(app: object, config: Path) -> None:
         assert (
             client(app, config, name).get("/pupil.csv", params={"who": "p.one"}).status_code == 403
         )
+
+
+def test_the_timeline_reads_the_access_log_where_the_settings_put_it(
+    app: object, config: Path, tmp_path: Path
+) -> None:
+    """``access_log:`` in schoolgate.yaml moves the log: the incident page reads that file and
+    its rotated copy, and not access.log in the data folder."""
+    data = tmp_path / "var" / "access.log"
+    lines = data.read_text(encoding="utf-8").splitlines()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    # Rotated the night before the hits: the page before them is in the rotated file.
+    (logs / "custom.log.1").write_text("\n".join(lines[:3]) + "\n", encoding="utf-8")
+    (logs / "custom.log").write_text("\n".join(lines[3:]) + "\n", encoding="utf-8")
+    data.write_text(line(T0 - timedelta(minutes=5), "p.one", "decoy.example") + "\n")
+    dsl = client(app, config, "a.dsl")
+    before = dsl.get("/incidents/1").text  # the default path: the data folder's access.log
+    assert "decoy.example" in before
+    assert "homework.example/maths" not in before
+    settings = config / "schoolgate.yaml"
+    settings.write_text(settings.read_text() + "access_log: ../logs/custom.log\n")
+    page = dsl.get("/incidents/1").text
+    assert "homework.example/maths" in page  # from custom.log.1
+    assert "news.example/story" in page  # from custom.log
+    assert "decoy.example" not in page
