@@ -25,6 +25,7 @@ logged with host and path withheld, and stay withheld here.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterator
@@ -173,34 +174,30 @@ def needle_of(subject: str) -> bytes | None:
 BLOCK = 8 << 20
 
 
-def _needle_lines(f: BinaryIO, begin: int, stop: int, needle: bytes) -> Iterator[bytes]:
-    """The whole lines in ``[begin, stop)`` that contain ``needle``, found by ``bytes.find``
-    on blocks (C speed) instead of a Python loop over every line."""
+def _needle_lines(f: io.BufferedReader, begin: int, stop: int, needle: bytes) -> Iterator[bytes]:
+    """The whole lines in ``[begin, stop)`` that contain ``needle``, found by ``find`` on
+    blocks read into one buffer (C speed, no copy but the read) instead of a Python loop
+    over every line. Leaves ``f`` at the first line not searched whole."""
     f.seek(begin)
     if begin:
         f.readline()  # the rest of a line the seek landed in
-    first = f.tell()
-    carry = b""  # a line cut by the end of a block, completed by the next
-    remaining = stop - first
-    while remaining > 0:
-        block = f.read(min(BLOCK, remaining))
-        if not block:
-            break
-        remaining -= len(block)
-        cut = block.rfind(b"\n") + 1
+    at = f.tell()
+    buf = bytearray(BLOCK)
+    view = memoryview(buf)
+    while at < stop:
+        f.seek(at)
+        n = f.readinto(view[: min(BLOCK, stop - at)])
+        cut = buf.rfind(b"\n", 0, n) + 1 if n else 0
         if not cut:
-            carry += block
-            continue
-        text = carry + block[:cut]
-        carry = block[cut:]
-        pos = text.find(needle)
+            break  # no whole line left before ``stop`` (or one longer than a block)
+        pos = buf.find(needle, 0, cut)
         while pos >= 0:
-            start = text.rfind(b"\n", 0, pos) + 1
-            end = text.find(b"\n", pos) + 1
-            yield text[start:end]
-            pos = text.find(needle, end)
-    # The line-by-line reader goes on from the first line not searched whole.
-    f.seek(max(first, stop - len(carry)))
+            start = buf.rfind(b"\n", 0, pos) + 1
+            end = buf.find(b"\n", pos, cut) + 1
+            yield bytes(view[start:end])
+            pos = buf.find(needle, end, cut)
+        at += cut
+    f.seek(at)
 
 
 def read_window(
