@@ -215,8 +215,9 @@ async def incident_page(
         pending=next((r for r in reviews if r.second_signed_at is None), None),
         signed_review=any(r.second_signed_at is not None for r in reviews),
         reviewers=reviewers(state, signed.person.name),
+        referrals=log.REFERRALS,
         error=error,
-        typed=typed or {},
+        typed=typed or FormData(),
         done=request.query_params.get("done"),
         status_code=400 if error else 200,
     )
@@ -272,6 +273,7 @@ async def review_submit(request: Request) -> Response:
         concern=text(form, "concern") or None,
         conclusion=text(form, "conclusion"),
         action_taken=text(form, "action_taken"),
+        referred_to=tuple(str(v) for v in form.getlist("referred_to")),
     )
     try:
         if second not in reviewers(state, signed.person.name):

@@ -408,6 +408,7 @@ def view(incident: Incident, reviews: Sequence[IncidentReview] = ()) -> dict[str
                 "concern": r.concern,
                 "conclusion": r.conclusion,
                 "action_taken": r.action_taken,
+                "referred_to": referred_words(r.referred_to),
                 "second_signed_at": (
                     r.second_signed_at.isoformat() if r.second_signed_at else None
                 ),
@@ -418,6 +419,22 @@ def view(incident: Incident, reviews: Sequence[IncidentReview] = ()) -> dict[str
 
 
 # --- the review (form C2) and closing ------------------------------------------------------
+
+
+# Where an incident can be referred outside the school (form C2's "action taken"), in the
+# words the termly report and the C2 print use.
+REFERRALS = {
+    "police": "the police",
+    "local_authority": "the local authority (LADO or children's social care)",
+    "iwf_ceop": "the IWF or CEOP",
+    "prevent": "Prevent (Channel)",
+    "other_agency": "another agency",
+}
+
+
+def referred_words(stored: str | None) -> list[str]:
+    """A review's ``referred_to`` in words (unknown keys as they are)."""
+    return [REFERRALS.get(key, key) for key in (stored or "").split(",") if key]
 
 
 @dataclass(frozen=True)
@@ -433,6 +450,7 @@ class ReviewForm:
     conclusion: str
     action_taken: str
     concern: str | None = None
+    referred_to: tuple[str, ...] = ()  # keys of REFERRALS: where it was actually referred
 
     def problems(self) -> list[str]:
         found = [
@@ -451,6 +469,7 @@ class ReviewForm:
         ]
         if self.first_reviewer.strip().casefold() == self.second_reviewer.strip().casefold():
             found.append("the two reviewers must be two different people")
+        found += [f"referred to: unknown {k!r}" for k in self.referred_to if k not in REFERRALS]
         return found
 
 
@@ -495,6 +514,7 @@ def review(
         concern=form.concern.strip() if form.concern else None,
         conclusion=form.conclusion.strip(),
         action_taken=form.action_taken.strip(),
+        referred_to=",".join(k for k in REFERRALS if k in form.referred_to) or None,
         second_signed_at=None if second_signs_later else now,
     )
     session.add(row)

@@ -336,3 +336,19 @@ def test_the_timeline_reads_the_access_log_where_the_settings_put_it(
     assert "homework.example/maths" in page  # from custom.log.1
     assert "news.example/story" in page  # from custom.log
     assert "decoy.example" not in page
+
+
+def test_c2_records_where_the_incident_was_referred(app: object, config: Path) -> None:
+    """The C2 form's ticked referrals are recorded and shown, on the page and the print."""
+    dsl = client(app, config, "a.dsl")
+    token = csrf_of(dsl.get("/incidents/3").text)
+    form: dict[str, str | list[str]] = {**c2(token), "referred_to": ["police", "iwf_ceop"]}
+    response = dsl.post("/incidents/3/review", data=form, follow_redirects=False)
+    assert response.status_code == 303
+    page = dsl.get("/incidents/3").text
+    assert "Referred outside the school to</dt><dd>the police; the IWF or CEOP</dd>" in page
+    printed = dsl.get("/incidents/3/c2.pdf")
+    assert printed.status_code == 200
+    refused = dsl.post("/incidents/1/review", data={**c2(token), "referred_to": "the moon"})
+    assert refused.status_code == 400
+    assert "referred to: unknown" in refused.text
