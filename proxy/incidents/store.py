@@ -19,10 +19,10 @@ from sqlalchemy import delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from proxy.incidents.events import (
-    IWF_NOTICE,
     ROLLUP_WINDOW,
     IncidentEvent,
     SearchEvent,
+    illegal_notice,
     rolls_into,
 )
 from proxy.incidents.freetext import REFUSAL, mentions_address
@@ -361,7 +361,8 @@ def reviews_of(session: Session, incident_id: int) -> list[IncidentReview]:
 def where_text(incident: Incident) -> str:
     """What was reached for, as anyone may be shown it: never an illegal URL."""
     if incident.severity == "illegal":
-        return f"{IWF_NOTICE} (list {incident.list_name or '?'}, {incident.url_hash or 'no hash'})"
+        notice = illegal_notice(incident.list_name, incident.category)
+        return f"{notice} (list {incident.list_name or '?'}, {incident.url_hash or 'no hash'})"
     if incident.search_query is not None:
         return f"search on {incident.search_engine}: {incident.search_query!r}"
     return incident.url or "-"
@@ -385,7 +386,7 @@ def view(incident: Incident, reviews: Sequence[IncidentReview] = ()) -> dict[str
         "client_ip": incident.client_ip,
         "device": incident.device,
         "url": None if illegal else incident.url,
-        "notice": IWF_NOTICE if illegal else None,
+        "notice": illegal_notice(incident.list_name, incident.category) if illegal else None,
         "list": incident.list_name,
         "url_hash": incident.url_hash,
         "search_engine": incident.search_engine,
