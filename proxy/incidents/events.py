@@ -40,6 +40,8 @@ def illegal_notice(list_name: str | None, category: str | None = None) -> str:
         return found
     named = f" ({source})" if source else ""
     return f"matched an illegal-content list{named} — do not visit, refer to the police"
+
+
 ROLLUP_WINDOW = timedelta(minutes=30)
 CONCERNING_SEARCH = "concerning_search"
 
