@@ -70,6 +70,7 @@ bench: $(STAMP) ## benchmarks (figures as ratios against baselines measured in t
 	$(PY) -m bench.content
 	$(PY) -m bench.proxies
 	$(PY) -m bench.console
+	$(PY) -m bench.timeline
 
 clean: ## remove the virtual environment and var/
 	rm -rf $(VENV) var

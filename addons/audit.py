@@ -60,12 +60,13 @@ class Audit:
             "schoolgate_access_log",
             str,
             "",
-            "Access log file (JSON lines); empty means access.log in the data folder.",
+            "Access log file (JSON lines); empty means access_log in schoolgate.yaml.",
         )
 
     def _open(self) -> None:
+        # The settings' path is the one the console and `purge` read too.
         path = ctx.options.schoolgate_access_log or str(
-            self.loader.filterset.settings.data_dir / "access.log"
+            self.loader.filterset.settings.access_log_path
         )
         if self.log is not None:
             self.log.stop()

@@ -235,6 +235,9 @@ class Settings(Strict):
     site: str = DEFAULT_SITE
     # The trust's policy, with `policy:` as this site's overlay on it (proxy/trust.py)
     trust_policy: Path | None = None
+    # The access log's file (rotated copies beside it, access.log.1…); null: access.log in
+    # data_dir. The proxy writes it and the console's timeline, `purge` and the report read it.
+    access_log: Path | None = None
 
     @field_validator("site")
     @classmethod
@@ -290,6 +293,11 @@ class Settings(Strict):
     def listen_port(self) -> int:
         return int(self.listen.rpartition(":")[2])
 
+    @property
+    def access_log_path(self) -> Path:
+        """Where the access log is written and read: ``access_log``, or in ``data_dir``."""
+        return self.access_log or self.data_dir / "access.log"
+
 
 def _resolve(base: Path, path: Path) -> Path:
     return path if path.is_absolute() else (base / path).resolve()
@@ -322,6 +330,7 @@ def load_settings(config_dir: Path) -> Settings:
             if settings.trust_policy
             else None,
             "sources": sources,
+            "access_log": _resolve(base, settings.access_log) if settings.access_log else None,
             "console_tls": settings.console_tls.model_copy(
                 update={
                     "cert": _resolve(base, settings.console_tls.cert),

@@ -120,6 +120,7 @@ def routes() -> list[Route | Mount]:
         Route("/pupil", dsl.pupil_page),
         Route("/incidents/{id:int}/c2.pdf", dsl.c2_pdf),
         Route("/incidents/c3.csv", dsl.c3_csv),
+        Route("/incidents/{layout:str}.csv", dsl.safeguarding_export),
         Route("/live-badge", dsl.live_badge),
         Route("/pupil.csv", dsl.pupil_csv),
         Mount("/static", app=static, name="static"),

@@ -38,12 +38,13 @@ from proxy.console.web import (
     page_number,
     paginate,
     person,
+    plain_category,
     render,
     see_other,
     state_of,
     text,
 )
-from proxy.incidents import deliveries, timeline
+from proxy.incidents import deliveries, safeguarding_csv, timeline
 from proxy.incidents import queue as q
 from proxy.incidents import report as termly
 from proxy.incidents import store as log
@@ -65,7 +66,7 @@ def who(subject: str) -> str:
 
 
 def access_log(state: State) -> Path:
-    return state.fs.settings.data_dir / "access.log"
+    return state.fs.settings.access_log_path
 
 
 def filters_of(state: State, request: Request) -> q.Filters:
@@ -215,8 +216,9 @@ async def incident_page(
         pending=next((r for r in reviews if r.second_signed_at is None), None),
         signed_review=any(r.second_signed_at is not None for r in reviews),
         reviewers=reviewers(state, signed.person.name),
+        referrals=log.REFERRALS,
         error=error,
-        typed=typed or {},
+        typed=typed or FormData(),
         done=request.query_params.get("done"),
         status_code=400 if error else 200,
     )
@@ -272,6 +274,7 @@ async def review_submit(request: Request) -> Response:
         concern=text(form, "concern") or None,
         conclusion=text(form, "conclusion"),
         action_taken=text(form, "action_taken"),
+        referred_to=tuple(str(v) for v in form.getlist("referred_to")),
     )
     try:
         if second not in reviewers(state, signed.person.name):
@@ -516,9 +519,41 @@ async def c3_csv(request: Request) -> Response:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(C3_COLUMNS)
-    writer.writerows(rows)
+    # A pupil's search is in "what": never let a spreadsheet run it as a formula.
+    writer.writerows([safeguarding_csv.safe(c) for c in r] for r in rows)
     return Response(
         out.getvalue(),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="reporting-log-c3.csv"'},
+    )
+
+
+async def safeguarding_export(request: Request) -> Response:
+    """Incidents for CPOMS or MyConcern (``layout`` in the path): one incident with ``id``,
+    or those first seen between ``from`` and ``to``; no illegal address, no formula."""
+    await person(request, "incidents")
+    state = state_of(request)
+    layout = request.path_params["layout"]
+    if layout not in safeguarding_csv.LAYOUTS:
+        raise HTTPException(404)
+    p = request.query_params
+    zone = state.fs.policy.timezone
+    with state.session(read_only=True) as s:
+        if p.get("id", "").isdigit():
+            one = s.get(Incident, int(p["id"]))
+            if one is None:
+                raise HTTPException(404)
+            found = [one]
+        else:
+            since = _day(state, p["from"]) if p.get("from") else None
+            until = _day(state, p["to"], end=True) if p.get("to") else None
+            found = log.find(s, since=since, until=until)
+        rows = [
+            safeguarding_csv.row(i, log.reviews_of(s, i.id), zone, plain_category) for i in found
+        ]
+    name = f"{layout}-incident-{p['id']}" if p.get("id", "").isdigit() else f"{layout}-incidents"
+    return Response(
+        safeguarding_csv.write(rows, layout),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
     )

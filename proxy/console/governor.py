@@ -128,7 +128,14 @@ async def report(request: Request) -> Response:
     fs = state.fs
     with state.session(read_only=True) as s:
         data = termly.gather(
-            s, fs.settings.data_dir, fs.policy.school, since, until, fs.policy.timezone, state.now()
+            s,
+            fs.settings.data_dir,
+            fs.policy.school,
+            since,
+            until,
+            fs.policy.timezone,
+            state.now(),
+            access_log=fs.settings.access_log_path,
         )
     return HTMLResponse(termly.render_html(data))
 

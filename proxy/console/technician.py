@@ -47,7 +47,6 @@ from proxy.store.events import sha256
 from proxy.store.models import Change, Override
 from proxy.yamlfile import ConfigError
 
-ACCESS_LOG = "access.log"
 SEARCH_BYTES = 64 * 1024 * 1024  # the newest 64 MB of the access log are searched
 
 
@@ -234,7 +233,7 @@ async def search(request: Request) -> Response:
         with state.session(read_only=True) as s:
             incidents = list(s.scalars(select(Incident).where(Incident.reference == reference)))
             overrides = list(s.scalars(select(Override).where(Override.reference == reference)))
-        lines = _access_lines(state.fs.settings.data_dir / ACCESS_LOG, reference)
+        lines = _access_lines(state.fs.settings.access_log_path, reference)
     return render(
         request,
         "search.html",

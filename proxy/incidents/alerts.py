@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, Protocol
 
-from proxy.incidents.events import IWF_NOTICE, IncidentEvent
+from proxy.incidents.events import IncidentEvent, illegal_notice
 from proxy.settings import Alerts, Smtp
 
 log = logging.getLogger("schoolgate.alerts")
@@ -112,6 +112,7 @@ def digest_channels(alerts: Alerts) -> list[Channel]:
 def illegal_alert(event: IncidentEvent, school: str) -> Alert:
     """The at-once alert for an illegal hit: who, when, where from; never the URL."""
     who = event.user or "an unnamed user"
+    notice = illegal_notice(event.list_name, event.category)
     lines = [
         f"{school}: an attempt to reach illegal content was blocked.",
         "",
@@ -120,7 +121,7 @@ def illegal_alert(event: IncidentEvent, school: str) -> Alert:
         f"Address:   {event.client_ip or '-'}",
         f"Device:    {event.device or '-'}",
         f"Category:  {event.category}",
-        f"What:      {IWF_NOTICE}",
+        f"What:      {notice}",
         f"Reference: {event.reference or '-'}",
         "",
         "Do not try to visit or check the address. Follow the illegal incidents",
@@ -139,7 +140,7 @@ def illegal_alert(event: IncidentEvent, school: str) -> Alert:
             "client_ip": event.client_ip,
             "device": event.device,
             "category": event.category,
-            "notice": IWF_NOTICE,
+            "notice": notice,
             "reference": event.reference,
         },
     )

@@ -23,6 +23,25 @@ from proxy.incidents.keyedhash import url_hash
 Severity = Literal["illegal", "unacceptable", "concerning"]
 SEVERITIES: tuple[Severity, ...] = ("illegal", "unacceptable", "concerning")
 IWF_NOTICE = "matched the IWF list — do not visit, refer to the police"
+CTIRU_NOTICE = (
+    "matched the police's CTIRU list of terrorist content — do not visit, refer to the police"
+)
+# Which list an illegal hit matched, by its source, or else by the category proxy/illegal.py
+# puts that source's lists in (a source may have another name).
+_NOTICES = {"iwf": IWF_NOTICE, "ctiru": CTIRU_NOTICE}
+_NOTICE_BY_CATEGORY = {"child_abuse": IWF_NOTICE, "terrorism": CTIRU_NOTICE}
+
+
+def illegal_notice(list_name: str | None, category: str | None = None) -> str:
+    """What an illegal hit matched, in words: the right list, never the address."""
+    source = (list_name or "").split("/", 1)[0]
+    found = _NOTICES.get(source) or _NOTICE_BY_CATEGORY.get(category or "")
+    if found:
+        return found
+    named = f" ({source})" if source else ""
+    return f"matched an illegal-content list{named} — do not visit, refer to the police"
+
+
 ROLLUP_WINDOW = timedelta(minutes=30)
 CONCERNING_SEARCH = "concerning_search"
 

@@ -81,6 +81,9 @@ class IncidentReview(Base):
     # their own login later: NULL until then, and the incident cannot be closed.
     second_signed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     site: Mapped[str] = site_column()
+    # Where the incident was referred outside the school (keys of store.REFERRALS, comma
+    # separated); NULL: nowhere. The termly report counts as referred only these.
+    referred_to: Mapped[str | None] = mapped_column(Text)
 
 
 class SearchRecord(Base):

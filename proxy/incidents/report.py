@@ -25,13 +25,63 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from proxy.incidents import timeline
 from proxy.incidents.charts import columns, hbars
-from proxy.incidents.models import Incident, SearchRecord
+from proxy.incidents.models import Incident, IncidentReview, SearchRecord
 from proxy.store import chain
 from proxy.store.models import Change, Override
 
 TOP = 15
 WITHHELD_HOSTS = {"(withheld)", "(withheld: illegal list)"}
+
+# Governors read plain words, not the store's codes.
+STATUS_WORDS = {
+    "open": "Waiting for review",
+    "reviewed": "Reviewed, not yet closed",
+    "closed": "Closed",
+}
+SEVERITY_WORDS = {
+    "illegal": "Illegal content (IWF or police list)",
+    "concerning": "Concerning searches",
+    "unacceptable": "Against the school's rules",
+}
+# The incident types of config/escalation.yaml, short enough for a chart's label (28
+# characters); a school's own types are read as words.
+TYPE_WORDS = {
+    "illegal": "Illegal material",
+    "deliberate_offensive": "Offensive or pornographic",
+    "accidental_offensive_unreported": "Offensive, by accident",
+    "non_educational_in_lessons": "Non-educational in lessons",
+    "social_media": "Social media or messaging",
+    "subvert_filtering": "Getting round the filter",
+    "file_transfer": "Downloading or uploading",
+    "concerning_search": "Concerning search",
+    "mobile_device": "Mobile devices",
+    "sharing_passwords": "Sharing passwords",
+    "other_pupil_account": "Another pupil's account",
+    "staff_account": "A staff account",
+    "offensive_messages": "Offensive messages",
+    "copyright": "Copyright or data",
+}
+
+
+# Change-log kinds in a governor's words, where the log's own are a technician's.
+CHANGE_WORDS = {
+    "override.request": "unblock requested",
+    "override.approve": "unblock approved",
+    "override.revoke": "unblock ended early",
+    "override.expire": "unblock ran out",
+    "override.refuse": "unblock request declined",
+    "policy.unattributed": "filter policy edited outside change control",
+}
+
+
+def words(code: str, table: dict[str, str] | None = None) -> str:
+    """A code in plain words: from ``table``, else its parts as words ("child abuse")."""
+    if table and code in table:
+        return table[code]
+    text = code.replace("_", " ").replace("/", " ").strip()
+    return text[:1].upper() + text[1:]
 
 
 @dataclass(frozen=True)
@@ -62,6 +112,9 @@ class ReportData:
     concerning: list[tuple[str, int]]
     repeats: list[tuple[str, str, int]]
     people: int
+    illegal: int
+    illegal_open: int  # not closed: open, or reviewed and not yet closed
+    referred: int  # incidents whose review records a referral outside the school
     searches: int
     blocked_categories: list[tuple[str, int]]
     top_blocked_hosts: list[tuple[str, int]]
@@ -101,8 +154,9 @@ def _buckets(start: datetime, end: datetime, zone: tzinfo) -> tuple[str, list[da
     return "month", months
 
 
-def _access_lines(data_dir: Path) -> Iterator[dict[str, object]]:
-    for path in sorted(data_dir.glob("access.log*")):
+def _access_lines(access_log: Path) -> Iterator[dict[str, object]]:
+    """Every line of the access log and its uncompressed rotations, oldest file first."""
+    for path in timeline.log_files(access_log):
         try:
             handle = path.open(encoding="utf-8", errors="replace")
         except OSError:
@@ -156,6 +210,7 @@ def gather(
     zone: tzinfo,
     now: datetime,
     site: str | None = None,
+    access_log: Path | None = None,
 ) -> ReportData:
     """The report's figures; ``site`` keeps one school's rows (None: the whole trust's)."""
     incidents = select(Incident).where(Incident.first_seen >= start, Incident.first_seen < end)
@@ -188,9 +243,25 @@ def gather(
         change_kinds = change_kinds.where(Change.site == site)
     searches = session.scalar(search_count)
     overrides = list(session.scalars(override_rows))
-    changes = Counter(chain.KINDS.get(kind, kind) for kind in session.scalars(change_kinds))
+    changes = Counter(
+        CHANGE_WORDS.get(kind) or chain.KINDS.get(kind, kind)
+        for kind in session.scalars(change_kinds)
+    )
     verified = chain.verify(session)
-    categories, hosts, blocked = blocked_from_access_log(_access_lines(data_dir), start, end)
+    ids = [i.id for i in found]
+    referred: set[int] = set()
+    for chunk in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+        referred.update(
+            session.scalars(
+                select(IncidentReview.incident_id).where(
+                    IncidentReview.incident_id.in_(ids[chunk : chunk + 500]),
+                    IncidentReview.referred_to.is_not(None),
+                )
+            )
+        )
+    categories, hosts, blocked = blocked_from_access_log(
+        _access_lines(access_log or data_dir / "access.log"), start, end
+    )
     return ReportData(
         school=school,
         start=start,
@@ -212,6 +283,9 @@ def gather(
         concerning=_sorted(Counter(i.category for i in found if i.severity == "concerning")),
         repeats=repeats,
         people=len(per_person),
+        illegal=sum(1 for i in found if i.severity == "illegal"),
+        illegal_open=sum(1 for i in found if i.severity == "illegal" and i.status != "closed"),
+        referred=len(referred),
         searches=int(searches or 0),
         blocked_categories=_sorted(categories)[:TOP],
         top_blocked_hosts=_sorted(hosts)[:TOP],
@@ -270,16 +344,26 @@ def render_html(data: ReportData) -> str:
         if data.unblock_requests
         else "none requested"
     )
+    still_open = (
+        f'<p class="bad">{data.illegal_open} of the {data.illegal} illegal-content incidents '
+        "are still open: not yet closed by the safeguarding lead and a second reviewer.</p>"
+        if data.illegal_open
+        else ""
+    )
     sections = [
         "<section><h2>Summary</h2>",
+        still_open,
         _table(
             [
                 ("Incidents", data.incidents),
-                ("Blocked attempts within them", data.attempts),
+                ("Blocked tries within them", data.attempts),
                 ("People involved", data.people),
+                ("Illegal content (IWF or police list)", data.illegal),
+                ("… of which still open", data.illegal_open),
                 (
-                    "Illegal-content incidents (referred as the policy requires)",
-                    dict(data.by_severity).get("illegal", 0),
+                    "Incidents referred outside the school (police, local authority, "
+                    "IWF or CEOP, Prevent)",
+                    data.referred,
                 ),
                 ("Concerning searches", dict(data.by_severity).get("concerning", 0)),
                 ("Searches logged", data.searches),
@@ -291,20 +375,22 @@ def render_html(data: ReportData) -> str:
         f"</section><section><h2>Incidents by {data.week_unit}</h2>",
         columns(data.by_week, f"Incidents by {data.week_unit}"),
         "</section><section><h2>Incidents by category</h2>",
-        hbars(data.by_category, "Incidents by category"),
+        hbars([(words(c), n) for c, n in data.by_category], "Incidents by category"),
         "</section><section><h2>Incidents by group</h2>",
         hbars(data.by_group, "Incidents by group"),
-        "</section><section><h2>Incidents by type</h2>",
-        hbars([(t.replace("_", " "), n) for t, n in data.by_type], "Incidents by type"),
-        "</section><section><h2>Review status</h2>",
-        _table(data.by_status, ["status", "incidents"]),
+        "</section><section><h2>Incidents by kind</h2>",
+        hbars([(words(t, TYPE_WORDS), n) for t, n in data.by_type], "Incidents by kind"),
+        "</section><section><h2>How serious</h2>",
+        _table([(words(s, SEVERITY_WORDS), n) for s, n in data.by_severity], ["", "incidents"]),
+        "</section><section><h2>Where the reviews stand</h2>",
+        _table([(words(s, STATUS_WORDS), n) for s, n in data.by_status], ["", "incidents"]),
         "<h3>Concerning searches by theme</h3>",
-        _table(data.concerning, ["theme", "incidents"]),
+        _table([(words(c), n) for c, n in data.concerning], ["theme", "incidents"]),
         "<h3>People with more than one incident</h3>",
         '<p class="meta">Pseudonyms are assigned afresh in each report.</p>',
         _table(data.repeats, ["person", "group", "incidents"]),
         "</section><section><h2>Blocking: is the filter blocking too much?</h2>",
-        hbars(data.blocked_categories, "Blocked requests by category"),
+        hbars([(words(c), n) for c, n in data.blocked_categories], "Blocked requests by category"),
         "<h3>Most blocked sites</h3>",
         _table(data.top_blocked_hosts, ["site", "blocked requests"]),
         "</section><section><h2>Change control</h2>",

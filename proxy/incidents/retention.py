@@ -31,7 +31,6 @@ from proxy.settings import Settings
 from proxy.store.engine import session
 
 log = logging.getLogger("schoolgate.retention")
-ACCESS_LOG = "access.log"
 STATE_FILE = "housekeeping.json"
 LOCK_FILE = "housekeeping.lock"
 
@@ -78,7 +77,7 @@ def purge_all(settings: Settings, engine: Engine, now: datetime) -> dict[str, in
             s, now, settings.retention_days.incidents, settings.retention_days.access
         )
     lines = purge_access_log(
-        settings.data_dir / ACCESS_LOG, now - timedelta(days=settings.retention_days.access)
+        settings.access_log_path, now - timedelta(days=settings.retention_days.access)
     )
     return {
         "incidents": purged.incidents,

@@ -19,10 +19,10 @@ from sqlalchemy import delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from proxy.incidents.events import (
-    IWF_NOTICE,
     ROLLUP_WINDOW,
     IncidentEvent,
     SearchEvent,
+    illegal_notice,
     rolls_into,
 )
 from proxy.incidents.freetext import REFUSAL, mentions_address
@@ -361,7 +361,8 @@ def reviews_of(session: Session, incident_id: int) -> list[IncidentReview]:
 def where_text(incident: Incident) -> str:
     """What was reached for, as anyone may be shown it: never an illegal URL."""
     if incident.severity == "illegal":
-        return f"{IWF_NOTICE} (list {incident.list_name or '?'}, {incident.url_hash or 'no hash'})"
+        notice = illegal_notice(incident.list_name, incident.category)
+        return f"{notice} (list {incident.list_name or '?'}, {incident.url_hash or 'no hash'})"
     if incident.search_query is not None:
         return f"search on {incident.search_engine}: {incident.search_query!r}"
     return incident.url or "-"
@@ -385,7 +386,7 @@ def view(incident: Incident, reviews: Sequence[IncidentReview] = ()) -> dict[str
         "client_ip": incident.client_ip,
         "device": incident.device,
         "url": None if illegal else incident.url,
-        "notice": IWF_NOTICE if illegal else None,
+        "notice": illegal_notice(incident.list_name, incident.category) if illegal else None,
         "list": incident.list_name,
         "url_hash": incident.url_hash,
         "search_engine": incident.search_engine,
@@ -408,6 +409,7 @@ def view(incident: Incident, reviews: Sequence[IncidentReview] = ()) -> dict[str
                 "concern": r.concern,
                 "conclusion": r.conclusion,
                 "action_taken": r.action_taken,
+                "referred_to": referred_words(r.referred_to),
                 "second_signed_at": (
                     r.second_signed_at.isoformat() if r.second_signed_at else None
                 ),
@@ -418,6 +420,22 @@ def view(incident: Incident, reviews: Sequence[IncidentReview] = ()) -> dict[str
 
 
 # --- the review (form C2) and closing ------------------------------------------------------
+
+
+# Where an incident can be referred outside the school (form C2's "action taken"), in the
+# words the termly report and the C2 print use.
+REFERRALS = {
+    "police": "the police",
+    "local_authority": "the local authority (LADO or children's social care)",
+    "iwf_ceop": "the IWF or CEOP",
+    "prevent": "Prevent (Channel)",
+    "other_agency": "another agency",
+}
+
+
+def referred_words(stored: str | None) -> list[str]:
+    """A review's ``referred_to`` in words (unknown keys as they are)."""
+    return [REFERRALS.get(key, key) for key in (stored or "").split(",") if key]
 
 
 @dataclass(frozen=True)
@@ -433,6 +451,7 @@ class ReviewForm:
     conclusion: str
     action_taken: str
     concern: str | None = None
+    referred_to: tuple[str, ...] = ()  # keys of REFERRALS: where it was actually referred
 
     def problems(self) -> list[str]:
         found = [
@@ -451,6 +470,7 @@ class ReviewForm:
         ]
         if self.first_reviewer.strip().casefold() == self.second_reviewer.strip().casefold():
             found.append("the two reviewers must be two different people")
+        found += [f"referred to: unknown {k!r}" for k in self.referred_to if k not in REFERRALS]
         return found
 
 
@@ -495,6 +515,7 @@ def review(
         concern=form.concern.strip() if form.concern else None,
         conclusion=form.conclusion.strip(),
         action_taken=form.action_taken.strip(),
+        referred_to=",".join(k for k in REFERRALS if k in form.referred_to) or None,
         second_signed_at=None if second_signs_later else now,
     )
     session.add(row)

@@ -187,7 +187,11 @@ def test_a_dsl_is_alerted_sees_the_queue_and_timeline_and_c2_is_signed_by_two(  
     assert "write no web address or site name" in dsl.locator(".error").inner_text()
     assert "iwf-test" not in dsl.content()
     dsl.fill("#c2-concern", "a deliberate attempt, by the pupil's own account")
+    dsl.check("#c2-referred-police")  # by its label's words too: a real checkbox
+    assert dsl.get_by_label("the police").is_checked()
     submit(dsl, "#submit-c2")
+    assert "Referred outside the school to" in dsl.content()
+    assert "the police" in dsl.locator("dl.c2").inner_text()
     assert "has not signed yet" in dsl.content()
     assert dsl.locator("#sign-c2").count() == 0  # the first reviewer cannot sign it
     check_page(dsl, "dsl/incident-c2-waiting")
@@ -214,6 +218,17 @@ def test_a_dsl_is_alerted_sees_the_queue_and_timeline_and_c2_is_signed_by_two(  
     assert c3_text.startswith("incident,date,time,severity")
     assert "a.dsl & b.deputy" in c3_text
     assert "iwf-test" not in c3_text
+
+    # The incident for the school's safeguarding system, from the page's links.
+    dsl.goto(incident_url)
+    for layout, first in (("cpoms", "Student,Date,Time"), ("myconcern", "Subject,Date of concern")):
+        with dsl.expect_download() as download:
+            dsl.click(f"#{layout}-csv")
+        exported = Path(download.value.path()).read_text("utf-8")
+        assert exported.startswith(first)
+        assert "matched the IWF list" in exported
+        assert "referred to the police" in exported
+        assert "iwf-test" not in exported
 
     # The pupil's history, and its CSV export.
     dsl.goto(f"{console.url}/pupil?who=pupil.one")

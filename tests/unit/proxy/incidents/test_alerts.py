@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+import pytest
+
 from proxy.decision import WITHHELD, Decision, Matched
 from proxy.identity import Identity
 from proxy.incidents.alerts import Alert, Alerter, Email, Webhook, illegal_alert
-from proxy.incidents.events import IWF_NOTICE, from_decision
+from proxy.incidents.events import CTIRU_NOTICE, IWF_NOTICE, from_decision
 from proxy.settings import Smtp
 from tests.alertsinks import MailSink, WebhookSink, mail_sink, webhook_sink
 
@@ -16,21 +18,21 @@ __all__ = ["mail_sink", "webhook_sink"]  # fixtures
 URL = "iwf-test.example/abuse/test-image.jpg"
 
 
-def illegal() -> Alert:
+def illegal(list_name: str = "iwf", category: str = "child_abuse", url: str = URL) -> Alert:
     decision = Decision(
         decision="block",
-        category="child_abuse",
+        category=category,
         action="unacceptable",
         incident="illegal",
         incident_type="illegal",
-        matched=Matched("iwf", WITHHELD),
+        matched=Matched(list_name, WITHHELD),
         rule="r",
         group="pupil",
         user="p.one",
     )
     identity = Identity("p.one", "pupil", "10.10.0.7", "address")
     when = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-    event = from_decision(decision, identity, URL, when, b"k" * 32, "SG-ABC")
+    event = from_decision(decision, identity, url, when, b"k" * 32, "SG-ABC")
     assert event is not None
     return illegal_alert(event, "Test School")
 
@@ -131,3 +133,33 @@ def test_every_try_is_told_to_on_result() -> None:
     assert failed.detail == "OSError: mail server down"
     assert failed.attempt == 2
     assert any(not r.final and not r.ok for r in told)
+
+
+@pytest.mark.parametrize(
+    ("list_name", "category", "notice"),
+    [
+        ("ctiru", "terrorism", CTIRU_NOTICE),
+        ("ctiru", "extremism", CTIRU_NOTICE),  # the school named the category otherwise
+        ("police_list", "terrorism", CTIRU_NOTICE),  # the source named otherwise
+        ("iwf", "child_abuse", IWF_NOTICE),
+        ("local_illegal", "other", None),
+    ],
+)
+def test_the_alert_names_the_list_that_matched(
+    list_name: str, category: str, notice: str | None
+) -> None:
+    """A CTIRU hit says the police's CTIRU list, not the IWF's; never the address."""
+    url = "terror-test.example/video/1"
+    alert = illegal(list_name, category, url)
+    said = str(alert.payload["notice"])
+    if notice is None:
+        assert said.startswith(f"matched an illegal-content list ({list_name})")
+        assert "IWF" not in said
+        assert "CTIRU" not in said
+    else:
+        assert said == notice
+    assert f"What:      {said}" in alert.text
+    if notice is CTIRU_NOTICE:
+        assert "IWF" not in alert.text
+    for text in (alert.text, str(alert.payload), alert.subject):
+        assert "terror-test" not in text

@@ -214,3 +214,44 @@ def test_a_sites_digest_holds_only_its_own_incidents(engine: Engine, tmp_path: P
         marked = {i.site: i.digested_at is not None for i in log.find(s)}
     assert marked == {"north": False, "south": True}
     assert len(sent) == 1
+
+
+def test_purge_and_the_report_read_the_access_log_where_the_settings_put_it(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """With ``access_log:`` set, old lines go from that file, not from the data folder's."""
+    from proxy.incidents import report
+    from proxy.incidents.retention import purge_all
+
+    custom = tmp_path / "logs" / "custom.log"
+    custom.parent.mkdir()
+    custom.write_text(
+        line(NOW - timedelta(days=100), host="old.example")
+        + line(NOW - timedelta(days=1), host="new.example", decision="block", category="adult"),
+        encoding="utf-8",
+    )
+    rotated = custom.with_name("custom.log.1")
+    rotated.write_text(
+        line(NOW - timedelta(days=2), host="rotated.example", decision="block", category="games"),
+        encoding="utf-8",
+    )
+    default = tmp_path / "var" / "access.log"
+    default.parent.mkdir()
+    default.write_text(line(NOW - timedelta(days=100), host="untouched.example"))
+    settings = Settings(data_dir=tmp_path / "var", access_log=custom)
+    assert settings.access_log_path == custom
+    with session(engine) as s:
+        data = report.gather(
+            s,
+            settings.data_dir,
+            "School",
+            NOW - timedelta(days=7),
+            NOW,
+            UTC,
+            NOW,
+            access_log=settings.access_log_path,
+        )
+    assert sorted(data.blocked_categories) == [("adult", 1), ("games", 1)]
+    assert purge_all(settings, engine, NOW)["access_log_lines"] == 1
+    assert "old.example" not in custom.read_text()
+    assert "untouched.example" in default.read_text()

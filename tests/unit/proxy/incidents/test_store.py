@@ -344,3 +344,31 @@ def test_a_batch_refuses_an_illegal_hit_that_carries_its_url(engine: Engine) -> 
         incidents.record_incidents(s, [hit(), bad])
     with session(engine) as s:
         assert incidents.find(s) == []
+
+
+def test_a_ctiru_incident_says_the_police_list_not_the_iwf_and_no_address(engine: Engine) -> None:
+    """The incident's notice, its one-line ``where`` (list, show, C3 and the digest) and the
+    digest itself name the CTIRU list for a CTIRU hit, and never the address."""
+    from proxy.incidents import digest
+    from proxy.incidents.events import CTIRU_NOTICE
+
+    decision = Decision(
+        decision="block", category="terrorism", action="unacceptable", incident="illegal",
+        incident_type="illegal", matched=Matched("ctiru", WITHHELD), rule="r",
+        group="pupil", user="p.one",
+    )  # fmt: skip
+    url = "terror-test.example/video/1"
+    event = from_decision(decision, PUPIL, url, T0, KEY, "SG-1", ESCALATION)
+    assert event is not None
+    with session(engine) as s:
+        incident, _ = incidents.record_incident(s, event)
+        shown = incidents.view(incident)
+        where = incidents.where_text(incident)
+        found = incidents.find(s, severity="illegal")
+        text = digest.build(found, "School", T0).text
+    assert shown["notice"] == CTIRU_NOTICE
+    assert where.startswith(CTIRU_NOTICE)
+    assert CTIRU_NOTICE in text
+    for said in (json.dumps(shown), where, text):
+        assert "IWF" not in said
+        assert "terror-test" not in said
