@@ -28,6 +28,7 @@ from proxy.cli.common import (
     site_option,
     site_scope,
 )
+from proxy.incidents import safeguarding_csv
 from proxy.incidents import store as log
 from proxy.incidents.alerts import Alerter, digest_channels
 from proxy.incidents.c3 import C3_COLUMNS, c3_row
@@ -179,6 +180,14 @@ def incidentsshow_time(incident_id: int, as_json: bool, config_dir: Path) -> Non
 @click.option("--concern", help="Reason for concern (never an illegal site's address).")
 @click.option("--conclusion", required=True, help="Conclusion.")
 @click.option("--action", "action_taken", required=True, help="Action proposed or taken.")
+@click.option(
+    "--referred-to",
+    "referred_to",
+    multiple=True,
+    type=click.Choice(sorted(log.REFERRALS)),
+    help="Where it was referred outside the school (repeat for each); the termly report "
+    "counts only these as referred.",
+)
 @config_option
 def incidents_review(
     incident_id: int,
@@ -191,6 +200,7 @@ def incidents_review(
     concern: str | None,
     conclusion: str,
     action_taken: str,
+    referred_to: tuple[str, ...],
     config_dir: Path,
 ) -> None:
     """Record the two-person review of an incident (form C2); both reviewers sign in."""
@@ -209,6 +219,7 @@ def incidents_review(
         conclusion=conclusion,
         action_taken=action_taken,
         concern=concern,
+        referred_to=referred_to,
     )
     try:
         with store.session() as s:
@@ -271,7 +282,8 @@ def incidents_export(
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(C3_COLUMNS)
-        writer.writerows(rows)
+        # A pupil's search is in "what": never let a spreadsheet run it as a formula.
+        writer.writerows([safeguarding_csv.safe(c) for c in r] for r in rows)
         text = buffer.getvalue()
     if out is None:
         click.echo(text, nl=False)

@@ -45,6 +45,7 @@ def report_termly(start: str, end: str, out: Path, site: str | None, config_dir:
             store.fs.policy.timezone,
             store.now(),
             site=site_scope(store, site),
+            access_log=store.fs.settings.access_log_path,
         )
     page = termly.render_html(data)
     if out.suffix.lower() == ".pdf":

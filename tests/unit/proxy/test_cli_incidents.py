@@ -280,3 +280,29 @@ def test_an_iwf_address_typed_as_a_concern_is_refused(config: Path, concern: str
     assert "iwf-test" not in out
     assert "10.9.8.7" not in out
     assert "status:     open" in out or "open" in out
+
+
+def test_a_review_records_its_referrals_and_a_formula_stays_text(config: Path) -> None:
+    """`--referred-to` is stored for the termly report; a formula typed into C2 is text in C3."""
+    review = [*REVIEW]
+    review[review.index("--action") + 1] = '=HYPERLINK("http://x")'
+    code, _, err = sg(
+        config, "incidents", "review", "1", "--first", "a.dsl", "--second", "b.head",
+        "--referred-to", "police", "--referred-to", "local_authority", *review,
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, _ = sg(config, "incidents", "export", "--format", "json")
+    shown = next(json.loads(line) for line in out.splitlines() if json.loads(line)["id"] == 1)
+    assert shown["reviews"][0]["referred_to"] == [
+        "the police",
+        "the local authority (LADO or children's social care)",
+    ]
+    code, out, _ = sg(config, "incidents", "export")
+    first = next(r for r in csv.DictReader(io.StringIO(out)) if r["incident"] == "#1")
+    assert first["action taken"].startswith("'=")
+    code, _, err = sg(
+        config, "incidents", "review", "1", "--first", "a.dsl", "--second", "b.head",
+        "--referred-to", "the moon", *REVIEW,
+    )  # fmt: skip
+    assert code == 2
+    assert "the moon" in err
