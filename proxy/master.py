@@ -30,6 +30,25 @@ from proxy.redaction import install as install_redaction
 from proxy.settings import Settings
 
 
+class StartupErrorCheck(errorcheck.ErrorCheck):
+    """mitmproxy's start-up check, ending where Schoolgate's own start-up begins.
+
+    mitmproxy exits on any ERROR logged until every addon's ``running()`` has returned.
+    That is right for what comes before (options, listening), which this still catches.
+    Schoolgate's ``running()`` hooks migrate the store, which may wait up to 20 s, and
+    errors logged meanwhile are ones the proxy survives by design: a policy edit that does
+    not load keeps the last good policy, a store that refuses spools. Exiting on them would
+    turn a technician's typo, saved while the proxy starts, into an outage.
+    """
+
+    # The master looks the check up by this name.
+    name = "errorcheck"
+
+    def running(self) -> None:
+        # Called before Schoolgate's running() hooks (this addon is added before them).
+        self.finish()
+
+
 def mitmproxy_options(settings: Settings, *, worker: bool = False) -> dict[str, object]:
     """mitmproxy's options for these settings (a worker leaves metrics to its supervisor)."""
     data_dir = settings.data_dir
@@ -144,7 +163,7 @@ async def _serve(
     opts = options.Options()
     m = master.Master(opts, with_termlog=True)
     m.addons.add(*proxy_addons())
-    m.addons.add(errorcheck.ErrorCheck())
+    m.addons.add(StartupErrorCheck())
     # One chain entry for all of Schoolgate's addons, in their declared order: mitmproxy's
     # per-addon dispatch cost is paid once per event, not once per addon (addons/pipeline.py).
     m.addons.add(Pipeline(schoolgate_addons(config_dir, filterset)))
