@@ -13,14 +13,18 @@ from starlette.responses import Response
 
 from proxy.console.requests import DURATIONS, actor_details, end_for
 from proxy.console.web import (
+    at_sites,
     checked_form,
+    known_sites,
     page_number,
     paginate,
     person,
     render,
     see_other,
+    site_of,
     state_of,
     text,
+    visible,
 )
 from proxy.store import control
 from proxy.store.models import Override, Suspension
@@ -30,29 +34,39 @@ async def live(request: Request, error: str | None = None, status_code: int = 20
     signed = await person(request, "end")
     state = state_of(request)
     now = state.now()
+    site = site_of(request, signed)
     with state.session(read_only=True) as s:
         page = paginate(
             s,
-            select(Override)
-            .where(
-                Override.approved_by.is_not(None),
-                Override.revoked_at.is_(None),
-                Override.ends > now,
-            )
-            .order_by(Override.ends),
+            at_sites(
+                select(Override)
+                .where(
+                    Override.approved_by.is_not(None),
+                    Override.revoked_at.is_(None),
+                    Override.ends > now,
+                )
+                .order_by(Override.ends),
+                Override.site,
+                site,
+            ),
             page_number(request),
         )
         suspensions = paginate(
             s,
-            select(Suspension)
-            .where(
-                Suspension.restored_at.is_(None),
-                (Suspension.ends.is_(None)) | (Suspension.ends > now),
-            )
-            .order_by(Suspension.id),
+            at_sites(
+                select(Suspension)
+                .where(
+                    Suspension.restored_at.is_(None),
+                    (Suspension.ends.is_(None)) | (Suspension.ends > now),
+                )
+                .order_by(Suspension.id),
+                Suspension.site,
+                site,
+            ),
             page_number(request, "suspensions_page"),
             param="suspensions_page",
         )
+        sites = known_sites(s) if signed.person.every_site else []
     return render(
         request,
         "live.html",
@@ -64,6 +78,8 @@ async def live(request: Request, error: str | None = None, status_code: int = 20
         durations=DURATIONS,
         error=error,
         status_of=lambda o: control.status_of(o, now),
+        sites=sites,
+        site=request.query_params.get("site", ""),
     )
 
 
@@ -73,6 +89,9 @@ async def end_override(request: Request) -> Response:
     state = state_of(request)
     try:
         with state.session() as s:
+            found = s.get(Override, int(request.path_params["id"]))
+            if found is not None:
+                visible(signed, found.site, "such override")
             control.revoke_override(
                 s,
                 int(request.path_params["id"]),
@@ -92,6 +111,12 @@ async def restore(request: Request) -> Response:
     state = state_of(request)
     try:
         with state.session() as s:
+            # another school's suspension is theirs to end (it holds at every site)
+            for held in control.current_suspensions(s, state.now(), text(form, "user", 200)):
+                if not signed.person.sees(held.site):
+                    raise control.ControlError(
+                        f"{held.user} was suspended at {held.site}: ask {held.site} to restore"
+                    )
             control.restore(
                 s,
                 text(form, "user", 200),

@@ -10,9 +10,11 @@ import pytest
 from alembic import command
 from sqlalchemy import Engine, select, text
 
-from proxy.incidents import report
+from proxy.console.models import ConsoleUser
+from proxy.incidents import deliveries, report
+from proxy.incidents.alerts import Alert, Result
 from proxy.incidents.events import IncidentEvent
-from proxy.incidents.models import Incident
+from proxy.incidents.models import AlertDelivery, Incident
 from proxy.incidents.store import incident_event
 from proxy.store import chain, control, events, migrate
 from proxy.store.engine import make_engine, session
@@ -128,3 +130,47 @@ def test_the_termly_report_is_per_school_or_trust_wide(engine: Engine, tmp_path:
         north = report.gather(s, tmp_path, "North", start, end, UTC, NOW, site="north")
         trust = report.gather(s, tmp_path, "Trust", start, end, UTC, NOW)
     assert (north.incidents, trust.incidents) == (1, 2)
+
+
+def test_migration_0006_gives_old_accounts_and_alerts_the_default_site(store_url: str) -> None:
+    """Accounts and alert deliveries stored before 0006 read back as the default site: an old
+    account is a school account (never, by upgrading, a trust-wide one)."""
+    engine = make_engine(store_url)
+    config = migrate.alembic_config(store_url)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0005_c2_signatures")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO console_users (name, role, password_hash, created_at, disabled) "
+                "VALUES ('old.dsl', 'dsl', 'x', '2026-11-30 10:00:00', false)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO alert_deliveries (at, kind, subject, channel, ok, attempt, final) "
+                "VALUES ('2026-11-30 10:00:00', 'illegal', 's', 'email', true, 1, true)"
+            )
+        )
+    migrate.upgrade(engine)
+    with session(engine) as s:
+        assert s.scalars(select(ConsoleUser.site)).one() == DEFAULT_SITE
+        assert s.scalars(select(AlertDelivery.site)).one() == DEFAULT_SITE
+    engine.dispose()
+
+
+def test_a_stored_alert_delivery_names_the_site_it_was_raised_at(engine: Engine) -> None:
+    """An alert raised at south and applied by a writer at north (a replayed spool) is south's."""
+    with at_site("south"):
+        event = deliveries.result_event(
+            Result(Alert("illegal", "An illegal hit", "text", {}), "email", True, 1, True, None),
+            NOW,
+        )
+    set_site("north")
+    with session(engine) as s:
+        events.apply_event(s, event)
+    with session(engine, read_only=True) as s:
+        assert s.scalars(select(AlertDelivery.site)).one() == "south"
+        assert [d.site for d in deliveries.recent(s, site="south")] == ["south"]
+        assert deliveries.recent(s, site="north") == []
