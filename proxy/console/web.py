@@ -242,15 +242,18 @@ def known_sites(s: Session) -> list[str]:
     return sorted({str(v) for v in s.scalars(select(found.subquery().c[0]))} | {current_site()})
 
 
-async def checked_form(request: Request, signed: sessions.Signed) -> FormData:
+async def checked_form(
+    request: Request, signed: sessions.Signed, *, anywhere: bool = False
+) -> FormData:
     """The posted form, if it carries this session's CSRF token; else 403. A post acts at
     this console's site (its rows are stamped with it), so a school's account may post only
-    on its own school's console; a trust account on any."""
+    on its own school's console; a trust account on any (``anywhere``: signing out)."""
     form = await request.form()
     given = form.get("csrf")
     if not isinstance(given, str) or not secrets.compare_digest(given, signed.csrf):
         raise HTTPException(403, "this form has expired or did not come from this console")
-    here(signed)
+    if not anywhere:
+        here(signed)
     return form
 
 

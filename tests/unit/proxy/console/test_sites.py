@@ -229,6 +229,8 @@ def test_a_school_account_at_another_schools_console_only_reads_its_own(trust: T
     form = {"csrf": token_of(c, "/queue"), "outcome": "done"}
     closed = c.post(f"/incidents/{trust.south}/close", data=form, follow_redirects=False)
     assert closed.status_code == 403
+    out = c.post("/logout", data={"csrf": form["csrf"]}, follow_redirects=False)
+    assert out.status_code == 303  # signing out is never refused
 
 
 def test_the_change_log_and_its_export_are_the_schools(trust: Trust) -> None:
