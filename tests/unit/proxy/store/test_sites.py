@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,15 +12,20 @@ from alembic import command
 from sqlalchemy import Engine, select, text
 
 from proxy.console.models import ConsoleUser
-from proxy.incidents import deliveries, report
+from proxy.identity import Identity
+from proxy.incidents import deliveries, report, retention
 from proxy.incidents.alerts import Alert, Result
-from proxy.incidents.events import IncidentEvent
-from proxy.incidents.models import AlertDelivery, Incident
-from proxy.incidents.store import incident_event
+from proxy.incidents.events import IncidentEvent, search_event
+from proxy.incidents.models import AlertDelivery, Incident, IncidentReview, SearchRecord
+from proxy.incidents.store import close, incident_event, record_incident, record_search, review
+from proxy.settings import load_settings
 from proxy.store import chain, control, events, migrate
 from proxy.store.engine import make_engine, session
 from proxy.store.models import Change, Suspension
 from proxy.store.site import DEFAULT_SITE, at_site, current_site, set_site
+from tests.unit.proxy.configs import write_config
+from tests.unit.proxy.incidents.test_store import FORM
+from tests.unit.proxy.test_cli_changes import POLICY
 
 NOW = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 
@@ -174,3 +180,39 @@ def test_a_stored_alert_delivery_names_the_site_it_was_raised_at(engine: Engine)
         assert s.scalars(select(AlertDelivery.site)).one() == "south"
         assert [d.site for d in deliveries.recent(s, site="south")] == ["south"]
         assert deliveries.recent(s, site="north") == []
+
+
+def test_purge_deletes_only_its_own_sites_rows_unless_trust_wide(
+    store_url: str, tmp_path: Path
+) -> None:
+    """North's purge (north's retention: 30 days) leaves south's old closed incident, its
+    review and south's old search, which south's own retention keeps; only the explicit
+    trust-wide purge takes them."""
+    engine = make_engine(store_url)
+    migrate.upgrade(engine)
+    old = NOW - timedelta(days=100)
+    with session(engine) as s:
+        for site in ("north", "south"):
+            with at_site(site):
+                event = dataclasses.replace(hit(f"pupil-{site}"), at=old, site=site)
+                found, _ = record_incident(s, event)
+                review(s, found.id, FORM, old)
+                close(s, found.id, f"dsl-{site}", "done", old)
+                who = Identity(f"pupil-{site}", "pupil", "10.0.0.5", "address")
+                record_search(s, search_event(who, "google", "q", None, old))
+                s.flush()  # inside at_site: the rows' site defaults are read at the flush
+    config = write_config(tmp_path, store_url, POLICY)
+    with (config / "schoolgate.yaml").open("a", encoding="utf-8") as f:
+        f.write("site: north\nretention_days: {incidents: 30, access: 30}\n")
+    settings = load_settings(config)
+    counts = retention.purge_all(settings, engine, NOW)
+    assert (counts["incidents"], counts["reviews"], counts["searches"]) == (1, 1, 1)
+    with session(engine, read_only=True) as s:
+        assert list(s.scalars(select(Incident.site))) == ["south"]
+        assert list(s.scalars(select(SearchRecord.site))) == ["south"]
+        assert list(s.scalars(select(IncidentReview.site))) == ["south"]
+    counts = retention.purge_all(settings, engine, NOW, every_site=True)
+    assert (counts["incidents"], counts["reviews"], counts["searches"]) == (1, 1, 1)
+    with session(engine, read_only=True) as s:
+        assert list(s.scalars(select(Incident.site))) == []
+    engine.dispose()
