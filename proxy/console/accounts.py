@@ -83,7 +83,7 @@ class Person:
     @property
     def role_label(self) -> str:
         label = ROLES.get(self.role, self.role)
-        return f"{label}, whole trust" if self.every_site else label
+        return f"{label}, whole trust" if self.every_site else f"{label}, {self.scope}"
 
     @property
     def every_site(self) -> bool:

@@ -152,6 +152,7 @@ def test_a_school_account_sees_only_its_schools_queue(trust: Trust) -> None:
     assert "north-alert" in c.get("/queue").text
     assert "south-alert" not in c.get("/queue").text
     assert '<th scope="col">School</th>' not in c.get("/queue").text
+    assert "(Designated safeguarding lead, north)" in c.get("/queue").text  # who and where
 
 
 @pytest.mark.parametrize(
@@ -209,6 +210,7 @@ def test_a_trust_account_sees_every_school_with_a_site_column_and_filter(trust: 
     assert "<td>south</td>" in page
     assert "<td>north</td>" in page
     assert '<option value="south"' in page  # the site filter
+    assert "(Designated safeguarding lead, whole trust)" in page
     assert incident_links(c.get("/queue", params={"site": "south"}).text) == {trust.south}
     assert "south-alert" in page
     assert "north-alert" in page
