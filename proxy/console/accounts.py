@@ -153,6 +153,16 @@ def add_user(
     return user, provisioning_uri(user)
 
 
+def set_scope(session: Session, name: str, scope: str) -> ConsoleUser:
+    """Make ``name`` see ``scope``'s rows: a site's name, or ``TRUST`` for every site."""
+    user = find_user(session, name)
+    if user is None:
+        raise AccountError(f"no console account {name!r}")
+    user.site = check_scope(scope)
+    log.info("console account %s now sees %s", name, scope)
+    return user
+
+
 def provisioning_uri(user: ConsoleUser) -> str | None:
     """The otpauth:// URI an authenticator app takes (as a QR code or typed in)."""
     if user.totp_secret is None:

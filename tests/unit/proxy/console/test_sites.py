@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import update
 from starlette.testclient import TestClient
 
-from proxy.console.accounts import TRUST, AccountError, check_scope
+from proxy.console.accounts import TRUST, AccountError, check_scope, set_scope
 from proxy.console.app import create_app
 from proxy.console.models import ConsoleUser
 from proxy.identity import Identity
@@ -306,3 +306,19 @@ def test_a_scope_is_a_site_or_the_trust() -> None:
     assert check_scope(TRUST) == TRUST
     with pytest.raises(AccountError, match="a site is lower-case"):
         check_scope("North School")
+
+
+def test_a_scope_change_applies_at_the_next_page(trust: Trust) -> None:
+    """Moving north's DSL to the trust shows south's incident on their next page, with no new
+    sign-in; moving them back hides it again."""
+    c = as_(trust, "n.dsl")
+    engine = make_engine(f"sqlite:///{trust.config.parent / 'store.db'}")
+    with session(engine) as s:
+        set_scope(s, "n.dsl", TRUST)
+    assert incident_links(c.get("/queue").text) == {trust.north, trust.south}
+    with session(engine) as s:
+        set_scope(s, "n.dsl", "north")
+        with pytest.raises(AccountError, match="no console account"):
+            set_scope(s, "nobody", "north")
+    engine.dispose()
+    assert c.get(f"/incidents/{trust.south}").status_code == 404
