@@ -3,7 +3,7 @@ stored alert delivery, and every policy proposal, names the site it was made at
 
 Accounts made before scopes existed get the default site, ``main``, as 0004 gave
 every older row: a trust that has set ``site:`` moves each account to its school
-(or to the trust, ``*``) with ``schoolgate console users scope``.
+(or to the trust, ``*``) with ``proxy.console.accounts.set_scope``.
 
 Revision ID: 0006_console_scope
 Revises: 0005_c2_signatures
