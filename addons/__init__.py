@@ -18,6 +18,7 @@ from addons.downloads import Downloads
 from addons.earlyconnect import EarlyConnect
 from addons.filter import Filter
 from addons.identify import Identify
+from addons.images import ImageAnalysis
 from addons.incidents import Incidents
 from addons.limits import Limits
 from addons.login import ProxyLogin
@@ -89,7 +90,10 @@ def schoolgate_addons(config_dir: Path, filterset: Filterset) -> list[Any]:
         Downloads(loader),
         # At the response, after downloads: scores the text of pages for the groups that ask.
         ContentAnalysis(loader),
-        # After every addon that can block: remembers the blocks, answers the page's review form.
+        # After content analysis (which refuses learned images first): hands delivered images
+        # to the background nudity pool; never holds or changes a response.
+        ImageAnalysis(loader),
+        # After every addon that can block: answers the block page's (signed) review form.
         Review(loader),
         # With a parent proxy: closes surplus parent connections, never touches a decision.
         UpstreamChain(),

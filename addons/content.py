@@ -14,7 +14,8 @@ that counted go in ``flow.metadata[CONTENT]`` for the access log. With
 A page that crosses becomes an entry of the learned list
 (``proxy.content.learned``), shared by every worker through a file: the next
 request for it is answered at ``requestheaders``, before any upstream
-connection, without analysis. A confirmed entry blocks in its category for
+connection, without analysis (images the detector found, ``addons/images.py``,
+are entries of the same list). A confirmed entry blocks in its category for
 every group whose action for a policy category of that name blocks (as a
 local block entry would; every group with content analysis when the policy
 has no such category); a rejected one is never analysed again. Scores are
@@ -44,7 +45,13 @@ from addons.pipeline import serve_block
 from blocklists.normalise import BadURL, normalise_url
 from proxy.content.assistants import assistant_of
 from proxy.content.extract import page_text
-from proxy.content.learned import LEARNED_FILE, LearnedEntry, LearnedList, learned_now
+from proxy.content.learned import (
+    LEARNED_FILE,
+    LearnedEntry,
+    LearnedList,
+    blocks,
+    learned_now,
+)
 from proxy.content.phrases import CATEGORY_WORDS, Scores
 from proxy.content.stream import Kind, StreamScorer
 from proxy.decision import Decision
@@ -158,19 +165,7 @@ class ContentAnalysis:
         return group.content if kind in group.content.analyse else None
 
     def _learned_blocks(self, group: Group, found: LearnedEntry) -> bool:
-        if found.state == "rejected":
-            return False
-        if found.state == "confirmed":
-            category = self.loader.filterset.policy.categories.get(found.category)
-            if category is not None:  # as a local block: the group's action, times and users
-                return group.action_for(category.name).kind != "acceptable"  # count as blocked
-            return group.content is not None
-        rule = group.content
-        return (
-            rule is not None
-            and rule.action == "block"
-            and found.score >= rule.threshold_for()[found.category]
-        )
+        return blocks(found, group, self.loader.filterset.policy)
 
     # ---- hooks ---------------------------------------------------------------------------
 
@@ -181,6 +176,8 @@ class ContentAnalysis:
         group = self._group(flow)
         entry = _entry_of(flow)
         found = self.learned.get(entry) if entry is not None else None
+        if found is not None:
+            flow.metadata[facts.LEARNED_STATE] = found.state
         if group is None or found is None or not self._learned_blocks(group, found):
             return
         flow.metadata[CONTENT] = ContentVerdict(

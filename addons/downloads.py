@@ -37,10 +37,8 @@ from collections.abc import Iterable
 from mitmproxy import exceptions, http
 
 from addons import facts
-from addons.facts import ANSWERED, DECISION, answered, answered_early, identity_of
-from addons.pipeline import block_response
-from blocklists.normalise import normalise_url
-from proxy import blockpage
+from addons.facts import DECISION, answered, answered_early, identity_of
+from addons.pipeline import serve_block
 from proxy.decision import Decision
 from proxy.downloads import (
     SNIFF_BYTES,
@@ -89,15 +87,13 @@ class Downloads:
         decision = Decision.block(
             identity_of(flow), self._verdict_rule(flow, verdict), by="downloads"
         )
-        flow.metadata[DECISION] = decision
-        flow.metadata[ANSWERED] = True
         reason = (
             "This download is larger than the school allows."
             if verdict.kind == "too_large"
             else f"The school's filter does not allow downloading this kind of file "
             f"({verdict.kind}: {verdict.what})."
         )
-        response = self._block_page(flow, decision, reason)
+        response = serve_block(self.loader, flow, decision, reason)
         flow.metadata[BLOCKED_PAGE] = response.content
         log.info("download blocked: %s", decision.rule)
         return response
@@ -153,7 +149,6 @@ class Downloads:
             if sent:
                 return []
             sent = True
-            # Read now, not when chosen: the review addon signs its form in after this hook.
             return [page.content or b""]
 
         page.stream = drop
@@ -168,24 +163,6 @@ class Downloads:
         log.info("download cut: %s", flow.metadata[DECISION].rule)
         with contextlib.suppress(exceptions.ControlException):
             flow.kill()  # already ended: nothing more is forwarded either way
-
-    def _block_page(self, flow: http.HTTPFlow, decision: Decision, reason: str) -> http.Response:
-        reference = facts.reference_of(flow)
-        if reference is None:
-            reference = blockpage.new_reference()
-            flow.metadata[facts.REFERENCE] = reference
-        try:
-            url: str | None = normalise_url(flow.request.pretty_url).entry
-        except Exception:
-            url = None
-        return block_response(
-            decision,
-            school=self.loader.filterset.policy.school,
-            reference=reference,
-            url=url,
-            reason=reason,
-            console_url=self.loader.filterset.settings.console_url,
-        )
 
     def response(self, flow: http.HTTPFlow) -> None:
         page = flow.metadata.get(BLOCKED_PAGE)

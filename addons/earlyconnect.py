@@ -7,8 +7,9 @@ gets mitmproxy's slow HTTP/2 even from an HTTP/1.1 server
 (``proxy/earlyconnect.py`` has the figures). mitmproxy's own eager strategy
 sets ``establish_server_tls_first`` at the ClientHello (``TlsConfig``); this
 addon sets it per tunnel, only for a CONNECT that nothing answered and whose
-CONNECT host and SNI are both allowed on their names alone
-(``may_connect_early``). Everything else stays lazy. Requests inside are
+CONNECT host and SNI the Filter's one host decision at the ClientHello
+allows (``may_connect_early`` reads it; nothing is looked up twice).
+Everything else stays lazy. Requests inside are
 still decided one by one by ``Filter``; this only changes when the
 connection to an allowed host opens.
 
@@ -22,7 +23,6 @@ connection), logged once and counted.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from weakref import WeakKeyDictionary
 
 from mitmproxy import connection, http, tls
@@ -54,23 +54,16 @@ class EarlyConnect:
         tunnel = self._tunnels.pop(data.context.client, None)
         if tunnel is None or data.ignore_connection or not data.context.server.tls:
             return
-        # The filter's one host decision, as the pipeline left it: a host it blocked, or one
-        # a failing hook blocked to be safe after the filter allowed it, is never met early.
+        # The filter's one host decision, made at this ClientHello on its SNI and the CONNECT
+        # host, as the pipeline left it: a host it blocked, or one a failing hook blocked to
+        # be safe after the filter allowed it, is never met early. Nothing is decided again.
         decided = facts.host_decision(data.context.client)
-        if decided is None or decided.decision.blocked:
-            return
         identity, connect_host = tunnel
-        hosts = [connect_host]
+        names = [connect_host]
         if data.client_hello.sni:
-            hosts.append(data.client_hello.sni)
+            names.append(data.client_hello.sni)
         try:
-            early = may_connect_early(
-                self.loader.filterset,
-                identity,
-                hosts,
-                datetime.now(UTC),
-                self.loader.controls,
-            )
+            early = may_connect_early(self.loader.filterset, identity, decided, names)
         except Exception:
             self.errors += 1
             if self.errors == 1:

@@ -52,6 +52,13 @@ REFERENCE = "schoolgate.reference"
 LOOKUP_SECONDS = "schoolgate.lookup_seconds"
 # Set on a flow the proxy answered itself (block page, review page): later addons leave it be.
 ANSWERED = "schoolgate.answered"
+# The learned list's state for the request's URL (``learned``, ``confirmed``, ``rejected``),
+# set by ContentAnalysis at requestheaders: the image pool never re-scores a rejected image.
+LEARNED_STATE = "schoolgate.learned_state"
+# What ImageAnalysis did with a response's image: "queued", or "unscored: pool full" (or
+# "too large", "empty"); Metrics counts it.
+IMAGE = "schoolgate.image"
+IMAGE_OUTCOMES = ("queued", "pool full", "too large", "empty")
 
 
 class Policies(Protocol):

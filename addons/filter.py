@@ -26,7 +26,7 @@ from mitmproxy import http
 from mitmproxy.proxy import layer
 
 from addons import facts
-from addons.pipeline import block_response
+from addons.pipeline import serve_block
 from blocklists.normalise import normalise_parts, normalise_url
 from proxy import blockpage
 from proxy.decision import Decision, stricter
@@ -128,20 +128,7 @@ class Filter:
         flow.metadata[facts.LOOKUP_SECONDS] = time.perf_counter() - started
         flow.metadata[facts.DECISION] = decision
         if decision.blocked:
-            self._block(flow, decision, reference)
-
-    def _block(self, flow: http.HTTPFlow, decision: Decision, reference: str) -> None:
-        try:
-            url: str | None = normalise_url(flow.request.pretty_url).entry
-        except Exception:
-            url = None
-        flow.response = block_response(
-            decision,
-            school=self.loader.filterset.policy.school,
-            reference=reference,
-            url=None if decision.illegal else url,
-            console_url=self.loader.filterset.settings.console_url,
-        )
+            serve_block(self.loader, flow, decision)
 
 
 __all__ = ["Filter"]

@@ -2,8 +2,9 @@
 
 Stores a frozen ``Identity`` in ``flow.metadata["schoolgate.identity"]``
 (``addons.facts``) for the filter and the audit to read. A login comes from
-``ProxyLogin`` (``flow.metadata["schoolgate.login"]``) or, when mitmproxy's
-own ``proxyauth`` option is used, from ``flow.metadata["proxyauth"]``.
+``ProxyLogin`` (``flow.metadata["schoolgate.login"]``); a login from an
+address binding that names its device (RADIUS) gives the identity its
+``device``, which incidents record and alerts show.
 
 The identity of a client connection is kept too (``facts.client_identity``),
 so that the filter decides a TLS ClientHello's SNI as the same person who
@@ -12,6 +13,7 @@ sent the CONNECT, or as the user bound to a transparent client's address.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from mitmproxy import connection, http
@@ -35,17 +37,15 @@ class Identify:
         # A named user's directory group, from its cache (DirectoryLookup.identity).
         self.directory_group = directory_group or (lambda identity: identity)
 
+    def _resolve(self, ip: str, login: Login | None) -> Identity:
+        identity = self.loader.filterset.identities.resolve(ip, login.user if login else None)
+        if login is not None and login.device is not None:
+            # The device the login's binding names (RADIUS): incidents and alerts show it.
+            identity = dataclasses.replace(identity, device=login.device)
+        return self.directory_group(identity)
+
     def _identify(self, flow: http.HTTPFlow) -> Identity:
-        login: str | None = None
-        found = facts.login_of(flow)
-        if found is not None:
-            login = found.user
-        else:
-            # mitmproxy's proxyauth addon leaves (user, password) here once a login checks out.
-            auth = flow.metadata.get("proxyauth")
-            login = auth[0] if isinstance(auth, tuple) and auth else None
-        identity = self.loader.filterset.identities.resolve(flow.client_conn.peername[0], login)
-        identity = self.directory_group(identity)
+        identity = self._resolve(flow.client_conn.peername[0], facts.login_of(flow))
         flow.metadata[facts.IDENTITY] = identity
         return identity
 
@@ -54,11 +54,7 @@ class Identify:
         found = facts.client_identity(client)
         if found is not None:
             return found
-        login = self.login_of_client(client)
-        identity = self.loader.filterset.identities.resolve(
-            client.peername[0], login.user if login else None
-        )
-        return self.directory_group(identity)
+        return self._resolve(client.peername[0], self.login_of_client(client))
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         identity = self._identify(flow)

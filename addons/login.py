@@ -48,6 +48,7 @@ from proxy.logins import (
 )
 from proxy.review import load_key
 from proxy.settings import Auth
+from proxy.watch import FileWatch
 from proxy.yamlfile import ConfigError
 
 LOGOUT = "schoolgate.login.logout"
@@ -80,23 +81,18 @@ class ProxyLogin:
         self.checker = LoginChecker([])
         self.bindings: LoginBindings | None = None
         self._auth: Auth | None = None
-        self._users_mtime = 0.0
+        self._users = FileWatch()  # the users file (proxy/watch.py, as for the policy)
         self._checked = 0.0
         self.throttle = LoginThrottle()
         self._csrf_key: bytes | None = None
 
     # -- state --------------------------------------------------------------------------
 
-    def _users_file_mtime(self, auth: Auth) -> float:
-        try:
-            return auth.users_file.stat().st_mtime if auth.users_file else 0.0
-        except OSError:
-            return 0.0
-
     def _rebuild(self) -> None:
         settings = self.loader.filterset.settings
         auth = settings.auth
-        mtime = self._users_file_mtime(auth)
+        # Stamped before it is read: an edit made while reading is picked up next time.
+        self._users.watch([auth.users_file] if auth.users_file else [])
         self.checker = LoginChecker.from_settings(auth)  # raises ConfigError
         self.bindings = LoginBindings(settings.data_dir / BINDINGS_FILE)
         # The same throttle object: counts survive a reload of the users file.
@@ -105,7 +101,7 @@ class ProxyLogin:
             lockout_after=auth.lockout_after,
             lockout_seconds=auth.lockout_minutes * 60.0,
         )
-        self._auth, self._users_mtime = auth, mtime
+        self._auth = auth
 
     def configure(self, updated: set[str]) -> None:
         if self._auth is None:
@@ -120,12 +116,12 @@ class ProxyLogin:
         auth = self.loader.filterset.settings.auth
         if auth is not self._auth or now - self._checked > 1.0:
             self._checked = now
-            if auth is not self._auth or self._users_file_mtime(auth) != self._users_mtime:
+            if auth is not self._auth or self._users.changed():
                 try:
                     self._rebuild()
                     log.info("logins reloaded")
                 except ConfigError as exc:
-                    self._auth, self._users_mtime = auth, self._users_file_mtime(auth)
+                    self._auth = auth  # tried: retried when the file changes again
                     log.error("users file not reloaded, keeping the last good one: %s", exc)
         assert self._auth is not None
         return self._auth
@@ -135,8 +131,7 @@ class ProxyLogin:
         found = facts.client_login(client)
         if found is not None:
             return found
-        user = self.bindings.user_at(client.peername[0]) if self.bindings else None
-        return Login(user, "binding") if user else None
+        return self.bindings.login_at(client.peername[0]) if self.bindings else None
 
     # -- hooks --------------------------------------------------------------------------
 
@@ -149,9 +144,9 @@ class ProxyLogin:
             if login_of(flow) is None and flow.response is None and self.bindings:
                 # A bound address (login page, RADIUS) is its user's from the CONNECT on, so
                 # the tunnel's host and TLS decisions are that user's, not the address's.
-                user = self.bindings.user_at(flow.client_conn.peername[0])
-                if user:
-                    flow.metadata[LOGIN] = Login(user, "binding")
+                bound = self.bindings.login_at(flow.client_conn.peername[0])
+                if bound is not None:
+                    flow.metadata[LOGIN] = bound
         except Exception:
             self._failed(flow, is_http_proxy(flow))
         login = login_of(flow)
@@ -176,9 +171,9 @@ class ProxyLogin:
             elif proxied:
                 await self._proxy_login(flow, auth)
             if login_of(flow) is None and flow.response is None and self.bindings:
-                user = self.bindings.user_at(flow.client_conn.peername[0])
-                if user:
-                    flow.metadata[LOGIN] = Login(user, "binding")
+                bound = self.bindings.login_at(flow.client_conn.peername[0])
+                if bound is not None:
+                    flow.metadata[LOGIN] = bound
         except Exception:
             self._failed(flow, proxied)
 

@@ -31,7 +31,7 @@ from proxy.metrics import FilterMetrics, MetricsServer, entries_by_source, split
 from proxy.store.writer import Writer
 
 log = logging.getLogger("schoolgate.metrics")
-REFRESH_SECONDS = 5.0
+REFRESH_MS = 5000  # the default of schoolgate_metrics_refresh_ms
 
 
 class Metrics:
@@ -68,8 +68,20 @@ class Metrics:
             "",
             "HOST:PORT of the Prometheus endpoint (empty: not served by this process).",
         )
+        # The fault tests shorten it so that they need not sit out the default's staleness.
+        loader.add_option(
+            "schoolgate_metrics_refresh_ms",
+            int,
+            REFRESH_MS,
+            "Milliseconds between refreshes of the state gauges (spool depth, writer up, ...).",
+        )
 
     def configure(self, updated: set[str]) -> None:
+        if (
+            "schoolgate_metrics_refresh_ms" in updated
+            and ctx.options.schoolgate_metrics_refresh_ms <= 0
+        ):
+            raise exceptions.OptionsError("schoolgate_metrics_refresh_ms must be positive")
         if "schoolgate_metrics_listen" not in updated:
             return
         if self.server is not None:
@@ -97,7 +109,7 @@ class Metrics:
 
     async def _refresh_loop(self) -> None:
         while True:
-            await asyncio.sleep(REFRESH_SECONDS)
+            await asyncio.sleep(ctx.options.schoolgate_metrics_refresh_ms / 1000)
             try:
                 self.refresh()
             except Exception:  # a broken gauge must not stop the counters
@@ -160,6 +172,11 @@ class Metrics:
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._count(flow)
+        image = flow.metadata.get(facts.IMAGE)
+        if isinstance(image, str):
+            outcome = image.removeprefix("unscored: ")
+            if outcome in facts.IMAGE_OUTCOMES:  # labels only from this fixed set
+                self.metrics.images.labels(outcome.replace(" ", "_")).inc()
 
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
         """A tunnel TlsPolicy passed through or refused (what it left in the facts)."""

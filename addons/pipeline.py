@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -45,7 +46,7 @@ from mitmproxy.proxy.context import Context
 
 from addons import facts
 from blocklists.normalise import normalise_url
-from proxy import blockpage
+from proxy import blockpage, review
 from proxy.decision import Decision
 
 log = logging.getLogger("schoolgate.pipeline")
@@ -109,6 +110,7 @@ def block_response(
     url: str | None,
     reason: str | None = None,
     console_url: str | None = None,
+    token: str = "",
 ) -> http.Response:
     """The 403 block page for ``decision``; a plain 403 if the page itself cannot be made.
 
@@ -123,6 +125,7 @@ def block_response(
             url=None if decision.illegal else url,
             reason=reason,
             console_url=console_url,
+            token=token,
         )
         return http.Response.make(
             403,
@@ -139,10 +142,46 @@ def block_response(
         return plain_403(reference)
 
 
+def review_token(
+    loader: facts.Policies, flow: http.HTTPFlow, decision: Decision, reference: str, url: str | None
+) -> str:
+    """The signed token for this block's review form ("" for an illegal block: no form).
+
+    Signed here, as the page is made, with what the proxy saw: the URL on the page, the
+    category, the client's address and the named user (``proxy/review.py``). A key that
+    cannot be read leaves the form unsigned (a post is then refused); the block stands.
+    """
+    if decision.illegal:
+        return ""
+    identity = facts.identity_of(flow)
+    blocked = review.Blocked(
+        url,
+        decision.category,
+        flow.client_conn.peername[0] if flow.client_conn.peername else None,
+        identity.user if identity is not None else None,
+    )
+    try:
+        key = review.signing_key(loader.filterset.settings.data_dir)
+    except OSError:
+        log.warning("the review key cannot be read; the review form goes out unsigned")
+        return ""
+    return review.sign(key, reference, blocked, int(time.time()))
+
+
 def serve_block(
-    loader: facts.Policies, flow: http.HTTPFlow, decision: Decision, reason: str | None
-) -> None:
-    """Answer ``flow`` with the block page for ``decision`` and record why."""
+    loader: facts.Policies | None,
+    flow: http.HTTPFlow,
+    decision: Decision,
+    reason: str | None = None,
+    *,
+    show_url: bool = True,
+) -> http.Response:
+    """Answer ``flow`` with the block page for ``decision``, its review form signed; record why.
+
+    The one place a block page is made, for every addon that blocks and for failing
+    closed (``loader`` None: no policy to name the school or sign with). Returns the
+    response it set, for a caller that streams it (downloads).
+    """
     reference = facts.reference_of(flow)
     if reference is None:
         reference = blockpage.new_reference()
@@ -150,17 +189,27 @@ def serve_block(
     flow.metadata[facts.DECISION] = decision
     flow.metadata[facts.ANSWERED] = True
     try:
-        url: str | None = normalise_url(flow.request.pretty_url).entry
+        url: str | None = None if decision.illegal else normalise_url(flow.request.pretty_url).entry
     except Exception:
         url = None
+    school, console_url, token = "School", None, ""
+    if loader is not None:
+        try:
+            school = loader.filterset.policy.school
+            console_url = loader.filterset.settings.console_url
+            token = review_token(loader, flow, decision, reference, url)
+        except Exception:  # the block stands, in the plainest page that can still be made
+            log.warning("the block page's details could not be read", exc_info=True)
     flow.response = block_response(
         decision,
-        school=loader.filterset.policy.school,
+        school=school,
         reference=reference,
-        url=url,
+        url=url if show_url else None,
         reason=reason,
-        console_url=loader.filterset.settings.console_url,
+        console_url=console_url,
+        token=token,
     )
+    return flow.response
 
 
 class Refuse(layer.Layer):
@@ -239,13 +288,12 @@ def _fail_http(hook: str, f: http.HTTPFlow, why: str) -> None:
         with contextlib.suppress(exceptions.ControlException):
             f.kill()
         return
-    reference = facts.reference_of(f) or blockpage.new_reference()
-    f.metadata[facts.REFERENCE] = reference
     try:
-        school = ctx.master.addons.get("policyloader").filterset.policy.school
+        loader: facts.Policies | None = ctx.master.addons.get("policyloader")
     except Exception:
-        school = "School"
-    page = block_response(decision, school=school, reference=reference, url=None)
+        loader = None
+    # No URL on the page: whatever failed may have been reading it (the form still has it).
+    page = serve_block(loader, f, decision, show_url=False)
     if hook == "responseheaders":
         # The origin's body is still to come and would be read into this response:
         # send the page once and drop every chunk of it.

@@ -2,11 +2,12 @@
 
 The form posts to ``REVIEW_PATH`` on the blocked host, so the post reaches
 the proxy in regular and transparent mode alike, inside the same
-(intercepted) connection as the block page. This addon sits after every
-addon that can block. On each block page it sees (never an illegal one) it
-signs a token with the block's reference, URL, category and client address
-into the form (``proxy/review.py``); when a post to ``REVIEW_PATH`` arrives
-it checks the token, appends the request to
+(intercepted) connection as the block page. The page's form is signed as
+the page is made (``addons.pipeline.serve_block``, never an illegal one):
+a token with the block's reference, URL, category, client address and user
+(``proxy/review.py``). This addon sits after every addon that can block;
+when a post to ``REVIEW_PATH`` arrives it checks the token (the same
+reference, client address and user), appends the request to
 ``DATA_DIR/review-requests.jsonl`` off the event loop, and answers with a
 page saying what happens next, in place of whatever the post would have
 got. A post on an illegal block keeps the illegal block page.
@@ -27,24 +28,20 @@ from datetime import UTC, datetime
 from mitmproxy import http
 
 from addons import facts
-from addons.facts import ANSWERED, DECISION, REFERENCE, decision_of, identity_of
-from blocklists.normalise import BadURL, normalise_url
+from addons.facts import ANSWERED, DECISION, decision_of, identity_of
 from proxy.blockpage import REVIEW_PATH
 from proxy.decision import Decision
 from proxy.review import (
     REVIEW_FILE,
-    TOKEN_FIELD,
-    Blocked,
     Outcome,
     RateLimit,
     ReviewRequest,
     append,
     claim,
     clean_reason,
-    load_key,
     prune_claims,
     reply_page,
-    sign,
+    signing_key,
     unclaim,
     verify,
 )
@@ -57,45 +54,14 @@ class Review:
         self.loader = loader
         self.filed = 0
         self.rejected = 0
-        self._key: bytes | None = None
         self.limit = RateLimit()
         self._pruned = 0.0
 
     def _signing_key(self) -> bytes:
-        if self._key is None:
-            self._key = load_key(self.loader.filterset.settings.data_dir)
-        return self._key
+        return signing_key(self.loader.filterset.settings.data_dir)
 
     def running(self) -> None:
-        self._signing_key()
-
-    def _sign_page(self, flow: http.HTTPFlow) -> None:
-        """Put a signed token into the form of a block page this flow is answered with."""
-        response = flow.response
-        decision = decision_of(flow)
-        reference = flow.metadata.get(REFERENCE)
-        if response is None or decision is None or not decision.blocked or decision.illegal:
-            return
-        if not isinstance(reference, str) or response.status_code != 403:
-            return
-        content = response.content or b""
-        if TOKEN_FIELD not in content:
-            return
-        try:
-            url: str | None = normalise_url(flow.request.pretty_url).entry
-        except BadURL:
-            url = None
-        blocked = Blocked(url, decision.category, flow.client_conn.peername[0])
-        token = sign(self._signing_key(), reference, blocked, int(time.time()))
-        response.content = content.replace(
-            TOKEN_FIELD, b'name="token" value="' + token.encode("ascii") + b'"', 1
-        )
-
-    def responseheaders(self, flow: http.HTTPFlow) -> None:
-        self._sign_page(flow)
-
-    def response(self, flow: http.HTTPFlow) -> None:
-        self._sign_page(flow)
+        self._signing_key()  # made or read now, not on the first block page
 
     def _file_once(self, token: str, record: ReviewRequest) -> Outcome:
         """Off the event loop: claim the token, then append the request (once per token)."""
@@ -133,6 +99,7 @@ class Review:
             and vouched[0] == reference
             and vouched[1].client_ip == client_ip
             and identity is not None
+            and vouched[1].user == identity.user
         ):
             blocked = vouched[1]
             record = ReviewRequest(

@@ -17,12 +17,15 @@ import asyncio
 import logging
 import os
 
+from mitmproxy import ctx, exceptions
+from mitmproxy.addonmanager import Loader
+
 from addons import facts
 from proxy.store import migrate
 from proxy.store.engine import database_url, down_reason, interrupt, is_down, make_engine
 from proxy.store.events import Event
 from proxy.store.site import set_site
-from proxy.store.writer import Writer
+from proxy.store.writer import APPLY_TIMEOUT_S, Writer
 from proxy.workers import WORKER_ENV
 
 log = logging.getLogger("schoolgate.store")
@@ -43,6 +46,23 @@ class StoreWriter:
         worker = os.environ.get(WORKER_ENV)
         name = f"events-{worker}" if worker else "events"
         self.writer = Writer(self.engine, settings.data_dir, name=name)
+
+    def load(self, loader: Loader) -> None:
+        # The fault tests shorten the watchdog so that a hung store is broken sooner than the
+        # default's 15 s; the default is above every timeout the engine sets (proxy.store.writer).
+        loader.add_option(
+            "schoolgate_store_watchdog_ms",
+            int,
+            int(APPLY_TIMEOUT_S * 1000),
+            "Milliseconds after which a store call still running is taken as hung and broken.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "schoolgate_store_watchdog_ms" in updated:
+            value = ctx.options.schoolgate_store_watchdog_ms
+            if value <= 0:
+                raise exceptions.OptionsError("schoolgate_store_watchdog_ms must be positive")
+            self.writer.apply_timeout_s = value / 1000
 
     def record(self, event: Event) -> None:
         """Hand an event to the writer (safe from any hook or thread)."""

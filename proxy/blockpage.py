@@ -56,7 +56,7 @@ _REVIEW_FORM = """\
 <form method="post" action="{action}" class="review" id="review">
   <h2>Request a review</h2>
   <input type="hidden" name="reference" value="{reference}">
-  <input type="hidden" name="token" value="">
+  <input type="hidden" name="token" value="{token}">
   <label for="reason">Why do you need this page? (for example, the lesson it is for)</label>
   <textarea id="reason" name="reason" rows="3" maxlength="1000" required></textarea>
   <button type="submit">Send the request</button>
@@ -71,6 +71,7 @@ def render(
     url: str | None,
     reason: str | None = None,
     console_url: str | None = None,
+    token: str = "",
 ) -> str:
     """The HTML of the block page for one decision.
 
@@ -79,7 +80,9 @@ def render(
     but the illegal one carries the "request a review" form, which posts to
     ``REVIEW_PATH`` on the same host so that it reaches the proxy in every mode,
     and, when the settings give ``console_url``, a link for staff to the console's
-    request form with the address and reference filled in.
+    request form with the address and reference filled in. ``token`` is the form's
+    signed token (``proxy.review.sign``), made by the caller for this very block, so the
+    page goes out signed; no one edits its bytes afterwards.
     """
     if decision.illegal:
         title = "This page is blocked"
@@ -111,7 +114,9 @@ def render(
     form = (
         ""
         if decision.illegal
-        else _REVIEW_FORM.format(action=REVIEW_PATH, reference=html.escape(reference))
+        else _REVIEW_FORM.format(
+            action=REVIEW_PATH, reference=html.escape(reference), token=html.escape(token)
+        )
     )
     if console_url and not decision.illegal:
         query = urlencode({"url": url or "", "reference": reference})

@@ -10,56 +10,48 @@ per request; measured with curl on keep-alive tunnels to an HTTP/1.1 origin,
 bare mitmdump did about a third of its eager throughput (issue #18,
 ``make bench``). mitmproxy's eager strategy meets the server first and
 mirrors it. ``addons.earlyconnect`` does the same, per tunnel, only when this
-function says yes: every name the tunnel was decided on (the CONNECT host and
-the SNI) is allowed by the host alone. A host blocked outright, blocked
-except for a path some local entry or override opens, suspended access, or
-a search engine safe search refuses for the group, stays lazy: no upstream
-connection unless a request inside is allowed.
+function says yes, from the filter's one decision on the connection's host
+made at the ClientHello (``HostDecision``, never decided again here): it must
+cover every name the tunnel was opened with (the CONNECT host and the SNI)
+and allow them. A host blocked outright, blocked except for a path some local
+entry or override opens (its root is blocked), or a suspended user's, stays
+lazy; so does a search engine that safe search refuses for the group (a rule
+on the name alone, applied per request inside): no upstream connection unless
+a request inside is allowed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 from typing import cast
 
-from blocklists.normalise import normalise_host
-from proxy.controls import NO_CONTROLS, Controls
-from proxy.decision import decide
+from blocklists.normalise import BadURL, normalise_host
 from proxy.filterset import Filterset
 from proxy.identity import Identity
 from proxy.safesearch import Level, lock_for
+from proxy.tlspolicy import HostDecision
 
 
 def may_connect_early(
     fs: Filterset,
     identity: Identity,
-    hosts: Iterable[str],
-    when: datetime,
-    controls: Controls = NO_CONTROLS,
+    decided: HostDecision | None,
+    names: Iterable[str],
 ) -> bool:
-    """True when every one of ``hosts`` is allowed on its name alone for ``identity``."""
-    group = fs.policy.groups[identity.group]
-    overrides = controls.overrides_for(identity, when)
-    suspended = controls.suspension_of(identity, when)
-    names = 0
-    for name in hosts:
-        host = normalise_host(name)
-        names += 1
-        decision = decide(
-            fs.policy,
-            identity,
-            None,
-            fs.matcher.match(host, None),
-            when,
-            overrides=overrides,
-            suspended=suspended,
-            host=host,
-        )
-        if decision.blocked:
-            return False
-        if group.safe_search != "off":
-            lock = lock_for(host, cast(Level, group.safe_search))
+    """True when ``decided``, made at the ClientHello, allows and covers every one of ``names``."""
+    if decided is None or decided.via != "SNI" or decided.decision.blocked:
+        return False
+    level = fs.policy.groups[identity.group].safe_search
+    count = 0
+    for name in names:
+        count += 1
+        if not decided.covers(name):
+            return False  # decided on other names (a stale or unrelated decision)
+        if level != "off":
+            try:
+                lock = lock_for(normalise_host(name), cast(Level, level))
+            except BadURL:
+                return False
             if lock is not None and lock.blocked:
                 return False
-    return names > 0
+    return count > 0

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from blocklists.normalise import CanonicalURL
+from proxy.content.learned import LEARNED_FILE, LearnedList, blocks
 from proxy.content.phrases import CATEGORY_WORDS
 from proxy.controls import Controls
 from proxy.decision import Rule
@@ -123,6 +124,49 @@ def content(group: Group) -> Protection:
     return Protection("content", True, says, detail)
 
 
+def learned(fs: Filterset, group: Group, url: CanonicalURL) -> Protection:
+    """Whether content analysis learned this URL (page or image), its scores and when, and
+    whether the entry refuses the request for the group (``proxy.content.learned.blocks``,
+    the proxy's own rule: it answers at the request, before any upstream connection)."""
+    path = fs.settings.data_dir / LEARNED_FILE
+    entries = LearnedList(path)
+    try:
+        entries.refresh()
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        return Protection("learned", False, f"the learned list cannot be read: {why}", {})
+    found = entries.get(url.entry)
+    if found is None:
+        return Protection("learned", False, "not on the learned list", {"entry": None})
+    refuses = blocks(found, group, fs.policy)
+    detail: dict[str, Any] = {
+        "entry": found.entry,
+        "kind": found.kind,
+        "state": found.state,
+        "category": found.category,
+        "score": found.score,
+        "phrases": list(found.phrases),
+        "at": found.at,
+        "by": found.by,
+        "page": found.page,
+        "blocks": refuses,
+    }
+    score = f"{found.score}%" if found.kind == "image" else str(found.score)
+    counted = "detected" if found.kind == "image" else "phrases"
+    decided = f", {found.state} by {found.by}" if found.by else f", {found.state}"
+    says = (
+        f"{'an image' if found.kind == 'image' else 'a page'} learned {found.at}{decided}: "
+        f"{CATEGORY_WORDS.get(found.category, found.category)} scored {score} "
+        f"({counted}: {', '.join(found.phrases) or '-'}); "
+        + (
+            "refused before any upstream connection"
+            if refuses
+            else f"not refused for group {group.name}"
+        )
+    )
+    return Protection("learned", True, says, detail)
+
+
 def tls(
     fs: Filterset, identity: Identity, url: CanonicalURL, when: datetime, controls: Controls
 ) -> Protection:
@@ -154,7 +198,11 @@ def protections(
 ) -> list[Protection]:
     """Every protection the gateway applies to this request, in the order they act."""
     group = fs.policy.groups[identity.group]
-    return [tls(fs, identity, url, when, controls), *group_protections(group, url)]
+    return [
+        tls(fs, identity, url, when, controls),
+        learned(fs, group, url),
+        *group_protections(group, url),
+    ]
 
 
 def for_json(rules: Sequence[Rule], found: Sequence[Protection]) -> dict[str, Any]:

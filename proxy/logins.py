@@ -19,7 +19,7 @@ Transparent clients have no proxy setting, so they cannot answer a 407. They
 sign in once at the login page, and ``LoginBindings`` then binds their address
 to that user for ``bind_minutes``. Bindings live in one small JSON file in the
 data folder so that every worker process sees them; a worker rereads it when
-its modification time changes (looked at most once a second).
+it changes (``proxy.watch.FileWatch``, looked at most once a second).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import bcrypt
 import ldap3
@@ -42,6 +42,7 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.dn import escape_rdn
 
 from proxy.settings import Auth, LdapLogin
+from proxy.watch import FileWatch
 from proxy.yamlfile import ConfigError, Problem
 
 log = logging.getLogger("schoolgate.logins")
@@ -59,6 +60,10 @@ class Login:
 
     user: str
     via: Literal["proxy", "page", "binding", "header"]
+    # The device, where the binding knows it: the Wi-Fi client's MAC address from RADIUS
+    # accounting (Calling-Station-Id). An address alone changes hands with every DHCP
+    # lease, so incidents name the device the policies ask the school to isolate.
+    device: str | None = None
 
 
 def hash_password(password: str, rounds: int = 12) -> str:
@@ -187,17 +192,24 @@ class LoginChecker:
         return False
 
 
+class _Binding(NamedTuple):
+    user: str
+    until: float
+    device: str | None
+
+
 class LoginBindings:
-    """Client address -> (user, until), shared by every worker through one JSON file."""
+    """Client address -> (user, until, device), shared by every worker through one JSON file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock_path = path.with_name(path.name + ".lock")
-        self._bindings: dict[str, tuple[str, float]] = {}
-        self._stamp: tuple[int, int] | None = None
+        # Stamped before the first read, so an edit made while reading is seen next time.
+        self._watch = FileWatch([path])
+        self._bindings: dict[str, _Binding] = self._read()
         self._checked = 0.0
 
-    def _read(self) -> dict[str, tuple[str, float]]:
+    def _read(self) -> dict[str, _Binding]:
         try:
             data: Any = json.loads(self.path.read_text("utf-8"))
         except (OSError, ValueError):
@@ -206,45 +218,57 @@ class LoginBindings:
         if isinstance(data, dict):
             for ip, row in data.items():
                 if isinstance(row, dict) and isinstance(row.get("user"), str):
-                    out[str(ip)] = (row["user"], float(row.get("until", 0)))
+                    device = row.get("device")
+                    out[str(ip)] = _Binding(
+                        row["user"],
+                        float(row.get("until", 0)),
+                        device if isinstance(device, str) else None,
+                    )
         return out
+
+    def _write(self, bindings: dict[str, _Binding]) -> None:
+        """Replace the file whole (the caller holds the lock)."""
+        rows: dict[str, dict[str, object]] = {}
+        for ip, (user, until, device) in bindings.items():
+            rows[ip] = {"user": user, "until": until}
+            if device is not None:
+                rows[ip]["device"] = device
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(rows), "utf-8")
+        os.replace(tmp, self.path)
 
     def _refresh(self, now: float) -> None:
         if now - self._checked < 1.0:
             return
         self._checked = now
-        try:
-            st = self.path.stat()
-            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_ino)
-        except OSError:
-            stamp = None
-        if stamp != self._stamp:
-            self._stamp = stamp
-            self._bindings = self._read() if stamp else {}
+        if self._watch.changed():
+            self._bindings = self._read()  # a missing file reads as no bindings
 
-    def user_at(self, ip: str, now: float | None = None) -> str | None:
-        """The user bound to this address now, if any."""
+    def login_at(self, ip: str, now: float | None = None) -> Login | None:
+        """The login bound to this address now (with its device, when known), if any."""
         now = time.time() if now is None else now
         self._refresh(now)
         found = self._bindings.get(ip)
-        if found is None or found[1] <= now:
+        if found is None or found.until <= now:
             return None
-        return found[0]
+        return Login(found.user, "binding", found.device)
 
-    def bind(self, ip: str, user: str, minutes: int, now: float | None = None) -> None:
-        """Bind ``ip`` to ``user`` (one writer at a time; the file is replaced whole)."""
+    def user_at(self, ip: str, now: float | None = None) -> str | None:
+        """The user bound to this address now, if any."""
+        login = self.login_at(ip, now)
+        return login.user if login is not None else None
+
+    def bind(
+        self, ip: str, user: str, minutes: int, now: float | None = None, device: str | None = None
+    ) -> None:
+        """Bind ``ip`` to ``user`` (and ``device``), one writer at a time."""
         now = time.time() if now is None else now
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock_path.open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            current = {k: v for k, v in self._read().items() if v[1] > now}
-            current[ip] = (user, now + minutes * 60)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-            tmp.write_text(
-                json.dumps({k: {"user": u, "until": t} for k, (u, t) in current.items()}),
-                "utf-8",
-            )
-            os.replace(tmp, self.path)
+            current = {k: v for k, v in self._read().items() if v.until > now}
+            current[ip] = _Binding(user, now + minutes * 60, device)
+            self._write(current)
         self._bindings = current
         self._checked = 0.0
 
@@ -256,12 +280,7 @@ class LoginBindings:
             fcntl.flock(lock, fcntl.LOCK_EX)
             current = self._read()
             current.pop(ip, None)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-            tmp.write_text(
-                json.dumps({k: {"user": u, "until": t} for k, (u, t) in current.items()}),
-                "utf-8",
-            )
-            os.replace(tmp, self.path)
+            self._write(current)
         self._bindings = current
         self._checked = 0.0
 

@@ -183,6 +183,13 @@ class FilterMetrics:
             "Store calls that hung past the writer's timeout and were broken by its watchdog.",
             registry=r,
         )
+        self.images = Counter(
+            "schoolgate_images",
+            "Images for nudity scoring, by outcome: queued, or passed unscored (pool full, "
+            "too large, empty).",
+            ["outcome"],
+            registry=r,
+        )
         self.spool_seconds = Histogram(
             "schoolgate_store_spool_seconds",
             "Seconds from recording an event to its fsync in the spool: what a crash can lose.",
@@ -204,6 +211,8 @@ class FilterMetrics:
                 self.tunnels.labels(group, kind, action)
         for source in sources:
             self.index_entries.labels(source)
+        for outcome in ("queued", "pool_full", "too_large", "empty"):
+            self.images.labels(outcome)
 
     def count_tunnel(self, policy: Policy, group: str | None, kind: str, action: str) -> None:
         """Count one tunnel decision (``addons.facts.TunnelRecord``)."""

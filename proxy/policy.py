@@ -177,6 +177,10 @@ class ContentRule(Strict):
     threshold: int = Field(100, ge=1, le=100_000)
     thresholds: dict[Name, Annotated[int, Field(ge=1, le=100_000)]] = {}
     action: Literal["block", "log"] = "block"
+    # Images, scored after delivery (proxy/content/images.py): an image whose detected nudity
+    # reaches image_threshold (the detector's confidence, 0..1) is learned, and refused next time.
+    images: Literal["nudity"] | None = None
+    image_threshold: float = Field(0.6, gt=0, le=1)
 
     @field_validator("thresholds")
     @classmethod

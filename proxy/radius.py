@@ -4,7 +4,9 @@ The wireless controller (the NAS) sends an Accounting-Request when a device
 joins (Start), periodically (Interim-Update) and when it leaves (Stop), with
 the user who signed in to the Wi-Fi (``User-Name``, 802.1X) and the address
 the device was given (``Framed-IP-Address``, and ``Framed-IPv6-Address``
-where the NAS sends one). ``Accounting.handle`` checks a
+where the NAS sends one), and the device itself (``Calling-Station-Id``, its
+MAC address, which outlives a DHCP lease: incidents name it, so the school
+can find and isolate the device). ``Accounting.handle`` checks a
 datagram as RFC 2866 says (a NAS listed in ``radius.clients``, its shared
 secret in the Request Authenticator), binds the address to the user in the
 same bindings file the login page writes (``proxy/logins.py``), so every
@@ -19,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,6 +33,18 @@ from proxy.logins import LoginBindings, valid_name
 from proxy.settings import Radius
 
 log = logging.getLogger("schoolgate.radius")
+_MAC = re.compile(r"[0-9a-f]{2}([-:.]?[0-9a-f]{2}){5}")
+
+
+def device_of(calling_station: str) -> str | None:
+    """The device a ``Calling-Station-Id`` names: a MAC address as ``aa:bb:cc:dd:ee:ff``
+    (controllers write ``AA-BB-CC-DD-EE-FF``, ``aabb.ccdd.eeff`` and more), else the id as
+    sent when it is a short printable label, else None."""
+    text = calling_station.strip()
+    if _MAC.fullmatch(text.lower()):
+        hexdigits = "".join(c for c in text.lower() if c in "0123456789abcdef")
+        return ":".join(hexdigits[i : i + 2] for i in range(0, 12, 2))
+    return text if 0 < len(text) <= 64 and text.isprintable() else None
 
 
 def load_dictionary() -> Dictionary:
@@ -111,11 +126,16 @@ class Accounting:
         user = str(request["User-Name"][0])
         if not valid_name(user):
             raise ValueError("User-Name is not a user name")
+        device = (
+            device_of(str(request["Calling-Station-Id"][0]))
+            if "Calling-Station-Id" in request
+            else None
+        )
         for ip in ips:
             if status == "Stop":
                 if self.bindings.user_at(ip, now) == user:
                     self.bindings.unbind(ip)
                     log.info("RADIUS Stop: %s is no longer %s", ip, user)
                 continue
-            self.bindings.bind(ip, user, self.minutes, now)
+            self.bindings.bind(ip, user, self.minutes, now, device)
             log.info("RADIUS %s: %s is %s for %d minutes", status, ip, user, self.minutes)

@@ -1,10 +1,12 @@
 """Review requests from the block page: the signed form token, the record, the reply page.
 
-The block page's form carries a token the proxy signs (HMAC-SHA256 with a
-key kept in ``DATA_DIR/review.key``, shared by every worker): the block's
-reference, URL, category, client address and time. The post is checked
-against it, so the record holds what the proxy itself saw, never what a
-form claims, and any worker can answer a form another worker served. Each
+The block page's form carries a token the proxy signs as it makes the page
+(HMAC-SHA256 with a key kept in ``DATA_DIR/review.key``, shared by every
+worker): the block's reference, URL, category, client address, user and
+time. The post is checked against it, so the record holds what the proxy
+itself saw, never what a form claims, a form is filed only by the user and
+device it was shown to, and any worker can answer a form another worker
+served. Each
 request is one JSON line appended to ``DATA_DIR/review-requests.jsonl``
 with ``time, user, group, client_ip, url, category, reason, reference``;
 the change-control store ingests that file as override requests. Illegal
@@ -39,8 +41,6 @@ MAX_REASON = 1000
 MAX_AGE_SECONDS = 7 * 24 * 3600
 USED_DIR = "review-used"
 REVIEWS_PER_HOUR = 10  # per client address: a pupil asks for a few, not hundreds
-# The empty token field the block page carries; the Review addon signs it in.
-TOKEN_FIELD = b'name="token" value=""'
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,9 @@ class Blocked:
     url: str | None
     category: str | None
     client_ip: str | None
+    # The named user it was shown to (None for an address or network identity): on a
+    # shared address (a proxy login, a terminal server) another user cannot file it.
+    user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,13 +94,30 @@ def load_key(data_dir: Path) -> bytes:
     raise OSError(f"{path}: not a review key (64 hex digits)")
 
 
+_KEYS: dict[Path, bytes] = {}
+
+
+def signing_key(data_dir: Path) -> bytes:
+    """``load_key`` once per process: the block page signs with it on the request path."""
+    key = _KEYS.get(data_dir)
+    if key is None:
+        key = _KEYS[data_dir] = load_key(data_dir)
+    return key
+
+
 def _mac(key: bytes, payload: str) -> str:
     return hmac.new(key, payload.encode("ascii"), hashlib.sha256).hexdigest()[:32]
 
 
 def sign(key: bytes, reference: str, blocked: Blocked, issued: int) -> str:
     """The form token for one block: its facts, readable, and a MAC over them."""
-    facts = {"r": reference, "u": blocked.url, "c": blocked.category, "ip": blocked.client_ip}
+    facts = {
+        "r": reference,
+        "u": blocked.url,
+        "c": blocked.category,
+        "ip": blocked.client_ip,
+        "n": blocked.user,
+    }
     payload = base64.urlsafe_b64encode(
         json.dumps({**facts, "t": issued}, separators=(",", ":")).encode()
     ).decode("ascii")
@@ -115,7 +135,7 @@ def verify(key: bytes, token: str, now: int) -> tuple[str, Blocked] | None:
         return None
     if not isinstance(facts, dict) or not 0 <= now - int(facts.get("t", -1)) <= MAX_AGE_SECONDS:
         return None
-    blocked = Blocked(facts.get("u"), facts.get("c"), facts.get("ip"))
+    blocked = Blocked(facts.get("u"), facts.get("c"), facts.get("ip"), facts.get("n"))
     return str(facts.get("r")), blocked
 
 
@@ -246,7 +266,7 @@ def reply_page(*, school: str, reference: str, filed: bool, why: Outcome | None 
     else:
         title = "This request could not be sent"
         body = (
-            "<p>The form has expired or was not sent from the device that was blocked. "
+            "<p>The form has expired, or was not sent by the person and device it was shown to. "
             "Go back, reload the blocked page and send the form again, or ask your teacher.</p>"
         )
     return _PAGE.format(title=html.escape(title), body=body, school=html.escape(school))

@@ -14,9 +14,8 @@ of any event loop.
 
 In use: ``addons.policyload`` (settings, policy, content phrases),
 ``addons.incidents`` (escalation, concerning terms), ``addons.content`` (the
-learned list). Still on their own stamps, to switch when their owners are done
-with them: ``addons.login`` (the users file), ``proxy.logins`` (the login
-bindings file). ``proxy.lists.index_stamp`` stays apart: it stamps whole list
+learned list), ``addons.login`` (the users file) and ``proxy.logins`` (the
+login bindings file). ``proxy.lists.index_stamp`` stays apart: it stamps whole list
 trees and checks the index in use, not a set of files.
 """
 

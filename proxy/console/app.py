@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from proxy.console import dsl, governor, live, requests, signin, technician
+from proxy.console import dsl, governor, learned, live, requests, signin, technician
 from proxy.console.accounts import directory_for
 from proxy.console.web import FilterHolder, State, render, template_env
 from proxy.incidents.alerts import Alerter
@@ -105,6 +105,8 @@ def routes() -> list[Route | Mount]:
         Route("/policy/apply", technician.policy_apply, methods=["POST"]),
         Route("/policy/proposal/{id:int}/apply", technician.proposal_apply, methods=["POST"]),
         Route("/policy/proposal/{id:int}/withdraw", technician.proposal_withdraw, methods=["POST"]),
+        Route("/learned", learned.learned_page),
+        Route("/learned/decide", learned.learned_decide, methods=["POST"]),
         Route("/changes", governor.changes),
         Route("/changes/verify", governor.verify),
         Route("/changes/export", governor.export_changes),

@@ -30,7 +30,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from proxy.cli_incidents import C3_COLUMNS, c3_row
 from proxy.console.accounts import MAY, TRUST, find_user
 from proxy.console.governor import _day
 from proxy.console.models import ConsoleUser
@@ -56,6 +55,7 @@ from proxy.incidents import queue as q
 from proxy.incidents import report as termly
 from proxy.incidents import store as log
 from proxy.incidents.alerts import Alert, Email
+from proxy.incidents.c3 import C3_COLUMNS, c3_row
 from proxy.incidents.freetext import REFUSAL, mentions_address
 from proxy.incidents.models import Incident, SearchRecord
 from proxy.store.site import current_site

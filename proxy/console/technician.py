@@ -38,6 +38,8 @@ from proxy.console.web import (
     state_of,
     text,
 )
+from proxy.explain import Protection
+from proxy.explain import learned as learned_entry
 from proxy.identity import Identity, parse_ip
 from proxy.incidents.models import Incident
 from proxy.policyapply import apply as apply_policy
@@ -140,6 +142,7 @@ async def test_url(request: Request) -> Response:
         q.get("at", ""),
     )
     result, error, identity, when = None, None, None, state.now()
+    learned: Protection | None = None
     hits: list[tuple[str, str, list[str], list[str]]] = []
     if url:
         try:
@@ -163,6 +166,8 @@ async def test_url(request: Request) -> Response:
             with state.session(read_only=True) as s:
                 controls = control.load_controls(s, when)
             result = fs.decide_url(identity, canonical, when, controls)
+            # As explain: whether content analysis learned it, and whether that refuses it.
+            learned = learned_entry(fs, fs.policy.groups[identity.group], canonical)
             rules = fs.policy.groups[identity.group]
             for hit in fs.lookup(canonical):
                 names = [n for n, c in fs.policy.categories.items() if hit.list in c.lists]
@@ -190,6 +195,7 @@ async def test_url(request: Request) -> Response:
         identity=identity,
         when=when,
         hits=hits,
+        learned=learned,
         groups=sorted(fs.policy.groups),
     )
 

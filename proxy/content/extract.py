@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from selectolax.lexbor import LexborHTMLParser
 
-_NOT_READ = ["script", "style", "noscript", "template", "svg", "head"]
+# One selector, so the tree is walked once (strip_tags walks it once per tag name: about a
+# third of the extraction time on a 100 KB page, bench.content).
+_NOT_READ = "script, style, noscript, template, svg, head"
 
 
 def html_text(html: str) -> str:
@@ -21,7 +23,10 @@ def html_text(html: str) -> str:
     title = tree.css_first("title")
     parts = [title.text(strip=True)] if title is not None else []
     parts.extend(alt for node in tree.css("img[alt]") if (alt := node.attributes.get("alt")))
-    tree.strip_tags(_NOT_READ)
+    # Last first: a node nested in another (a script in an svg) goes before its ancestor, so
+    # no node is removed after the subtree holding it was freed.
+    for node in reversed(tree.css(_NOT_READ)):
+        node.decompose()
     body = tree.body
     if body is not None:
         parts.append(body.text(separator=" "))

@@ -14,6 +14,10 @@ recorded in change control): a confirmed entry is a block in its category for
 every group, as a local block entry is; a rejected one is never analysed
 again, for anyone. The same file carries those decisions, so the last line
 about an entry is its state.
+
+An image the nudity detector scored high (``proxy.content.images``) is an
+entry too, of ``kind: image``: its score is the detector's confidence in
+percent, its phrases the detected class, and ``page`` the page that showed it.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from pathlib import Path
 from typing import Literal
 
 from proxy.jsonlines import JsonLinesTail
+from proxy.policy import Group, Policy
 
 LEARNED_FILE = "learned.jsonl"
 State = Literal["learned", "confirmed", "rejected"]
+Kind = Literal["text", "image"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +48,16 @@ class LearnedEntry:
     at: str
     state: State = "learned"
     by: str | None = None
+    kind: Kind = "text"
+    page: str | None = None
 
     def to_json(self) -> str:
+        extra: dict[str, object] = {}
+        if self.kind != "text":  # text entries keep the lines they always had
+            extra = {"kind": self.kind, "page": self.page}
         return json.dumps(
             {
+                **extra,
                 "entry": self.entry,
                 "category": self.category,
                 "score": self.score,
@@ -69,7 +81,33 @@ class LearnedEntry:
             at=str(raw["at"]),
             state=raw.get("state", "learned"),
             by=raw.get("by"),
+            kind="image" if raw.get("kind") == "image" else "text",
+            page=raw.get("page"),
         )
+
+
+def blocks(found: LearnedEntry, group: Group, policy: Policy) -> bool:
+    """Whether ``found`` refuses the request for ``group`` (the proxy and ``explain`` alike).
+
+    Rejected: never. Confirmed: as a local block entry in its category would, by the group's
+    action for a policy category of that name (any group with content analysis when the
+    policy has none). Learned: for a group whose content analysis blocks and whose threshold
+    the score reaches (for an image, its ``image_threshold`` in percent, if it asks for images).
+    """
+    if found.state == "rejected":
+        return False
+    if found.state == "confirmed":
+        category = policy.categories.get(found.category)
+        if category is not None:  # as a local block: the group's action, times and users
+            return group.action_for(category.name).kind != "acceptable"  # count as blocked
+        return group.content is not None
+    rule = group.content
+    if rule is None or rule.action != "block":
+        return False
+    if found.kind == "image":
+        return rule.images is not None and found.score >= round(rule.image_threshold * 100)
+    threshold = rule.threshold_for().get(found.category)
+    return threshold is not None and found.score >= threshold
 
 
 def learned_now(entry: str, category: str, score: int, phrases: tuple[str, ...]) -> LearnedEntry:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import http.client
 import http.server
+import json
 import os
 import signal
 import socket
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -418,3 +419,69 @@ def loopback_aliases() -> None:
     """Linux routes all of 127.0.0.0/8 to lo; make sure a client can bind 127.0.0.2."""
     with socket.socket() as sock:
         sock.bind((PUPIL, 0))
+
+
+# -- set-ups several modules share (added at the end, so concurrent edits above merge cleanly)
+
+
+def eventually(check: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+    """Wait until ``check()`` is true (the proxy rereads files and the store on timers)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def run_cli(config_dir: Path, *args: str, accounts: dict[str, str] | None = None) -> str:
+    """``schoolgate ARGS --config CONFIG_DIR`` in this process; its output. Whoever ``--by``
+    names is given a console account (role from ``accounts``) and answers the prompts."""
+    from click.testing import CliRunner
+
+    from proxy.cli import cli
+    from tests.console_accounts import acting, ensure_account, proof
+
+    names = acting(args) if accounts is not None else []
+    for name in names:
+        ensure_account(config_dir, name, (accounts or {})[name])
+    result = CliRunner().invoke(
+        cli, [*args, "--config", str(config_dir)], input=proof(config_dir, *names)
+    )
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def recording_origin(origin_ca: OriginCA, folder: Path, *names: str) -> RecordingOrigin:
+    """A TLS origin that records each connection, with a certificate for ``names``."""
+    cert, key = origin_ca.issue(folder, *names)
+    return RecordingOrigin(cert, key)
+
+
+def mapped_gateway(
+    tmp: Path,
+    origin_ca: OriginCA,
+    origin: RecordingOrigin,
+    hosts: Iterable[str],
+    *extra: str,
+    ports: Iterable[int] = (443,),
+    policy: str = TEST_POLICY,
+    module: str = "tests.integration.hostmap",
+) -> Gateway:
+    """The real proxy, with ``hosts`` on ``ports`` resolved to ``origin`` (``hostmap``) and a
+    metrics listener (``gateway.metrics_port``). ``module`` runs it: ``hostmap``, or a module
+    that also patches the proxy (``breakhook``)."""
+    write_config(tmp / "config", tmp / "var", 1, policy)
+    metrics = free_port()
+    with (tmp / "config" / "schoolgate.yaml").open("a", encoding="utf-8") as settings:
+        settings.write(f"metrics_listen: 127.0.0.1:{metrics}\n")
+    hostmap = {"hosts": list(hosts), "ports": {str(port): origin.port for port in ports}}
+    gateway = start_gateway(
+        tmp,
+        origin_ca,
+        *extra,
+        env={"SCHOOLGATE_TEST_HOSTMAP": json.dumps(hostmap), "PYTHONPATH": str(ROOT)},
+        command=[sys.executable, "-m", module],
+    )
+    gateway.metrics_port = metrics  # type: ignore[attr-defined]
+    return gateway

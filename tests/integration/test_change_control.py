@@ -12,23 +12,22 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import func, select
 from sqlalchemy.exc import ProgrammingError
 
-from proxy.cli import cli
 from proxy.store import chain
 from proxy.store.engine import StoreDown, make_engine, session
 from proxy.store.models import AppliedEvent, Change, Override
 from proxy.store.spool import Spool
-from tests.console_accounts import acting, ensure_account, proof
 from tests.integration.harness import (
     HEAD,
     PUPIL,
     Gateway,
     Origin,
     OriginCA,
+    eventually,
     free_port,
+    run_cli,
     start_gateway,
     stop_gateway,
     write_config,
@@ -42,23 +41,7 @@ ACCOUNTS = {"j.meer": "staff", "head.teacher": "approver", "dsl": "dsl"}
 
 def sg(config_dir: Path, *args: str) -> str:
     """Run a command; whoever --by names answers its password and code prompts."""
-    names = acting(args)
-    for name in names:
-        ensure_account(config_dir, name, ACCOUNTS[name])
-    result = CliRunner().invoke(
-        cli, [*args, "--config", str(config_dir)], input=proof(config_dir, *names)
-    )
-    assert result.exit_code == 0, result.stderr
-    return result.stdout
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return run_cli(config_dir, *args, accounts=ACCOUNTS)
 
 
 @pytest.fixture

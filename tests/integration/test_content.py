@@ -257,6 +257,7 @@ def test_images_are_not_scored_as_text(gw: Gateway, pages: Pages) -> None:
     assert status == 200
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize("index", range(5))
 def test_the_school_policies_never_cross_a_threshold(gw: Gateway, pages: Pages, index: int) -> None:
     """The five real e-safety policies, which discuss pornography and self-harm, pass."""

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import http.client
 import inspect
-import json
 import ssl
-import sys
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -29,14 +27,12 @@ from addons.pipeline import REQUEST_PATH
 from tests.integration.breakhook import SUFFIX, break_host
 from tests.integration.harness import (
     PUPIL,
-    ROOT,
     Gateway,
     OriginCA,
     RecordingOrigin,
-    free_port,
-    start_gateway,
+    mapped_gateway,
+    recording_origin,
     stop_gateway,
-    write_config,
 )
 
 pytestmark = pytest.mark.integration
@@ -63,8 +59,7 @@ CONTROL = f"control{SUFFIX}"
 
 @pytest.fixture(scope="module")
 def origin(origin_ca: OriginCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    cert, key = origin_ca.issue(tmp_path_factory.mktemp("break-origin"), f"*{SUFFIX}")
-    found = RecordingOrigin(cert, key)
+    found = recording_origin(origin_ca, tmp_path_factory.mktemp("break-origin"), f"*{SUFFIX}")
     yield found
     found.close()
 
@@ -73,22 +68,14 @@ def origin(origin_ca: OriginCA, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def gw(
     tmp_path_factory: pytest.TempPathFactory, origin_ca: OriginCA, origin: RecordingOrigin
 ) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("fail-closed")
-    write_config(tmp / "config", tmp / "var", 1)
-    metrics = free_port()
-    with (tmp / "config" / "schoolgate.yaml").open("a", encoding="utf-8") as settings:
-        settings.write(f"metrics_listen: 127.0.0.1:{metrics}\n")
-    hostmap = {
-        "hosts": [CONTROL, *(break_host(a, h) for a, h in PAIRS)],
-        "ports": {"80": origin.port, "443": origin.port},
-    }
-    gateway = start_gateway(
-        tmp,
+    gateway = mapped_gateway(
+        tmp_path_factory.mktemp("fail-closed"),
         origin_ca,
-        env={"SCHOOLGATE_TEST_HOSTMAP": json.dumps(hostmap), "PYTHONPATH": str(ROOT)},
-        command=[sys.executable, "-m", "tests.integration.breakhook"],
+        origin,
+        [CONTROL, *(break_host(a, h) for a, h in PAIRS)],
+        ports=(80, 443),
+        module="tests.integration.breakhook",
     )
-    gateway.metrics_port = metrics  # type: ignore[attr-defined]
     yield gateway
     stop_gateway(gateway)
 

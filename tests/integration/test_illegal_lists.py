@@ -7,36 +7,31 @@ nothing for them, and the refusal is in the change log for the governor.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import select
 
-from proxy.cli import cli
 from proxy.store.engine import make_engine, session
 from proxy.store.models import Change
-from tests.integration.harness import PUPIL, Gateway, Origin, OriginCA, start_gateway, stop_gateway
+from tests.integration.harness import (
+    PUPIL,
+    Gateway,
+    Origin,
+    OriginCA,
+    eventually,
+    run_cli,
+    start_gateway,
+    stop_gateway,
+)
 
 pytestmark = pytest.mark.integration
 REFRESH = ("--set", "schoolgate_controls_refresh_ms=200")
 
 
 def sg(config_dir: Path, *args: str) -> str:
-    result = CliRunner().invoke(cli, [*args, "--config", str(config_dir)])
-    assert result.exit_code == 0, result.stderr
-    return result.stdout
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return run_cli(config_dir, *args)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ from tests.integration.harness import (
     Gateway,
     Origin,
     OriginCA,
+    eventually,
     start_gateway,
     stop_gateway,
     write_config,
@@ -88,15 +89,6 @@ def assert_blocked(gw: Gateway, origin: Origin, hosts: list[str], *, seconds: fl
         time.sleep(0.05)
     reached = [h for h in origin.hits if h.split("/", 1)[0].split(":")[0] in hosts]
     assert reached == [], f"the origin saw {reached}"
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def index_is_good(path: Path) -> bool:

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from proxy.cli.lists import lists
 from proxy.lists import build_matcher, index_path, index_stamp
-from proxy.lists_cli import lists
 from proxy.settings import load_settings
 from tests.integration.harness import (
     PUPIL,

@@ -8,6 +8,7 @@ import json
 import re
 import ssl
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from proxy.logins import hash_password
+from proxy.review import Blocked, load_key, verify
 from tests.integration.harness import (
     PUPIL,
     STAFF,
@@ -114,6 +116,40 @@ def test_a_login_not_in_the_policy_keeps_the_address_group(
     url, headers = social(origin)
     sam = {**headers, "Proxy-Authorization": basic("sam", "sam pass")}
     assert required.get(url, client=PUPIL, headers=sam)[0] == 403
+
+
+def test_an_edited_users_file_is_read_while_the_proxy_runs(
+    required: Gateway, origin: Origin
+) -> None:
+    """A user added to the users file can log in within seconds, with no restart; a broken
+    edit keeps the last good file (its users still log in); the fixed file is read again."""
+    users = required.config_dir.parent / "users"
+    original = users.read_text()
+    url, headers = social(origin)
+    newbie = {**headers, "Proxy-Authorization": basic("newbie", "new pass")}
+    sam = {**headers, "Proxy-Authorization": basic("sam", "sam pass")}
+
+    def status_once_not(old: int, who: dict[str, str]) -> int:
+        deadline = time.monotonic() + 10
+        status = required.get(url, client=PUPIL, headers=who)[0]
+        while status == old and time.monotonic() < deadline:
+            time.sleep(0.3)
+            status = required.get(url, client=PUPIL, headers=who)[0]
+        return status
+
+    try:
+        assert required.get(url, client=PUPIL, headers=newbie)[0] == 407
+        users.write_text(original + f"newbie:{hash_password('new pass', rounds=4)}\n")
+        assert status_once_not(407, newbie) == 403  # logged in; the pupil address's rules
+        users.write_text(original + "newbie has no hash\n")
+        time.sleep(2.5)  # the proxy looks at the file at most once a second
+        assert required.get(url, client=PUPIL, headers=sam)[0] == 403  # last good file
+        assert required.get(url, client=PUPIL, headers=newbie)[0] == 403
+        users.write_text(original)
+        assert status_once_not(403, newbie) == 407  # read again: newbie is gone
+        assert "users file not reloaded" in required.stderr()
+    finally:
+        users.write_text(original)
 
 
 def tunnel_get(gw: Gateway, origin: Origin, credentials: str) -> int:
@@ -323,3 +359,48 @@ def test_logout_needs_a_post_with_the_pages_token(
     assert bound()
     assert post_logout(gw, client, token)[0] == 200
     assert not bound()
+
+
+def test_a_review_form_is_filed_only_by_the_user_it_was_shown_to(optional: Gateway) -> None:
+    """On one shared address, the block page's form is signed for its URL, address and user;
+    another user (or no user) posting it files nothing, the user it was shown to files it."""
+    url = "http://adult-demo.example/review-me"
+    status, page = optional.get(url, client=TRUSTED, headers={"X-Authenticated-User": "sam"})
+    assert status == 403
+    reference = page.split('id="reference">', 1)[1].split("<", 1)[0]
+    token = page.split('name="token" value="', 1)[1].split('"', 1)[0]
+    key = load_key(optional.data_dir)
+    assert verify(key, token, int(time.time())) == (
+        reference,
+        Blocked("adult-demo.example/review-me", "adult", TRUSTED, "sam"),
+    )
+    form = urllib.parse.urlencode({"reference": reference, "token": token, "reason": "Art"})
+    path = optional.data_dir / "review-requests.jsonl"
+
+    def post(headers: dict[str, str]) -> int:
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", optional.port, timeout=10, source_address=(TRUSTED, 0)
+        )
+        try:
+            conn.request(
+                "POST",
+                "http://adult-demo.example/_schoolgate/review",
+                body=form,
+                headers={"Content-Type": "application/x-www-form-urlencoded", **headers},
+            )
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
+
+    assert post({"X-Authenticated-User": "head.teacher"}) == 404
+    assert post({}) == 404
+    assert not path.exists()
+    assert post({"X-Authenticated-User": "sam"}) == 200
+    record = json.loads(path.read_text(encoding="utf-8").splitlines()[-1])
+    assert (record["user"], record["url"], record["reference"]) == (
+        "sam",
+        "adult-demo.example/review-me",
+        reference,
+    )

@@ -12,6 +12,7 @@ their directory group maps to.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.integration.harness import (
     Origin,
     OriginCA,
     free_port,
+    run_cli,
     start_gateway,
     stop_gateway,
     write_config,
@@ -48,13 +50,15 @@ class Nas:
     def __init__(self, port: int, source: str = "127.0.0.1", secret: bytes = SECRET) -> None:
         self.port, self.source, self.secret = port, source, secret
 
-    def send(self, status: str, user: str, ip: str) -> bool:
+    def send(self, status: str, user: str, ip: str, mac: str | None = None) -> bool:
         """Send one Accounting-Request; whether an Accounting-Response came back."""
         pkt = packet.AcctPacket(code=packet.AccountingRequest, secret=self.secret, dict=DICT)
         pkt["Acct-Status-Type"] = status
         pkt["User-Name"] = user
         pkt["Framed-IP-Address"] = ip
         pkt["Acct-Session-Id"] = f"{user}-{ip}"
+        if mac is not None:
+            pkt["Calling-Station-Id"] = mac
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind((self.source, 0))
             sock.settimeout(2.0)
@@ -129,6 +133,34 @@ def test_start_names_the_address_and_stop_ends_it(
         assert Nas(radius_port).send("Stop", "head.teacher", PUPIL)
         assert _eventually(403, gw, origin) == 403
     finally:
+        stop_gateway(gw)
+
+
+def test_an_incident_names_the_wifi_device(
+    setup: tuple[Path, OriginCA], origin: Origin, radius_port: int
+) -> None:
+    """The MAC the controller sends (Calling-Station-Id) is the device on the user's incident,
+    so the DSL can find the device after its address has gone to someone else."""
+    tmp, origin_ca = setup
+    gw = start_gateway(tmp, origin_ca)
+    try:
+        time.sleep(0.5)
+        assert Nas(radius_port).send("Start", "head.teacher", PUPIL, mac="AC-DE-48-00-11-22")
+        assert _eventually(200, gw, origin) == 200  # the binding is read: the head's group
+        url = f"http://127.0.0.1:{origin.http_port}/page"
+        assert gw.get(url, client=PUPIL, headers={"Host": "adult-demo.example"})[0] == 403
+        deadline = time.monotonic() + 15
+        rows: list[dict[str, object]] = []
+        while time.monotonic() < deadline and not rows:
+            out = run_cli(gw.config_dir, "incidents", "list", "--json")
+            rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+            rows = [row for row in rows if row["category"] == "adult"]
+            time.sleep(0.3)
+        assert [(row["user"], row["device"]) for row in rows] == [
+            ("head.teacher", "ac:de:48:00:11:22")
+        ]
+    finally:
+        assert Nas(radius_port).send("Stop", "head.teacher", PUPIL)
         stop_gateway(gw)
 
 

@@ -60,11 +60,19 @@ pytestmark = pytest.mark.integration
 
 RATE = 30  # blocked requests a second
 WINDOW_S = 0.1  # the crash window the README states
-REFUSE_S = 10.0
-HANG_S = 22.0
-KILL_AFTER_S = 17.0  # into the hang: after the writer's watchdog (15 s) has broken the call
-FULL_S = 10.0
-STEADY_S = 4.0
+# The proxy's state gauges are refreshed this often (5 s by default): the test reads them
+# fresh instead of sitting out the default's staleness.
+REFRESH_S = 0.5
+# The writer's watchdog for a hung store call (15 s by default), shortened so the hang need
+# not last 15 s; still above the SQLite busy timeout and the connect timeout (3 s).
+WATCHDOG_S = 4.0
+REFUSE_S = 7.0  # the spool's depth is checked half-way
+HANG_S = 8.0
+KILL_AFTER_S = 6.0  # into the hang: after the writer's watchdog has broken the call
+FULL_S = 4.0
+BEFORE_KILL_S = 2.0  # steady traffic before the SIGKILL of the last fault
+STEADY_S = 4.0  # after its restart: the events whose crash window is measured
+STILL_S = 2.0  # the store unchanged this long, with nothing spooled or held: settled
 URL = "http://adult-demo.example/"
 REPORT = ROOT / "artifacts" / "store-faults.txt"
 
@@ -210,6 +218,10 @@ class Scene:
             self.origin_ca,
             "--set",
             f"schoolgate_metrics_listen=127.0.0.1:{self.metrics_port}",
+            "--set",
+            f"schoolgate_metrics_refresh_ms={int(REFRESH_S * 1000)}",
+            "--set",
+            f"schoolgate_store_watchdog_ms={int(WATCHDOG_S * 1000)}",
         )
 
     def kill(self) -> float:
@@ -250,16 +262,18 @@ class Scene:
         return samples
 
     def await_metrics(self, ready: Callable[[dict[str, float]], bool]) -> dict[str, float]:
-        """Scrape until ``ready`` (the state gauges are refreshed every 5 s)."""
+        """Scrape until ``ready`` (the state gauges are refreshed every ``REFRESH_S``)."""
         deadline = time.monotonic() + 12
         seen = self.scrape()
         while not ready(seen) and time.monotonic() < deadline:
-            time.sleep(0.5)
+            time.sleep(REFRESH_S / 2)
             seen = self.scrape()
         return seen
 
     def settle(self, expected: int, timeout: float = 30.0) -> int:
-        """Wait until the store holds ``expected`` (or stops changing with the spool empty)."""
+        """Wait until the store holds ``expected``, or stops changing with nothing left to write
+        (none spooled, none held: the gauges, ``STILL_S`` after the store last changed, are
+        at least ``STILL_S - REFRESH_S`` newer than the traffic, which was paused before)."""
         deadline = time.monotonic() + timeout
         last, since = -2, time.monotonic()
         while time.monotonic() < deadline:
@@ -268,8 +282,13 @@ class Scene:
                 return now
             if now != last:
                 last, since = now, time.monotonic()
-            elif time.monotonic() - since > 8 and self.scrape().get("schoolgate_spool_depth") == 0:
-                return now
+            elif time.monotonic() - since > STILL_S:
+                seen = self.scrape()
+                if (
+                    seen["schoolgate_spool_depth"] == 0
+                    and seen["schoolgate_store_events_held"] == 0
+                ):
+                    return now
             time.sleep(0.3)
         return self.stored()
 
@@ -382,13 +401,17 @@ class Faults:
         t0 = time.monotonic()
         traffic.resume()
         with self._store_stopped():
+            down = time.monotonic()  # every 403 from here on can only be in the spool
             seen = scene.await_metrics(lambda m: m["schoolgate_store_writer_up"] == 0)
             assert seen["schoolgate_store_writer_up"] == 0
             time.sleep(max(0.0, t0 + REFUSE_S / 2 - time.monotonic()))
             seen = scene.scrape()
             now = time.monotonic()
-            # The gauge is refreshed every 5 s: it holds at least the 403s until 6 s ago.
-            upper, lower = traffic.blocked(t0), traffic.blocked(t0, now - 6)
+            # The gauge is refreshed every REFRESH_S: it holds at least the 403s since the
+            # store went down until a refresh and 1.5 s (the loop's lag on a loaded machine) ago.
+            upper = traffic.blocked(t0)
+            lower = traffic.blocked(down, now - REFRESH_S - 1.5)
+            assert lower > 0, "the spool's depth was not checked against any 403"
             assert lower <= seen["schoolgate_spool_depth"] <= upper + 1, (seen, lower, upper)
             assert seen["schoolgate_store_oldest_unapplied_seconds"] > 0
             time.sleep(max(0.0, t0 + REFUSE_S - time.monotonic()))
@@ -406,15 +429,23 @@ class Faults:
         if self.server is not None:
             frozen = postgres_pids(self.server)
             for pid in frozen:
-                os.kill(pid, signal.SIGSTOP)
+                # A backend whose client has just gone may end between listing and signal.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
         else:
             hang = sqlite_locked(self.data / "schoolgate.db")
         with hang:
-            time.sleep(KILL_AFTER_S)
+            if self.server is not None:  # a frozen server answers nothing: the watchdog acts
+                seen = self.scene.await_metrics(
+                    lambda m: m["schoolgate_store_hung_calls_total"] > 0
+                )
+                assert seen["schoolgate_store_hung_calls_total"] > 0, seen
+            time.sleep(max(0.0, t0 + KILL_AFTER_S - time.monotonic()))
             killed = self.scene.kill()
             time.sleep(HANG_S - KILL_AFTER_S)
             for pid in frozen:
-                os.kill(pid, signal.SIGCONT)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
         self.scene.restart()
         time.sleep(2)
         self.measure("hang+kill", t0, killed)
@@ -441,7 +472,7 @@ class Faults:
         """SIGKILL in steady traffic, restart; then the crash window's own figures."""
         t0 = time.monotonic()
         self.traffic.resume()
-        time.sleep(STEADY_S)
+        time.sleep(BEFORE_KILL_S)
         killed = self.scene.kill()
         self.scene.restart()
         time.sleep(STEADY_S)

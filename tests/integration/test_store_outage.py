@@ -13,7 +13,6 @@ import json
 import stat
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from tests.integration.harness import (
     TEST_POLICY,
     Origin,
     OriginCA,
+    eventually,
     free_port,
     start_gateway,
     stop_gateway,
@@ -36,15 +36,6 @@ from tests.integration.harness import (
 pytestmark = pytest.mark.integration
 REFRESH = ("--set", "schoolgate_controls_refresh_ms=200")
 NAMED_PUPIL = "127.0.0.6"  # a.pupil's fixed address
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_suspended_pupil_stays_blocked_when_the_proxy_starts_with_the_store_down(

@@ -16,6 +16,7 @@ import base64
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -112,16 +113,23 @@ def build(net: Net) -> None:
        "-f", str(NFT_RULES))  # fmt: skip
 
 
-def wait_listening(ns: str, port: int, process: subprocess.Popen[bytes], what: str) -> None:
+def wait_listening(
+    ns: str, port: int, process: subprocess.Popen[bytes], what: str, log: Path | None = None
+) -> None:
+    """Wait for ``port`` in ``ns``; a bound, not a wait (two workers start slowly when loaded)."""
     probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), 0.5)"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
+    tail = ""
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"{what} exited early")
+            break
         if sh("ip", "netns", "exec", ns, sys.executable, "-c", probe, check=False).returncode == 0:
             return
         time.sleep(0.2)
-    raise AssertionError(f"{what} did not listen on {port} in 30 s")
+    if log is not None and log.exists():
+        tail = ": " + log.read_text("utf-8", "replace")[-1500:]
+    state = "exited early" if process.poll() is not None else f"did not listen on {port} in 60 s"
+    raise AssertionError(f"{what} {state}{tail}")
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["1-worker", "2-workers"])
@@ -134,7 +142,9 @@ def net(
     if reason:
         pytest.skip(reason)
     tmp = tmp_path_factory.mktemp("transparent")
-    tag = str(os.getpid())
+    # Unique per run and per parameter: worktrees share the machine's namespace names, and a
+    # namespace left by a killed run must not make a later one fail.
+    tag = secrets.token_hex(4)
     n = Net(f"sgc{tag}", f"sgg{tag}", f"sgo{tag}", tmp / "var", [])
     try:
         build(n)
@@ -161,7 +171,9 @@ def net(
             stdout=subprocess.DEVNULL, stderr=stderr,
         )  # fmt: skip
         n.processes.append(gateway)
-        wait_listening(n.gateway, PORT, gateway, "schoolgate run --mode transparent")
+        wait_listening(
+            n.gateway, PORT, gateway, "schoolgate run --mode transparent", tmp / "schoolgate.stderr"
+        )
         yield n
     finally:
         for process in reversed(n.processes):

@@ -19,7 +19,6 @@ import http.client
 import json
 import socket
 import ssl
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,20 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from proxy.cli import cli
-from tests.console_accounts import acting, ensure_account, proof
 from tests.integration.harness import (
     PUPIL,
-    ROOT,
     Gateway,
     OriginCA,
     RecordingOrigin,
-    free_port,
-    start_gateway,
+    mapped_gateway,
+    recording_origin,
+    run_cli,
     stop_gateway,
-    write_config,
 )
 
 pytestmark = pytest.mark.integration
@@ -89,8 +84,7 @@ groups:
 
 @pytest.fixture(scope="module")
 def origin(origin_ca: OriginCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    cert, key = origin_ca.issue(tmp_path_factory.mktemp("tunnel-origin"), *HOSTS)
-    found = RecordingOrigin(cert, key)
+    found = recording_origin(origin_ca, tmp_path_factory.mktemp("tunnel-origin"), *HOSTS)
     yield found
     found.close()
 
@@ -99,21 +93,15 @@ def origin(origin_ca: OriginCA, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def gw(
     tmp_path_factory: pytest.TempPathFactory, origin_ca: OriginCA, origin: RecordingOrigin
 ) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("tunnels")
-    write_config(tmp / "config", tmp / "var", 1, POLICY)
-    metrics = free_port()
-    with (tmp / "config" / "schoolgate.yaml").open("a", encoding="utf-8") as settings:
-        settings.write(f"metrics_listen: 127.0.0.1:{metrics}\n")
-    hostmap = {"hosts": HOSTS, "ports": {"443": origin.port}}
-    gateway = start_gateway(
-        tmp,
+    gateway = mapped_gateway(
+        tmp_path_factory.mktemp("tunnels"),
         origin_ca,
+        origin,
+        HOSTS,
         "--set",
         "schoolgate_controls_refresh_ms=200",
-        env={"SCHOOLGATE_TEST_HOSTMAP": json.dumps(hostmap), "PYTHONPATH": str(ROOT)},
-        command=[sys.executable, "-m", "tests.integration.hostmap"],
+        policy=POLICY,
     )
-    gateway.metrics_port = metrics  # type: ignore[attr-defined]
     yield gateway
     stop_gateway(gateway)
 
@@ -399,15 +387,7 @@ ACCOUNTS = {"j.teacher": "staff", "head.teacher": "approver", "dsl": "dsl"}
 
 
 def sg(config_dir: Path, *args: str) -> str:
-    """Run a command; whoever --by names answers its password and code prompts."""
-    names = acting(args)
-    for name in names:
-        ensure_account(config_dir, name, ACCOUNTS[name])
-    result = CliRunner().invoke(
-        cli, [*args, "--config", str(config_dir)], input=proof(config_dir, *names)
-    )
-    assert result.exit_code == 0, result.output
-    return result.stdout
+    return run_cli(config_dir, *args, accounts=ACCOUNTS)
 
 
 def tunnel_answer(gw: Gateway, origin: RecordingOrigin, client: str, host: str) -> str:

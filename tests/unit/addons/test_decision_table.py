@@ -6,7 +6,7 @@ an illegal host or a merely blocked one × plain HTTP or a CONNECT (which is
 then decrypted, passed through or refused, as the first two say). The addon
 chain runs in mitmproxy's test context, through the real ``Pipeline``; what
 it answers must be what ``explain`` computes (``Filterset.decide_url`` with
-the same controls: ``proxy/cli.py``'s ``explain``), down to the rule.
+the same controls: ``proxy/cli/explain.py``), down to the rule.
 """
 
 from __future__ import annotations

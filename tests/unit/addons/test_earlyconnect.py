@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from mitmproxy import connection, ctx, http, tls
+from mitmproxy.proxy import events, layer
 from mitmproxy.proxy.context import Context
 from mitmproxy.test import tflow
 
@@ -35,14 +36,17 @@ def chain(filterset: Filterset) -> Iterator[tuple[Identify, Filter, EarlyConnect
         yield one(addons, Identify), one(addons, Filter), one(addons, EarlyConnect)
 
 
-def client_hello(sni: str) -> tls.ClientHello:
-    """A real ClientHello, as Python's own TLS client writes it, for ``sni``."""
+def client_hello_record(sni: str) -> bytes:
+    """A real ClientHello record, as Python's own TLS client writes it, for ``sni``."""
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls_client = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname=sni)
     with pytest.raises(ssl.SSLWantReadError):
         tls_client.do_handshake()
-    record = outgoing.read()
-    return tls.ClientHello(record[5 + 4 :])
+    return outgoing.read()
+
+
+def client_hello(sni: str) -> tls.ClientHello:
+    return tls.ClientHello(client_hello_record(sni)[5 + 4 :])
 
 
 def hello(
@@ -61,13 +65,7 @@ def hello(
     flow.request.method = "CONNECT"
     flow.request.host, flow.request.port = connect_host, 443
     identify.http_connect(flow)
-    filt.http_connect(flow)  # the one host decision EarlyConnect reads
-    if failed:  # a later hook failed and the pipeline blocked the host to be safe
-        decided = facts.host_decision(flow.client_conn)
-        assert decided is not None
-        facts.set_host_decision(
-            flow.client_conn, replace(decided, decision=Decision.failed(None, "a hook failed"))
-        )
+    filt.http_connect(flow)  # the decision at CONNECT (a blocked host is refused there)
     if answered:  # an earlier addon refused the tunnel (a 407, a port, a TLS policy 403)
         flow.response = http.Response.make(403)
     early.http_connect(flow)
@@ -75,6 +73,17 @@ def hello(
     server.tls = True
     context = Context(flow.client_conn, ctx.options)
     context.server = server
+    # The filter's one decision at the ClientHello, on its SNI and the CONNECT host: the
+    # only thing EarlyConnect reads.
+    nextlayer = layer.NextLayer(context)
+    nextlayer.events.append(events.DataReceived(flow.client_conn, client_hello_record(sni)))
+    filt.next_layer(nextlayer)
+    if failed:  # a later hook failed and the pipeline blocked the host to be safe
+        decided = facts.host_decision(flow.client_conn)
+        assert decided is not None
+        facts.set_host_decision(
+            flow.client_conn, replace(decided, decision=Decision.failed(None, "a hook failed"))
+        )
     data = tls.ClientHelloData(context, client_hello(sni))
     data.ignore_connection = ignored
     early.tls_clienthello(data)

@@ -177,6 +177,7 @@ def test_addon_order_is_declared_once(filterset: Filterset) -> None:
         "SafeSearch",
         "Downloads",
         "ContentAnalysis",
+        "ImageAnalysis",
         "Review",
         "UpstreamChain",
         "UpstreamErrors",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 import urllib.parse
 from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from addons.tlspolicy import TlsPolicy
 from blocklists.index import IndexBuilder
 from proxy.filterset import Filterset
 from proxy.policy import parse_policy
+from proxy.review import Blocked, sign, signing_key, verify
 from proxy.settings import Settings, Source
 from tests.chain import one, running
 
@@ -126,14 +128,12 @@ def respond(chain: Chain, flow: http.HTTPFlow, body: bytes, **headers: str) -> h
     flow.response = tutils.tresp(content=None, headers=http.Headers(fields))
     chain.downloads.responseheaders(flow)
     chain.circumvention.responseheaders(flow)
-    chain.review.responseheaders(flow)
     assert flow.response is not None
     if flow.response.stream:
         return flow
     if flow.response.data.content is None:
         flow.response.content = body
     chain.downloads.response(flow)
-    chain.review.response(flow)
     return flow
 
 
@@ -372,7 +372,6 @@ def _post(chain: Chain, host: str, client: str, **form: str) -> http.HTTPFlow:
 def test_review_form_is_signed_and_filed(chain: Chain) -> None:
     """The block page's token files a request with what the proxy saw; a forged one does not."""
     blocked = chain.request(flow_for("http://adult.example/page"))
-    chain.review.response(blocked)
     assert blocked.response is not None
     page = (blocked.response.content or b"").decode()
     token = page.split('name="token" value="', 1)[1].split('"', 1)[0]
@@ -396,3 +395,40 @@ def test_review_form_is_signed_and_filed(chain: Chain) -> None:
         assert forged.response is not None
         assert forged.response.status_code == 404
     assert len((chain.data_dir / "review-requests.jsonl").read_text().splitlines()) == 1
+
+
+def _form(flow: http.HTTPFlow) -> tuple[str, str]:
+    """The reference and token in the review form of the block page ``flow`` was answered with."""
+    assert flow.response is not None
+    page = (flow.response.content or b"").decode()
+    token = page.split('name="token" value="', 1)[1].split('"', 1)[0]
+    reference = page.split('name="reference" value="', 1)[1].split('"', 1)[0]
+    return reference, token
+
+
+@pytest.mark.parametrize(("client", "user"), [(PUPIL, None), (BYOD, None)], ids=["pupil", "byod"])
+def test_the_page_goes_out_signed_for_its_own_url_client_and_user(
+    chain: Chain, client: str, user: str | None
+) -> None:
+    """The token in the page vouches for exactly this block: its URL, the client, the user."""
+    flow = chain.request(flow_for(f"http://adult.example/{client}/page", client))
+    reference, token = _form(flow)
+    key = signing_key(chain.data_dir)
+    assert verify(key, token, int(time.time())) == (
+        reference,
+        Blocked(f"adult.example/{client}/page", "adult", client, user),
+    )
+
+
+def test_a_token_signed_for_another_user_files_nothing(chain: Chain) -> None:
+    """The same address and reference, but a token signed for another user: refused."""
+    blocked = chain.request(flow_for("http://adult.example/page"))
+    reference, _ = _form(blocked)
+    key = signing_key(chain.data_dir)
+    now = int(time.time())
+    other_user = sign(key, reference, Blocked("adult.example/page", "adult", PUPIL, "sam"), now)
+    flow = _post(chain, "adult.example", PUPIL, reference=reference, token=other_user, reason="x")
+    run(chain.review.request(flow))
+    assert flow.response is not None
+    assert flow.response.status_code == 404
+    assert not (chain.data_dir / "review-requests.jsonl").exists()

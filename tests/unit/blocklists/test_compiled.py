@@ -200,6 +200,7 @@ def _traffic() -> list[tuple[str, str | None]]:
     return urls
 
 
+@pytest.mark.shared_data
 def test_identical_decisions_to_the_dict_walk_on_all_traffic(tmp_path: Path) -> None:
     """On the sample lists, every URL of ../shared/traffic gets the same hits both ways."""
     ref_builder, comp = IndexBuilder(), CompiledBuilder()

@@ -475,6 +475,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> list[Outcome]:
     return check_vectors(load_vectors(folder), tmp_path_factory.mktemp("conformance"))
 
 
+@pytest.mark.shared_data
 def test_conformance_vectors_pass(outcomes: list[Outcome]) -> None:
     """At least 99% of the vectors pass, and every failure is an expected one with a reason."""
     failed = {o.vector.id: o.problems for o in outcomes if o.problems}
@@ -487,6 +488,7 @@ def test_conformance_vectors_pass(outcomes: list[Outcome]) -> None:
     assert rate >= MINIMUM_PASS
 
 
+@pytest.mark.shared_data
 def test_conformance_covers_every_file(outcomes: list[Outcome]) -> None:
     """Every vector file contributes, so a renamed or emptied file cannot pass unnoticed."""
     counts = Counter(o.vector.id.split("#")[0].split(" ")[0] for o in outcomes)
@@ -501,6 +503,7 @@ def test_conformance_covers_every_file(outcomes: list[Outcome]) -> None:
     assert sum(counts.values()) > 3000
 
 
+@pytest.mark.shared_data
 def test_browser_hosts_reach_the_ipv4_entry(outcomes: list[Outcome]) -> None:
     """The NAT64 and ::ffff: spellings of 1.2.3.4 pass, so they reach an entry for 1.2.3.4."""
     v6 = [o for o in outcomes if o.vector.id.startswith("safebrowsing-v5-doc-ipv6")]

@@ -167,6 +167,7 @@ def test_unknown_format_is_an_error(tmp_path: Path) -> None:
         read_source("csv", write(tmp_path / "x", "a\n"), "x", IndexBuilder())
 
 
+@pytest.mark.shared_data
 def test_the_canonical_shortcut_agrees_with_normalise_entry_on_the_sample() -> None:
     """Lines that skip the normaliser are exactly what normalise_entry would return."""
     checked = 0
@@ -180,6 +181,7 @@ def test_the_canonical_shortcut_agrees_with_normalise_entry_on_the_sample() -> N
     assert checked > 20_000
 
 
+@pytest.mark.shared_data
 def test_sample_loads_with_no_bad_lines() -> None:
     """The real UT1 sample (IPv4, IDN, www. duplicates, symlinks) reads cleanly."""
     report = read_source("ut1", shared("blocklists-sample", "blacklists"), "ut1", CompiledBuilder())
@@ -188,6 +190,7 @@ def test_sample_loads_with_no_bad_lines() -> None:
     assert report.total > 650_000
 
 
+@pytest.mark.shared_data
 def test_sample_hosts_files_load() -> None:
     """The Block List Project hosts files parse with no bad lines."""
     folder = shared("blocklists-sample", "extra-formats", "blocklistproject-hosts")

@@ -1,4 +1,5 @@
-"""Which tunnels may meet their server before the client's handshake: allowed names only."""
+"""Which tunnels may meet their server before the client's handshake: the filter's one
+host decision at the ClientHello, covering and allowing every name, is all that is read."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from proxy.filterset import Filterset
 from proxy.identity import Identity
 from proxy.policy import parse_policy
 from proxy.settings import Settings, Source
+from proxy.tlspolicy import HostDecision, decide_hosts
 
 POLICY = """\
 school: S
@@ -48,9 +50,17 @@ def fs() -> Filterset:
     return Filterset.build(settings, policy, builder.freeze())
 
 
+def early(
+    fs: Filterset, identity: Identity, names: list[str], controls: Controls | None = None
+) -> bool:
+    """As the proxy does it: the filter decides the names at the ClientHello, once."""
+    decided = decide_hosts(fs, identity, tuple(names), NOW, controls or Controls(), via="SNI")
+    return may_connect_early(fs, identity, decided, names)
+
+
 def test_allowed_names_connect_early(fs: Filterset) -> None:
     """A CONNECT host and SNI both allowed on their names: the tunnel may meet its server."""
-    assert may_connect_early(fs, PUPIL, ["lesson.example", "www.lesson.example"], NOW)
+    assert early(fs, PUPIL, ["lesson.example", "www.lesson.example"])
 
 
 @pytest.mark.parametrize(
@@ -66,12 +76,23 @@ def test_allowed_names_connect_early(fs: Filterset) -> None:
 )
 def test_anything_not_allowed_on_its_name_stays_lazy(fs: Filterset, hosts: list[str]) -> None:
     """Blocked names, path exceptions, unlockable engines, no name at all: no early connection."""
-    assert not may_connect_early(fs, PUPIL, hosts, NOW)
+    assert not early(fs, PUPIL, hosts)
+
+
+def test_a_decision_on_other_names_or_at_connect_is_not_read_as_the_sni_s(fs: Filterset) -> None:
+    """Only the decision made at this ClientHello on these very names lets a tunnel go early."""
+    at_connect = decide_hosts(fs, PUPIL, ("lesson.example",), NOW, Controls(), via="CONNECT")
+    assert not may_connect_early(fs, PUPIL, at_connect, ["lesson.example"])
+    other = decide_hosts(fs, PUPIL, ("lesson.example",), NOW, Controls(), via="SNI")
+    assert isinstance(other, HostDecision)
+    assert may_connect_early(fs, PUPIL, other, ["lesson.example"])
+    assert not may_connect_early(fs, PUPIL, other, ["lesson.example", "elsewhere.example"])
+    assert not may_connect_early(fs, PUPIL, None, ["lesson.example"])
 
 
 def test_the_head_s_search_engine_connects_early(fs: Filterset) -> None:
     """Safe search off for the head: an unlockable engine is just another allowed host."""
-    assert may_connect_early(fs, HEAD, ["search.yahoo.com"], NOW)
+    assert early(fs, HEAD, ["search.yahoo.com"])
 
 
 def test_a_suspended_user_never_connects_early(fs: Filterset) -> None:
@@ -80,4 +101,4 @@ def test_a_suspended_user_never_connects_early(fs: Filterset) -> None:
         1, "head.teacher", NOW - timedelta(hours=1), None, "misuse", "a.dsl"
     )
     controls = Controls(suspensions={"head.teacher": (suspension,)})
-    assert not may_connect_early(fs, HEAD, ["lesson.example"], NOW, controls)
+    assert not early(fs, HEAD, ["lesson.example"], controls)

@@ -52,6 +52,7 @@ def errors_of(text: str) -> list[str]:
     return str(caught.value).splitlines()
 
 
+@pytest.mark.shared_data
 def test_design_example_loads_as_written(tmp_path: Path) -> None:
     """The policy YAML in DESIGN.md loads without a change."""
     path = tmp_path / "policy.yaml"
@@ -62,6 +63,7 @@ def test_design_example_loads_as_written(tmp_path: Path) -> None:
     assert policy.groups["guest"].action_for("games").kind == "acceptable_at"
 
 
+@pytest.mark.shared_data
 def test_design_settings_load_as_written(tmp_path: Path) -> None:
     """The settings YAML in DESIGN.md loads, with paths resolved against its folder."""
     (tmp_path / "schoolgate.yaml").write_text(design_yaml_blocks()[1], encoding="utf-8")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pyrad import packet
 
-from proxy.logins import LoginBindings
-from proxy.radius import Accounting, client_secrets, load_dictionary
+from proxy.logins import Login, LoginBindings
+from proxy.radius import Accounting, client_secrets, device_of, load_dictionary
 from proxy.settings import Radius
 
 NAS, SECRET = "10.0.0.2", b"wifi-secret"
@@ -16,13 +16,19 @@ DICT = load_dictionary()
 
 
 def request(
-    status: str, user: str = "amy.pupil", ip: str = "10.10.4.7", secret: bytes = SECRET
+    status: str,
+    user: str = "amy.pupil",
+    ip: str = "10.10.4.7",
+    secret: bytes = SECRET,
+    mac: str | None = None,
 ) -> bytes:
     pkt = packet.AcctPacket(code=packet.AccountingRequest, secret=secret, dict=DICT)
     pkt["Acct-Status-Type"] = status
     pkt["User-Name"] = user
     pkt["Framed-IP-Address"] = ip
     pkt["Acct-Session-Id"] = "S1"
+    if mac is not None:
+        pkt["Calling-Station-Id"] = mac
     raw: bytes = pkt.RequestPacket()
     return raw
 
@@ -106,3 +112,32 @@ def test_an_ipv6_address_is_bound_too(accounting: Accounting) -> None:
     assert accounting.handle(pkt.RequestPacket(), NAS, now=10.0) is not None
     assert accounting.bindings.user_at("2001:db8::7", now=11.0) == "amy.pupil"
     assert accounting.bindings.user_at("10.10.4.7", now=11.0) == "amy.pupil"
+
+
+def test_the_device_is_bound_with_the_user(accounting: Accounting) -> None:
+    """Calling-Station-Id (the Wi-Fi client's MAC) is kept with the binding, and survives a
+    reread of the file by another worker; a Start without one binds no device."""
+    accounting.handle(request("Start", mac="AC-DE-48-00-11-22"), NAS, now=1000.0)
+    want = Login("amy.pupil", "binding", "ac:de:48:00:11:22")
+    assert accounting.bindings.login_at("10.10.4.7", now=1001.0) == want
+    assert LoginBindings(accounting.bindings.path).login_at("10.10.4.7", now=1001.0) == want
+    accounting.handle(request("Start", ip="10.10.4.8"), NAS, now=1002.0)
+    assert accounting.bindings.login_at("10.10.4.8", now=1003.0) == Login("amy.pupil", "binding")
+
+
+@pytest.mark.parametrize(
+    ("sent", "device"),
+    [
+        ("AC-DE-48-00-11-22", "ac:de:48:00:11:22"),
+        ("acde.4800.1122", "ac:de:48:00:11:22"),
+        ("acde48001122", "ac:de:48:00:11:22"),
+        ("AC:DE:48:00:11:22", "ac:de:48:00:11:22"),
+        ("lab-pc-07", "lab-pc-07"),
+        ("", None),
+        ("x" * 65, None),
+        ("bad\x00id", None),
+    ],
+)
+def test_calling_station_ids_name_the_device(sent: str, device: str | None) -> None:
+    """A MAC in any controller's spelling becomes one form; other short labels stay as sent."""
+    assert device_of(sent) == device

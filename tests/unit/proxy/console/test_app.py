@@ -175,6 +175,31 @@ def test_suspend_and_end_now_are_recorded_as_the_signed_in_person(
     ]
 
 
+def test_the_live_forms_refuse_with_their_reason_and_record_nothing(
+    app: object, config: Path
+) -> None:
+    """Each "live" form that the store refuses shows the page again with the reason and its
+    status (409 for what is not in force, 400 for a bad form); a good switch-off goes to /mine."""
+    head = client(app, config, "head.teacher")
+    token = csrf(head, "/live")
+    for path, form, status, reason in (
+        ("/live/override/7/end", {}, 409, "no override #7"),
+        ("/live/restore", {"user": "p.smith"}, 409, "suspended"),
+        ("/live/suspend", {"user": "", "reason": "r"}, 400, "say whose access to suspend"),
+        ("/live/switch-off", {"group": "nobody", "how_long": "day"}, 400, "choose the group"),
+    ):
+        response = head.post(path, data={"csrf": token, **form}, follow_redirects=False)
+        assert (response.status_code, reason in response.text) == (status, True), path
+    assert rows(config) == []
+    response = head.post(
+        "/live/switch-off",
+        data={"csrf": token, "group": "pupil", "how_long": "week", "reason": "exam"},
+        follow_redirects=False,
+    )
+    assert (response.status_code, response.headers["location"]) == (303, "/mine")
+    assert [(r.kind, r.actor) for r in rows(config)] == [("override.request", "head.teacher")]
+
+
 def test_sign_out_ends_the_session(app: object, config: Path) -> None:
     """After signing out the old cookie opens nothing."""
     c = client(app, config, "j.meer")

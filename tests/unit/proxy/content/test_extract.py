@@ -23,3 +23,15 @@ def test_plain_text_is_scored_as_it_is() -> None:
     """A text/plain body is not parsed as HTML."""
     assert page_text("<b>not a tag</b>", "text/plain; charset=utf-8") == "<b>not a tag</b>"
     assert page_text("<b>a tag</b>", "text/html; charset=utf-8").strip() == "a tag"
+
+
+def test_nested_unread_elements_go_with_their_parents() -> None:
+    """A script inside an svg, a style inside noscript, a template's script: none is read, and
+    the text around them is kept in order."""
+    html = (
+        "<html><head><title>T</title><script>head</script></head><body>"
+        "<svg><script>evil</script><style>s</style><text>drawn</text></svg><p>one "
+        "<template><script>t</script>tpl</template>two</p>"
+        "<noscript><style>n</style>ns</noscript><p>three</p></body></html>"
+    )
+    assert html_text(html).split() == ["T", "one", "two", "three"]

@@ -120,6 +120,7 @@ def table(rows: list[tuple[str, list[bool]]], columns: list[str]) -> dict[str, s
     return found
 
 
+@pytest.mark.shared_data
 def test_pupil_table_matches_the_policy() -> None:
     """Every row of the policy's pupil table has the same actions in escalation.yaml."""
     escalation = load_escalation(CONFIG)
@@ -131,6 +132,7 @@ def test_pupil_table_matches_the_policy() -> None:
         assert got == marked, name
 
 
+@pytest.mark.shared_data
 def test_staff_table_matches_the_policy() -> None:
     """Every row of the policy's staff table has the same actions in escalation.yaml."""
     escalation = load_escalation(CONFIG)

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import click
 
-from proxy.cli_changes import open_store
-from proxy.cli_common import config_option, fail, open_filterset
+from proxy.cli.common import config_option, fail, open_filterset, open_store
 from proxy.console import accounts
 
 

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import click
 
-from proxy.cli_auth import prove
-from proxy.cli_changes import by_option, open_store
-from proxy.cli_common import fail, open_filterset
+from proxy.cli.auth import prove
+from proxy.cli.common import by_option, fail, open_filterset, open_store
 from proxy.filterset import Filterset
 from proxy.policyapply import install
 from proxy.policydiff import impact, text_diff

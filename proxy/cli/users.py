@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from proxy.cli_common import config_option, fail
+from proxy.cli.common import config_option, fail
 from proxy.logins import UsersFile, hash_password, valid_name
 from proxy.settings import load_settings
 from proxy.yamlfile import ConfigError

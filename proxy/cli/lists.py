@@ -1,6 +1,6 @@
 """``schoolgate lists``: compile, update, look up and count the category lists.
 
-Registered in ``proxy/cli.py`` with ``cli.add_command(lists)``. Every command
+Registered in ``proxy/cli/__init__.py`` with ``cli.add_command(lists.lists)``. Every command
 takes ``--config DIR`` and fails with a one-line ``ClickException``.
 """
 
@@ -15,7 +15,7 @@ import click
 
 from blocklists.compiled import CompiledIndex, IndexFormatError
 from blocklists.normalise import BadURL, normalise_url
-from proxy.cli_common import config_option, fail
+from proxy.cli.common import config_option, fail
 from proxy.lists import ListError, build_matcher, compile_index, index_path, update_sources
 from proxy.settings import Settings, load_settings
 from proxy.yamlfile import ConfigError

@@ -1,9 +1,9 @@
-"""Incidents on the command line: the log, the two-person review, exports, the termly report.
+"""Incidents on the command line: the log, the two-person review, exports.
 
-``incidents`` (list, show, review, close, export, searches, check, digest), ``report
-termly`` and ``purge``, registered in ``proxy/cli.py`` from
-``INCIDENT_COMMANDS``. They open the store as the change-control commands
-do (``proxy.cli_changes.open_store``). Nothing here can print the URL of an
+``incidents`` (list, show, review, close, export, searches, check, digest);
+``report termly`` and ``purge`` are ``proxy/cli/report.py`` and
+``proxy/cli/purge.py``. They open the store as the change-control commands
+do (``proxy.cli.common.open_store``). Nothing here can print the URL of an
 illegal hit: the store does not hold one, and every view goes through
 ``proxy.incidents.store.view`` / ``where_text``.
 """
@@ -13,21 +13,28 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, tzinfo
+from datetime import datetime
 from pathlib import Path
 
 import click
 
-from proxy.cli_auth import prove
-from proxy.cli_changes import Store, open_store, parse_time
-from proxy.cli_common import config_option, fail
-from proxy.incidents import report as termly
+from proxy.cli.auth import prove
+from proxy.cli.common import (
+    Store,
+    config_option,
+    fail,
+    open_store,
+    parse_time,
+    site_option,
+    site_scope,
+)
 from proxy.incidents import store as log
 from proxy.incidents.alerts import Alerter, digest_channels
+from proxy.incidents.c3 import C3_COLUMNS, c3_row
 from proxy.incidents.digest import build as build_digest
 from proxy.incidents.escalation import ESCALATION_FILE, check_against_policy, load_escalation
 from proxy.incidents.models import Incident
-from proxy.incidents.retention import purge_all, send_digest
+from proxy.incidents.retention import send_digest
 from proxy.incidents.searchterms import TERMS_FILE, load_terms
 from proxy.policy import load_policy
 from proxy.settings import load_settings
@@ -55,20 +62,6 @@ def _since_until(
 @click.group()
 def incidents() -> None:
     """The incident log: list, show, review (form C2), close, export, searches, check, digest."""
-
-
-site_option = click.option(
-    "--site",
-    help="Only this site's incidents, or `all` for every site of the trust "
-    "(default: the site in schoolgate.yaml).",
-)
-
-
-def _site(store: Store, site: str | None) -> str | None:
-    """The site to show: the one asked for, every one (None) for `all`, else this one's."""
-    if site == "all":
-        return None
-    return site or store.fs.settings.site
 
 
 @incidents.command("list")
@@ -104,7 +97,7 @@ def incidents_list(
             severity=severity,
             since=since,
             until=until,
-            site=_site(store, site),
+            site=site_scope(store, site),
         )
         if status == "unclosed":
             found = [i for i in found if i.status != "closed"]
@@ -128,7 +121,7 @@ def incidents_list(
 @click.argument("incident_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @config_option
-def incidents_show(incident_id: int, as_json: bool, config_dir: Path) -> None:
+def incidentsshow_time(incident_id: int, as_json: bool, config_dir: Path) -> None:
     """One incident: who, when, what, the recommended actions and every review."""
     store = open_store(config_dir)
     with store.session() as s:
@@ -242,55 +235,8 @@ def incidents_close(incident_id: int, by: str, outcome: str, config_dir: Path) -
     click.echo(f"incident #{incident_id} closed by {by}")
 
 
-C3_COLUMNS = (
-    "incident",
-    "date",
-    "time",
-    "severity",
-    "type",
-    "category",
-    "times",
-    "user",
-    "group",
-    "what",
-    "recommended actions",
-    "reviewed by",
-    "action taken",
-    "status",
-    "outcome",
-    "site",
-)
-
-
 def _c3_row(incident: Incident, shown: dict[str, object], store: Store) -> list[str]:
     return c3_row(incident, shown, store.fs.policy.timezone)
-
-
-def c3_row(incident: Incident, shown: dict[str, object], zone: tzinfo) -> list[str]:
-    """One incident as a row of the reporting log (C3); the console's export uses it too."""
-    reviews = shown["reviews"]
-    assert isinstance(reviews, list)
-    actions = shown["recommended_actions"]
-    assert isinstance(actions, list)
-    local = incident.first_seen.astimezone(zone)
-    return [
-        f"#{incident.id}",
-        f"{local:%Y-%m-%d}",
-        f"{local:%H:%M}",
-        incident.severity,
-        incident.incident_type,
-        incident.category,
-        str(incident.count),
-        incident.user or incident.subject,
-        incident.group,
-        log.where_text(incident),
-        "; ".join(str(a) for a in actions),
-        "; ".join(f"{r['first_reviewer']} & {r['second_reviewer']}" for r in reviews),
-        "; ".join(str(r["action_taken"]) for r in reviews),
-        incident.status,
-        incident.outcome or "",
-        incident.site,
-    ]
 
 
 @incidents.command("export")
@@ -316,7 +262,7 @@ def incidents_export(
     store = open_store(config_dir)
     since, until = _since_until(store, start, end)
     with store.session() as s:
-        found = log.find(s, since=since, until=until, site=_site(store, site))
+        found = log.find(s, since=since, until=until, site=site_scope(store, site))
         views = [(i, log.view(i, log.reviews_of(s, i.id))) for i in found]
         rows = [_c3_row(i, shown, store) for i, shown in views]
     if fmt == "json":
@@ -432,67 +378,3 @@ def incidents_digest(send: bool, config_dir: Path) -> None:
         ]
         text = build_digest(pending, store.fs.policy.school, now).text
     click.echo(text)
-
-
-@click.group()
-def report() -> None:
-    """Reports for governors."""
-
-
-@report.command("termly")
-@click.option("--from", "start", required=True, help="First day of the term (2026-09-01).")
-@click.option("--to", "end", required=True, help="Last day, included (2026-12-18).")
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="FILE.html or FILE.pdf.",
-)
-@site_option
-@config_option
-def report_termly(start: str, end: str, out: Path, site: str | None, config_dir: Path) -> None:
-    """The anonymised termly report: incidents, blocking, change control, with charts."""
-    if out.suffix.lower() not in (".html", ".htm", ".pdf"):
-        raise fail(f"--out {out}: give a .html or .pdf file")
-    store = open_store(config_dir)
-    since = parse_time(start, store, "--from")
-    until = parse_time(end, store, "--to", end_of_day=True)
-    if until <= since:
-        raise fail("--to is before --from")
-    with store.session() as s:
-        data = termly.gather(
-            s,
-            store.fs.settings.data_dir,
-            store.fs.policy.school,
-            since,
-            until,
-            store.fs.policy.timezone,
-            store.now(),
-            site=_site(store, site),
-        )
-    page = termly.render_html(data)
-    if out.suffix.lower() == ".pdf":
-        try:
-            termly.write_pdf(page, out)
-        except termly.PdfUnavailable as exc:
-            raise fail(str(exc)) from None
-    else:
-        out.write_text(page, encoding="utf-8")
-    click.echo(f"{out}: {data.incidents} incidents, {data.blocked_requests} blocked requests")
-
-
-@click.command()
-@config_option
-def purge(config_dir: Path) -> None:
-    """Delete what is past retention_days: closed incidents, searches, access-log lines."""
-    store = open_store(config_dir)
-    try:
-        counts = purge_all(store.fs.settings, store.engine, store.now())
-    except Exception as exc:
-        raise fail(f"purge failed: {exc}") from None
-    click.echo(
-        "purged: " + ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in counts.items())
-    )
-
-
-INCIDENT_COMMANDS = (incidents, report, purge)

@@ -16,7 +16,7 @@ from datetime import datetime
 import click
 from sqlalchemy import Engine, select
 
-from proxy.cli_common import fail
+from proxy.cli.common import fail
 from proxy.console.accounts import Person, SignInRefused, directory_for, may, sign_in, who_may
 from proxy.console.models import ConsoleUser
 from proxy.settings import Settings

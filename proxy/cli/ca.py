@@ -17,7 +17,7 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from proxy.cli_common import config_option, fail
+from proxy.cli.common import config_option, fail
 from proxy.policy import load_policy
 from proxy.settings import Settings, load_settings
 from proxy.yamlfile import ConfigError

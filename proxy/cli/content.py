@@ -18,9 +18,8 @@ from typing import Literal
 import click
 
 from blocklists.normalise import BadURL, normalise_entry
-from proxy.cli_auth import prove
-from proxy.cli_changes import by_option, open_store
-from proxy.cli_common import config_option, fail
+from proxy.cli.auth import prove
+from proxy.cli.common import by_option, config_option, fail, open_store
 from proxy.content.learned import LEARNED_FILE, LearnedList
 from proxy.content.phrases import CATEGORY_WORDS
 from proxy.store import chain
