@@ -17,7 +17,12 @@ An overlay may:
   (``local.allow`` and ``local.block`` are added to the trust's);
 - tighten a trust group: a stricter category action or default, stricter
   safe search, more download kinds blocked, a lower size limit;
-- loosen a trust group's action for a category only if ``may_loosen`` names it.
+- loosen a trust group's action for a category only if ``may_loosen`` names it;
+- map people and addresses (its ``identity``) only into groups no looser than
+  the ones the trust's own ``identity`` would put them in, or into a group the
+  trust's ``overlay.may_map_to`` names (a school naming its staff network):
+  otherwise an overlay could move its pupils into a trust's staff group, or a
+  wide-open group of its own, and ``may_loosen`` would never see it.
 
 Anything else (redefining a trust schedule or category, loosening a default
 or a protection, ``no_decrypt``) is a ``FILE:LINE`` error in the overlay. Each
@@ -29,7 +34,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Sequence
+import ipaddress
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +46,8 @@ from proxy.policy import (
     LOCAL_ALLOW,
     LOCAL_BLOCK_PREFIX,
     Action,
+    Group,
+    IdentityRules,
     Name,
     Policy,
     PolicyFile,
@@ -60,6 +68,8 @@ class Overlay(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     may_loosen: list[Name] = []
+    # trust groups a site's identity may put anyone in, however loose (its staff network)
+    may_map_to: list[Name] = []
 
 
 class LayeredPositions(Positions):
@@ -273,6 +283,13 @@ def _split_trust(path: Path) -> tuple[dict[str, Any], Positions, Overlay, Policy
             positions.line_of(("overlay", "may_loosen")),
             f"overlay.may_loosen: unknown categories {', '.join(unknown)}",
         )
+    strangers = [g for g in overlay.may_map_to if g not in trust.groups]
+    if strangers:
+        raise ConfigError.single(
+            path,
+            positions.line_of(("overlay", "may_map_to")),
+            f"overlay.may_map_to: unknown groups {', '.join(strangers)}",
+        )
     return data, positions, overlay, trust
 
 
@@ -298,8 +315,158 @@ def layered_policy(site_text: str, site_path: Path, trust_path: Path) -> Policy:
     positions = merger.positions
     raw = validate(PolicyFile, merger.merged, positions)
     policy = compile_policy(raw, positions, site_path)
+    if "identity" in site_data:
+        found = identity_problems(policy, trust, overlay, positions)
+        if found:
+            raise ConfigError(found)
     layers = {loc: file for loc, file in positions.files.items() if file == str(trust_path)}
     return dataclasses.replace(policy, trust=trust_path, trust_locs=frozenset(layers))
+
+
+# --- an overlay's identity: nobody mapped into a looser group than the trust's would give ---
+
+_DOH = {"acceptable": 0, "blocked": 1, "unacceptable": 2}
+_NO_SNI = {"filter": 0, "block": 1}
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _action_looser(a: Action, b: Action) -> bool:
+    """Does ``a`` open anything ``b`` keeps closed?"""
+    ra, rb = _RANK[a.kind], _RANK[b.kind]
+    return ra < rb or (ra == rb == 1 and a.label != b.label)
+
+
+def looser_than(a: Group, b: Group, categories: Iterable[str], may_loosen: Sequence[str]) -> str:
+    """The first way group ``a`` is looser than ``b`` (""; none): a category, the default or a
+    protection. Categories the trust lets sites loosen anyway are not counted."""
+    for cat in sorted(categories):
+        if cat not in may_loosen and _action_looser(a.action_for(cat), b.action_for(cat)):
+            return (
+                f"{cat} is {a.action_for(cat).label} there, {b.action_for(cat).label} in {b.name}"
+            )
+    if _action_looser(a.default, b.default):
+        return f"its default is {a.default.label}, {b.default.label} in {b.name}"
+    if _SAFE[a.safe_search] < _SAFE[b.safe_search]:
+        return f"safe_search is {a.safe_search}, {b.safe_search} in {b.name}"
+    if not set(b.downloads.block) <= set(a.downloads.block) or (
+        b.downloads.max_mb is not None
+        and (a.downloads.max_mb is None or a.downloads.max_mb > b.downloads.max_mb)
+    ):
+        return f"its downloads are looser than {b.name}'s"
+    if b.intercept and not a.intercept:
+        return f"it does not intercept, {b.name} does"
+    if not _ports_within(a.allowed_ports, b.allowed_ports):
+        return f"it allows ports {b.name} does not"
+    if _NO_SNI[a.https_without_sni] < _NO_SNI[b.https_without_sni]:
+        return f"https_without_sni is {a.https_without_sni}, {b.https_without_sni} in {b.name}"
+    if _DOH[a.doh] < _DOH[b.doh]:
+        return f"doh is {a.doh}, {b.doh} in {b.name}"
+    if b.content is not None and a.content != b.content:
+        return f"its content analysis differs from {b.name}'s"
+    return ""
+
+
+def _ports_within(ports: Sequence[tuple[int, int]], allowed: Sequence[tuple[int, int]]) -> bool:
+    """Is every port of the ranges ``ports`` in one of the ranges ``allowed``?"""
+    for low, high in ports:
+        at = low
+        for a_low, a_high in sorted(allowed):
+            if a_low <= at <= a_high:
+                at = a_high + 1
+            if at > high:
+                break
+        if at <= high:
+            return False
+    return True
+
+
+def _nets(rules: IdentityRules, version: int) -> list[tuple[Network, str]]:
+    return [(n.cidr, n.group) for n in rules.networks if n.cidr.version == version]
+
+
+def _trust_groups_of_network(trust: IdentityRules, net: Network) -> set[str]:
+    """Every group the trust's identity gives some address in ``net``."""
+    found = {g for cidr, g in _nets(trust, net.version) if cidr.overlaps(net)}
+    found |= {u.group for u in trust.users for ip in u.ips if ip in net}
+    if not any(net.subnet_of(cidr) for cidr, _ in _nets(trust, net.version)):  # type: ignore[arg-type]
+        found.add(trust.default_group)
+    return found
+
+
+def _trust_groups_of_address(
+    trust: IdentityRules, ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+) -> set[str]:
+    for u in trust.users:
+        if ip in u.ips:
+            return {u.group}
+    best = [(cidr, g) for cidr, g in _nets(trust, ip.version) if ip in cidr]
+    if best:
+        return {max(best, key=lambda item: item[0].prefixlen)[1]}
+    return {trust.default_group}
+
+
+def _trust_groups_of_login(trust: IdentityRules, name: str) -> set[str]:
+    """The trust's group for a login: its own, else any it could get by address."""
+    for u in trust.users:
+        if u.name == name:
+            return {u.group}
+    return {trust.default_group} | {n.group for n in trust.networks}
+
+
+def identity_problems(
+    policy: Policy, trust: Policy, overlay: Overlay, positions: Positions
+) -> list[Problem]:
+    """Each mapping of the site's ``identity`` into a group looser than the trust's mapping
+    of the same people or addresses would give, at its FILE:LINE (``may_map_to`` excepted)."""
+    mine, theirs = policy.identity, trust.identity
+    covered = [n.cidr for n in mine.networks]
+    default_from = {theirs.default_group} | {
+        n.group
+        for n in theirs.networks
+        if not any(
+            n.cidr.version == c.version and n.cidr.subnet_of(c)  # type: ignore[arg-type]
+            for c in covered
+        )
+    }
+    checks: list[tuple[Loc, str, set[str], str]] = [
+        (("identity", "default_group"), mine.default_group, default_from, "everyone else")
+    ]
+    for i, n in enumerate(mine.networks):
+        checks.append(
+            (
+                ("identity", "networks", i, "group"),
+                n.group,
+                _trust_groups_of_network(theirs, n.cidr),
+                str(n.cidr),
+            )
+        )
+    for i, u in enumerate(mine.users):
+        groups = _trust_groups_of_login(theirs, u.name)
+        for ip in u.ips:
+            groups |= _trust_groups_of_address(theirs, ip)
+        checks.append((("identity", "users", i, "group"), u.group, groups, u.name))
+    problems: list[Problem] = []
+    categories = set(policy.categories)
+    for loc, group, trust_groups, who in checks:
+        if group in overlay.may_map_to or group not in policy.groups:
+            continue  # leave given; or an unknown group, which compiling has reported
+        for other in sorted(trust_groups):
+            if other == group or other not in policy.groups:
+                continue
+            why = looser_than(
+                policy.groups[group], policy.groups[other], categories, overlay.may_loosen
+            )
+            if why:
+                allowed = ", ".join(overlay.may_map_to) or "none"
+                problems.append(
+                    positions.problem(
+                        loc,
+                        f"identity: {who} would be in {group}, looser than the trust's {other} "
+                        f"({why}; the trust lets sites map anyone to: {allowed})",
+                    )
+                )
+                break
+    return problems
 
 
 def load_site_policy(path: Path, trust_path: Path | None) -> Policy:

@@ -1,16 +1,13 @@
 """incident reviews: where the incident was referred outside the school
 
 Revision ID: 0007_c2_referral
-Revises: 0005_c2_signatures
+Revises: 0006_console_scope
 Create Date: 2026-11-30 21:35:00
 
 Form C2's "action proposed or taken" is free text; the termly report needs to know
 which incidents were actually referred (to the police, the local authority, the
 IWF or CEOP, Prevent). ``referred_to`` holds those, comma separated; reviews made
 before it have NULL: not referred, as far as the record shows.
-
-Numbered 0007 because a parallel branch adds 0006_console_scope: when both are
-merged, this one's ``down_revision`` becomes "0006_console_scope".
 """
 
 from collections.abc import Sequence
@@ -19,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_c2_referral"
-down_revision: str | None = "0005_c2_signatures"
+down_revision: str | None = "0006_console_scope"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

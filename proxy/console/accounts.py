@@ -30,6 +30,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from proxy.console.models import ConsoleSignIn, ConsoleUser
 from proxy.settings import Settings
 from proxy.store.engine import session as store_session
+from proxy.store.site import SITE_PATTERN, current_site
 
 log = logging.getLogger("schoolgate.console")
 
@@ -42,6 +43,9 @@ ROLES: dict[str, str] = {
     "staff": "Member of staff (asks for unblocks)",
 }
 NO_SECOND_FACTOR = frozenset({"staff"})
+# An account's scope: a site's name (a school's account sees that school's rows only), or
+# this, which no site name can be (SITE_PATTERN): a trust account sees every school's.
+TRUST = "*"
 WINDOW = timedelta(minutes=15)
 LOCK_AFTER = 5
 LOCK_FOR = timedelta(minutes=15)
@@ -73,10 +77,30 @@ class Person:
 
     name: str
     role: str
+    # the site whose rows they may see, or TRUST for every site (no default: say which)
+    scope: str
 
     @property
     def role_label(self) -> str:
-        return ROLES.get(self.role, self.role)
+        label = ROLES.get(self.role, self.role)
+        return f"{label}, whole trust" if self.every_site else f"{label}, {self.scope}"
+
+    @property
+    def every_site(self) -> bool:
+        return self.scope == TRUST
+
+    def sees(self, site: str) -> bool:
+        """May they see a row recorded at ``site``?"""
+        return self.every_site or site == self.scope
+
+
+def check_scope(scope: str) -> str:
+    """A site's name or ``TRUST``; anything else is refused in one line."""
+    if scope != TRUST and not SITE_PATTERN.match(scope):
+        raise AccountError(
+            f"{scope!r}: a site is lower-case letters, digits, - or _ (or {TRUST} for the trust)"
+        )
+    return scope
 
 
 def needs_second_factor(role: str) -> bool:
@@ -98,11 +122,14 @@ def add_user(
     *,
     email: str | None = None,
     ldap: bool = False,
+    scope: str | None = None,
 ) -> tuple[ConsoleUser, str | None]:
     """Create an account; returns it and its TOTP provisioning URI (None for staff).
 
-    ``ldap``: the password is checked against the directory, not stored.
+    ``ldap``: the password is checked against the directory, not stored. ``scope``: the
+    site whose rows they see, or ``TRUST`` for every site (default: this process's site).
     """
+    scope = check_scope(current_site() if scope is None else scope)
     if role not in ROLES:
         raise AccountError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
     if not name or any(c.isspace() for c in name) or len(name) > 200:
@@ -118,11 +145,22 @@ def add_user(
         email=email,
         created_at=now,
         disabled=False,
+        site=scope,
     )
     session.add(user)
     session.flush()
-    log.info("console account %s created with role %s", name, role)
+    log.info("console account %s created with role %s at %s", name, role, scope)
     return user, provisioning_uri(user)
+
+
+def set_scope(session: Session, name: str, scope: str) -> ConsoleUser:
+    """Make ``name`` see ``scope``'s rows: a site's name, or ``TRUST`` for every site."""
+    user = find_user(session, name)
+    if user is None:
+        raise AccountError(f"no console account {name!r}")
+    user.site = check_scope(scope)
+    log.info("console account %s now sees %s", name, scope)
+    return user
 
 
 def provisioning_uri(user: ConsoleUser) -> str | None:
@@ -234,7 +272,7 @@ def authenticate(
         user.password_hash = _hasher.hash(password)
     user.locked_until = None
     _record(session, now, name, address, via, True, "signed in")
-    return Person(user.name, user.role)
+    return Person(user.name, user.role, user.site)
 
 
 def sign_in(

@@ -23,26 +23,33 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from proxy.console.accounts import MAY, find_user
+from proxy.console.accounts import MAY, TRUST, find_user
 from proxy.console.governor import _day
 from proxy.console.models import ConsoleUser
+from proxy.console.sessions import Signed
 from proxy.console.web import (
     State,
+    at_sites,
     checked_form,
+    here,
+    known_sites,
     page_number,
     paginate,
     person,
     plain_category,
     render,
     see_other,
+    site_of,
     state_of,
     text,
+    visible,
 )
 from proxy.incidents import deliveries, safeguarding_csv, timeline
 from proxy.incidents import queue as q
@@ -52,6 +59,7 @@ from proxy.incidents.alerts import Alert, Email
 from proxy.incidents.c3 import C3_COLUMNS, c3_row
 from proxy.incidents.freetext import REFUSAL, mentions_address
 from proxy.incidents.models import Incident, SearchRecord
+from proxy.store.site import current_site
 
 AROUND = timedelta(minutes=30)
 # Never read more than this many log lines into one page (a busy shared address).
@@ -91,11 +99,13 @@ async def queue_page(request: Request) -> Response:
     signed = await person(request, "incidents")
     state = state_of(request)
     filters = filters_of(state, request)
+    site = site_of(request, signed)
     with state.session(read_only=True) as s:
-        page = paginate(s, q.queue(filters), page_number(request))
-        counts = q.waiting(s)
-        choices = q.choices(s)
-        sent = deliveries.recent(s, 10)
+        page = paginate(s, at_sites(q.queue(filters), Incident.site, site), page_number(request))
+        counts = q.waiting(s, site)
+        choices = q.choices(s, site)
+        sent = deliveries.recent(s, 10, site)
+        sites = known_sites(s) if signed.person.every_site else []
         s.expunge_all()
     kept = {k: v for k, v in request.query_params.items() if k != "page" and v}
     base = "/queue" + (f"?{urlencode(kept)}" if kept else "")
@@ -114,6 +124,7 @@ async def queue_page(request: Request) -> Response:
         who=who,
         alerts_configured=_alerts_configured(state),
         deliveries=sent,
+        sites=sites,
     )
 
 
@@ -160,21 +171,31 @@ def _moments(
     return rows, hits, cut
 
 
+def seen_incident(s: Session, signed: Signed, incident_id: int) -> Incident:
+    """The incident, if their account may see its site; else 404, as for no incident."""
+    incident = s.get(Incident, incident_id)
+    if incident is None:
+        raise HTTPException(404, f"there is no incident #{incident_id}")
+    visible(signed, incident.site, f"incident #{incident_id}")
+    return incident
+
+
 async def incident_page(
     request: Request, *, error: str | None = None, typed: FormData | None = None
 ) -> Response:
     signed = await person(request, "incidents")
     state = state_of(request)
     incident_id = int(request.path_params["id"])
+    mine = None if signed.person.every_site else signed.person.scope
     with state.session(read_only=True) as s:
-        incident = s.get(Incident, incident_id)
-        if incident is None:
-            raise HTTPException(404, f"there is no incident #{incident_id}")
+        incident = seen_incident(s, signed, incident_id)
         reviews = log.reviews_of(s, incident_id)
-        earlier = q.earlier(s, incident)
+        earlier = q.earlier(s, incident, site=mine)
         since, until = incident.first_seen - AROUND, incident.last_seen + AROUND
-        searches = q.searches_of(s, incident.subject, since, until)
-        moments, hits, cut = _moments(state, incident, since, until)
+        searches = q.searches_of(s, incident.subject, since, until, site=incident.site)
+        # The timeline is read from this gateway's access log: another site's is on its disk.
+        log_here = incident.site == current_site()
+        moments, hits, cut = _moments(state, incident, since, until) if log_here else ([], 0, False)
         shown = log.view(incident, reviews)
         where = log.where_text(incident)
         s.expunge_all()
@@ -215,7 +236,8 @@ async def incident_page(
         rank=q.RANKS[q.rank_of(incident)],
         pending=next((r for r in reviews if r.second_signed_at is None), None),
         signed_review=any(r.second_signed_at is not None for r in reviews),
-        reviewers=reviewers(state, signed.person.name),
+        reviewers=reviewers(state, signed.person.name, incident.site),
+        log_here=log_here,
         referrals=log.REFERRALS,
         error=error,
         typed=typed or FormData(),
@@ -229,14 +251,17 @@ async def incident_page(
 C2_FIELDS = ("first_position", "second_position", "computer", "reason", "concern", "conclusion")
 
 
-def reviewers(state: State, me: str) -> list[str]:
-    """Who may be asked to sign as the second reviewer: the safeguarding roles, not me."""
+def reviewers(state: State, me: str, site: str) -> list[str]:
+    """Who may be asked to sign as the second reviewer: the safeguarding roles who may see
+    ``site``'s incidents (that school's, or the trust's), not me."""
     with state.session(read_only=True) as s:
         return sorted(
             u.name
             for u in s.scalars(
                 select(ConsoleUser).where(
-                    ConsoleUser.role.in_(MAY["incidents"]), ConsoleUser.disabled.is_(False)
+                    ConsoleUser.role.in_(MAY["incidents"]),
+                    ConsoleUser.disabled.is_(False),
+                    ConsoleUser.site.in_((site, TRUST)),
                 )
             )
             if u.name.casefold() != me.casefold()
@@ -276,8 +301,10 @@ async def review_submit(request: Request) -> Response:
         action_taken=text(form, "action_taken"),
         referred_to=tuple(str(v) for v in form.getlist("referred_to")),
     )
+    with state.session(read_only=True) as s:
+        site = seen_incident(s, signed, incident_id).site
     try:
-        if second not in reviewers(state, signed.person.name):
+        if second not in reviewers(state, signed.person.name, site):
             raise log.ReviewError("ask someone else with a safeguarding account to sign")
         with state.session() as s:
             log.review(s, incident_id, c2, state.now(), second_signs_later=True)
@@ -296,6 +323,7 @@ async def sign_submit(request: Request) -> Response:
     incident_id = int(request.path_params["id"])
     try:
         with state.session() as s:
+            seen_incident(s, signed, incident_id)
             log.sign(s, incident_id, signed.person.name, state.now())
     except log.ReviewError as exc:
         return await incident_page(request, error=str(exc))
@@ -310,7 +338,9 @@ async def close_submit(request: Request) -> Response:
     outcome = text(form, "outcome")
     try:
         with state.session() as s:
-            if log.get(s, incident_id).severity == "illegal" and mentions_address(outcome):
+            if seen_incident(s, signed, incident_id).severity == "illegal" and mentions_address(
+                outcome
+            ):
                 raise log.ReviewError(f"outcome: {REFUSAL}")
             log.close(s, incident_id, signed.person.name, outcome, state.now())
     except log.ReviewError as exc:
@@ -337,7 +367,7 @@ class History:
     cut: bool
 
 
-def _history(state: State, request: Request) -> History | None:
+def _history(state: State, request: Request, signed: Signed) -> History | None:
     p = request.query_params
     raw = p.get("who", "").strip()[:200]
     if not raw:
@@ -368,7 +398,7 @@ def _history(state: State, request: Request) -> History | None:
             pages.append(line)
             sites[line.host] = sites.get(line.host, 0) + 1
     with state.session(read_only=True) as s:
-        found = q.searches_of(s, subject, since, until, limit=5000)
+        found = q.searches_of(s, subject, since, until, limit=5000, site=site_of(request, signed))
         s.expunge_all()
     return History(subject, since, until, sites, categories, blocks, pages, found, cut)
 
@@ -384,8 +414,9 @@ def _is_address(value: str) -> bool:
 
 async def pupil_page(request: Request) -> Response:
     signed = await person(request, "incidents")
+    here(signed)  # the history is read from this site's access log
     state = state_of(request)
-    history = _history(state, request)
+    history = _history(state, request, signed)
     today = state.now().astimezone(state.fs.policy.timezone).date()
     return render(
         request,
@@ -402,9 +433,10 @@ async def pupil_page(request: Request) -> Response:
 
 
 async def pupil_csv(request: Request) -> Response:
-    await person(request, "incidents")
+    signed = await person(request, "incidents")
+    here(signed)
     state = state_of(request)
-    history = _history(state, request)
+    history = _history(state, request, signed)
     if history is None:
         raise HTTPException(400, "say whose history: ?who=NAME")
     out = io.StringIO()
@@ -434,20 +466,20 @@ BADGE_POLL_S = 2.0
 BADGE_LIFETIME_S = 300.0  # then the browser reconnects, and the session is checked again
 
 
-def _urgent(state: State) -> dict[str, int]:
+def _urgent(state: State, site: str | None) -> dict[str, int]:
+    query = select(func.count(), func.max(Incident.id)).where(
+        Incident.status != "closed", q.rank() <= 1
+    )
     with state.session(read_only=True) as s:
-        count, newest = s.execute(
-            select(func.count(), func.max(Incident.id)).where(
-                Incident.status != "closed", q.rank() <= 1
-            )
-        ).one()
+        count, newest = s.execute(at_sites(query, Incident.site, site)).one()
     return {"urgent": int(count or 0), "newest": int(newest or 0)}
 
 
 async def live_badge(request: Request) -> Response:
     """Server-sent events: the number of open illegal and suicide/self-harm incidents."""
-    await person(request, "incidents")
+    signed = await person(request, "incidents")
     state = state_of(request)
+    site = None if signed.person.every_site else signed.person.scope
 
     async def events() -> AsyncIterator[str]:
         last: dict[str, int] | None = None
@@ -456,7 +488,7 @@ async def live_badge(request: Request) -> Response:
         while time.monotonic() - started < BADGE_LIFETIME_S:
             if await request.is_disconnected():
                 return
-            now = await run_in_threadpool(_urgent, state)
+            now = await run_in_threadpool(_urgent, state, site)
             if now != last:
                 yield f"data: {json.dumps(now)}\n\n"
                 last, quiet = now, 0.0
@@ -476,13 +508,11 @@ async def live_badge(request: Request) -> Response:
 
 async def c2_pdf(request: Request) -> Response:
     """Form C2 of one incident, printed by the termly report's HTML-to-PDF path (WeasyPrint)."""
-    await person(request, "incidents")
+    signed = await person(request, "incidents")
     state = state_of(request)
     incident_id = int(request.path_params["id"])
     with state.session(read_only=True) as s:
-        incident = s.get(Incident, incident_id)
-        if incident is None:
-            raise HTTPException(404, f"there is no incident #{incident_id}")
+        incident = seen_incident(s, signed, incident_id)
         shown = log.view(incident, log.reviews_of(s, incident_id))
         where = log.where_text(incident)
         subject = who(incident.subject)
@@ -505,7 +535,7 @@ async def c2_pdf(request: Request) -> Response:
 
 async def c3_csv(request: Request) -> Response:
     """The reporting log (form C3) as CSV: the same rows as ``incidents export``."""
-    await person(request, "incidents")
+    signed = await person(request, "incidents")
     state = state_of(request)
     p = request.query_params
     since = _day(state, p["from"]) if p.get("from") else None
@@ -514,7 +544,7 @@ async def c3_csv(request: Request) -> Response:
     with state.session(read_only=True) as s:
         rows = [
             c3_row(i, log.view(i, log.reviews_of(s, i.id)), zone)
-            for i in log.find(s, since=since, until=until)
+            for i in log.find(s, since=since, until=until, site=site_of(request, signed))
         ]
     out = io.StringIO()
     writer = csv.writer(out)

@@ -17,10 +17,22 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from proxy.console.web import State, page_number, paginate, person, render, state_of
+from proxy.console.web import (
+    State,
+    at_sites,
+    here,
+    known_sites,
+    page_number,
+    paginate,
+    person,
+    render,
+    site_of,
+    state_of,
+)
 from proxy.incidents import report as termly
 from proxy.store import chain, export
 from proxy.store.models import Change
+from proxy.store.site import current_site
 
 KIND_GROUPS = {
     "": "everything",
@@ -46,12 +58,14 @@ async def changes(request: Request) -> Response:
     kind = request.query_params.get("kind", "")
     if kind not in KIND_GROUPS:
         kind = ""
-    query = select(Change).order_by(Change.seq.desc())
+    site = site_of(request, signed)
+    query = at_sites(select(Change).order_by(Change.seq.desc()), Change.site, site)
     if kind:
         query = query.where(Change.kind.startswith(f"{kind}."))
     with state.session(read_only=True) as s:
         page = paginate(s, query, page_number(request))
         head = chain.head(s)
+        sites = known_sites(s) if signed.person.every_site else []
     today = datetime.now(UTC).date()
     return render(
         request,
@@ -65,6 +79,8 @@ async def changes(request: Request) -> Response:
         applied=request.query_params.get("applied"),
         term_start=(today - timedelta(days=90)).isoformat(),
         today=today.isoformat(),
+        sites=sites,
+        site=request.query_params.get("site", ""),
     )
 
 
@@ -77,24 +93,29 @@ async def verify(request: Request) -> Response:
 
 
 async def export_changes(request: Request) -> Response:
-    await person(request, "changes")
+    signed = await person(request, "changes")
     state = state_of(request)
     q = request.query_params
+    site = site_of(request, signed)
     period = export.Period(_day(state, q.get("from", "")), _day(state, q.get("to", ""), end=True))
     fmt = q.get("format", "csv")
     with state.session(read_only=True) as s:
         rows = list(
             s.scalars(
-                select(Change)
-                .where(Change.at >= period.start, Change.at < period.end)
-                .order_by(Change.seq)
+                at_sites(
+                    select(Change)
+                    .where(Change.at >= period.start, Change.at < period.end)
+                    .order_by(Change.seq),
+                    Change.site,
+                    site,
+                )
             )
         )
         check = chain.verify(s)
     render_as = export.to_html if fmt == "html" else export.to_csv
     body = render_as(
         rows,
-        school=state.fs.policy.school,
+        school=_naming(state.fs.policy.school, site),
         period=period,
         made=state.now(),
         check=check,
@@ -102,10 +123,11 @@ async def export_changes(request: Request) -> Response:
     )
     if fmt == "html":
         return HTMLResponse(body)
+    name = f"schoolgate-changes-{site or 'trust'}.csv"
     return Response(
         body,
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="schoolgate-changes.csv"'},
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 
 
@@ -125,19 +147,33 @@ async def report(request: Request) -> Response:
     since, until = _day(state, q["from"]), _day(state, q["to"], end=True)
     if until <= since:
         raise HTTPException(400, "the end is before the start")
+    # The blocked-site figures come from this gateway's own access log, so a report is of
+    # this site, or (for a trust account) of the whole trust with this site's blocked figures.
+    here(signed)
+    site = site_of(request, signed)
+    if site is not None and site != current_site():
+        raise HTTPException(
+            400, f"open {site}'s report on {site}'s console: its blocked-site figures are there"
+        )
     fs = state.fs
     with state.session(read_only=True) as s:
         data = termly.gather(
             s,
             fs.settings.data_dir,
-            fs.policy.school,
+            _naming(fs.policy.school, site),
             since,
             until,
             fs.policy.timezone,
             state.now(),
             access_log=fs.settings.access_log_path,
+            site=site,
         )
     return HTMLResponse(termly.render_html(data))
+
+
+def _naming(school: str, site: str | None) -> str:
+    """A report or export's title names what it covers: one site, or the whole trust."""
+    return f"{school} (whole trust)" if site is None else f"{school} (site {site})"
 
 
 # What the DfE filtering and monitoring standards ask a school to review at least once a

@@ -20,16 +20,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from proxy.console.requests import DURATIONS, actor_details, end_for
+from proxy.console.sessions import Signed
 from proxy.console.web import (
     State,
+    at_sites,
     checked_form,
+    known_sites,
     page_number,
     paginate,
     person,
     render,
     see_other,
+    site_of,
     state_of,
     text,
+    visible,
 )
 from proxy.store import control
 from proxy.store.models import Override, Suspension
@@ -39,29 +44,39 @@ async def live(request: Request, error: str | None = None, status_code: int = 20
     signed = await person(request, "end")
     state = state_of(request)
     now = state.now()
+    site = site_of(request, signed)
     with state.session(read_only=True) as s:
         page = paginate(
             s,
-            select(Override)
-            .where(
-                Override.approved_by.is_not(None),
-                Override.revoked_at.is_(None),
-                Override.ends > now,
-            )
-            .order_by(Override.ends),
+            at_sites(
+                select(Override)
+                .where(
+                    Override.approved_by.is_not(None),
+                    Override.revoked_at.is_(None),
+                    Override.ends > now,
+                )
+                .order_by(Override.ends),
+                Override.site,
+                site,
+            ),
             page_number(request),
         )
         suspensions = paginate(
             s,
-            select(Suspension)
-            .where(
-                Suspension.restored_at.is_(None),
-                (Suspension.ends.is_(None)) | (Suspension.ends > now),
-            )
-            .order_by(Suspension.id),
+            at_sites(
+                select(Suspension)
+                .where(
+                    Suspension.restored_at.is_(None),
+                    (Suspension.ends.is_(None)) | (Suspension.ends > now),
+                )
+                .order_by(Suspension.id),
+                Suspension.site,
+                site,
+            ),
             page_number(request, "suspensions_page"),
             param="suspensions_page",
         )
+        sites = known_sites(s) if signed.person.every_site else []
     return render(
         request,
         "live.html",
@@ -73,6 +88,8 @@ async def live(request: Request, error: str | None = None, status_code: int = 20
         durations=DURATIONS,
         error=error,
         status_of=lambda o: control.status_of(o, now),
+        sites=sites,
+        site=request.query_params.get("site", ""),
     )
 
 
@@ -87,6 +104,7 @@ class Action:
     now: datetime
     extra: dict[str, object]
     state: State
+    signed: Signed  # whose scope the rows acted on must be within
 
 
 async def act(
@@ -104,13 +122,20 @@ async def act(
     state = state_of(request)
     try:
         with state.session() as s:
-            call(Action(s, form, signed.person.name, state.now(), actor_details(request), state))
+            call(
+                Action(
+                    s, form, signed.person.name, state.now(), actor_details(request), state, signed
+                )
+            )
     except control.ControlError as exc:
         return await live(request, str(exc), failed_status)
     return see_other(then)
 
 
 def _end_override(request: Request, a: Action) -> None:
+    found = a.session.get(Override, int(request.path_params["id"]))
+    if found is not None:
+        visible(a.signed, found.site, "such override")
     control.revoke_override(
         a.session,
         int(request.path_params["id"]),
@@ -122,6 +147,12 @@ def _end_override(request: Request, a: Action) -> None:
 
 
 def _restore(a: Action) -> None:
+    # another school's suspension is theirs to end (it holds at every site)
+    for held in control.current_suspensions(a.session, a.now, text(a.form, "user", 200)):
+        if not a.signed.person.sees(held.site):
+            raise control.ControlError(
+                f"{held.user} was suspended at {held.site}: ask {held.site} to restore"
+            )
     control.restore(
         a.session,
         text(a.form, "user", 200),

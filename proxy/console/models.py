@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from proxy.store.models import Base, UTCDateTime
+from proxy.store.models import Base, UTCDateTime, site_column
 
 
 class ConsoleUser(Base):
@@ -33,6 +33,9 @@ class ConsoleUser(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Where they may look: one school's site, or ``*`` for every site of the trust
+    # (proxy.console.accounts.TRUST); every page keeps a school account to its own rows.
+    site: Mapped[str] = mapped_column(String(63), server_default="main")
 
 
 class ConsoleSession(Base):
@@ -81,3 +84,5 @@ class PolicyProposal(Base):
     decided_by: Mapped[str | None] = mapped_column(String(200))
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     outcome: Mapped[str | None] = mapped_column(String(20))  # applied, withdrawn
+    # each site's policy is its own (its overlay): a proposal waits on its own site's console
+    site: Mapped[str] = site_column()

@@ -23,17 +23,22 @@ from starlette.responses import Response
 from blocklists.index import split_entry
 from blocklists.normalise import BadURL, normalise_url
 from proxy.console.accounts import find_user
+from proxy.console.sessions import Signed
 from proxy.console.web import (
     State,
+    at_sites,
     checked_form,
+    known_sites,
     local,
     page_number,
     paginate,
     person,
     render,
     see_other,
+    site_of,
     state_of,
     text,
+    visible,
 )
 from proxy.controls import ScopeKind
 from proxy.filterset import Filterset
@@ -230,19 +235,32 @@ async def inbox(request: Request) -> Response:
     signed = await person(request, "approve")
     state = state_of(request)
     now = state.now()
+    site = site_of(request, signed)
     with state.session(read_only=True) as s:
         page = paginate(
             s,
-            select(Override)
-            .where(
-                Override.approved_by.is_(None),
-                Override.revoked_at.is_(None),
-                (Override.ends.is_(None)) | (Override.ends > now),
-            )
-            .order_by(Override.id),
+            at_sites(
+                select(Override)
+                .where(
+                    Override.approved_by.is_(None),
+                    Override.revoked_at.is_(None),
+                    (Override.ends.is_(None)) | (Override.ends > now),
+                )
+                .order_by(Override.id),
+                Override.site,
+                site,
+            ),
             page_number(request),
         )
-    return render(request, "inbox.html", signed, page=page)
+        sites = known_sites(s) if signed.person.every_site else []
+    return render(
+        request,
+        "inbox.html",
+        signed,
+        page=page,
+        sites=sites,
+        site=request.query_params.get("site", ""),
+    )
 
 
 @dataclass(frozen=True)
@@ -280,10 +298,12 @@ def site_facts(
     return sorted(found), groups
 
 
-def _pending(s: Session, override_id: int) -> Override:
+def _pending(s: Session, override_id: int, signed: Signed) -> Override:
+    """The request, if their account may see its site; else 404, as for no request."""
     found = s.get(Override, override_id)
     if found is None:
         raise HTTPException(404, "no such request")
+    visible(signed, found.site, "such request")
     return found
 
 
@@ -295,7 +315,7 @@ async def inbox_item(
     override_id = int(request.path_params["id"])
     now = state.now()
     with state.session(read_only=True) as s:
-        found = _pending(s, override_id)
+        found = _pending(s, override_id, signed)
     categories, groups = site_facts(state.fs, found, now)
     return render(
         request,
@@ -322,6 +342,7 @@ async def approve(request: Request) -> Response:
     try:
         ends = end_for(state, text(form, "how_long"), text(form, "until"), now)
         with state.session() as s:
+            _pending(s, override_id, signed)
             found = control.approve_override(
                 s,
                 override_id,
@@ -349,7 +370,7 @@ async def decline(request: Request) -> Response:
         if not reason:
             raise control.ControlError("say why it is declined: the requester is shown this")
         with state.session() as s:
-            found = _pending(s, override_id)
+            found = _pending(s, override_id, signed)
             if control.status_of(found, state.now()) != "pending":
                 raise control.ControlError(f"request #{override_id} is no longer waiting")
             control.revoke_override(

@@ -76,7 +76,7 @@ def resume(
         return None
     if now - row.last_seen > TOUCH_EVERY:
         row.last_seen = now
-    return Signed(Person(user.name, user.role), row.csrf)
+    return Signed(Person(user.name, user.role, user.site), row.csrf)
 
 
 def end(session: Session, token: str | None) -> None:

@@ -110,7 +110,7 @@ async def logout(request: Request) -> Response:
     from proxy.console.web import checked_form
 
     signed = await person(request)
-    await checked_form(request, signed)
+    await checked_form(request, signed, anywhere=True)  # anyone may sign out anywhere
     state = state_of(request)
     with state.session() as s:
         sessions.end(s, request.cookies.get(COOKIE))

@@ -26,12 +26,15 @@ from blocklists.normalise import BadURL, normalise_url
 from proxy.console.models import PolicyProposal
 from proxy.console.requests import actor_details
 from proxy.console.web import (
+    at_sites,
     checked_form,
+    here,
     page_number,
     paginate,
     person,
     render,
     see_other,
+    site_of,
     state_of,
     text,
 )
@@ -45,6 +48,7 @@ from proxy.store import chain, control
 from proxy.store.engine import down_reason, shown_url
 from proxy.store.events import sha256
 from proxy.store.models import Change, Override
+from proxy.store.site import current_site
 from proxy.yamlfile import ConfigError
 
 SEARCH_BYTES = 64 * 1024 * 1024  # the newest 64 MB of the access log are searched
@@ -68,6 +72,7 @@ def _age(path: Path | None) -> str:
 
 async def status(request: Request) -> Response:
     signed = await person(request, "status")
+    here(signed)  # this gateway\'s own pages: its lists, log and policy
     state = state_of(request)
     fs = state.fs
     settings = fs.settings
@@ -79,7 +84,7 @@ async def status(request: Request) -> Response:
             head = chain.head(s)
             for row in s.scalars(
                 select(Change)
-                .where(Change.kind == "lists.update")
+                .where(Change.kind == "lists.update", Change.site == current_site())
                 .order_by(Change.seq.desc())
                 .limit(200)
             ):
@@ -125,6 +130,7 @@ async def status(request: Request) -> Response:
 
 async def test_url(request: Request) -> Response:
     signed = await person(request, "status")
+    here(signed)  # this gateway\'s own pages: its lists, log and policy
     state = state_of(request)
     fs = state.fs
     q = request.query_params
@@ -195,11 +201,14 @@ async def test_url(request: Request) -> Response:
 
 async def list_history(request: Request) -> Response:
     signed = await person(request, "status")
+    here(signed)  # this gateway\'s own pages: its lists, log and policy
     state = state_of(request)
     with state.session(read_only=True) as s:
         page = paginate(
             s,
-            select(Change).where(Change.kind == "lists.update").order_by(Change.seq.desc()),
+            select(Change)
+            .where(Change.kind == "lists.update", Change.site == current_site())
+            .order_by(Change.seq.desc()),
             page_number(request),
         )
     return render(request, "lists.html", signed, page=page)
@@ -224,6 +233,7 @@ def _access_lines(path: Path, reference: str) -> list[dict[str, object]]:
 
 async def search(request: Request) -> Response:
     signed = await person(request, "status")
+    here(signed)  # this gateway\'s own pages: its lists, log and policy
     state = state_of(request)
     reference = request.query_params.get("reference", "").strip().upper()[:40]
     lines: list[dict[str, object]] = []
@@ -231,8 +241,21 @@ async def search(request: Request) -> Response:
     overrides: list[Override] = []
     if reference:
         with state.session(read_only=True) as s:
-            incidents = list(s.scalars(select(Incident).where(Incident.reference == reference)))
-            overrides = list(s.scalars(select(Override).where(Override.reference == reference)))
+            site = site_of(request, signed)
+            incidents = list(
+                s.scalars(
+                    at_sites(
+                        select(Incident).where(Incident.reference == reference), Incident.site, site
+                    )
+                )
+            )
+            overrides = list(
+                s.scalars(
+                    at_sites(
+                        select(Override).where(Override.reference == reference), Override.site, site
+                    )
+                )
+            )
         lines = _access_lines(state.fs.settings.access_log_path, reference)
     return render(
         request,
@@ -261,6 +284,7 @@ def _digest(body: str) -> str:
 
 async def policy_page(request: Request) -> Response:
     signed = await person(request, "policy")
+    here(signed)  # this gateway\'s own pages: its lists, log and policy
     state = state_of(request)
     fs = state.fs
     current = fs.policy.source.read_text(encoding="utf-8")
@@ -268,7 +292,7 @@ async def policy_page(request: Request) -> Response:
     with state.session(read_only=True) as s:
         for proposal in s.scalars(
             select(PolicyProposal)
-            .where(PolicyProposal.outcome.is_(None))
+            .where(PolicyProposal.outcome.is_(None), PolicyProposal.site == current_site())
             .order_by(PolicyProposal.id)
         ):
             try:
@@ -291,6 +315,7 @@ async def policy_page(request: Request) -> Response:
 
 async def policy_preview(request: Request) -> Response:
     signed = await person(request, "policy")
+    here(signed)  # this gateway\'s own pages: its lists, log and policy
     form = await checked_form(request, signed)
     fs = state_of(request).fs
     upload = form.get("file")
@@ -319,6 +344,7 @@ async def policy_preview(request: Request) -> Response:
 
 async def policy_apply(request: Request) -> Response:
     signed = await person(request, "policy")
+    here(signed)  # this gateway\'s own pages: its lists, log and policy
     form = await checked_form(request, signed)
     state = state_of(request)
     fs = state.fs
@@ -393,12 +419,13 @@ async def proposal_apply(request: Request) -> Response:
     """A second person applies a proposed change: never its proposer, and only over the
     policy it was proposed against."""
     signed = await person(request, "policy")
+    here(signed)  # this gateway\'s own pages: its lists, log and policy
     await checked_form(request, signed)
     state = state_of(request)
     fs = state.fs
     with state.session() as s:
         found = s.get(PolicyProposal, int(request.path_params["id"]), with_for_update=True)
-        if found is None or found.outcome is not None:
+        if found is None or found.outcome is not None or found.site != current_site():
             raise HTTPException(404, "no such proposal waiting")
         if found.proposed_by == signed.person.name:
             raise HTTPException(
@@ -430,11 +457,12 @@ async def proposal_apply(request: Request) -> Response:
 
 async def proposal_withdraw(request: Request) -> Response:
     signed = await person(request, "policy")
+    here(signed)  # this gateway\'s own pages: its lists, log and policy
     await checked_form(request, signed)
     state = state_of(request)
     with state.session() as s:
         found = s.get(PolicyProposal, int(request.path_params["id"]), with_for_update=True)
-        if found is None or found.outcome is not None:
+        if found is None or found.outcome is not None or found.site != current_site():
             raise HTTPException(404, "no such proposal waiting")
         found.outcome, found.decided_by, found.decided_at = (
             "withdrawn",

@@ -20,8 +20,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import Engine, Select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, Select, select, union
+from sqlalchemy.orm import QueryableAttribute, Session
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -31,7 +31,10 @@ from proxy.console import sessions
 from proxy.console.accounts import MAY, Directory
 from proxy.filterset import Filterset, load_filterset
 from proxy.incidents.alerts import Alerter
+from proxy.incidents.models import Incident
 from proxy.store.engine import session as store_session
+from proxy.store.models import Change
+from proxy.store.site import SITE_PATTERN, current_site
 
 COOKIE = "sg_session"
 LOGIN_COOKIE = "sg_login"
@@ -169,6 +172,9 @@ def render(
         may=lambda action: signed is not None and signed.person.role in MAY[action],
         school=state.fs.policy.school,
         local=lambda v: local(state, v),
+        # a trust account sees every school's rows: pages add a site column and filter
+        every_site=signed is not None and signed.person.every_site,
+        this_site=current_site(),
         path=request.url.path,
         **context,
     )
@@ -195,12 +201,59 @@ async def person(request: Request, action: str | None = None) -> sessions.Signed
     return signed
 
 
-async def checked_form(request: Request, signed: sessions.Signed) -> FormData:
-    """The posted form, if it carries this session's CSRF token; else 403."""
+# --- sites: a school's account sees its own school's rows, a trust account every school's ---
+
+
+def site_of(request: Request, signed: sessions.Signed) -> str | None:
+    """The site whose rows a page shows: a school account's own, whatever is asked; a trust
+    account's choice (``?site=NAME``), or None for every site."""
+    if not signed.person.every_site:
+        return signed.person.scope
+    chosen = request.query_params.get("site", "")
+    return chosen if SITE_PATTERN.match(chosen) else None
+
+
+def at_sites[Q: Select[*tuple[Any, ...]]](
+    query: Q, column: QueryableAttribute[str], site: str | None
+) -> Q:
+    """``query`` kept to ``site``'s rows (None: every site's)."""
+    return query if site is None else query.where(column == site)
+
+
+def visible(signed: sessions.Signed, site: str, what: str) -> None:
+    """404 for a row of a site they may not see: as if it did not exist, so an id tried at
+    random tells a school's account nothing of another school."""
+    if not signed.person.sees(site):
+        raise HTTPException(404, f"there is no {what}")
+
+
+def here(signed: sessions.Signed) -> None:
+    """403 unless they may see this console's own site: the pages that read its own files
+    (policy, access log, lists) or change its filter are that site's."""
+    if not signed.person.sees(current_site()):
+        raise HTTPException(
+            403, f"this console is {current_site()}'s; your account is {signed.person.scope}'s"
+        )
+
+
+def known_sites(s: Session) -> list[str]:
+    """Every site that has recorded something, for a trust account's site filter."""
+    found = union(select(Incident.site).distinct(), select(Change.site).distinct())
+    return sorted({str(v) for v in s.scalars(select(found.subquery().c[0]))} | {current_site()})
+
+
+async def checked_form(
+    request: Request, signed: sessions.Signed, *, anywhere: bool = False
+) -> FormData:
+    """The posted form, if it carries this session's CSRF token; else 403. A post acts at
+    this console's site (its rows are stamped with it), so a school's account may post only
+    on its own school's console; a trust account on any (``anywhere``: signing out)."""
     form = await request.form()
     given = form.get("csrf")
     if not isinstance(given, str) or not secrets.compare_digest(given, signed.csrf):
         raise HTTPException(403, "this form has expired or did not come from this console")
+    if not anywhere:
+        here(signed)
     return form
 
 

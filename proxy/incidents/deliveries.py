@@ -49,6 +49,9 @@ def _apply(session: Session, event: Event) -> Change | None:
             attempt=int(d["attempt"]),
             final=bool(d["final"]),
             detail=d.get("detail"),
+            # named here, not left to the column default: the row is flushed after the
+            # handler returns, outside the event's at_site
+            site=event.site,
         )
     )
     return None
@@ -57,7 +60,9 @@ def _apply(session: Session, event: Event) -> Change | None:
 HANDLERS[DELIVERY_EVENT] = _apply
 
 
-def recent(session: Session, limit: int = 20) -> list[AlertDelivery]:
-    return list(
-        session.scalars(select(AlertDelivery).order_by(AlertDelivery.id.desc()).limit(limit))
-    )
+def recent(session: Session, limit: int = 20, site: str | None = None) -> list[AlertDelivery]:
+    """The latest tries, newest first (``site``: that school's alerts only)."""
+    query = select(AlertDelivery).order_by(AlertDelivery.id.desc()).limit(limit)
+    if site is not None:
+        query = query.where(AlertDelivery.site == site)
+    return list(session.scalars(query))

@@ -117,3 +117,5 @@ class AlertDelivery(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     final: Mapped[bool] = mapped_column(Boolean)  # sent, or given up: no more tries
     detail: Mapped[str | None] = mapped_column(Text)
+    # the site the alert was raised at: each school's DSL sees its own school's alerts
+    site: Mapped[str] = site_column()

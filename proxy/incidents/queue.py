@@ -92,20 +92,27 @@ class Waiting:
     illegal_open: int
 
 
-def waiting(session: Session) -> Waiting:
-    """How many incidents wait for a first review, a second signature, or closing."""
+def waiting(session: Session, site: str | None = None) -> Waiting:
+    """How many incidents wait for a first review, a second signature, or closing
+    (``site``: that school's only; None: the whole trust's)."""
     query = select(Incident.status, func.count()).group_by(Incident.status)
-    rows: dict[str, int] = dict(session.execute(query).tuples().all())
-    unsigned = session.scalar(
+    unsigned_q = (
         select(func.count())
         .select_from(IncidentReview)
         .where(IncidentReview.second_signed_at.is_(None))
     )
-    illegal = session.scalar(
+    illegal_q = (
         select(func.count())
         .select_from(Incident)
         .where(Incident.severity == "illegal", Incident.status != "closed")
     )
+    if site is not None:
+        query = query.where(Incident.site == site)
+        unsigned_q = unsigned_q.where(IncidentReview.site == site)
+        illegal_q = illegal_q.where(Incident.site == site)
+    rows: dict[str, int] = dict(session.execute(query).tuples().all())
+    unsigned = session.scalar(unsigned_q)
+    illegal = session.scalar(illegal_q)
     return Waiting(
         first_review=max(0, rows.get("open", 0) - (unsigned or 0)),
         second_review=unsigned or 0,
@@ -114,10 +121,18 @@ def waiting(session: Session) -> Waiting:
     )
 
 
-def choices(session: Session) -> dict[str, list[str]]:
+def choices(session: Session, site: str | None = None) -> dict[str, list[str]]:
     """The groups, types and categories incidents have, for the filter's lists."""
     return {
-        name: sorted(v for v in session.scalars(select(column).distinct()) if v)
+        name: sorted(
+            v
+            for v in session.scalars(
+                select(column).distinct().where(Incident.site == site)
+                if site is not None
+                else select(column).distinct()
+            )
+            if v
+        )
         for name, column in (
             ("group", Incident.group),
             ("incident_type", Incident.incident_type),
@@ -140,24 +155,34 @@ def to_sign(session: Session, name: str) -> list[IncidentReview]:
     )
 
 
-def earlier(session: Session, incident: Incident, limit: int = 50) -> list[Incident]:
-    """The same person's (or address's) other incidents before this one, newest first."""
-    return list(
-        session.scalars(
-            select(Incident)
-            .where(Incident.subject == incident.subject, Incident.id != incident.id)
-            .where(Incident.first_seen <= incident.last_seen)
-            .order_by(Incident.first_seen.desc())
-            .limit(limit)
-        )
+def earlier(
+    session: Session, incident: Incident, limit: int = 50, site: str | None = None
+) -> list[Incident]:
+    """The same person's (or address's) other incidents before this one, newest first
+    (``site``: at that school only)."""
+    query = (
+        select(Incident)
+        .where(Incident.subject == incident.subject, Incident.id != incident.id)
+        .where(Incident.first_seen <= incident.last_seen)
     )
+    if site is not None:
+        query = query.where(Incident.site == site)
+    return list(session.scalars(query.order_by(Incident.first_seen.desc()).limit(limit)))
 
 
 def searches_of(
-    session: Session, subject: str, since: datetime, until: datetime, limit: int = 2000
+    session: Session,
+    subject: str,
+    since: datetime,
+    until: datetime,
+    limit: int = 2000,
+    site: str | None = None,
 ) -> list[SearchRecord]:
-    """The subject's searches in a period (``ip:ADDRESS``: that address, nobody signed in)."""
+    """The subject's searches in a period (``ip:ADDRESS``: that address, nobody signed in;
+    ``site``: at that school only)."""
     query = select(SearchRecord).where(SearchRecord.at >= since, SearchRecord.at < until)
+    if site is not None:
+        query = query.where(SearchRecord.site == site)
     if subject.startswith("ip:"):
         query = query.where(SearchRecord.user.is_(None), SearchRecord.client_ip == subject[3:])
     else:

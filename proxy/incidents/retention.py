@@ -70,11 +70,18 @@ def purge_access_log(path: Path, cutoff: datetime) -> int:
     return removed + dropped
 
 
-def purge_all(settings: Settings, engine: Engine, now: datetime) -> dict[str, int]:
-    """Everything past retention: closed incidents, searches, access-log lines."""
+def purge_all(
+    settings: Settings, engine: Engine, now: datetime, *, every_site: bool = False
+) -> dict[str, int]:
+    """Everything past retention: this site's closed incidents and searches (every site's
+    with ``every_site``, by this site's retention), and this gateway's access-log lines."""
     with session(engine) as s:
         purged = incidents.purge(
-            s, now, settings.retention_days.incidents, settings.retention_days.access
+            s,
+            now,
+            settings.retention_days.incidents,
+            settings.retention_days.access,
+            site=None if every_site else settings.site,
         )
     lines = purge_access_log(
         settings.access_log_path, now - timedelta(days=settings.retention_days.access)

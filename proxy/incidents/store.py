@@ -583,12 +583,20 @@ class Purged:
     searches: int
 
 
-def purge(session: Session, now: datetime, incidents_days: int, access_days: int) -> Purged:
-    """Delete closed incidents (with their reviews) and searches past their retention."""
+def purge(
+    session: Session, now: datetime, incidents_days: int, access_days: int, *, site: str | None
+) -> Purged:
+    """Delete closed incidents (with their reviews) and searches past their retention.
+
+    ``site``: that school's rows only, by its own ``retention_days`` (one school's settings
+    never delete another's records on a trust's shared store); None: every site's, which
+    only an explicit trust-wide purge asks for."""
     incident_cutoff = now - timedelta(days=incidents_days)
     old = select(Incident.id).where(
         Incident.status == "closed", Incident.last_seen < incident_cutoff
     )
+    if site is not None:
+        old = old.where(Incident.site == site)
     ids = list(session.scalars(old))
     reviews = 0
     if ids:
@@ -601,7 +609,10 @@ def purge(session: Session, now: datetime, incidents_days: int, access_days: int
     removed = len(ids)
     searches = 0
     cutoff = now - timedelta(days=access_days)
-    old_ids = list(session.scalars(select(SearchRecord.id).where(SearchRecord.at < cutoff)))
+    searched = select(SearchRecord.id).where(SearchRecord.at < cutoff)
+    if site is not None:
+        searched = searched.where(SearchRecord.site == site)
+    old_ids = list(session.scalars(searched))
     for start in range(0, len(old_ids), 500):
         chunk = old_ids[start : start + 500]
         session.execute(delete(SearchRecord).where(SearchRecord.id.in_(chunk)))

@@ -11,27 +11,35 @@ policy with its own overlay. The test attacks what the sharing must hold:
 - incidents from all three land in one store, each naming its site;
 - SIGKILLing one gateway of the pair loses no incident: every 403 a pupil saw
   at either gateway of the pair is in the store once the killed one has
-  restarted (its spool replayed).
+  restarted (its spool replayed);
+- north's real console (started by its ``run --console``) keeps a school's
+  account to its own school: south's DSL cannot list or open north's
+  incidents, by the queue or by typing an incident's number; the trust's
+  DSL sees both, each named.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from proxy.cli import cli
+from proxy.console.accounts import TRUST as TRUST_SCOPE
+from proxy.console.models import ConsoleUser
 from proxy.incidents.models import Incident
 from proxy.store.engine import make_engine, session
 from proxy.store.site import DEFAULT_SITE, set_site
-from tests.console_accounts import acting, ensure_account, proof
+from tests.console_accounts import PASSWORD, acting, code_for, ensure_account, proof
 from tests.integration.harness import (
     PUPIL,
     STAFF,
@@ -63,11 +71,17 @@ def eventually(check: Callable[[], bool], what: str, timeout: float = 20.0) -> f
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def site_config(tmp: Path, site: str, school: str, trust: Path, database: str) -> None:
+def site_config(
+    tmp: Path, site: str, school: str, trust: Path, database: str, console: int | None = None
+) -> None:
     config, data = tmp / "config", tmp / "var"
     write_config(config, data, free_port(), f"school: {school}\n")
     with (config / "schoolgate.yaml").open("a", encoding="utf-8") as f:
         f.write(f"database: {database}\nsite: {site}\ntrust_policy: {trust}\n")
+        if console is not None:
+            f.write(
+                f"console_listen: 127.0.0.1:{console}\nconsole_url: http://127.0.0.1:{console}\n"
+            )
 
 
 @pytest.fixture
@@ -84,10 +98,12 @@ def trust(
         ("south1", "south", "South School"),
         ("south2", "south", "South School"),
     ]:
-        site_config(tmp_path / name, site, school, trust_path, database)
+        console = CONSOLE_PORT[0] if name == "north" else None
+        site_config(tmp_path / name, site, school, trust_path, database, console)
     gateways: dict[str, Gateway] = {}
     try:
-        gateways["north"] = start_gateway(tmp_path / "north", origin_ca, *SLOW_POLL)
+        # north's `run` starts its console too: the school-role check goes through it
+        gateways["north"] = start_gateway(tmp_path / "north", origin_ca, *SLOW_POLL, "--console")
         gateways["south1"] = start_gateway(tmp_path / "south1", origin_ca, *SLOW_POLL)
         # The pair shares one CA, so clients trust either (README: High availability).
         shutil.copytree(
@@ -101,7 +117,15 @@ def trust(
         set_site(DEFAULT_SITE)  # the CLI, run in this process, set its site
 
 
-ACCOUNTS = {"j.meer": "staff", "head.teacher": "approver"}
+ACCOUNTS = {
+    "j.meer": "staff",
+    "head.teacher": "approver",
+    "s.dsl": "dsl",
+    "n.dsl": "dsl",
+    "t.dsl": "dsl",
+}
+# north's console port, chosen once per run (the gateways' settings are written before start)
+CONSOLE_PORT = [free_port()]
 
 
 def sg(config_dir: Path, *args: str) -> str:
@@ -198,3 +222,79 @@ def test_one_trust_three_gateways(
     south_only = sg(gws["south2"].config_dir, "incidents", "list", "--status", "all")
     assert "@south" in south_only
     assert "@north" not in south_only
+    # A school-role console user cannot see another school's incidents (north's console).
+    check_console_scopes(gws["north"].config_dir, database)
+
+
+def console_as(config_dir: Path, database: str, name: str, scope: str) -> httpx.Client:
+    """A browser-like client signed in to north's real console as ``name`` with ``scope``
+    (a site, or the trust)."""
+    ensure_account(config_dir, name, ACCOUNTS[name])
+    engine = make_engine(database)
+    try:
+        with session(engine) as s:
+            s.execute(update(ConsoleUser).where(ConsoleUser.name == name).values(site=scope))
+    finally:
+        engine.dispose()
+    c = httpx.Client(base_url=f"http://127.0.0.1:{CONSOLE_PORT[0]}", timeout=30)
+    eventually(lambda: _up(c), "north's console", 40)
+    form = c.get("/login").text
+    token = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert token is not None
+    signed = c.post(
+        "/login",
+        data={
+            "csrf": token.group(1),
+            "name": name,
+            "password": PASSWORD,
+            "code": code_for(config_dir, name),
+        },
+    )
+    assert signed.status_code == 303, signed.text
+    return c
+
+
+def _up(c: httpx.Client) -> bool:
+    try:
+        return c.get("/login").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def incident_ids(database: str) -> dict[str, list[int]]:
+    engine = make_engine(database)
+    try:
+        with session(engine, read_only=True) as s:
+            found: dict[str, list[int]] = {}
+            for site, id_ in s.execute(select(Incident.site, Incident.id)):
+                found.setdefault(site, []).append(id_)
+            return found
+    finally:
+        engine.dispose()
+
+
+def check_console_scopes(north: Path, database: str) -> None:
+    """South's DSL at north's real console: only south's incidents, in the queue or by
+    number; the trust's DSL sees both schools', each named."""
+    ids = incident_ids(database)
+    assert ids.keys() == {"north", "south"}
+    linked = re.compile(r'href="/incidents/(\d+)"')
+    south = console_as(north, database, "s.dsl", "south")
+    queue = south.get("/queue", params={"status": "all"}).text
+    assert set(map(int, linked.findall(queue))) == set(ids["south"])
+    for n in ids["north"]:
+        assert south.get(f"/incidents/{n}").status_code == 404
+        assert south.get(f"/incidents/{n}/c2.pdf").status_code == 404
+    assert south.get(f"/incidents/{ids['south'][0]}").status_code == 200
+    north_dsl = console_as(north, database, "n.dsl", "north")
+    queue = north_dsl.get("/queue", params={"status": "all"}).text
+    assert set(map(int, linked.findall(queue))) == set(ids["north"])
+    for n in ids["south"]:
+        assert north_dsl.get(f"/incidents/{n}").status_code == 404
+    whole = console_as(north, database, "t.dsl", TRUST_SCOPE)
+    queue = whole.get("/queue", params={"status": "all"}).text
+    assert set(map(int, linked.findall(queue))) == set(ids["north"] + ids["south"])
+    assert "<td>north</td>" in queue
+    assert "<td>south</td>" in queue
+    only_south = whole.get("/queue", params={"status": "all", "site": "south"}).text
+    assert set(map(int, linked.findall(only_south))) == set(ids["south"])

@@ -37,6 +37,7 @@ groups:
     categories: {games: acceptable, social: acceptable}
 overlay:
   may_loosen: [games]
+  may_map_to: [staff]  # a school names its own staff network (SITE)
 """
 
 SITE = """\
@@ -140,6 +141,103 @@ def test_may_loosen_must_name_trust_categories(tmp_path: Path) -> None:
         tmp_path, "school: N\n", TRUST.replace("may_loosen: [games]", "may_loosen: [gamez]")
     )
     assert found == [f"{tmp_path / 'trust.yaml'}:20: overlay.may_loosen: unknown categories gamez"]
+
+
+# --- an overlay's identity: the attack is moving pupils into a looser group ---
+
+NO_MAPPING_LEAVE = TRUST.replace(
+    "  may_map_to: [staff]  # a school names its own staff network (SITE)\n", ""
+)
+
+
+def test_without_leave_a_site_cannot_map_a_network_into_staff(tmp_path: Path) -> None:
+    """North's staff network mapped to the trust's staff group is refused at its line when the
+    trust gives no ``may_map_to``: the trust's identity puts those addresses in pupil."""
+    found = problems(tmp_path, SITE, NO_MAPPING_LEAVE)
+    assert found == [
+        f"{tmp_path / 'policy.yaml'}:5: identity: 10.1.0.0/16 would be in staff, looser than "
+        "the trust's pupil (social is acceptable there, blocked in pupil; the trust lets sites "
+        "map anyone to: none)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("site", "line", "says"),
+    [
+        # a pupil named into staff by login
+        (
+            "identity:\n  default_group: pupil\n  users:\n    - {name: p.one, group: staff}\n",
+            4,
+            "p.one would be in staff",
+        ),
+        # everyone put in a wide-open group of the school's own
+        (
+            "identity:\n  default_group: open\ngroups:\n  open:\n    default: acceptable\n",
+            2,
+            "everyone else would be in open",
+        ),
+        # a pupil's address bound to a staff login
+        (
+            "identity:\n  default_group: pupil\n  users:\n"
+            "    - {name: s.teacher, group: staff, ips: [10.9.9.9]}\n",
+            4,
+            "s.teacher would be in staff",
+        ),
+        # an open group that differs only in safe search
+        (
+            "identity:\n  default_group: pupil\n  networks:\n"
+            "    - {cidr: 10.2.0.0/16, group: lax}\n"
+            "groups:\n  lax:\n    inherits: pupil\n    safe_search: off\n",
+            4,
+            "safe_search is off",
+        ),
+    ],
+)
+def test_an_overlay_cannot_move_people_into_a_looser_group(
+    tmp_path: Path, site: str, line: int, says: str
+) -> None:
+    """Every way an overlay's identity could loosen the filter for people the trust puts in
+    pupil is a FILE:LINE error in the overlay, whatever ``may_loosen`` says."""
+    found = problems(tmp_path, site, NO_MAPPING_LEAVE)
+    assert any(p.startswith(f"{tmp_path / 'policy.yaml'}:{line}: ") and says in p for p in found), (
+        found
+    )
+
+
+def test_an_overlay_may_map_into_stricter_groups_and_where_the_trust_does(
+    tmp_path: Path,
+) -> None:
+    """Mapping into a group no looser than the trust's (a stricter group of the school's own,
+    or staff where the trust's identity already says staff) needs no leave."""
+    trust = NO_MAPPING_LEAVE.replace(
+        "  default_group: pupil\n",
+        "  default_group: pupil\n  networks:\n    - {cidr: 10.5.0.0/16, group: staff}\n",
+        1,
+    )
+    site = (
+        "identity:\n  default_group: locked\n  networks:\n"
+        "    - {cidr: 10.5.7.0/24, group: staff}\n"
+        "groups:\n  locked:\n    inherits: pupil\n    default: blocked\n"
+    )
+    policy = layered(tmp_path, site, trust)
+    assert policy.identity.default_group == "locked"  # type: ignore[attr-defined]
+
+
+def test_may_map_to_must_name_trust_groups(tmp_path: Path) -> None:
+    """A trust's ``may_map_to`` naming no group of its own is its FILE:LINE error."""
+    found = problems(
+        tmp_path, "school: N\n", TRUST.replace("may_map_to: [staff]", "may_map_to: [staf]")
+    )
+    assert found == [f"{tmp_path / 'trust.yaml'}:21: overlay.may_map_to: unknown groups staf"]
+
+
+def test_check_refuses_an_overlay_identity_remap_with_file_and_line(tmp_path: Path) -> None:
+    """`schoolgate check` on a site whose overlay puts a pupil in staff without leave fails."""
+    config = trust_config(tmp_path, SITE)
+    write(config, "trust.yaml", NO_MAPPING_LEAVE)
+    result = CliRunner().invoke(cli, ["check", "--config", str(config)])
+    assert result.exit_code == 1
+    assert f"{config / 'policy.yaml'}:5: identity: 10.1.0.0/16 would be in staff" in result.stderr
 
 
 def trust_config(tmp_path: Path, site: str) -> Path:

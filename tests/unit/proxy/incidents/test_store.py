@@ -26,6 +26,7 @@ from proxy.incidents.events import (
 from proxy.incidents.models import Incident, IncidentReview
 from proxy.store.engine import session
 from proxy.store.events import apply_event, apply_events
+from proxy.store.site import DEFAULT_SITE
 
 ROOT = Path(__file__).resolve().parents[4]
 ESCALATION = load_escalation(ROOT / "config" / "escalation.yaml")
@@ -206,7 +207,7 @@ def test_purge_removes_only_what_is_past_retention(engine: Engine) -> None:
         incidents.record_incident(s, hit(STAFF, minutes=-400 * 24 * 60))  # still open
         incidents.record_incident(s, hit())
     with session(engine) as s:
-        purged = incidents.purge(s, T0, incidents_days=365, access_days=90)
+        purged = incidents.purge(s, T0, incidents_days=365, access_days=90, site=DEFAULT_SITE)
     assert (purged.incidents, purged.reviews) == (1, 1)
     with session(engine) as s:
         assert len(incidents.find(s)) == 2

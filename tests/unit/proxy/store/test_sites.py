@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,14 +11,21 @@ import pytest
 from alembic import command
 from sqlalchemy import Engine, select, text
 
-from proxy.incidents import report
-from proxy.incidents.events import IncidentEvent
-from proxy.incidents.models import Incident
-from proxy.incidents.store import incident_event
+from proxy.console.models import ConsoleUser
+from proxy.identity import Identity
+from proxy.incidents import deliveries, report, retention
+from proxy.incidents.alerts import Alert, Result
+from proxy.incidents.events import IncidentEvent, search_event
+from proxy.incidents.models import AlertDelivery, Incident, IncidentReview, SearchRecord
+from proxy.incidents.store import close, incident_event, record_incident, record_search, review
+from proxy.settings import load_settings
 from proxy.store import chain, control, events, migrate
 from proxy.store.engine import make_engine, session
 from proxy.store.models import Change, Suspension
 from proxy.store.site import DEFAULT_SITE, at_site, current_site, set_site
+from tests.unit.proxy.configs import write_config
+from tests.unit.proxy.incidents.test_store import FORM
+from tests.unit.proxy.test_cli_changes import POLICY
 
 NOW = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 
@@ -128,3 +136,83 @@ def test_the_termly_report_is_per_school_or_trust_wide(engine: Engine, tmp_path:
         north = report.gather(s, tmp_path, "North", start, end, UTC, NOW, site="north")
         trust = report.gather(s, tmp_path, "Trust", start, end, UTC, NOW)
     assert (north.incidents, trust.incidents) == (1, 2)
+
+
+def test_migration_0006_gives_old_accounts_and_alerts_the_default_site(store_url: str) -> None:
+    """Accounts and alert deliveries stored before 0006 read back as the default site: an old
+    account is a school account (never, by upgrading, a trust-wide one)."""
+    engine = make_engine(store_url)
+    config = migrate.alembic_config(store_url)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0005_c2_signatures")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO console_users (name, role, password_hash, created_at, disabled) "
+                "VALUES ('old.dsl', 'dsl', 'x', '2026-11-30 10:00:00', false)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO alert_deliveries (at, kind, subject, channel, ok, attempt, final) "
+                "VALUES ('2026-11-30 10:00:00', 'illegal', 's', 'email', true, 1, true)"
+            )
+        )
+    migrate.upgrade(engine)
+    with session(engine) as s:
+        assert s.scalars(select(ConsoleUser.site)).one() == DEFAULT_SITE
+        assert s.scalars(select(AlertDelivery.site)).one() == DEFAULT_SITE
+    engine.dispose()
+
+
+def test_a_stored_alert_delivery_names_the_site_it_was_raised_at(engine: Engine) -> None:
+    """An alert raised at south and applied by a writer at north (a replayed spool) is south's."""
+    with at_site("south"):
+        event = deliveries.result_event(
+            Result(Alert("illegal", "An illegal hit", "text", {}), "email", True, 1, True, None),
+            NOW,
+        )
+    set_site("north")
+    with session(engine) as s:
+        events.apply_event(s, event)
+    with session(engine, read_only=True) as s:
+        assert s.scalars(select(AlertDelivery.site)).one() == "south"
+        assert [d.site for d in deliveries.recent(s, site="south")] == ["south"]
+        assert deliveries.recent(s, site="north") == []
+
+
+def test_purge_deletes_only_its_own_sites_rows_unless_trust_wide(
+    store_url: str, tmp_path: Path
+) -> None:
+    """North's purge (north's retention: 30 days) leaves south's old closed incident, its
+    review and south's old search, which south's own retention keeps; only the explicit
+    trust-wide purge takes them."""
+    engine = make_engine(store_url)
+    migrate.upgrade(engine)
+    old = NOW - timedelta(days=100)
+    with session(engine) as s:
+        for site in ("north", "south"):
+            with at_site(site):
+                event = dataclasses.replace(hit(f"pupil-{site}"), at=old, site=site)
+                found, _ = record_incident(s, event)
+                review(s, found.id, FORM, old)
+                close(s, found.id, f"dsl-{site}", "done", old)
+                who = Identity(f"pupil-{site}", "pupil", "10.0.0.5", "address")
+                record_search(s, search_event(who, "google", "q", None, old))
+                s.flush()  # inside at_site: the rows' site defaults are read at the flush
+    config = write_config(tmp_path, store_url, POLICY)
+    with (config / "schoolgate.yaml").open("a", encoding="utf-8") as f:
+        f.write("site: north\nretention_days: {incidents: 30, access: 30}\n")
+    settings = load_settings(config)
+    counts = retention.purge_all(settings, engine, NOW)
+    assert (counts["incidents"], counts["reviews"], counts["searches"]) == (1, 1, 1)
+    with session(engine, read_only=True) as s:
+        assert list(s.scalars(select(Incident.site))) == ["south"]
+        assert list(s.scalars(select(SearchRecord.site))) == ["south"]
+        assert list(s.scalars(select(IncidentReview.site))) == ["south"]
+    counts = retention.purge_all(settings, engine, NOW, every_site=True)
+    assert (counts["incidents"], counts["reviews"], counts["searches"]) == (1, 1, 1)
+    with session(engine, read_only=True) as s:
+        assert list(s.scalars(select(Incident.site))) == []
+    engine.dispose()
