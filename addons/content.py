@@ -171,11 +171,13 @@ class ContentAnalysis:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """A page the learned list knows is answered here, before any upstream connection."""
-        if answered_early(flow) or self.learned is None:
+        if answered_early(flow):
             return
         group = self._group(flow)
         entry = _entry_of(flow)
-        found = self.learned.get(entry) if entry is not None else None
+        # The list itself, not what running() left: a worker serves requests while the
+        # running() hooks before this one (the store's migration) are still being awaited.
+        found = self._learned_list().get(entry) if entry is not None else None
         if found is not None:
             flow.metadata[facts.LEARNED_STATE] = found.state
         if group is None or found is None or not self._learned_blocks(group, found):
@@ -290,7 +292,7 @@ class ContentAnalysis:
             flow.metadata[CONTENT] = ContentVerdict("unscored: too large", {}, ())
             return
         entry = _entry_of(flow)
-        learned = self.learned.get(entry) if self.learned and entry else None
+        learned = self._learned_list().get(entry) if entry else None
         if learned is not None and learned.state == "rejected":
             flow.metadata[CONTENT] = ContentVerdict("passed: rejected list entry", {}, ())
             return
@@ -327,8 +329,9 @@ class ContentAnalysis:
             return
         category, score = crossed[0]
         phrases = tuple(hit.phrase for hit in scores.phrases_for(category)[:10])
-        if entry is not None and self.learned is not None and entry not in self.learned.entries:
-            self.learned.add(learned_now(entry, category, score, phrases))
+        learned_list = self._learned_list()
+        if entry is not None and entry not in learned_list.entries:
+            learned_list.add(learned_now(entry, category, score, phrases))
         if rule.action == "log":
             flow.metadata[CONTENT] = ContentVerdict("logged", scores.by_category, phrases, category)
             return
