@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, and_, or_, select
 
-from proxy.incidents import digest
+from proxy.incidents import digest, logindex
 from proxy.incidents import store as incidents
 from proxy.incidents.alerts import Alerter, digest_channels
 from proxy.incidents.models import Incident
@@ -36,7 +36,15 @@ LOCK_FILE = "housekeeping.lock"
 
 
 def purge_access_log(path: Path, cutoff: datetime) -> int:
-    """Remove lines older than ``cutoff`` from the access log and its rotated copies."""
+    """Remove lines older than ``cutoff`` from the access log and its rotated copies, and
+    the index of every log file so deleted or rewritten (it must show no more than the log)."""
+    try:
+        return _purge_access_log(path, cutoff)
+    finally:
+        logindex.prune(path)
+
+
+def _purge_access_log(path: Path, cutoff: datetime) -> int:
     removed = 0
     for rotated in path.parent.glob(path.name + ".*"):
         mtime = datetime.fromtimestamp(rotated.stat().st_mtime, UTC)
