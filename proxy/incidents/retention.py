@@ -23,9 +23,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine, and_, or_, select
 
-from proxy.incidents import digest, logindex
+from proxy.incidents import digest, logindex, timeline
 from proxy.incidents import store as incidents
 from proxy.incidents.alerts import Alerter, digest_channels
+from proxy.incidents.keyedhash import load_or_create_key
 from proxy.incidents.models import Incident
 from proxy.settings import Settings
 from proxy.store.engine import session
@@ -188,6 +189,7 @@ class Housekeeper:
             log.info("daily purge: %s", counts)
             state["purge"] = now.isoformat()
             self._save(state)
+        self._index()
         config = self.settings.alerts.digest
         last_digest = datetime.fromisoformat(state["digest"]) if "digest" in state else None
         if digest.due(last_digest, now, config.every, config.hour):
@@ -195,6 +197,18 @@ class Housekeeper:
             log.info("digest: %d incident(s)", sent)
             state["digest"] = now.isoformat()
             self._save(state)
+
+    def _index(self) -> None:
+        """Keep the index by person up to date (each round: the lines since the last, a few
+        thousand a minute at a busy school), so a DSL's first look at a month of history
+        does not wait for a day's lines to be indexed. A failure here is logged, not fatal:
+        the console indexes what it needs itself."""
+        try:
+            key = load_or_create_key(self.settings.data_dir)
+            for path in timeline.log_files(self.settings.access_log_path):
+                logindex.build(path, key)
+        except (OSError, ValueError):
+            log.exception("indexing the access log")
 
     def _run(self) -> None:
         while not self._stop.is_set():
