@@ -28,7 +28,7 @@ def write_log(path: Path, rng: random.Random, n: int, start: datetime) -> None:
     for _ in range(n):
         at += timedelta(seconds=rng.random() * 86400 * 1.8 / n)
         jitter = timedelta(seconds=rng.random() * 5)
-        fields = {
+        fields: dict[str, object] = {
             "time": (at + jitter).isoformat().replace("+00:00", "Z"),
             "ref": "SG-1",
             "user": rng.choice(PEOPLE),
