@@ -32,7 +32,6 @@ import bisect
 import hashlib
 import hmac
 import json
-import mmap
 import os
 import re
 import threading
@@ -41,7 +40,7 @@ from array import array
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO
 
 from proxy.incidents import timeline
 
@@ -49,6 +48,7 @@ MAGIC = b"SGIDX1\n"
 INDEX_DIR = "index"
 HASH_BYTES = 12
 BLOCK = 8 << 20
+READ = 1024  # bytes read for one line first (the proxy's are about 400)
 TAIL = 4096  # bytes before the indexed end whose CRC says the file was not rewritten
 
 USER = re.compile(rb'"user": (null|"([^"\\\n]*)")')
@@ -210,20 +210,22 @@ def _offsets_of(path: Path, head: dict[str, object], start: int, h: str) -> arra
     return got
 
 
-def offsets(log: Path, subject: str, key: bytes) -> tuple[array[int], mmap.mmap | None]:
+def offsets(log: Path, subject: str, key: bytes) -> tuple[array[int], BinaryIO | None]:
     """The offsets of the subject's lines in one log file (indexing it first if need be),
-    and the file mapped for reading them; (empty, None) if the file is empty or gone."""
+    and the file open for reading them; (empty, None) if the file is empty or gone."""
     try:
-        fd = os.open(log, os.O_RDONLY)
+        f = log.open("rb")
     except FileNotFoundError:
         return array("Q"), None
+    st = os.fstat(f.fileno())
+    if st.st_size == 0:
+        f.close()
+        return array("Q"), None
     try:
-        st = os.fstat(fd)
-        if st.st_size == 0:
-            return array("Q"), None
-        return _offsets(log, subject, key, fd, st), mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-    finally:
-        os.close(fd)
+        return _offsets(log, subject, key, f.fileno(), st), f
+    except BaseException:
+        f.close()
+        raise
 
 
 def _offsets(log: Path, subject: str, key: bytes, fd: int, st: os.stat_result) -> array[int]:
@@ -255,24 +257,34 @@ def activity(
 ) -> Iterator[timeline.LogLine]:
     """``timeline.activity`` read through the index: the same lines, in the same order."""
     for path in timeline.log_files(access_log):
-        got, mm = offsets(path, subject, key)
-        if mm is None:
+        got, f = offsets(path, subject, key)
+        if f is None:
             continue
-        with mm:
+        with f:
             # Only the offsets in the window (found by the timeline's binary search).
-            size = len(mm)
-            f = cast(BinaryIO, mm)  # a map seeks, tells and reads lines as a file does
+            size = os.fstat(f.fileno()).st_size
             lo = bisect.bisect_left(got, timeline._seek(f, size, since - timeline.SLACK))
             hi = bisect.bisect_right(got, _upper(f, size, until + timeline.SLACK))
+            fd = f.fileno()
             for at in got[lo:hi]:
-                end = mm.find(b"\n", at)
-                data = timeline._parse(mm[at : end if end >= 0 else size])
+                data = timeline._parse(_line_at(fd, at))
                 if data is None or (when := timeline._time(data)) is None:
                     continue
                 if since <= when < until:
                     line = timeline._line(data, when)
                     if timeline.matches(line, subject):
                         yield line
+
+
+def _line_at(fd: int, at: int) -> bytes:
+    """The line starting at ``at``: one read of a typical line's length (not a map, whose
+    page faults cost more than the read), more if it is longer."""
+    raw = os.pread(fd, READ, at)
+    end = raw.find(b"\n")
+    while end < 0 and len(raw) % READ == 0 and raw:
+        raw += os.pread(fd, READ, at + len(raw))
+        end = raw.find(b"\n")
+    return raw[:end] if end >= 0 else raw
 
 
 def _upper(f: BinaryIO, size: int, past: datetime) -> int:
