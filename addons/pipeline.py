@@ -43,6 +43,7 @@ from mitmproxy import connection, ctx, exceptions, flow, hooks, http, tcp, tls
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import commands, events, layer, server_hooks
 from mitmproxy.proxy.context import Context
+from mitmproxy.utils import asyncio_utils
 
 from addons import facts
 from blocklists.normalise import normalise_url
@@ -272,8 +273,28 @@ def fail_closed(hook: str, args: tuple[Any, ...], why: str) -> None:
         target.error = f"blocked to be safe: {why}"
 
 
+def _hang_up(f: http.HTTPFlow) -> None:
+    """End ``f``'s client connection as if the client had gone: the WebSocket layer then
+    closes both sides. The event waits in the layer until the failing hook has returned."""
+    try:
+        handler = ctx.master.addons.get("proxyserver").connections.get(f.client_conn.id)
+    except Exception:
+        handler = None
+    if handler is not None:
+        asyncio_utils.create_task(
+            handler.server_event(events.ConnectionClosed(f.client_conn)),
+            name="schoolgate hang up",
+            keep_ref=True,
+        )
+
+
 def _fail_http(hook: str, f: http.HTTPFlow, why: str) -> None:
     if hook in ("websocket_start", "websocket_message"):
+        # mitmproxy does not stop a WebSocket killed in transit (mitmproxy#4711): the message
+        # in hand would still be sent on. Drop it, and hang up on the client.
+        if hook == "websocket_message" and f.websocket is not None and f.websocket.messages:
+            f.websocket.messages[-1].drop()
+        _hang_up(f)
         with contextlib.suppress(exceptions.ControlException):
             f.kill()
         return

@@ -33,7 +33,10 @@ def _host(args: tuple[Any, ...]) -> str | None:
     target = args[0] if args else None
     address = None
     if isinstance(target, http.HTTPFlow):
-        return target.request.host
+        # In a tunnel, request.host becomes the mapped 127.0.0.1 once the upstream connection
+        # is open, as it always is when a WebSocket's hooks run; its Host header names the host.
+        request = target.request
+        return request.pretty_host if target.websocket is not None else request.host
     if isinstance(target, layer.NextLayer | tls.ClientHelloData):
         address = target.context.server.address
     elif isinstance(target, tcp.TCPFlow):

@@ -216,6 +216,8 @@ class RecordingOrigin:
         self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.tls.load_cert_chain(cert, key)
         self.connections: list[bytes] = []
+        self.handshakes = 0  # WebSocket upgrades accepted
+        self.messages: list[bytes] = []  # every WebSocket message received (each is echoed)
         self.in_time = 0  # connections a test saw in its own window (test_tunnels adds them up)
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -244,17 +246,49 @@ class RecordingOrigin:
                 self.connections[index] = first
             if first == b"\x16":
                 with self.tls.wrap_socket(conn, server_side=True) as tls:
-                    tls.recv(4096)
-                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\norigin ok")
+                    self._answer(tls)
             elif first.isalpha():
-                conn.recv(4096)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\norigin ok")
+                self._answer(conn)
             else:
                 conn.sendall(b"origin raw\n")
         except (OSError, ssl.SSLError):
             pass
         finally:
             conn.close()
+
+    def _answer(self, stream: socket.socket) -> None:
+        request = stream.recv(4096)
+        if b"upgrade: websocket" in request.lower():
+            self._websocket(stream, request)
+        else:
+            stream.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\norigin ok")
+
+    def _websocket(self, stream: socket.socket, request: bytes) -> None:
+        """Accept the upgrade, record each message and echo it, until either side closes."""
+        from wsproto import ConnectionType, WSConnection, events
+
+        # Longer than a client waits: a test that sees the WebSocket end knows the proxy ended it.
+        stream.settimeout(30)
+        ws = WSConnection(ConnectionType.SERVER)
+        data, parts = request, b""
+        while data:
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, events.Request):
+                    with self._lock:
+                        self.handshakes += 1
+                    stream.sendall(ws.send(events.AcceptConnection()))
+                elif isinstance(event, events.Message):
+                    parts += event.data.encode() if isinstance(event.data, str) else event.data
+                    if event.message_finished:
+                        with self._lock:
+                            self.messages.append(parts)
+                        stream.sendall(ws.send(events.BytesMessage(parts)))
+                        parts = b""
+                elif isinstance(event, events.CloseConnection):
+                    stream.sendall(ws.send(event.response()))
+                    return
+            data = stream.recv(4096)
 
     def close(self) -> None:
         self.sock.close()

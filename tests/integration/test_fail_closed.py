@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import http.client
 import inspect
+import socket
 import ssl
+import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from wsproto import ConnectionType, WSConnection, events
 
 import addons
 from addons.pipeline import REQUEST_PATH
@@ -55,6 +59,7 @@ def _pairs() -> list[tuple[str, str]]:
 
 PAIRS = _pairs()
 CONTROL = f"control{SUFFIX}"
+MESSAGE = b"meet me after school"
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +124,57 @@ def secure(gw: Gateway, host: str) -> tuple[int, bytes]:
         conn.close()
 
 
+@dataclass
+class Chat:
+    """What a WebSocket client saw: the upgrade accepted, the echo of its message if any, and
+    whether the proxy ended the connection (closed, reset or a close frame; not a timeout)."""
+
+    accepted: bool
+    echo: bytes | None
+    ended: bool = False
+
+
+def websocket(gw: Gateway, host: str, *, tls: bool) -> Chat:
+    """Open ``ws://host/chat`` (absolute-form through the proxy) or ``wss://host/chat``
+    (CONNECT, trusting the proxy's CA), send one message and wait for its echo."""
+    sock = socket.create_connection(("127.0.0.1", gw.port), timeout=5, source_address=(PUPIL, 0))
+    stream: socket.socket = sock
+    accepted, echo, ended = False, None, False
+    try:
+        target = "/chat"
+        if tls:
+            sock.sendall(f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n".encode())
+            if not sock.recv(4096).startswith(b"HTTP/1.1 200"):
+                return Chat(False, None, ended=True)
+            context = ssl.create_default_context(cafile=str(gw.ca_file))
+            stream = context.wrap_socket(sock, server_hostname=host)
+        else:
+            target = f"http://{host}/chat"
+        ws = WSConnection(ConnectionType.CLIENT)
+        stream.sendall(ws.send(events.Request(host=host, target=target)))
+        while echo is None:
+            data = stream.recv(4096)
+            if not data:
+                ended = True  # the proxy closed the connection
+                break
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, events.AcceptConnection):
+                    accepted = True
+                    stream.sendall(ws.send(events.BytesMessage(MESSAGE)))
+                elif isinstance(event, events.BytesMessage):
+                    echo = bytes(event.data)
+                elif isinstance(event, events.CloseConnection | events.RejectConnection):
+                    return Chat(accepted, echo, ended=True)
+    except TimeoutError:
+        pass  # nothing came back and the connection stayed open
+    except (OSError, ssl.SSLError):
+        ended = True  # reset
+    finally:
+        stream.close()
+    return Chat(accepted, echo, ended)
+
+
 def test_the_pairs_cover_the_pipeline() -> None:
     """Every addon with a request-path hook is attacked, the filter's four among them."""
     assert {h for a, h in PAIRS if a == "filter"} == {
@@ -126,16 +182,14 @@ def test_the_pairs_cover_the_pipeline() -> None:
         "next_layer",
         "requestheaders",
     }
+    assert ("limits", "websocket_message") in PAIRS
     assert len({a for a, _ in PAIRS}) >= 10
 
 
-# A plain GET and an HTTPS GET never open a WebSocket, so its hooks are never called here:
-# the pipeline kills the flow when one fails (``_fail_http``), attacked by no test yet.
-NEEDS_A_WEBSOCKET = pytest.mark.skip(reason="needs a WebSocket origin; not attacked here yet")
-CASES = [
-    pytest.param(a, h, id=f"{a}.{h}", marks=[NEEDS_A_WEBSOCKET] if "websocket" in h else [])
-    for a, h in PAIRS
-]
+# A plain GET and an HTTPS GET never open a WebSocket: its hooks are attacked by their own
+# test below, which opens one.
+CASES = [pytest.param(a, h, id=f"{a}.{h}") for a, h in PAIRS if "websocket" not in h]
+WEBSOCKET_CASES = [pytest.param(a, h, id=f"{a}.{h}") for a, h in PAIRS if "websocket" in h]
 
 
 @pytest.mark.parametrize(("addon", "hook"), CASES)
@@ -162,6 +216,38 @@ def test_an_exception_in_any_hook_blocks(
         if hook not in RESPONSE_SIDE:
             assert origin.count() == before, f"{way.__name__}: the origin was reached"
     assert failed_ways >= 1, "the injected failure never happened"
+
+
+@pytest.mark.parametrize(("addon", "hook"), WEBSOCKET_CASES)
+def test_an_exception_in_a_websocket_hook_ends_the_websocket(
+    gw: Gateway, origin: RecordingOrigin, addon: str, hook: str
+) -> None:
+    """The hook raises on the pupil's first message: the WebSocket ends and the origin never
+    gets the message; counted. The origin may see the upgrade itself (a failing
+    ``websocket_message`` runs only once the WebSocket is open), never what was sent on it.
+    """
+    host = break_host(addon, hook)
+    for tls in (False, True):
+        errors, before = hook_errors(gw, addon, hook), list(origin.messages)
+        chat = websocket(gw, host, tls=tls)
+        way = "wss" if tls else "ws"
+        assert hook_errors(gw, addon, hook) > errors, f"{way}: the injected failure never happened"
+        assert chat.echo is None, f"{way}: the message went through"
+        assert chat.ended, f"{way}: the WebSocket was left open"
+        # Had the proxy sent the message on before hanging up, the origin may still be reading
+        # it: give it the time a delivered message takes (the control's is well under this).
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            assert origin.messages == before, f"{way}: the origin got the message"
+            time.sleep(0.05)
+
+
+def test_an_unbroken_host_carries_a_websocket(gw: Gateway, origin: RecordingOrigin) -> None:
+    """The control for the WebSocket case: the same message reaches the origin and comes back."""
+    for tls in (False, True):
+        before = len(origin.messages)
+        assert websocket(gw, CONTROL, tls=tls) == Chat(True, MESSAGE)
+        assert origin.messages[before:] == [MESSAGE]
 
 
 def test_an_unbroken_host_reaches_the_origin(gw: Gateway, origin: RecordingOrigin) -> None:

@@ -95,6 +95,9 @@ class Failing:
     def tcp_message(self, flow: tcp.TCPFlow) -> None:
         raise RuntimeError("boom")
 
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        raise RuntimeError("boom")
+
     def http_connect(self, flow: http.HTTPFlow) -> None:
         raise RuntimeError("boom")
 
@@ -153,6 +156,17 @@ def test_a_failure_on_a_tcp_message_kills_the_flow() -> None:
     flow = tflow.ttcpflow()
     with taddons.context(pipeline):
         pipeline.tcp_message(flow)  # type: ignore[attr-defined]
+    assert flow.error is not None
+
+
+def test_a_failure_on_a_websocket_message_drops_it() -> None:
+    """Killing alone would not stop it (mitmproxy sends a killed WebSocket's message on)."""
+    pipeline = Pipeline([Failing()])
+    flow = tflow.twebsocketflow()
+    assert flow.websocket is not None
+    with taddons.context(pipeline):
+        pipeline.websocket_message(flow)  # type: ignore[attr-defined]
+    assert flow.websocket.messages[-1].dropped
     assert flow.error is not None
 
 

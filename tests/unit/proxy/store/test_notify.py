@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -11,14 +13,23 @@ from sqlalchemy import Engine, text
 from proxy.store import control, notify
 from proxy.store.engine import session
 from proxy.store.site import at_site
+from tests.postgres import PostgresServer, postgres  # noqa: F401  (pytest finds fixtures by import)
+
+_numbers = itertools.count(1)
 
 NOW = datetime.now(UTC)
 
 
 @pytest.fixture
+def store_url(postgres: PostgresServer) -> str:  # noqa: F811
+    """PostgreSQL only: LISTEN/NOTIFY is PostgreSQL's, and SQLite stores rely on the poll
+    (tested with the store's refresh), so these tests are not made for SQLite at all."""
+    return postgres.create_database(f"test_notify_{os.getpid()}_{next(_numbers)}")
+
+
+@pytest.fixture
 def pg_engine(engine: Engine) -> Engine:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite stores rely on the poll")
+    assert engine.dialect.name == "postgresql"
     return engine
 
 
