@@ -23,9 +23,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine, and_, or_, select
 
-from proxy.incidents import digest
+from proxy.incidents import digest, logindex, timeline
 from proxy.incidents import store as incidents
 from proxy.incidents.alerts import Alerter, digest_channels
+from proxy.incidents.keyedhash import load_or_create_key
 from proxy.incidents.models import Incident
 from proxy.settings import Settings
 from proxy.store.engine import session
@@ -33,10 +34,19 @@ from proxy.store.engine import session
 log = logging.getLogger("schoolgate.retention")
 STATE_FILE = "housekeeping.json"
 LOCK_FILE = "housekeeping.lock"
+INDEX_EVERY = timedelta(minutes=15)
 
 
 def purge_access_log(path: Path, cutoff: datetime) -> int:
-    """Remove lines older than ``cutoff`` from the access log and its rotated copies."""
+    """Remove lines older than ``cutoff`` from the access log and its rotated copies, and
+    the index of every log file so deleted or rewritten (it must show no more than the log)."""
+    try:
+        return _purge_access_log(path, cutoff)
+    finally:
+        logindex.prune(path)
+
+
+def _purge_access_log(path: Path, cutoff: datetime) -> int:
     removed = 0
     for rotated in path.parent.glob(path.name + ".*"):
         mtime = datetime.fromtimestamp(rotated.stat().st_mtime, UTC)
@@ -146,6 +156,7 @@ class Housekeeper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock: int | None = None
+        self._indexed: datetime | None = None
 
     def _holds_lock(self) -> bool:
         """Whether this process is the one that does the housekeeping (non-blocking)."""
@@ -180,6 +191,9 @@ class Housekeeper:
             log.info("daily purge: %s", counts)
             state["purge"] = now.isoformat()
             self._save(state)
+        if self._indexed is None or now - self._indexed >= INDEX_EVERY:
+            self._index()
+            self._indexed = now
         config = self.settings.alerts.digest
         last_digest = datetime.fromisoformat(state["digest"]) if "digest" in state else None
         if digest.due(last_digest, now, config.every, config.hour):
@@ -187,6 +201,19 @@ class Housekeeper:
             log.info("digest: %d incident(s)", sent)
             state["digest"] = now.isoformat()
             self._save(state)
+
+    def _index(self) -> None:
+        """Keep the index by person up to date (every ``INDEX_EVERY``: the lines since the
+        last time), so a DSL's first look at a month of history waits for at most that
+        many minutes' lines to be indexed, not a day's. Not every minute: a growing file's
+        index is written whole each time (20 MB a day at 5,000,000 lines). A failure here
+        is logged, not fatal: the console indexes what it needs itself."""
+        try:
+            key = load_or_create_key(self.settings.data_dir)
+            for path in timeline.log_files(self.settings.access_log_path):
+                logindex.build(path, key)
+        except (OSError, ValueError):
+            log.exception("indexing the access log")
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine
 
 from proxy.identity import Identity
-from proxy.incidents import digest
+from proxy.incidents import digest, logindex
 from proxy.incidents import store as log
 from proxy.incidents.alerts import Alert, Alerter
 from proxy.incidents.events import IncidentEvent, concerning_search
@@ -255,3 +255,24 @@ def test_purge_and_the_report_read_the_access_log_where_the_settings_put_it(
     assert purge_all(settings, engine, NOW)["access_log_lines"] == 1
     assert "old.example" not in custom.read_text()
     assert "untouched.example" in default.read_text()
+
+
+def test_housekeeper_keeps_the_access_log_index_up_to_date(engine: Engine, tmp_path: Path) -> None:
+    """Every 15 minutes the lines written since the last time are indexed, so a DSL's first
+    look at a month of history does not wait for a day's (proxy/incidents/logindex.py)."""
+    settings = Settings.model_validate({"data_dir": str(tmp_path)})
+    access = settings.access_log_path
+    line = '{"time": "%s", "user": "p.one", "client_ip": "10.0.0.1", "host": "a.example"}\n'
+    access.write_text(line % NOW.isoformat())
+    keeper = Housekeeper(settings, engine, Alerter(), lambda: "School")
+    keeper.tick(NOW)
+    index = logindex.index_path(access, access.stat())
+    assert index.exists()
+    with access.open("a") as f:
+        f.write(line % (NOW + timedelta(minutes=1)).isoformat())
+    keeper.tick(NOW + timedelta(minutes=1))  # too soon: not yet
+    head = json.loads(index.read_bytes().split(b"\n")[1])
+    assert head["end"] < access.stat().st_size
+    keeper.tick(NOW + timedelta(minutes=16))
+    head = json.loads(index.read_bytes().split(b"\n")[1])
+    assert head["end"] == access.stat().st_size
