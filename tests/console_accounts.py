@@ -26,11 +26,15 @@ from proxy.store.engine import database_url, make_engine, session
 PASSWORD = "a long test password"
 
 
-def add_account(config_dir: Path, name: str, role: str, password: str = PASSWORD) -> str | None:
-    """Make the account with ``schoolgate console users add``; its TOTP secret (None: staff)."""
+def add_account(
+    config_dir: Path, name: str, role: str, password: str = PASSWORD, site: str | None = None
+) -> str | None:
+    """Make the account with ``schoolgate console users add`` (``site``: its scope, a site or
+    ``*``; default the configuration's site); its TOTP secret (None: staff)."""
+    scope = ["--site", site] if site is not None else []
     result = CliRunner().invoke(
         cli,
-        ["console", "users", "add", name, "--role", role, "--config", str(config_dir)],
+        ["console", "users", "add", name, "--role", role, *scope, "--config", str(config_dir)],
         input=f"{password}\n{password}\n",
     )
     assert result.exit_code == 0, result.stderr
@@ -84,7 +88,7 @@ def acting(args: tuple[str, ...] | list[str]) -> list[str]:
     return names
 
 
-def ensure_account(config_dir: Path, name: str, role: str) -> None:
+def ensure_account(config_dir: Path, name: str, role: str, site: str | None = None) -> None:
     """Make the account unless this configuration's store has it already."""
     engine = make_engine(database_url(load_settings(config_dir)))
     try:
@@ -94,4 +98,4 @@ def ensure_account(config_dir: Path, name: str, role: str) -> None:
     finally:
         engine.dispose()
     if found is None:
-        add_account(config_dir, name, role)
+        add_account(config_dir, name, role, site=site)

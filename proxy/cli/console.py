@@ -4,6 +4,8 @@
 starts it too); ``schoolgate console users add NAME --role R`` makes an
 account, asking for the password (twice, on the terminal or from standard
 input) and printing the TOTP provisioning URI to put in an authenticator app.
+An account sees one school's rows (``--site NAME``, by default this gateway's
+site) or every school's (``--site '*'``); ``users scope`` changes that later.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def console(ctx: click.Context, config_dir: Path, listen: str | None, supervised
 
 @console.group()
 def users() -> None:
-    """Console accounts: add, list, unlock, disable."""
+    """Console accounts: add, list, scope, unlock, disable."""
 
 
 @users.command("add")
@@ -53,8 +55,17 @@ def users() -> None:
 @click.option(
     "--ldap", is_flag=True, help="Their password is the directory's (auth.ldap): none is stored."
 )
+@click.option(
+    "--site",
+    "scope",
+    metavar="NAME|*",
+    help="The school whose rows they see, or * for every school of the trust "
+    "(default: the site in schoolgate.yaml).",
+)
 @config_option
-def users_add(name: str, role: str, email: str | None, ldap: bool, config_dir: Path) -> None:
+def users_add(
+    name: str, role: str, email: str | None, ldap: bool, scope: str | None, config_dir: Path
+) -> None:
     """Make an account for NAME (their proxy login name); prints the TOTP setup URI."""
     store = open_store(config_dir)
     if ldap and store.fs.settings.auth.ldap is None:
@@ -69,11 +80,12 @@ def users_add(name: str, role: str, email: str | None, ldap: bool, config_dir: P
     with store.session() as s:
         try:
             _, uri = accounts.add_user(
-                s, name, role, password, datetime.now(UTC), email=email, ldap=ldap
+                s, name, role, password, datetime.now(UTC), email=email, ldap=ldap, scope=scope
             )
         except accounts.AccountError as exc:
             raise fail(str(exc)) from None
-    click.echo(f"{name}: console account made ({accounts.ROLES[role]})")
+    sees = _scope(scope or store.fs.settings.site)
+    click.echo(f"{name}: console account made ({accounts.ROLES[role]}, {sees})")
     if uri:
         click.echo("add this to their authenticator app (as a QR code or typed in):")
         click.echo(uri)
@@ -88,7 +100,8 @@ def users_add(name: str, role: str, email: str | None, ldap: bool, config_dir: P
 @users.command("list")
 @config_option
 def users_list(config_dir: Path) -> None:
-    """Every account, its role, and whether it is locked or disabled."""
+    """Every account, its role, its scope (a site, or * for the trust), and whether it is
+    locked or disabled."""
     store = open_store(config_dir)
     now = datetime.now(UTC)
     with store.session() as s:
@@ -97,9 +110,28 @@ def users_list(config_dir: Path) -> None:
         state = "disabled" if user.disabled else ""
         if user.locked_until and user.locked_until > now:
             state = f"locked until {user.locked_until:%H:%M} UTC"
-        click.echo(f"{user.name}  {user.role}  {state}".rstrip())
+        click.echo(f"{user.name}  {user.role}  {user.site}  {state}".rstrip())
     if not found:
         click.echo("no console accounts: add one with `schoolgate console users add`")
+
+
+def _scope(scope: str) -> str:
+    return "whole trust" if scope == accounts.TRUST else f"sees {scope}"
+
+
+@users.command("scope")
+@click.argument("name")
+@click.argument("site", metavar="SITE|*")
+@config_option
+def users_scope(name: str, site: str, config_dir: Path) -> None:
+    """Make NAME see one school's rows (SITE), or every school's (*, a trust account)."""
+    store = open_store(config_dir)
+    with store.session() as s:
+        try:
+            accounts.set_scope(s, name, site)
+        except accounts.AccountError as exc:
+            raise fail(str(exc)) from None
+    click.echo(f"{name}: {_scope(site)}")
 
 
 def _set(config_dir: Path, name: str, **values: object) -> None:

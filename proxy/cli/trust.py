@@ -88,8 +88,9 @@ def trust_apply(edited: Path, sites: tuple[Path, ...], reason: str, dry_run: boo
         click.echo("dry run: nothing recorded or installed")
         return
     store = open_store(sites[0])
-    # A person acting: their console password and code, as for `policy apply`.
-    _, proof = prove(store.engine, store.now(), by, "policy", store.fs.settings)
+    # A person acting: their console password and code, as for `policy apply`; the trust's
+    # policy is every school's, so only a trust account (scope *) may change it.
+    _, proof = prove(store.engine, store.now(), by, "policy", store.fs.settings, every_site=True)
     with store.session() as s:
         for fs in filtersets:
             overlay = fs.policy.source.read_text(encoding="utf-8")

@@ -8,24 +8,23 @@ category for every group (as a local block entry would); reject opens it
 and it is never analysed again. Each decision is recorded in change control
 as the signed-in person (``content.confirm`` / ``content.reject``, as
 ``schoolgate content confirm/reject`` records it), and appended to the list,
-which every worker reads within a second.
+which every worker reads within a second; ``proxy.content.decide`` does both,
+for the CLI too.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from blocklists.normalise import BadURL, normalise_entry
 from proxy.console.requests import actor_details
 from proxy.console.web import PER_PAGE, Page, checked_form, person, render, see_other, state_of
+from proxy.content import decide
 from proxy.content.learned import LEARNED_FILE, LearnedEntry, LearnedList
 from proxy.content.phrases import CATEGORY_WORDS
-from proxy.store import chain
 
 
 def _entries(request: Request) -> LearnedList:
@@ -76,30 +75,22 @@ async def learned_decide(request: Request) -> Response:
         raise HTTPException(400, "choose confirm or reject")
     if not reason:
         raise HTTPException(400, "say why: the reason is recorded for the governors")
-    try:
-        key = normalise_entry(str(form.get("entry", "")))
-    except BadURL as exc:
-        raise HTTPException(400, f"not a page address: {exc}") from None
     learned = _entries(request)
-    found = learned.get(key)
-    if found is None:
-        raise HTTPException(404, "that address is not on the learned list")
-    decided = replace(
-        found, state="confirmed" if decision == "confirm" else "rejected", by=signed.person.name
-    )
-    now = state.now()
+    try:
+        found = decide.find(learned, str(form.get("entry", "")))
+    except decide.NotAnAddress as exc:
+        raise HTTPException(400, str(exc)) from None
+    except decide.NotLearned as exc:
+        raise HTTPException(404, str(exc)) from None
     with state.session() as s:
-        chain.append(
+        decided = decide.decide(
             s,
-            at=now,
-            kind=f"content.{decision}",
-            actor=signed.person.name,
-            subject=f"{key} ({CATEGORY_WORDS.get(found.category, found.category)})",
+            learned,
+            found,
+            "confirm" if decision == "confirm" else "reject",
+            by=signed.person.name,
             reason=reason,
-            details={"entry": key, "category": found.category, "score": found.score,
-                     "phrases": list(found.phrases), "kind": found.kind,
-                     **actor_details(request)},
-        )  # fmt: skip
-        # Inside the transaction: a failed write rolls the change-log row back with it.
-        learned.add(decided)
+            now=state.now(),
+            proof=actor_details(request),
+        )
     return see_other(f"/learned?done={decided.state}")

@@ -82,3 +82,24 @@ def test_a_proven_approval_records_the_person_and_the_os_user(config: Path) -> N
     details = json.loads(row.details)
     assert details["via"] == "cli"
     assert details["os_user"] == getpass.getuser()
+
+
+def test_a_school_account_of_another_site_cannot_act_at_this_gateway(config: Path) -> None:
+    """A teacher whose account is south's proves who they are at this gateway (site main)
+    and is refused in one line; made a trust account (scope *), the same request goes."""
+    add_account(config, "s.staff", "staff", site="south")
+    request = ["override", "request", "games-demo.example", "--for", "group:pupil"]
+    request += ["--reason", "Year 9 history", "--by", "s.staff", "--config", str(config)]
+    result = CliRunner().invoke(cli, request, input=f"{PASSWORD}\n")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: s.staff's account is south's: it cannot act at main"
+    )
+    assert [c.kind for c in changes(config)] == ["override.request"]
+    scoped = CliRunner().invoke(
+        cli, ["console", "users", "scope", "s.staff", "*", "--config", str(config)]
+    )
+    assert scoped.exit_code == 0, scoped.stderr
+    result = CliRunner().invoke(cli, request, input=f"{PASSWORD}\n")
+    assert result.exit_code == 0, result.stderr
+    assert changes(config)[-1].actor == "s.staff"

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import func, select
 
 from proxy.cli import cli
+from proxy.store.engine import make_engine, session
+from proxy.store.models import Change
 from proxy.store.site import DEFAULT_SITE, set_site
 from proxy.trust import layered_policy
 from proxy.yamlfile import ConfigError
@@ -291,12 +294,15 @@ def two_sites(tmp_path: Path) -> tuple[Path, Path, Path]:
     return trust_path, configs[0], configs[1]
 
 
-def trust_apply(edited: Path, north: Path, south: Path, *extra: str) -> tuple[int, str, str]:
-    """`trust apply` by the trust's technician, who proves it with their console account."""
-    ensure_account(north, "trust.it", "technician")
+def trust_apply(
+    edited: Path, north: Path, south: Path, *extra: str, by: str = "trust.it"
+) -> tuple[int, str, str]:
+    """`trust apply` by the trust's technician (a trust account, scope *), who proves it with
+    their console account."""
+    ensure_account(north, "trust.it", "technician", site="*")
     args = ["trust", "apply", str(edited), "--site", str(north), "--site", str(south)]
-    args += ["--reason", "termly review", "--by", "trust.it", *extra]
-    result = CliRunner().invoke(cli, args, input=proof(north, "trust.it"))
+    args += ["--reason", "termly review", "--by", by, *extra]
+    result = CliRunner().invoke(cli, args, input=proof(north, by))
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -345,3 +351,28 @@ def test_trust_apply_shows_each_sites_impact_and_records_it_there(tmp_path: Path
     assert listed.exit_code == 0, listed.stderr
     assert ",north" in listed.stdout
     assert ",south" in listed.stdout
+
+
+def test_trust_apply_needs_a_trust_account(tmp_path: Path) -> None:
+    """North's own technician (a school account) proves who they are, but the trust's policy
+    is every school's: refused in one line, nothing recorded or installed."""
+    trust_path, north, south = two_sites(tmp_path)
+    ensure_account(north, "north.it", "technician")
+    edited = write(
+        tmp_path,
+        "edited.yaml",
+        TRUST.replace(
+            "staff:\n    inherits: pupil\n", "staff:\n    inherits: pupil\n    default: blocked\n"
+        ),
+    )
+    code, _, err = trust_apply(edited, north, south, by="north.it")
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        "Error: north.it's account is north's: this changes every site, "
+        "so it needs a trust account (scope *)"
+    )
+    assert trust_path.read_text("utf-8") == TRUST
+    engine = make_engine("sqlite:///" + str(tmp_path / "shared.db"))
+    with session(engine, read_only=True) as s:
+        assert s.scalar(select(func.count(Change.seq))) == 0
+    engine.dispose()

@@ -56,9 +56,45 @@ def test_users_add_prints_the_totp_uri_and_warns_of_an_unnamed_approver(config: 
     assert code == 1
     assert "x.staff already has an account" in err
     code, out, _ = sg(config, "console", "users", "list")
-    assert out.splitlines() == ["j.meer  approver", "x.staff  staff"]
+    assert out.splitlines() == ["j.meer  approver  main", "x.staff  staff  main"]
     assert sg(config, "console", "users", "disable", "x.staff")[0] == 0
-    assert "x.staff  staff  disabled" in sg(config, "console", "users", "list")[1]
+    assert "x.staff  staff  main  disabled" in sg(config, "console", "users", "list")[1]
+
+
+def test_an_account_is_made_for_a_school_or_the_trust_and_its_scope_changed(
+    config: Path,
+) -> None:
+    """--site names the school an account sees (default: this gateway's), * the whole trust;
+    `users scope` changes it, and the listing shows it; a scope no site can be is refused."""
+    both = f"{PASSWORD}\n{PASSWORD}\n"
+    settings = config / "schoolgate.yaml"
+    settings.write_text(settings.read_text("utf-8") + "site: north\n", "utf-8")
+    add = ("console", "users", "add")
+    code, out, err = sg(config, *add, "n.dsl", "--role", "dsl", stdin=both)
+    assert code == 0, err
+    assert "(Designated safeguarding lead, sees north)" in out
+    code, out, err = sg(config, *add, "s.dsl", "--role", "dsl", "--site", "south", stdin=both)
+    assert code == 0, err
+    code, out, err = sg(config, *add, "t.tech", "--role", "technician", "--site", "*", stdin=both)
+    assert code == 0, err
+    assert "whole trust" in out
+    code, _, err = sg(config, *add, "x.y", "--role", "staff", "--site", "North!", stdin=both)
+    assert code == 1
+    assert "a site is lower-case letters" in err.strip().splitlines()[-1]
+    listed = sg(config, "console", "users", "list")[1].splitlines()
+    assert listed == ["n.dsl  dsl  north", "s.dsl  dsl  south", "t.tech  technician  *"]
+    code, out, err = sg(config, "console", "users", "scope", "s.dsl", "*")
+    assert (code, out.strip()) == (0, "s.dsl: whole trust"), err
+    code, out, err = sg(config, "console", "users", "scope", "t.tech", "north")
+    assert (code, out.strip()) == (0, "t.tech: sees north"), err
+    listed = sg(config, "console", "users", "list")[1].splitlines()
+    assert listed == ["n.dsl  dsl  north", "s.dsl  dsl  *", "t.tech  technician  north"]
+    code, _, err = sg(config, "console", "users", "scope", "nobody", "north")
+    assert code == 1
+    assert err.strip().splitlines()[-1] == "Error: no console account 'nobody'"
+    code, _, err = sg(config, "console", "users", "scope", "n.dsl", "")
+    assert code == 1
+    assert "a site is lower-case letters" in err
 
 
 def test_passwords_must_match_and_be_long_enough(config: Path) -> None:

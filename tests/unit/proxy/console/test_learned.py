@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from click.testing import CliRunner
+
+from proxy.cli import cli
 from proxy.content.learned import LEARNED_FILE, LearnedEntry, LearnedList, append
-from tests.console_accounts import add_account
+from tests.console_accounts import add_account, proof
 from tests.unit.proxy.console.test_app import app, client, config, csrf, rows
 
 __all__ = ["app", "config"]  # fixtures
@@ -100,3 +103,59 @@ def test_test_a_url_says_what_the_learned_list_holds(app: object, config: Path) 
     )
     assert "Learned list" in text
     assert "adult content scored 140 (phrases: free porn)" in text
+
+
+def sg(config: Path, *args: str, stdin: str = "") -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, [*args, "--config", str(config)], input=stdin)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_the_cli_lists_an_image_with_its_detection_and_page(config: Path) -> None:
+    """`content learned` shows an image as an image: the detector's confidence, the class it
+    saw and the page that showed it; a text page with its score and phrases."""
+    append(learned_file(config), PAGE)
+    append(learned_file(config), IMAGE)
+    code, out, err = sg(config, "content", "learned")
+    assert code == 0, err
+    assert out.splitlines() == [
+        "2026-11-30T10:00  unlisted.example/hot  adult content, score 140",
+        "    phrases: free porn",
+        "2026-11-30T10:05  image unlisted.example/pic.jpg  adult content, 87%",
+        "    detected: BUTTOCKS_EXPOSED",
+        "    shown on http://unlisted.example/gallery",
+    ]
+
+
+def test_the_cli_and_the_console_record_a_decision_alike(app: object, config: Path) -> None:
+    """The console rejects the page, the CLI confirms the image: both rows carry the same
+    details (one core function writes them), each naming how the person acted."""
+    append(learned_file(config), PAGE)
+    append(learned_file(config), IMAGE)
+    add_account(config, "tech", "technician")
+    c = client(app, config, "tech")
+    reject = {"csrf": csrf(c, "/learned"), "entry": PAGE.entry, "decision": "reject"}
+    assert c.post("/learned/decide", data={**reject, "reason": "a clinic"}).status_code == 200
+    code, _, err = sg(
+        config, "content", "confirm", "unlisted.example/nothing", "--reason", "x", "--by", "tech"
+    )
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        "Error: unlisted.example/nothing is not on the learned list "
+        "(see `schoolgate content learned --all`)"
+    )
+    confirm = ("content", "confirm", IMAGE.entry, "--reason", "nudity", "--by", "tech")
+    code, out, err = sg(config, *confirm, stdin=proof(config, "tech"))
+    assert code == 0, err
+    assert out.strip() == f"{IMAGE.entry}: confirmed"
+    page, image = (json.loads(r.details) for r in rows(config)[-2:])
+    assert {k: page[k] for k in ("entry", "kind", "score", "via")} == {
+        "entry": PAGE.entry, "kind": "text", "score": 140, "via": "console",
+    }  # fmt: skip
+    assert {k: image[k] for k in ("entry", "kind", "page", "phrases", "via")} == {
+        "entry": IMAGE.entry, "kind": "image", "page": IMAGE.page,
+        "phrases": ["BUTTOCKS_EXPOSED"], "via": "cli",
+    }  # fmt: skip
+    learned = LearnedList(learned_file(config))
+    learned.refresh()
+    assert learned.entries[IMAGE.entry].state == "confirmed"
+    assert learned.entries[PAGE.entry].state == "rejected"

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from click.testing import CliRunner
 from sqlalchemy import Engine, select, text
 
+from proxy.cli import cli
 from proxy.console.models import ConsoleUser
 from proxy.identity import Identity
 from proxy.incidents import deliveries, report, retention
@@ -182,14 +184,8 @@ def test_a_stored_alert_delivery_names_the_site_it_was_raised_at(engine: Engine)
         assert deliveries.recent(s, site="north") == []
 
 
-def test_purge_deletes_only_its_own_sites_rows_unless_trust_wide(
-    store_url: str, tmp_path: Path
-) -> None:
-    """North's purge (north's retention: 30 days) leaves south's old closed incident, its
-    review and south's old search, which south's own retention keeps; only the explicit
-    trust-wide purge takes them."""
-    engine = make_engine(store_url)
-    migrate.upgrade(engine)
+def _old_closed_rows_at_north_and_south(engine: Engine) -> None:
+    """At each site: a closed incident, its review and a search, 100 days old."""
     old = NOW - timedelta(days=100)
     with session(engine) as s:
         for site in ("north", "south"):
@@ -201,6 +197,17 @@ def test_purge_deletes_only_its_own_sites_rows_unless_trust_wide(
                 who = Identity(f"pupil-{site}", "pupil", "10.0.0.5", "address")
                 record_search(s, search_event(who, "google", "q", None, old))
                 s.flush()  # inside at_site: the rows' site defaults are read at the flush
+
+
+def test_purge_deletes_only_its_own_sites_rows_unless_trust_wide(
+    store_url: str, tmp_path: Path
+) -> None:
+    """North's purge (north's retention: 30 days) leaves south's old closed incident, its
+    review and south's old search, which south's own retention keeps; only the explicit
+    trust-wide purge takes them."""
+    engine = make_engine(store_url)
+    migrate.upgrade(engine)
+    _old_closed_rows_at_north_and_south(engine)
     config = write_config(tmp_path, store_url, POLICY)
     with (config / "schoolgate.yaml").open("a", encoding="utf-8") as f:
         f.write("site: north\nretention_days: {incidents: 30, access: 30}\n")
@@ -215,4 +222,36 @@ def test_purge_deletes_only_its_own_sites_rows_unless_trust_wide(
     assert (counts["incidents"], counts["reviews"], counts["searches"]) == (1, 1, 1)
     with session(engine, read_only=True) as s:
         assert list(s.scalars(select(Incident.site))) == []
+    engine.dispose()
+
+
+def test_the_purge_command_is_per_site_unless_every_site_is_asked(tmp_path: Path) -> None:
+    """`schoolgate purge` at north (SQLite, two sites in one store) leaves south's old rows;
+    `purge --every-site` is the explicit trust-wide purge and takes them."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    _old_closed_rows_at_north_and_south(engine)
+    config = write_config(tmp_path, url, POLICY)
+    with (config / "schoolgate.yaml").open("a", encoding="utf-8") as f:
+        f.write("site: north\nretention_days: {incidents: 30, access: 30}\n")
+
+    def sites() -> tuple[list[str], list[str], list[str]]:
+        with session(engine, read_only=True) as s:
+            return (
+                list(s.scalars(select(Incident.site))),
+                list(s.scalars(select(IncidentReview.site))),
+                list(s.scalars(select(SearchRecord.site))),
+            )
+
+    result = CliRunner().invoke(cli, ["purge", "--config", str(config)])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("purged: 1 incidents, 1 reviews, 1 searches")
+    assert "(at north)" in result.stdout
+    assert sites() == (["south"], ["south"], ["south"])
+    result = CliRunner().invoke(cli, ["purge", "--every-site", "--config", str(config)])
+    assert result.exit_code == 0, result.stderr
+    assert "purged: 1 incidents, 1 reviews, 1 searches" in result.stdout
+    assert "(at every site)" in result.stdout
+    assert sites() == ([], [], [])
     engine.dispose()
