@@ -33,10 +33,10 @@ def _host(args: tuple[Any, ...]) -> str | None:
     target = args[0] if args else None
     address = None
     if isinstance(target, http.HTTPFlow):
-        # In a tunnel, request.host becomes the mapped 127.0.0.1 once the upstream connection
-        # is open, as it always is when a WebSocket's hooks run; its Host header names the host.
-        request = target.request
-        return request.pretty_host if target.websocket is not None else request.host
+        # The name the client asked for, from the Host header (or HTTP/2 authority): in a
+        # tunnel, request.host is already the mapped 127.0.0.1 when requestheaders, request
+        # and the WebSocket hooks run (the upstream connection is opened at CONNECT).
+        return target.request.pretty_host
     if isinstance(target, layer.NextLayer | tls.ClientHelloData):
         address = target.context.server.address
     elif isinstance(target, tcp.TCPFlow):

@@ -206,8 +206,10 @@ class RecordingOrigin:
     """A TCP server that records every connection it accepts, then plays TLS or HTTP.
 
     For tests that must show that nothing reached an origin: it counts
-    connections, not requests, so an upstream connection opened and never
-    used is seen too.
+    connections (``count``), so an upstream connection opened and never
+    used is seen too, and apart from them the HTTP requests it was sent
+    (``requests``, the request line of each), so a test can tell a bare
+    TCP/TLS connection from one that carried a request.
     """
 
     def __init__(self, cert: Path, key: Path) -> None:
@@ -216,6 +218,7 @@ class RecordingOrigin:
         self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.tls.load_cert_chain(cert, key)
         self.connections: list[bytes] = []
+        self.requests: list[bytes] = []  # the request line of every HTTP request received
         self.handshakes = 0  # WebSocket upgrades accepted
         self.messages: list[bytes] = []  # every WebSocket message received (each is echoed)
         self.in_time = 0  # connections a test saw in its own window (test_tunnels adds them up)
@@ -226,6 +229,15 @@ class RecordingOrigin:
     def count(self) -> int:
         with self._lock:
             return len(self.connections)
+
+    def request_count(self) -> int:
+        with self._lock:
+            return len(self.requests)
+
+    def opened_since(self, count: int) -> list[bytes]:
+        """The first byte of each connection after the first ``count`` (b"\\x16": TLS)."""
+        with self._lock:
+            return self.connections[count:]
 
     def _serve(self) -> None:
         while True:
@@ -258,6 +270,10 @@ class RecordingOrigin:
 
     def _answer(self, stream: socket.socket) -> None:
         request = stream.recv(4096)
+        if not request:
+            return  # a connection (and its TLS handshake) with no request on it
+        with self._lock:
+            self.requests.append(request.split(b"\r\n", 1)[0])
         if b"upgrade: websocket" in request.lower():
             self._websocket(stream, request)
         else:

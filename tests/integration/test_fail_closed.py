@@ -3,10 +3,13 @@
 The real proxy runs under ``breakhook``, which makes one hook of one addon
 raise for requests to ``ADDON--HOOK.break.example``. For every addon and
 every request-path hook it defines, a pupil asks for that host over plain
-HTTP and over HTTPS (CONNECT, trusting the proxy's CA). The origin
-(``RecordingOrigin``, counting every connection) must see nothing when the
-failing hook runs before the request goes out; for the response hooks, the
-client must not get the origin's answer. Each failure must be counted in
+HTTP and over HTTPS (CONNECT, trusting the proxy's CA); the failing hook
+finds its host by the request's Host header, so it fails inside a tunnel
+too. The origin (``RecordingOrigin``, counting every connection and every
+request) must see nothing when the failing hook runs before any upstream
+connection, and no request when it runs in a tunnel EarlyConnect already
+opened; for the response hooks, the client must not get the origin's
+answer. Each failure must be counted in
 ``schoolgate_hook_errors_total{addon,hook}``, which shows the hook really ran
 and failed on that path.
 """
@@ -43,6 +46,11 @@ pytestmark = pytest.mark.integration
 
 # After these the request has gone to the origin: the client must still not get its answer.
 RESPONSE_SIDE = {"responseheaders", "response"}
+# In a tunnel these run after EarlyConnect (``addons/earlyconnect.py``) may have opened the
+# upstream TLS connection: the origin may see that connection, never a request on it. Found by
+# test: every requestheaders and request case over HTTPS sees exactly one TLS connection and
+# no request; every other hook, and every hook over plain HTTP, sees nothing at all.
+AFTER_EARLY_CONNECT = {"requestheaders", "request"}
 
 
 def _pairs() -> list[tuple[str, str]]:
@@ -205,6 +213,7 @@ def test_an_exception_in_any_hook_blocks(
     failed_ways = 0
     for way in (plain, secure):
         errors, before = hook_errors(gw, addon, hook), origin.count()
+        requests = origin.request_count()
         status, body = way(gw, host)
         if hook_errors(gw, addon, hook) == errors:
             continue  # this hook does not run this way (the other way attacks it)
@@ -213,9 +222,27 @@ def test_an_exception_in_any_hook_blocks(
         # A failed server_connect refuses the upstream connection (server.error), which the
         # client sees as the gateway's "cannot reach the site" 502; the origin check is below.
         assert status in ((0, 403, 502) if hook == "server_connect" else (0, 403))
-        if hook not in RESPONSE_SIDE:
-            assert origin.count() == before, f"{way.__name__}: the origin was reached"
+        if hook in RESPONSE_SIDE:
+            continue
+        if way is secure and hook in AFTER_EARLY_CONNECT:
+            # EarlyConnect met this allowed host at the pupil's ClientHello, before these hooks
+            # run: one TLS handshake to the origin is allowed, and harmless (it carries
+            # nothing from the pupil but the host name its ClientHello already showed). No request
+            # may follow it; give a request the proxy sent on the time to be recorded.
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                assert origin.request_count() == requests, "secure: a request reached the origin"
+                time.sleep(0.05)
+            opened = origin.opened_since(before)
+            assert opened in ([], [b"\x16"]), f"secure: not one TLS connection at most: {opened}"
+        else:
+            # Before any upstream connection: nothing at all may reach the origin.
+            assert (origin.count(), origin.request_count()) == (before, requests), (
+                f"{way.__name__}: the origin was reached"
+            )
     assert failed_ways >= 1, "the injected failure never happened"
+    if hook in AFTER_EARLY_CONNECT:  # every request runs these, in a tunnel or not
+        assert failed_ways == 2, "the injected failure did not happen both ways"
 
 
 @pytest.mark.parametrize(("addon", "hook"), WEBSOCKET_CASES)
