@@ -140,6 +140,14 @@ class ContentAnalysis:
             self.learned.refresh()
         return self.learned
 
+    def _in_force(self) -> LearnedList:
+        """The list as the watcher keeps it; opened here if a request comes before running().
+
+        Not ``_learned_list()`` on every request: the watcher follows a moved data folder
+        twice a second, and the request path need not build the path each time.
+        """
+        return self.learned if self.learned is not None else self._learned_list()
+
     async def _watch(self) -> None:
         """Pick up what other workers (and the technician) appended to the learned list."""
         while True:
@@ -177,7 +185,7 @@ class ContentAnalysis:
         entry = _entry_of(flow)
         # The list itself, not what running() left: a worker serves requests while the
         # running() hooks before this one (the store's migration) are still being awaited.
-        found = self._learned_list().get(entry) if entry is not None else None
+        found = self._in_force().get(entry) if entry is not None else None
         if found is not None:
             flow.metadata[facts.LEARNED_STATE] = found.state
         if group is None or found is None or not self._learned_blocks(group, found):
@@ -292,7 +300,7 @@ class ContentAnalysis:
             flow.metadata[CONTENT] = ContentVerdict("unscored: too large", {}, ())
             return
         entry = _entry_of(flow)
-        learned = self._learned_list().get(entry) if entry else None
+        learned = self._in_force().get(entry) if entry else None
         if learned is not None and learned.state == "rejected":
             flow.metadata[CONTENT] = ContentVerdict("passed: rejected list entry", {}, ())
             return
@@ -329,7 +337,7 @@ class ContentAnalysis:
             return
         category, score = crossed[0]
         phrases = tuple(hit.phrase for hit in scores.phrases_for(category)[:10])
-        learned_list = self._learned_list()
+        learned_list = self._in_force()
         if entry is not None and entry not in learned_list.entries:
             learned_list.add(learned_now(entry, category, score, phrases))
         if rule.action == "log":
