@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -368,6 +369,24 @@ class Gateway:
                     return lines
             time.sleep(0.05)
         raise AssertionError(f"access log has fewer than {count} lines")
+
+    def access_line(
+        self, match: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    ) -> dict[str, Any]:
+        """The newest access-log line ``match`` accepts, waiting for the off-thread writer.
+
+        A gateway shared by a file's tests already has lines, so waiting for a line count
+        can read the log before this request's line is written.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.access_log.exists():
+                lines = self.access_log.read_text(encoding="utf-8").splitlines()
+                found = [entry for entry in map(json.loads, lines) if match(entry)]
+                if found:
+                    return found[-1]
+            time.sleep(0.05)
+        raise AssertionError("no access-log line matched")
 
 
 def write_config(config_dir: Path, data_dir: Path, port: int, policy: str = TEST_POLICY) -> None:
