@@ -181,11 +181,14 @@ class ContentAnalysis:
         """A page the learned list knows is answered here, before any upstream connection."""
         if answered_early(flow):
             return
-        group = self._group(flow)
-        entry = _entry_of(flow)
         # The list itself, not what running() left: a worker serves requests while the
         # running() hooks before this one (the store's migration) are still being awaited.
-        found = self._in_force().get(entry) if entry is not None else None
+        learned = self._in_force()
+        if not learned.entries:
+            return  # nothing learned yet: no need to read the URL (about 20 µs a request)
+        group = self._group(flow)
+        entry = _entry_of(flow)
+        found = learned.get(entry) if entry is not None else None
         if found is not None:
             flow.metadata[facts.LEARNED_STATE] = found.state
         if group is None or found is None or not self._learned_blocks(group, found):

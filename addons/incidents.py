@@ -50,7 +50,13 @@ from proxy.incidents.escalation import ESCALATION_FILE, Escalation, load_escalat
 from proxy.incidents.keyedhash import load_or_create_key
 from proxy.incidents.queue import URGENT_SEARCHES
 from proxy.incidents.retention import Housekeeper
-from proxy.incidents.searchterms import TERMS_FILE, TermMatcher, extract_search, load_terms
+from proxy.incidents.searchterms import (
+    TERMS_FILE,
+    TermMatcher,
+    could_be_search,
+    extract_search,
+    load_terms,
+)
 from proxy.watch import FileWatch
 from proxy.yamlfile import ConfigError
 
@@ -202,7 +208,10 @@ class Incidents:
                 canonical = flow.request.pretty_host
             self._raise(decision, identity, canonical, now, facts.reference_of(flow))
             return
-        search = extract_search(flow.request.pretty_url)
+        r = flow.request
+        if not could_be_search(r.host_header or r.host, r.path):
+            return  # building and parsing every URL would cost about 20 µs a request
+        search = extract_search(r.pretty_url)
         if search is not None:
             self._searched(flow, identity, search.engine, search.query, now)
 

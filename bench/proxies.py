@@ -368,9 +368,12 @@ class Bench:
         try:
             start_s = self.wait_http(port, proxy=True)
             self.wrk(port, self.args.warmup, warmup or requests, target=target)
+            spy = self.spy(name, process.pid)
             cpu0, t0 = tree_cpu_seconds(process.pid), time.monotonic()
             out = self.wrk(port, self.args.duration, requests, target=target)
             cpu = (tree_cpu_seconds(process.pid) - cpu0) / (time.monotonic() - t0) * 100
+            if spy is not None:
+                spy_report(name, spy)
         finally:
             self.stop(process)
         found = re.search(r"^RESULT (.*)$", out, re.M)
@@ -392,6 +395,33 @@ class Bench:
         )
         print_row(row)
         return row
+
+    def spy(
+        self, name: str, pid: int
+    ) -> tuple[subprocess.Popen[bytes], Path, int, dict[int, float]] | None:
+        """py-spy sampling every thread of the row named by ``--spy`` through its measured run.
+
+        Unlike ``--profile`` (cProfile: the event-loop thread only, and several times
+        slower) this sees the store writer's and the access log's threads too, whose CPU
+        the rows count, at little cost to the run.
+        """
+        if self.args.spy is None or self.args.spy != name.split(maxsplit=1)[0]:
+            return None
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        out = self.tmp / f"{name.split(maxsplit=1)[0]}.spy"
+        command = [spy, "record", "--pid", str(pid), "--duration", str(self.args.duration)]
+        command += [
+            "--format",
+            "raw",
+            "--threads",
+            "--nonblocking",
+            "--rate",
+            "400",
+            "-o",
+            str(out),
+        ]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return process, out, pid, thread_cpu(pid)
 
     def stop(self, process: subprocess.Popen[bytes]) -> None:
         if process.poll() is None:
@@ -979,6 +1009,60 @@ def prepare_peer(bench: Bench) -> None:
     print(f"peer: {bench.squid.describe()}")
 
 
+THREAD = re.compile(r"thread \((0x[0-9a-f]+|(\d+))\): (.*)")
+OURS = re.compile(r"\((proxy|addons|blocklists)/")
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of ``pid``, by native thread id."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    for entry in os.listdir(f"/proc/{pid}/task"):
+        try:
+            raw = Path(f"/proc/{pid}/task/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw.rpartition(")")[2].split()
+        found[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
+def spy_report(name: str, spy: tuple[subprocess.Popen[bytes], Path, int, dict[int, float]]) -> None:
+    """The sampled row's threads by CPU, functions by own samples, and Schoolgate's by total."""
+    process, out, pid, cpu0 = spy
+    cpu1 = thread_cpu(pid)
+    _, err = process.communicate(timeout=60)
+    if not out.exists():
+        print(f"spy {name}: py-spy wrote nothing: {err.decode(errors='replace').strip()}")
+        return
+    threads: dict[str, int] = {}
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in out.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        threads[frames[0]] = threads.get(frames[0], 0) + count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames[1:]):
+            if OURS.search(frame):
+                inclusive[frame] = inclusive.get(frame, 0) + count
+    print(f"spy {name}: {total} samples (py-spy, every thread, waits in syscalls included)")
+    used = {tid: cpu1[tid] - cpu0.get(tid, 0.0) for tid in cpu1}
+    names = {int(m.group(2)): m.group(3) for m in map(THREAD.match, threads) if m}
+    print(f"  -- CPU by thread ({sum(used.values()):.2f} s in all)")
+    for tid, seconds in sorted(used.items(), key=lambda kv: -kv[1])[:8]:
+        print(f"  {seconds:6.2f} s  {names.get(tid, tid)}")
+    for title, table, top in (("threads", threads, 8), ("own", own, 30), ("ours", inclusive, 40)):
+        print(f"  -- {title}")
+        for frame, count in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"  {count / max(total, 1):6.1%}  {frame}")
+
+
 def verdict(value: float, target: float) -> str:
     return "MET" if value >= target else "MISSED"
 
@@ -1003,6 +1087,11 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=10_000, help="hosts to replay")
     parser.add_argument("--quick", action="store_true", help="5 s runs")
     parser.add_argument("--profile", action="store_true", help="add a cProfile of one worker")
+    parser.add_argument(
+        "--spy",
+        metavar="ROW",
+        help="sample the row of that name (e.g. schoolgate-1w) with py-spy, every thread",
+    )
     parser.add_argument("--https-requests", type=int, default=1000, help="keep-alive HTTPS")
     parser.add_argument("--https-parallel", type=int, default=20, help="curl transfers at once")
     parser.add_argument(

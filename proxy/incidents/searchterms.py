@@ -66,6 +66,22 @@ class SearchQuery:
     query: str
 
 
+# Every path of every engine above, and a word every engine's host contains: together a
+# cheap test that rules out almost every request before its URL is built and parsed.
+_PATHS = frozenset().union(*(paths for _, _, paths, _ in _ENGINES))
+_HOST_WORDS = ("google", "bing", "duckduckgo", "youtube", "yahoo")
+
+
+def could_be_search(host: str, path: str) -> bool:
+    """False only when ``extract_search`` would find no search in a URL with this host and
+    path (raw, as the request has them); True does not mean it is one."""
+    path = path.split("?", 1)[0].split(";", 1)[0] or "/"
+    if path not in _PATHS:
+        return False
+    host = host.lower()
+    return any(word in host for word in _HOST_WORDS)
+
+
 def extract_search(url: str) -> SearchQuery | None:
     """The engine and query of a search URL, or None when ``url`` is not a search."""
     try:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
-from proxy.incidents.searchterms import SearchQuery, extract_search, load_terms, skeleton
+from proxy.incidents.searchterms import (
+    SearchQuery,
+    could_be_search,
+    extract_search,
+    load_terms,
+    skeleton,
+)
 from proxy.yamlfile import ConfigError
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -38,6 +45,24 @@ TERMS = load_terms(ROOT / "config" / "concerning-terms.yaml")
 def test_each_engine_gives_its_query(url: str, expected: SearchQuery) -> None:
     """The query is read from the parameter each engine uses."""
     assert extract_search(url) == expected
+    # ...and the request path's cheap test, on the raw host and path, lets it through.
+    parts = urlsplit(url)
+    path = parts.path + "?" + parts.query  # urlsplit leaves ";params" in the path
+    assert could_be_search(parts.netloc.upper(), path)
+
+
+@pytest.mark.parametrize(
+    ("host", "path"),
+    [
+        ("www.bbc.co.uk", "/search?q=x"),
+        ("www.google.com", "/maps?q=london"),
+        ("www.google.com", "/searching?q=x"),
+        ("example.com", "/"),
+    ],
+)
+def test_the_cheap_test_rules_out_what_is_no_search(host: str, path: str) -> None:
+    """Another host, or another path, is ruled out before any URL is parsed."""
+    assert not could_be_search(host, path)
 
 
 @pytest.mark.parametrize(
