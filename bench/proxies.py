@@ -1,7 +1,9 @@
 """``make bench`` (proxies): bare mitmdump beside Schoolgate with 1 and 2 workers, one run.
 
 Run from the repository root: ``.venv/bin/python -m bench.proxies`` (``--quick`` for
-short runs, ``--profile`` to add a cProfile of one worker under the same load).
+short runs and one round, ``--profile`` to add a cProfile of one worker under the same
+load, ``--spy ROW`` to sample every thread of one row with py-spy and print where its
+CPU went, thread by thread).
 
 Set-up, after ../shared/peers/bench_proxies.sh so the figures compare with
 ../shared/peers/RESULTS.md:
@@ -43,8 +45,15 @@ Set-up, after ../shared/peers/bench_proxies.sh so the figures compare with
   per MB) and small requests (SNI-only HTTPS) through Schoolgate's ``no_decrypt``
   pass-through, bare mitmdump with ``--ignore-hosts`` and squid's CONNECT; curl
   trusts only the origin's certificate, so an intercepted tunnel fails the row.
+* cores (``pin_cores``): wrk, curl and nginx run on the first CPU, and a one-process
+  proxy (bare mitmdump, Schoolgate 1 worker) on the others, so a row is not slowed by
+  its proxy moving between cores the load is using; 2 workers and squid (several
+  processes) get every CPU.
+* rounds (``Bench.rounds``): the HTTP rows run ``--rounds`` times (3; 1 with
+  ``--quick``) in turn, and each row's median run is the one compared.
 * 2 workers / 1 worker, judged by CPU per request (``scaling_line``): with wrk, nginx
-  and other work on the same 2 cores, req/s cannot show what a free core gives.
+  and other work on the same 2 cores, req/s cannot show what a free core gives. The
+  1 worker it is compared with runs on every CPU too ("schoolgate-1w, every CPU").
 * ``--also-python PYTHON``: bare mitmdump and 1 worker again on a second CPython
   build (another venv with Schoolgate installed), in the same run.
 
@@ -77,6 +86,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from bench import peer
 from bench.content import html_pages
@@ -134,6 +144,48 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# Cores (set by ``pin_cores``): wrk, curl and nginx on LOAD_CORES, a one-process proxy on
+# PROXY_CORES. None: not pinned (one CPU, or no taskset).
+LOAD_CORES: set[int] | None = None
+PROXY_CORES: set[int] | None = None
+
+
+def pin_cores() -> str:
+    """Pin this process (and so wrk, curl and nginx, started from it) to the first core, and
+    leave the others to the proxy under test; returns a line saying what was done.
+
+    Unpinned, the one-worker rows of the same proxy varied by a third from run to run on
+    this 2-CPU machine (1.48 against 2.04 ms CPU per request, the same configuration, one
+    after the other), as the proxy's thread moved between the cores wrk and nginx were
+    using; pinned, by under a tenth. A school's gateway has its cores to itself (the
+    clients and the origins are elsewhere), which pinning is closer to as well.
+    """
+    global LOAD_CORES, PROXY_CORES
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2 or shutil.which("taskset") is None:
+        return "cores: not pinned (one CPU, or no taskset)"
+    LOAD_CORES, PROXY_CORES = {cores[0]}, set(cores[1:])
+    os.sched_setaffinity(0, LOAD_CORES)
+    return (
+        f"cores: wrk, curl and nginx on CPU {cores[0]}; a one-process proxy (mitmdump, "
+        f"Schoolgate 1 worker) on CPU {','.join(map(str, cores[1:]))}; Schoolgate 2 workers "
+        "and the peer (squid with its helpers) on every CPU"
+    )
+
+
+def proxy_cores(command: list[str]) -> set[int] | None:
+    """The cores for a proxy command: one-process proxies get the proxy cores; more get all."""
+    if LOAD_CORES is None or PROXY_CORES is None:
+        return None
+    workers = int(command[command.index("--workers") + 1]) if "--workers" in command else 1
+    one_process = "squid" not in Path(command[0]).name and workers == 1
+    return PROXY_CORES if one_process else LOAD_CORES | PROXY_CORES
+
+
+def every_core() -> set[int] | None:
+    return None if LOAD_CORES is None or PROXY_CORES is None else LOAD_CORES | PROXY_CORES
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -359,12 +411,12 @@ class Bench:
         warmup: Path | None = None,
         *,
         target: bool = True,
+        pinned: bool = True,
     ) -> Row:
         port = free_port()
         command = expand(command, port)
         log = (self.tmp / f"{name}.log").open("wb")
-        process = subprocess.Popen(command, stdout=log, stderr=log, cwd=ROOT)
-        self.started.append(process)
+        process = self.start_proxy(command, log, pinned=pinned)
         try:
             start_s = self.wait_http(port, proxy=True)
             self.wrk(port, self.args.warmup, warmup or requests, target=target)
@@ -422,6 +474,45 @@ class Bench:
         ]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         return process, out, pid, thread_cpu(pid)
+
+    def start_proxy(
+        self, command: list[str], log: IO[bytes], *, pinned: bool = True
+    ) -> subprocess.Popen[bytes]:
+        """Start a proxy under test on the cores ``pin_cores`` gives it (every core if not
+        ``pinned``)."""
+        cores = proxy_cores(command) if pinned else every_core()
+        if cores is not None:
+            command = ["taskset", "-c", ",".join(map(str, sorted(cores))), *command]
+        process = subprocess.Popen(command, stdout=log, stderr=log, cwd=ROOT)
+        self.started.append(process)
+        return process
+
+    def rounds(
+        self, plan: list[tuple[str, str, list[str] | Callable[[int], list[str]], dict[str, bool]]]
+    ) -> dict[str, Row]:
+        """Each row of ``plan`` measured ``--rounds`` times, in turn, and its median kept.
+
+        One run of a row varies by up to a fifth from the next on this machine, even
+        pinned; in turn, a slow minute slows every row of a round alike, and the median
+        of each row drops the odd run out. Each run is printed as it ends, and the
+        median rows at the end.
+        """
+        runs: dict[str, list[Row]] = {key: [] for key, _, _, _ in plan}
+        for n in range(self.args.rounds):
+            if self.args.rounds > 1:
+                print(f"round {n + 1} of {self.args.rounds}:")
+            for key, name, command, options in plan:
+                target, pinned = options.get("target", True), options.get("pinned", True)
+                runs[key].append(self.measure(name, command, target=target, pinned=pinned))
+        rows = {
+            key: sorted(found, key=lambda r: r.cpu_ms)[len(found) // 2]
+            for key, found in runs.items()
+        }
+        if self.args.rounds > 1:
+            print(f"the median of {self.args.rounds} runs of each row (by CPU per request):")
+            for row in rows.values():
+                print_row(row)
+        return rows
 
     def stop(self, process: subprocess.Popen[bytes]) -> None:
         if process.poll() is None:
@@ -505,8 +596,7 @@ class Bench:
         port = free_port()
         command = expand(command, port)
         log = (self.tmp / f"{name}.log").open("wb")
-        process = subprocess.Popen(command, stdout=log, stderr=log, cwd=ROOT)
-        self.started.append(process)
+        process = self.start_proxy(command, log)
         rows: dict[str, Row] = {}
         try:
             start_s = self.wait_http(port, proxy=True)
@@ -590,8 +680,7 @@ def measure_tunnel(
     if command is not None:
         port = free_port()
         log = (bench.tmp / f"{name}.log").open("wb")
-        process = subprocess.Popen(expand(command, port), stdout=log, stderr=log, cwd=ROOT)
-        bench.started.append(process)
+        process = bench.start_proxy(expand(command, port), log)
     try:
         idle = 0.0
         if process is not None and port is not None:
@@ -790,29 +879,29 @@ def http_section(
     bench: Bench, filtering: Path, allowing: Path, quiet: Path, everything: Path
 ) -> None:
     """Plain HTTP with wrk: bare mitmdump (lazy, as Schoolgate runs it) and Schoolgate."""
-    rows = {
-        "mitmdump": bench.measure("mitmdump (bare)", mitmdump()),
-        "sg1": bench.measure("schoolgate-1w", schoolgate(filtering, 1)),
-        "sg2": bench.measure("schoolgate-2w", schoolgate(filtering, 2)),
-        "sg1allow": bench.measure("schoolgate-1w-allow", schoolgate(allowing, 1)),
-        "sg1quiet": bench.measure("schoolgate-1w-noincident", schoolgate(quiet, 1)),
-        "sg1all": bench.measure("schoolgate-1w-all-protections", schoolgate(everything, 1)),
-    }
+    plan: list[tuple[str, str, list[str] | Callable[[int], list[str]], dict[str, bool]]] = [
+        ("mitmdump", "mitmdump (bare)", mitmdump(), {}),
+        ("sg1", "schoolgate-1w", schoolgate(filtering, 1), {}),
+        ("sg1every", "schoolgate-1w, every CPU", schoolgate(filtering, 1), {"pinned": False}),
+        ("sg2", "schoolgate-2w", schoolgate(filtering, 2), {}),
+        ("sg1allow", "schoolgate-1w-allow", schoolgate(allowing, 1), {}),
+        ("sg1quiet", "schoolgate-1w-noincident", schoolgate(quiet, 1), {}),
+        ("sg1all", "schoolgate-1w-all-protections", schoolgate(everything, 1), {}),
+    ]
     squid = bench.squid
     if squid is not None:
         command = lambda port: squid.command("http", port)  # noqa: E731
-        rows["peer"] = bench.measure("squid+squidGuard (peer)", command, target=False)
+        plan.append(("peer", "squid+squidGuard (peer)", command, {"target": False}))
     uvloop = has_uvloop()
     if uvloop:
-        rows["mitmdump-uv"] = bench.measure("mitmdump (bare) uvloop", on_uvloop(mitmdump()))
-        rows["sg1uv"] = bench.measure("schoolgate-1w uvloop", on_uvloop(schoolgate(filtering, 1)))
+        plan.append(("mitmdump-uv", "mitmdump (bare) uvloop", on_uvloop(mitmdump()), {}))
+        plan.append(("sg1uv", "schoolgate-1w uvloop", on_uvloop(schoolgate(filtering, 1)), {}))
     other = bench.args.also_python
     if other:
-        rows["mitmdump-py"] = bench.measure(
-            "mitmdump (bare) other py", on_python(mitmdump(), other)
-        )
+        plan.append(("mitmdump-py", "mitmdump (bare) other py", on_python(mitmdump(), other), {}))
         sg_other = on_python(schoolgate(filtering, 1), other)
-        rows["sg1py"] = bench.measure("schoolgate-1w other py", sg_other)
+        plan.append(("sg1py", "schoolgate-1w other py", sg_other, {}))
+    rows = bench.rounds(plan)
     bare, one, two = rows["mitmdump"], rows["sg1"], rows["sg2"]
     blocked = one.non2xx / max(one.requests, 1)
     print()
@@ -825,7 +914,7 @@ def http_section(
     )
     every = rows["sg1all"]
     print(ratio_line("HTTP schoolgate 1 worker, all the demo's protections", every, bare, 0.9))
-    print(scaling_line("HTTP", one, two))
+    print(scaling_line("HTTP", rows["sg1every"], two))
     if "peer" in rows:
         print(peer_lines("HTTP", rows["peer"], bare, one))
     if uvloop:
@@ -1085,7 +1174,10 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--requests", type=int, default=10_000, help="hosts to replay")
-    parser.add_argument("--quick", action="store_true", help="5 s runs")
+    parser.add_argument("--quick", action="store_true", help="5 s runs, one round")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="HTTP rows: runs of each, in turn (median kept)"
+    )
     parser.add_argument("--profile", action="store_true", help="add a cProfile of one worker")
     parser.add_argument(
         "--spy",
@@ -1109,6 +1201,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.https_requests, args.tunnel_mb = 5, 1, 600, 64
+        args.rounds = 1
     return args
 
 
@@ -1146,6 +1239,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{time.monotonic() - t0:.1f} s; {args.requests} hosts; wrk -t{args.threads} "
             f"-c{args.connections} -d{args.duration}s after {args.warmup} s warm-up"
         )
+        print(pin_cores())
         bench.start_origin()
         prepare_peer(bench)
         print(f"before the rows: {load_average()}")
