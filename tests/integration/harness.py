@@ -382,7 +382,8 @@ class Gateway:
         while time.monotonic() < deadline:
             if self.access_log.exists():
                 lines = self.access_log.read_text(encoding="utf-8").splitlines()
-                found = [entry for entry in map(json.loads, lines) if match(entry)]
+                entries: list[dict[str, Any]] = [json.loads(line) for line in lines]
+                found = [entry for entry in entries if match(entry)]
                 if found:
                     return found[-1]
             time.sleep(0.05)
