@@ -177,14 +177,13 @@ def pin_cores() -> str:
 
 def proxy_cores(command: list[str]) -> set[int] | None:
     """The cores for a proxy command: one-process proxies get the proxy cores; more get all."""
-    if LOAD_CORES is None or PROXY_CORES is None:
-        return None
     workers = int(command[command.index("--workers") + 1]) if "--workers" in command else 1
     one_process = "squid" not in Path(command[0]).name and workers == 1
-    return PROXY_CORES if one_process else LOAD_CORES | PROXY_CORES
+    return PROXY_CORES if one_process and PROXY_CORES is not None else every_core()
 
 
 def every_core() -> set[int] | None:
+    """Every core (None when not pinned)."""
     return None if LOAD_CORES is None or PROXY_CORES is None else LOAD_CORES | PROXY_CORES
 
 
