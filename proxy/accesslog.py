@@ -79,6 +79,13 @@ class AccessLog:
 
     def start(self) -> None:
         if self._thread is None:
+            # The file exists from the start, as it did with the handler this replaced: a
+            # reader (the console, a test, a tail -f) never finds the path missing. If it
+            # cannot be made now, the writer tries again with each batch.
+            try:
+                self._current()
+            except OSError as exc:
+                log.error("access log %s cannot be opened yet: %s", self.path, exc)
             self._thread = threading.Thread(
                 target=self._run, name="schoolgate access log", daemon=True
             )

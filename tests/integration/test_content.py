@@ -179,16 +179,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, origin_ca: OriginCA) -> Iterato
 
 def last_log_line(gw: Gateway, path: str, group: str = "pupil") -> dict[str, Any]:
     """The access log's last line for ``path`` requested by ``group`` (written off-thread)."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        lines = [json.loads(line) for line in gw.access_log.read_text().splitlines()]
-        found: list[dict[str, Any]] = [
-            line for line in lines if line.get("path") == path and line.get("group") == group
-        ]
-        if found:
-            return found[-1]
-        time.sleep(0.05)
-    raise AssertionError(f"no access log line for {path} by {group}")
+    return gw.access_line(lambda line: line.get("path") == path and line.get("group") == group)
 
 
 @pytest.mark.parametrize("scheme", ["http", "https"])

@@ -71,3 +71,14 @@ def test_a_line_that_cannot_be_written_is_logged_and_later_lines_still_go(
     log.write(n=1)
     log.stop()
     assert [json.loads(line)["n"] for line in path.read_text().splitlines()] == [1]
+
+
+def test_the_file_exists_once_the_log_is_started(tmp_path: Path) -> None:
+    """A reader finds the file (empty, private) before the first line is written."""
+    log = AccessLog(tmp_path / "access.log")
+    log.start()
+    try:
+        assert (tmp_path / "access.log").read_text() == ""
+        assert stat.S_IMODE((tmp_path / "access.log").stat().st_mode) == 0o600
+    finally:
+        log.stop()
