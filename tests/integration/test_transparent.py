@@ -256,10 +256,14 @@ def test_signing_in_binds_the_client_address(net: Net) -> None:
         assert csrf is not None
         form = f"csrf={csrf.group(1)}"
         assert net.request("http", "login.schoolgate", "/logout", form=form)[0] == 200
-    # Every worker looks at the bindings again within a second (a loaded machine: allow 3).
-    deadline = time.monotonic() + 3
-    while (status := net.request("http", "social-demo.example")[0]) != 403:
-        if time.monotonic() > deadline:
+    # Every worker looks at the bindings again within a second of its next request. Which
+    # worker answers is the kernel's choice (SO_REUSEPORT), and on a loaded machine a request
+    # in the namespace can take a second or more: wait for two 403s in a row, up to 10 s.
+    deadline, refused = time.monotonic() + 10, 0
+    while refused < 2:
+        status = net.request("http", "social-demo.example")[0]
+        refused = refused + 1 if status == 403 else 0
+        if refused < 2 and time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert status == 403

@@ -193,7 +193,8 @@ def test_one_trust_three_gateways(
     override_id = out.split()[1].lstrip("#")
     sg(north, "override", "approve", override_id, "--by", "head.teacher")
     took = eventually(lambda: status(gws["south1"], games) == 200, "the override at south", 5.0)
-    assert status(gws["south2"], games) == 200
+    # south2 hears the same NOTIFY; under load it may apply it a moment after south1.
+    eventually(lambda: status(gws["south2"], games) == 200, "the override at south2", 5.0)
     print(f"override approved at north applied at south in {took:.2f} s")
 
     # Incidents from every gateway, then one of the pair is SIGKILLed mid-traffic.
