@@ -102,7 +102,10 @@ class Filter:
         controls = self.loader.controls
         decision = fs.decide_url(identity, url, now, controls)
         header_host = request.host_header
-        if header_host:
+        # The Host header most often names the request's own host (every absolute-form
+        # request a browser sends through the proxy): decided already, so not normalised
+        # and decided again (about 15 µs a request).
+        if header_host and header_host not in (request.host, f"{request.host}:{request.port}"):
             try:
                 other = normalise_url(f"{url.scheme}://{header_host}{request.path}")
             except Exception:
