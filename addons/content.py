@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
+from mitmproxy.net.http.headers import infer_content_encoding
 from mitmproxy.utils.asyncio_utils import create_task
 
 from addons import facts
@@ -44,7 +45,7 @@ from addons.facts import DECISION, answered, answered_early, identity_of
 from addons.pipeline import serve_block
 from blocklists.normalise import BadURL, normalise_url
 from proxy.content.assistants import assistant_of
-from proxy.content.extract import page_text
+from proxy.content.extract import html_text, page_text
 from proxy.content.learned import (
     LEARNED_FILE,
     LearnedEntry,
@@ -55,7 +56,7 @@ from proxy.content.learned import (
 from proxy.content.phrases import CATEGORY_WORDS, Scores
 from proxy.content.stream import Kind, StreamScorer
 from proxy.decision import Decision
-from proxy.incidents.searchterms import extract_search
+from proxy.incidents.searchterms import could_be_search, extract_search
 from proxy.policy import ContentRule, Group
 from proxy.watch import FileWatch
 
@@ -74,6 +75,7 @@ ANSWER_TYPES: dict[str, Kind] = {
     "text/plain": "text",
 }
 CACHE_SIZE = 10_000
+_UTF8_NAMES = frozenset({"utf8", "ascii", "usascii"})
 # How often each worker reads what others appended to the learned list.
 LEARNED_POLL_SECONDS = 0.5
 
@@ -101,6 +103,22 @@ def _entry_of(flow: http.HTTPFlow) -> str | None:
         return normalise_url(flow.request.pretty_url).entry
     except BadURL:
         return None
+
+
+def _page_text(response: http.Response, mime: str) -> str:
+    """The words of a held page.
+
+    HTML in UTF-8 (declared, or undeclared, which HTML reads as UTF-8) goes to the parser
+    as the bytes that came: decoding it to ``str`` only for the parser to encode it back
+    cost two copies of the page (Lexbor replaces bytes that are not UTF-8 with U+FFFD, as
+    decoding with ``errors="replace"`` would). Any other charset is decoded first.
+    """
+    if mime != "text/plain":
+        content = response.get_content(strict=False) or b""
+        charset = infer_content_encoding(response.headers.get("content-type", ""), content)
+        if charset.lower().replace("-", "").replace("_", "") in _UTF8_NAMES:
+            return html_text(content)
+    return page_text(response.get_text(strict=False) or "", mime)
 
 
 class ContentAnalysis:
@@ -169,7 +187,11 @@ class ContentAnalysis:
         group = self._group(flow)
         if group is None or group.content is None:
             return None
-        kind = "search_results" if extract_search(flow.request.pretty_url) else "pages"
+        request = flow.request
+        search = could_be_search(request.host_header or request.host, request.path) and (
+            extract_search(request.pretty_url) is not None
+        )
+        kind = "search_results" if search else "pages"
         return group.content if kind in group.content.analyse else None
 
     def _learned_blocks(self, group: Group, found: LearnedEntry) -> bool:
@@ -310,7 +332,7 @@ class ContentAnalysis:
         try:
             scores = self._scores.get(entry) if entry else None
             if scores is None:
-                text = page_text(flow.response.get_text(strict=False) or "", mime)
+                text = _page_text(flow.response, mime)
                 scores = scorer.score(text)
                 self.scored += 1
                 if entry:

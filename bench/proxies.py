@@ -49,8 +49,8 @@ Set-up, after ../shared/peers/bench_proxies.sh so the figures compare with
   proxy (bare mitmdump, Schoolgate 1 worker) on the others, so a row is not slowed by
   its proxy moving between cores the load is using; 2 workers and squid (several
   processes) get every CPU.
-* rounds (``Bench.rounds``): the HTTP rows run ``--rounds`` times (3; 1 with
-  ``--quick``) in turn, and each row's median run is the one compared.
+* rounds (``Bench.rounds``): the HTTP and HTTPS rows run ``--rounds`` times (3; 1
+  with ``--quick``) in turn, and each row's median run is the one compared.
 * 2 workers / 1 worker, judged by CPU per request (``scaling_line``): with wrk, nginx
   and other work on the same 2 cores, req/s cannot show what a free core gives. The
   1 worker it is compared with runs on every CPU too ("schoolgate-1w, every CPU").
@@ -1011,13 +1011,30 @@ def https_section(bench: Bench, filtering: Path) -> None:
             ("mitmdump-other-py", on_python(eager, other), bench.tmp / "mitm-eager"),
             ("schoolgate-1w-other-py", on_python(one, other), sg_ca),
         ]
-    for name, command, ca in proxies:
-        pem = ca if ca.suffix == ".pem" else ca / "mitmproxy-ca-cert.pem"
-        runs[name] = bench.measure_https(name, command, pem)
     squid = bench.squid
     if squid is not None:
         bump = lambda port: squid.command("bump", port)  # noqa: E731
-        runs["peer"] = bench.measure_https("squid-bump+squidGuard", bump, squid.ca)
+        proxies.append(("peer", bump, squid.ca))
+    # As the HTTP rows: each proxy --rounds times in turn, and each row's median kept.
+    measured: dict[str, dict[str, list[Row]]] = {}
+    for n in range(bench.args.rounds):
+        if bench.args.rounds > 1:
+            print(f"round {n + 1} of {bench.args.rounds}:")
+        for name, command, ca in proxies:
+            pem = ca if ca.suffix == ".pem" else ca / "mitmproxy-ca-cert.pem"
+            label = "squid-bump+squidGuard" if name == "peer" else name
+            for mode, row in bench.measure_https(label, command, pem).items():
+                measured.setdefault(name, {}).setdefault(mode, []).append(row)
+    for name, modes in measured.items():
+        runs[name] = {
+            mode: sorted(found, key=lambda r: r.cpu_ms)[len(found) // 2]
+            for mode, found in modes.items()
+        }
+    if bench.args.rounds > 1:
+        print(f"the median of {bench.args.rounds} runs of each row (by CPU per request):")
+        for modes in runs.values():
+            for row in modes.values():
+                print_row(row)
     print()
     for mode, label, target in (
         ("keepalive", "keep-alive", 0.95),
@@ -1175,7 +1192,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=10_000, help="hosts to replay")
     parser.add_argument("--quick", action="store_true", help="5 s runs, one round")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="HTTP rows: runs of each, in turn (median kept)"
+        "--rounds", type=int, default=3, help="HTTP, HTTPS rows: runs of each in turn (median kept)"
     )
     parser.add_argument("--profile", action="store_true", help="add a cProfile of one worker")
     parser.add_argument(

@@ -17,8 +17,11 @@ from selectolax.lexbor import LexborHTMLParser
 _NOT_READ = "script, style, noscript, template, svg, head"
 
 
-def html_text(html: str) -> str:
-    """The readable text of an HTML document: title, body text and image descriptions."""
+def html_text(html: str | bytes) -> str:
+    """The readable text of an HTML document: title, body text and image descriptions.
+
+    Bytes are read as UTF-8 (what Lexbor parses; bytes that are not UTF-8 become U+FFFD).
+    """
     tree = LexborHTMLParser(html)
     title = tree.css_first("title")
     parts = [title.text(strip=True)] if title is not None else []
