@@ -105,7 +105,7 @@ def _entry_of(flow: http.HTTPFlow) -> str | None:
         return None
 
 
-def _page_text(response: http.Response, mime: str) -> str:
+def held_page_text(response: http.Response, mime: str) -> str:
     """The words of a held page.
 
     HTML in UTF-8 (declared, or undeclared, which HTML reads as UTF-8) goes to the parser
@@ -332,7 +332,7 @@ class ContentAnalysis:
         try:
             scores = self._scores.get(entry) if entry else None
             if scores is None:
-                text = _page_text(flow.response, mime)
+                text = held_page_text(flow.response, mime)
                 scores = scorer.score(text)
                 self.scored += 1
                 if entry:

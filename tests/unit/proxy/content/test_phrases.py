@@ -48,6 +48,11 @@ def errors(tmp_path: Path, text: str) -> list[str]:
         ("рorn", " porn "),  # a Cyrillic р
         ("Ñandú  café", " nandu cafe "),  # accents
         ("darmowe\u200bporno", " darmoweporno "),  # a zero-width space joins, as a reader sees
+        # Runs of non-ASCII beside ASCII (the encoder's error handler folds each run whole):
+        ("Ｆｒｅｅ\xa0ＰＯＲＮ—now", " free porn now "),  # fullwidth, a no-break space, a dash
+        ("ПОРНО-видео", " пopнo видeo "),  # Cyrillic look-alikes mapped, the rest kept
+        ("x\ud800y", " x y "),  # a lone surrogate (undecodable bytes) is a separator
+        ("Straße GRÜẞE", " strasse grusse "),  # case folding that lengthens a word
     ],
 )
 def test_fold_makes_one_spelling(text: str, folded: str) -> None:
