@@ -299,7 +299,8 @@ class ProxyLogin:
 
     def _logout(self, flow: http.HTTPFlow, ip: str, school: str) -> None:
         """POST with this address's token signs out; anything else only shows the button."""
-        user = self.bindings.user_at(ip) if self.bindings else None
+        # Fresh: the address may have been bound by another worker within the last second.
+        user = self.bindings.user_at(ip, fresh=True) if self.bindings else None
         if user is None:
             flow.response = _page(200, "Signed out", "You are not signed in.", {}, school=school)
             return

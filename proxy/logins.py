@@ -237,25 +237,31 @@ class LoginBindings:
         tmp.write_text(json.dumps(rows), "utf-8")
         os.replace(tmp, self.path)
 
-    def _refresh(self, now: float) -> None:
-        if now - self._checked < 1.0:
+    def _refresh(self, now: float, *, fresh: bool = False) -> None:
+        if not fresh and now - self._checked < 1.0:
             return
         self._checked = now
         if self._watch.changed():
             self._bindings = self._read()  # a missing file reads as no bindings
 
-    def login_at(self, ip: str, now: float | None = None) -> Login | None:
-        """The login bound to this address now (with its device, when known), if any."""
+    def login_at(self, ip: str, now: float | None = None, *, fresh: bool = False) -> Login | None:
+        """The login bound to this address now (with its device, when known), if any.
+
+        Requests read the file at most once a second; ``fresh`` reads it now if it changed.
+        Signing out must be fresh: another worker may have bound the address within the
+        last second, and a stale view would answer "not signed in" and unbind nothing,
+        leaving the next person at a shared device signed in as the last.
+        """
         now = time.time() if now is None else now
-        self._refresh(now)
+        self._refresh(now, fresh=fresh)
         found = self._bindings.get(ip)
         if found is None or found.until <= now:
             return None
         return Login(found.user, "binding", found.device)
 
-    def user_at(self, ip: str, now: float | None = None) -> str | None:
-        """The user bound to this address now, if any."""
-        login = self.login_at(ip, now)
+    def user_at(self, ip: str, now: float | None = None, *, fresh: bool = False) -> str | None:
+        """The user bound to this address now, if any (``fresh``: as ``login_at``)."""
+        login = self.login_at(ip, now, fresh=fresh)
         return login.user if login is not None else None
 
     def bind(

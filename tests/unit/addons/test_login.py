@@ -26,7 +26,7 @@ from addons.identify import Identify
 from addons.login import ProxyLogin
 from addons.policyload import PolicyLoader
 from proxy.filterset import Filterset, load_filterset
-from proxy.logins import hash_password
+from proxy.logins import LoginBindings, hash_password
 from proxy.settings import Auth
 from tests.chain import one, running
 
@@ -155,3 +155,33 @@ def test_a_bound_address_is_its_user_from_the_connect_on(
     assert flow.metadata[IDENTITY].group == "head"
     filt.http_connect(flow)
     assert not sni_blocked(chain, flow.client_conn)
+
+
+def test_signing_out_at_a_worker_that_has_not_yet_seen_the_sign_in(
+    chain: tuple[ProxyLogin, Identify, Filter],
+) -> None:
+    """Sign-in at one worker, sign-out at another within the second before that one rereads
+    the bindings: the address is signed out all the same (it used to answer "You are not
+    signed in" and leave the binding, so the next person at the device was the last)."""
+    login, _, _ = chain
+    browsing = tflow.tflow()
+    browsing.client_conn.peername = (PUPIL_IP, 50000)
+    asyncio.run(login.requestheaders(browsing))  # this worker has just looked
+    assert login.bindings is not None
+    assert LOGIN not in browsing.metadata
+    path = login.bindings.path
+    LoginBindings(path).bind(PUPIL_IP, "head.teacher", minutes=30)  # the other worker
+    assert login.bindings.user_at(PUPIL_IP) is None  # within the second: not reread yet
+    flow = tflow.tflow()
+    flow.client_conn.peername = (PUPIL_IP, 50000)
+    flow.request.method = "POST"
+    flow.request.url = "http://login.schoolgate/logout"
+    flow.request.urlencoded_form = [("csrf", login._csrf(PUPIL_IP, "head.teacher"))]
+    asyncio.run(login.requestheaders(flow))
+    login.request(flow)
+    assert flow.response is not None
+    assert (flow.response.status_code, "You are signed out" in (flow.response.text or "")) == (
+        200,
+        True,
+    )
+    assert LoginBindings(path).user_at(PUPIL_IP) is None
