@@ -503,10 +503,7 @@ class Bench:
             for key, name, command, options in plan:
                 target, pinned = options.get("target", True), options.get("pinned", True)
                 runs[key].append(self.measure(name, command, target=target, pinned=pinned))
-        rows = {
-            key: sorted(found, key=lambda r: r.cpu_ms)[len(found) // 2]
-            for key, found in runs.items()
-        }
+        rows = {key: median_row(found) for key, found in runs.items()}
         if self.args.rounds > 1:
             print(f"the median of {self.args.rounds} runs of each row (by CPU per request):")
             for row in rows.values():
@@ -769,6 +766,12 @@ def mitmdump_passthrough(bench: Bench) -> list[str]:
     return [*mitmdump("eager", bench.tmp / "mitm-pass"), "--ignore-hosts", "^localhost:"]
 
 
+def median_row(found: list[Row]) -> Row:
+    """The run of a row kept from its rounds: the median by CPU per request (the upper
+    of the two middle runs for an even count)."""
+    return sorted(found, key=lambda r: r.cpu_ms)[len(found) // 2]
+
+
 def print_row(row: Row) -> None:
     print(
         f"  {row.name:<28} {row.rps:>8.1f} req/s  p50 {row.p50_ms:7.2f} ms  "
@@ -965,9 +968,7 @@ def html_section(bench: Bench, filtering: Path, analysing: Path) -> None:
         runs["content"].append(content)
         counted = analysed(log, offset)
         pages, scored, blocked = pages + counted[0], scored + counted[1], blocked + counted[2]
-    bare, plain, content = (
-        sorted(found, key=lambda r: r.cpu_ms)[len(found) // 2] for found in runs.values()
-    )
+    bare, plain, content = (median_row(found) for found in runs.values())
     if bench.args.rounds > 1:
         print(f"the median of {bench.args.rounds} runs of each row (by CPU per request):")
         for row in (bare, plain, content):
@@ -1042,10 +1043,7 @@ def https_section(bench: Bench, filtering: Path) -> None:
             for mode, row in bench.measure_https(label, command, pem).items():
                 measured.setdefault(name, {}).setdefault(mode, []).append(row)
     for name, modes in measured.items():
-        runs[name] = {
-            mode: sorted(found, key=lambda r: r.cpu_ms)[len(found) // 2]
-            for mode, found in modes.items()
-        }
+        runs[name] = {mode: median_row(found) for mode, found in modes.items()}
     if bench.args.rounds > 1:
         print(f"the median of {bench.args.rounds} runs of each row (by CPU per request):")
         for medians in runs.values():
