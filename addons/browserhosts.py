@@ -43,8 +43,10 @@ _DELIMITERS = frozenset("/\\?#@:[] \t\r\n")
 # hosts all day. An ada parse is about 5 µs; the bench's HTTP row (10,000 hosts in turn)
 # spent about 5% of the event loop's time here. The answers are pure functions of the
 # host, so a bounded LRU cache changes nothing but the time; a pupil sending random
-# names only evicts entries.
+# names only evicts entries. Only names up to DNS's length are kept: a Host header may be
+# up to the header limit (64 KiB), and 32,768 of those would be 2 GiB.
 HOST_CACHE = 32_768
+CACHED_HOST_CHARS = 255
 _original_is_valid_host: Callable[[Any], bool] = check.is_valid_host
 _original_parse_authority: Callable[[Any, bool], tuple[str, int | None]] = (
     mitmproxy_url.parse_authority
@@ -52,9 +54,14 @@ _original_parse_authority: Callable[[Any, bool], tuple[str, int | None]] = (
 _original_parse: Callable[[Any], tuple[bytes, bytes, int, bytes]] = mitmproxy_url.parse
 
 
-@functools.lru_cache(maxsize=HOST_CACHE)
 def browser_accepts(host: str | bytes) -> bool:
     """Whether a browser could send this ASCII host (a name, IPv4 or a bare IPv6 address)."""
+    if len(host) > CACHED_HOST_CHARS:
+        return _browser_accepts(host)
+    return _cached_accepts(host)
+
+
+def _browser_accepts(host: str | bytes) -> bool:
     if isinstance(host, bytes):
         try:
             host = host.decode("ascii")
@@ -77,14 +84,20 @@ def browser_accepts(host: str | bytes) -> bool:
     return True
 
 
+_cached_accepts = functools.lru_cache(maxsize=HOST_CACHE)(_browser_accepts)
+
+
 def is_valid_host(host: str | bytes) -> bool:
     """mitmproxy's check, plus every ASCII host the WHATWG host parser accepts."""
     return _original_is_valid_host(host) or browser_accepts(host)
 
 
-@functools.lru_cache(maxsize=HOST_CACHE)
 def _ascii_host(host: str) -> str | None:
     """A host as a browser would send it: ASCII as given, Unicode mapped by UTS #46; or None."""
+    return _cached_ascii_host(host) if len(host) <= CACHED_HOST_CHARS else _map_host(host)
+
+
+def _map_host(host: str) -> str | None:
     if host.isascii():
         return host if browser_accepts(host) else None
     try:
@@ -92,6 +105,9 @@ def _ascii_host(host: str) -> str | None:
     except (ValueError, UnicodeError):
         return None
     return found if browser_accepts(found) else None
+
+
+_cached_ascii_host = functools.lru_cache(maxsize=HOST_CACHE)(_map_host)
 
 
 def parse_authority(authority: str | bytes, check: bool) -> tuple[str, int | None]:

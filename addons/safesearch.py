@@ -25,20 +25,29 @@ from proxy.decision import Decision
 from proxy.safesearch import Level, Lock, force_cookies, force_params, lock_for
 
 SAFESEARCH = "schoolgate.safesearch"
+# Longer than any DNS name: such a host is looked at every time and never kept.
+CACHED_HOST_CHARS = 255
 
 
-@functools.lru_cache(maxsize=16_384)
 def _lock_of(raw: str, level: Level) -> Lock | None:
     """The lock for a host as the request names it (any case, a trailing dot), if any.
 
     Cached: every allowed request asks, about the same hosts all day, and normalising and
     matching the engines' domains cost about 20 µs a request (python -m bench.proxies,
     the all-protections row). A pure function of its arguments, and ``Lock`` is frozen.
+    Only names up to DNS's length are kept (a Host header may be 64 KiB long).
     """
+    return _cached_lock(raw, level) if len(raw) <= CACHED_HOST_CHARS else _find_lock(raw, level)
+
+
+def _find_lock(raw: str, level: Level) -> Lock | None:
     try:
         return lock_for(normalise_host(raw), level)
     except BadURL:
         return None
+
+
+_cached_lock = functools.lru_cache(maxsize=16_384)(_find_lock)
 
 
 class SafeSearch:

@@ -84,20 +84,26 @@ POSITIVE_CAP = 5
 NEGATIVE_CAP = 3
 
 
-@functools.lru_cache(maxsize=8192)
 def _fold_wide(run: str) -> bytes:
-    """A run of non-ASCII characters folded, as UTF-8 (runs repeat: a page's no-break
-    spaces, dashes and quotes, a language's common words; hence the cache)."""
+    """A run of non-ASCII characters folded, as UTF-8."""
     folded = unicodedata.normalize("NFKC", run).casefold()
     folded = _COMBINING.sub("", unicodedata.normalize("NFKD", folded))
     return _NOT_WORD.sub(" ", folded.translate(_WIDE_LOOKALIKE)).encode("utf-8")
+
+
+# Short runs repeat (a page's no-break spaces, dashes and quotes, a language's common
+# words): kept, up to 8,192 of them. A long run (a paragraph of Chinese has no ASCII space
+# in it) is folded every time and never kept, so the cache stays under a few megabytes.
+_SHORT_RUN = 64
+_fold_short = functools.lru_cache(maxsize=8192)(_fold_wide)
 
 
 def _fold_error(error: UnicodeError) -> tuple[bytes, int]:
     """The ASCII encoder's error handler: each run of non-ASCII characters, folded."""
     if not isinstance(error, UnicodeEncodeError):
         raise error
-    return _fold_wide(error.object[error.start : error.end]), error.end
+    run = error.object[error.start : error.end]
+    return (_fold_short if len(run) <= _SHORT_RUN else _fold_wide)(run), error.end
 
 
 _FOLD_ERRORS = "schoolgate-fold"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import uuid
 
 import pytest
 from mitmproxy.net import check
@@ -67,3 +68,20 @@ def test_bad_authority_is_still_an_error() -> None:
         url.parse_authority(b"exa mple.com:80", check=True)
     with pytest.raises(ValueError, match="bad authority"):
         url.parse_authority(b"example.com:99999", check=True)
+
+
+def test_only_names_of_dns_length_are_remembered() -> None:
+    """A Host header can be 64 KiB: answered every time, never kept (32,768 kept would be
+    2 GiB); a name of DNS's length is kept, and the answer is the same either way."""
+    long_host = "a" * 60_000 + ".example"
+    kept, mapped = browserhosts._cached_accepts, browserhosts._cached_ascii_host
+    before = (kept.cache_info().currsize, mapped.cache_info().currsize)
+    answers = {
+        (browserhosts.browser_accepts(long_host), browserhosts.parse_authority(long_host, False))
+        for _ in range(2)
+    }
+    assert answers == {(browserhosts._browser_accepts(long_host), (long_host, None))}
+    assert (kept.cache_info().currsize, mapped.cache_info().currsize) == before
+    name = f"kept-{uuid.uuid4().hex}.example"
+    assert browserhosts.browser_accepts(name)
+    assert kept.cache_info().currsize == before[0] + 1

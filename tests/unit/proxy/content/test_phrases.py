@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.content import phrases
 from proxy.content.phrases import NEGATIVE_CAP, PhraseScorer, fold, load_phrases
 from proxy.yamlfile import ConfigError
 
@@ -120,3 +121,12 @@ def test_the_shipped_phrase_file_loads() -> None:
     """config/content-phrases.yaml is valid and covers every category."""
     scorer = load_phrases(ROOT / "config" / "content-phrases.yaml")
     assert scorer.count > 100
+
+
+def test_long_non_ascii_runs_are_folded_but_not_kept() -> None:
+    """A paragraph of Chinese is one run with no ASCII in it: folded like a short one,
+    but not kept in the cache of runs (which stays a few megabytes at most)."""
+    paragraph = "色情" * 5_000
+    before = phrases._fold_short.cache_info().currsize
+    assert fold(paragraph) == fold(paragraph) == " " + paragraph + " "
+    assert phrases._fold_short.cache_info().currsize == before
