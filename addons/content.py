@@ -56,7 +56,6 @@ from proxy.content.learned import (
 from proxy.content.phrases import CATEGORY_WORDS, Scores
 from proxy.content.stream import Kind, StreamScorer
 from proxy.decision import Decision
-from proxy.incidents.searchterms import could_be_search, extract_search
 from proxy.policy import ContentRule, Group
 from proxy.watch import FileWatch
 
@@ -187,11 +186,7 @@ class ContentAnalysis:
         group = self._group(flow)
         if group is None or group.content is None:
             return None
-        request = flow.request
-        search = could_be_search(request.host_header or request.host, request.path) and (
-            extract_search(request.pretty_url) is not None
-        )
-        kind = "search_results" if search else "pages"
+        kind = "search_results" if facts.search_of(flow) is not None else "pages"
         return group.content if kind in group.content.analyse else None
 
     def _learned_blocks(self, group: Group, found: LearnedEntry) -> bool:

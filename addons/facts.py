@@ -38,6 +38,7 @@ from proxy.controls import Controls
 from proxy.decision import Decision
 from proxy.filterset import Filterset
 from proxy.identity import Identity
+from proxy.incidents.searchterms import SearchQuery, could_be_search, extract_search
 from proxy.logins import Login
 from proxy.store.events import Event
 from proxy.tlspolicy import HostDecision
@@ -59,6 +60,8 @@ LEARNED_STATE = "schoolgate.learned_state"
 # "too large", "empty"); Metrics counts it.
 IMAGE = "schoolgate.image"
 IMAGE_OUTCOMES = ("queued", "pool full", "too large", "empty")
+# The search a request makes (a SearchQuery), or None: worked out once by ``search_of``.
+SEARCH = "schoolgate.search"
 
 
 class Policies(Protocol):
@@ -264,3 +267,21 @@ def _dns_length_ok(name: str) -> bool:
     """Whether ``name`` keeps DNS's lengths: labels of 1 to 63 characters, 253 in all."""
     labels = name.removesuffix(".").split(".")
     return len(name.removesuffix(".")) <= 253 and all(0 < len(label) <= 63 for label in labels)
+
+
+def search_of(flow: http.HTTPFlow) -> SearchQuery | None:
+    """The search (engine and query) this request makes, if any; worked out once per flow.
+
+    Incidents logs it and ContentAnalysis asks it twice (which rule a page falls under):
+    one answer for all. A request that cannot be a search is ruled out before its URL is
+    built and parsed (about 20 µs a request).
+    """
+    if SEARCH in flow.metadata:
+        found: SearchQuery | None = flow.metadata[SEARCH]
+        return found
+    r = flow.request
+    found = (
+        extract_search(r.pretty_url) if could_be_search(r.host_header or r.host, r.path) else None
+    )
+    flow.metadata[SEARCH] = found
+    return found

@@ -53,8 +53,6 @@ from proxy.incidents.retention import Housekeeper
 from proxy.incidents.searchterms import (
     TERMS_FILE,
     TermMatcher,
-    could_be_search,
-    extract_search,
     load_terms,
 )
 from proxy.watch import FileWatch
@@ -208,10 +206,7 @@ class Incidents:
                 canonical = flow.request.pretty_host
             self._raise(decision, identity, canonical, now, facts.reference_of(flow))
             return
-        r = flow.request
-        if not could_be_search(r.host_header or r.host, r.path):
-            return  # building and parsing every URL would cost about 20 µs a request
-        search = extract_search(r.pretty_url)
+        search = facts.search_of(flow)
         if search is not None:
             self._searched(flow, identity, search.engine, search.query, now)
 
