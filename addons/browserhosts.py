@@ -27,7 +27,6 @@ this relies on.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import urllib.parse
 from collections.abc import Callable
@@ -37,16 +36,16 @@ from ada_url import parse_url
 from mitmproxy.net import check
 from mitmproxy.net.http import url as mitmproxy_url
 
+from proxy.memo import LONGEST_HOST, short_keys
+
 _DELIMITERS = frozenset("/\\?#@:[] \t\r\n")
 # Hosts answered from memory: mitmproxy asks about the same host several times a request
 # (request line, Host header, pretty_host), and a school asks about the same few thousand
 # hosts all day. An ada parse is about 5 µs; the bench's HTTP row (10,000 hosts in turn)
 # spent about 5% of the event loop's time here. The answers are pure functions of the
 # host, so a bounded LRU cache changes nothing but the time; a pupil sending random
-# names only evicts entries. Only names up to DNS's length are kept: a Host header may be
-# up to the header limit (64 KiB), and 32,768 of those would be 2 GiB.
+# names only evicts entries. Only names up to DNS's length are kept (proxy.memo).
 HOST_CACHE = 32_768
-CACHED_HOST_CHARS = 255
 _original_is_valid_host: Callable[[Any], bool] = check.is_valid_host
 _original_parse_authority: Callable[[Any, bool], tuple[str, int | None]] = (
     mitmproxy_url.parse_authority
@@ -54,14 +53,9 @@ _original_parse_authority: Callable[[Any, bool], tuple[str, int | None]] = (
 _original_parse: Callable[[Any], tuple[bytes, bytes, int, bytes]] = mitmproxy_url.parse
 
 
+@short_keys(maxsize=HOST_CACHE, longest=LONGEST_HOST)
 def browser_accepts(host: str | bytes) -> bool:
     """Whether a browser could send this ASCII host (a name, IPv4 or a bare IPv6 address)."""
-    if len(host) > CACHED_HOST_CHARS:
-        return _browser_accepts(host)
-    return _cached_accepts(host)
-
-
-def _browser_accepts(host: str | bytes) -> bool:
     if isinstance(host, bytes):
         try:
             host = host.decode("ascii")
@@ -84,20 +78,14 @@ def _browser_accepts(host: str | bytes) -> bool:
     return True
 
 
-_cached_accepts = functools.lru_cache(maxsize=HOST_CACHE)(_browser_accepts)
-
-
 def is_valid_host(host: str | bytes) -> bool:
     """mitmproxy's check, plus every ASCII host the WHATWG host parser accepts."""
     return _original_is_valid_host(host) or browser_accepts(host)
 
 
+@short_keys(maxsize=HOST_CACHE, longest=LONGEST_HOST)
 def _ascii_host(host: str) -> str | None:
     """A host as a browser would send it: ASCII as given, Unicode mapped by UTS #46; or None."""
-    return _cached_ascii_host(host) if len(host) <= CACHED_HOST_CHARS else _map_host(host)
-
-
-def _map_host(host: str) -> str | None:
     if host.isascii():
         return host if browser_accepts(host) else None
     try:
@@ -105,9 +93,6 @@ def _map_host(host: str) -> str | None:
     except (ValueError, UnicodeError):
         return None
     return found if browser_accepts(found) else None
-
-
-_cached_ascii_host = functools.lru_cache(maxsize=HOST_CACHE)(_map_host)
 
 
 def parse_authority(authority: str | bytes, check: bool) -> tuple[str, int | None]:

@@ -12,7 +12,6 @@ blocks the request (a search that might not be safe is not sent).
 
 from __future__ import annotations
 
-import functools
 from typing import cast
 
 from mitmproxy import http
@@ -22,13 +21,13 @@ from addons import facts
 from addons.pipeline import serve_block
 from blocklists.normalise import BadURL, normalise_host
 from proxy.decision import Decision
+from proxy.memo import LONGEST_HOST, short_keys
 from proxy.safesearch import Level, Lock, force_cookies, force_params, lock_for
 
 SAFESEARCH = "schoolgate.safesearch"
-# Longer than any DNS name: such a host is looked at every time and never kept.
-CACHED_HOST_CHARS = 255
 
 
+@short_keys(maxsize=16_384, longest=LONGEST_HOST)
 def _lock_of(raw: str, level: Level) -> Lock | None:
     """The lock for a host as the request names it (any case, a trailing dot), if any.
 
@@ -37,17 +36,10 @@ def _lock_of(raw: str, level: Level) -> Lock | None:
     the all-protections row). A pure function of its arguments, and ``Lock`` is frozen.
     Only names up to DNS's length are kept (a Host header may be 64 KiB long).
     """
-    return _cached_lock(raw, level) if len(raw) <= CACHED_HOST_CHARS else _find_lock(raw, level)
-
-
-def _find_lock(raw: str, level: Level) -> Lock | None:
     try:
         return lock_for(normalise_host(raw), level)
     except BadURL:
         return None
-
-
-_cached_lock = functools.lru_cache(maxsize=16_384)(_find_lock)
 
 
 class SafeSearch:

@@ -23,7 +23,6 @@ of milliseconds on the request path (see ``fold``).
 from __future__ import annotations
 
 import codecs
-import functools
 import re
 import unicodedata
 from collections import Counter
@@ -35,6 +34,7 @@ import ahocorasick
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from proxy.incidents.searchterms import LOOKALIKE
+from proxy.memo import short_keys
 from proxy.yamlfile import ConfigError, Problem, load_yaml, validate
 
 PHRASES_FILE = "content-phrases.yaml"
@@ -84,6 +84,10 @@ POSITIVE_CAP = 5
 NEGATIVE_CAP = 3
 
 
+# Short runs repeat (a page's no-break spaces, dashes and quotes, a language's common
+# words): kept, up to 8,192 of them. A long run (a paragraph of Chinese has no ASCII space
+# in it) is folded every time and never kept, so the cache stays under a few megabytes.
+@short_keys(maxsize=8192, longest=64)
 def _fold_wide(run: str) -> bytes:
     """A run of non-ASCII characters folded, as UTF-8."""
     folded = unicodedata.normalize("NFKC", run).casefold()
@@ -91,19 +95,11 @@ def _fold_wide(run: str) -> bytes:
     return _NOT_WORD.sub(" ", folded.translate(_WIDE_LOOKALIKE)).encode("utf-8")
 
 
-# Short runs repeat (a page's no-break spaces, dashes and quotes, a language's common
-# words): kept, up to 8,192 of them. A long run (a paragraph of Chinese has no ASCII space
-# in it) is folded every time and never kept, so the cache stays under a few megabytes.
-_SHORT_RUN = 64
-_fold_short = functools.lru_cache(maxsize=8192)(_fold_wide)
-
-
 def _fold_error(error: UnicodeError) -> tuple[bytes, int]:
     """The ASCII encoder's error handler: each run of non-ASCII characters, folded."""
     if not isinstance(error, UnicodeEncodeError):
         raise error
-    run = error.object[error.start : error.end]
-    return (_fold_short if len(run) <= _SHORT_RUN else _fold_wide)(run), error.end
+    return _fold_wide(error.object[error.start : error.end]), error.end
 
 
 _FOLD_ERRORS = "schoolgate-fold"

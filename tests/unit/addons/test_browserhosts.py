@@ -74,13 +74,13 @@ def test_only_names_of_dns_length_are_remembered() -> None:
     """A Host header can be 64 KiB: answered every time, never kept (32,768 kept would be
     2 GiB); a name of DNS's length is kept, and the answer is the same either way."""
     long_host = "a" * 60_000 + ".example"
-    kept, mapped = browserhosts._cached_accepts, browserhosts._cached_ascii_host
+    kept, mapped = browserhosts.browser_accepts, browserhosts._ascii_host
     before = (kept.cache_info().currsize, mapped.cache_info().currsize)
     answers = {
         (browserhosts.browser_accepts(long_host), browserhosts.parse_authority(long_host, False))
         for _ in range(2)
     }
-    assert answers == {(browserhosts._browser_accepts(long_host), (long_host, None))}
+    assert answers == {(browserhosts.browser_accepts.fn(long_host), (long_host, None))}
     assert (kept.cache_info().currsize, mapped.cache_info().currsize) == before
     name = f"kept-{uuid.uuid4().hex}.example"
     assert browserhosts.browser_accepts(name)
