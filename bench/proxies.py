@@ -489,20 +489,36 @@ class Bench:
     def rounds(
         self, plan: list[tuple[str, str, list[str] | Callable[[int], list[str]], dict[str, bool]]]
     ) -> dict[str, Row]:
-        """Each row of ``plan`` measured ``--rounds`` times, in turn, and its median kept.
+        """Each row of ``plan`` measured ``--rounds`` times, in turn, and its median kept."""
+
+        def one_round() -> dict[str, Row]:
+            return {
+                key: self.measure(
+                    name,
+                    command,
+                    target=options.get("target", True),
+                    pinned=options.get("pinned", True),
+                )
+                for key, name, command, options in plan
+            }
+
+        return self.in_rounds(one_round)
+
+    def in_rounds[K](self, one_round: Callable[[], dict[K, Row]]) -> dict[K, Row]:
+        """``one_round`` (every row of a section, in turn) run ``--rounds`` times, and each
+        row's median run kept (``median_row``).
 
         One run of a row varies by up to a fifth from the next on this machine, even
         pinned; in turn, a slow minute slows every row of a round alike, and the median
         of each row drops the odd run out. Each run is printed as it ends, and the
         median rows at the end.
         """
-        runs: dict[str, list[Row]] = {key: [] for key, _, _, _ in plan}
+        runs: dict[K, list[Row]] = {}
         for n in range(self.args.rounds):
             if self.args.rounds > 1:
                 print(f"round {n + 1} of {self.args.rounds}:")
-            for key, name, command, options in plan:
-                target, pinned = options.get("target", True), options.get("pinned", True)
-                runs[key].append(self.measure(name, command, target=target, pinned=pinned))
+            for key, row in one_round().items():
+                runs.setdefault(key, []).append(row)
         rows = {key: median_row(found) for key, found in runs.items()}
         if self.args.rounds > 1:
             print(f"the median of {self.args.rounds} runs of each row (by CPU per request):")
@@ -955,24 +971,20 @@ def html_section(bench: Bench, filtering: Path, analysing: Path) -> None:
     urls, warm = bench.html_requests, bench.html_warmup
     log = bench.tmp / "var" / "access.log"
     # In rounds, as the HTTP rows, each row's median (by CPU per request) compared.
-    runs: dict[str, list[Row]] = {"bare": [], "plain": [], "content": []}
-    pages = scored = blocked = 0
-    for n in range(bench.args.rounds):
-        if bench.args.rounds > 1:
-            print(f"round {n + 1} of {bench.args.rounds}:")
-        runs["bare"].append(bench.measure("html mitmdump (bare)", mitmdump(), urls, warm))
+    counts = [0, 0, 0]  # HTML pages served, analysed and blocked by analysis, every round
+
+    def one_round() -> dict[str, Row]:
+        bare = bench.measure("html mitmdump (bare)", mitmdump(), urls, warm)
         plain = bench.measure("html schoolgate-1w", schoolgate(filtering, 1), urls, warm)
-        runs["plain"].append(plain)
         offset = log.stat().st_size if log.exists() else 0
         content = bench.measure("html schoolgate-1w-content", schoolgate(analysing, 1), urls, warm)
-        runs["content"].append(content)
-        counted = analysed(log, offset)
-        pages, scored, blocked = pages + counted[0], scored + counted[1], blocked + counted[2]
-    bare, plain, content = (median_row(found) for found in runs.values())
-    if bench.args.rounds > 1:
-        print(f"the median of {bench.args.rounds} runs of each row (by CPU per request):")
-        for row in (bare, plain, content):
-            print_row(row)
+        for i, n in enumerate(analysed(log, offset)):
+            counts[i] += n
+        return {"bare": bare, "plain": plain, "content": content}
+
+    rows = bench.in_rounds(one_round)
+    bare, plain, content = rows["bare"], rows["plain"], rows["content"]
+    pages, scored, blocked = counts
     print()
     print(
         f"HTML schoolgate 1 worker with content analysis: {scored} of {pages} pages served "
@@ -1032,23 +1044,19 @@ def https_section(bench: Bench, filtering: Path) -> None:
     if squid is not None:
         bump = lambda port: squid.command("bump", port)  # noqa: E731
         proxies.append(("peer", bump, squid.ca))
+
     # As the HTTP rows: each proxy --rounds times in turn, and each row's median kept.
-    measured: dict[str, dict[str, list[Row]]] = {}
-    for n in range(bench.args.rounds):
-        if bench.args.rounds > 1:
-            print(f"round {n + 1} of {bench.args.rounds}:")
+    def one_round() -> dict[tuple[str, str], Row]:
+        found: dict[tuple[str, str], Row] = {}
         for name, command, ca in proxies:
             pem = ca if ca.suffix == ".pem" else ca / "mitmproxy-ca-cert.pem"
             label = "squid-bump+squidGuard" if name == "peer" else name
             for mode, row in bench.measure_https(label, command, pem).items():
-                measured.setdefault(name, {}).setdefault(mode, []).append(row)
-    for name, modes in measured.items():
-        runs[name] = {mode: median_row(found) for mode, found in modes.items()}
-    if bench.args.rounds > 1:
-        print(f"the median of {bench.args.rounds} runs of each row (by CPU per request):")
-        for medians in runs.values():
-            for row in medians.values():
-                print_row(row)
+                found[name, mode] = row
+        return found
+
+    for (name, mode), row in bench.in_rounds(one_round).items():
+        runs.setdefault(name, {})[mode] = row
     print()
     for mode, label, target in (
         ("keepalive", "keep-alive", 0.95),
