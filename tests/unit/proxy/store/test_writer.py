@@ -72,11 +72,11 @@ def test_events_reach_the_store_in_order(engine: Engine, tmp_path: Path) -> None
     assert writer.spooled == 0
 
 
-def test_events_arriving_close_together_are_spooled_at_once_and_share_one_transaction(
+def test_events_arriving_close_together_share_one_transaction(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Spooling does not linger (each event is fsync'd as it comes: the crash window), while
-    the store's apply lingers: events arriving within it go in one transaction, in order."""
+    """The store's apply lingers: events arriving within it go in one transaction, in order,
+    and none waits for that linger to be on disk."""
     appended: list[int] = []
     applied: list[int] = []
     append, apply = Spool.append, Writer._apply
@@ -98,9 +98,40 @@ def test_events_arriving_close_together_are_spooled_at_once_and_share_one_transa
         time.sleep(0.05)
     wait_for(lambda: writer.applied == 4)
     writer.stop()
-    assert appended == [1, 1, 1, 1]
+    assert sum(appended) == 4
     assert applied == [4]
     assert writer.window_max < 0.5  # never the linger
+    assert recorded(engine) == [f"v: {i}\n" for i in range(4)]
+
+
+def test_spooling_is_paced_an_event_after_a_quiet_spell_is_written_at_once(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One append (one fsync) per ``spool_every_s`` at most: the first event after a quiet
+    spell is on disk at once; those that follow within the interval wait out the rest of
+    it and share the next append. The crash window is the interval plus one fsync."""
+    appended: list[int] = []
+    append = Spool.append
+
+    def counted(spool: Spool, batch: Sequence[events.Event]) -> None:
+        appended.append(len(batch))
+        append(spool, batch)
+
+    monkeypatch.setattr(Spool, "append", counted)
+    writer = Writer(engine, tmp_path, retry_s=0.2, linger_s=0.1, spool_every_s=1.0)
+    durable: list[float] = []
+    writer.durable = durable.append
+    writer.start()
+    quiet = policy_events(0, 4)
+    writer.enqueue(quiet[0])
+    wait_for(lambda: len(durable) == 1)
+    assert durable[0] < 0.5  # not the pace: nothing was spooled in the last second
+    for event in quiet[1:]:
+        writer.enqueue(event)
+    wait_for(lambda: len(durable) == 4)
+    writer.stop()
+    assert appended == [1, 3]
+    assert all(0.2 < seconds < 1.5 for seconds in durable[1:]), durable
     assert recorded(engine) == [f"v: {i}\n" for i in range(4)]
 
 
