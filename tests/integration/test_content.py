@@ -27,6 +27,7 @@ from typing import Any
 import brotli  # type: ignore[import-untyped]
 import pytest
 
+from proxy.content import ceiling
 from proxy.content.learned import LEARNED_FILE, LearnedList, learned_now
 from tests.console_accounts import ensure_account, proof
 from tests.integration.harness import (
@@ -64,6 +65,16 @@ BREAST_CANCER = (
 )
 
 BENIGN_PARAGRAPH = "<p>The river flows past the old mill and the village school. </p>"
+# The adult page with its letters as character references, which the HTML parser reads as
+# the letters they are: no ceiling can be read from the bytes, so it is analysed in full.
+ADULT_REFERENCES = (
+    ADULT.replace("porn", "p&#111;rn").replace("sex", "s&#x65;x").replace("nude", "n&uacute;de")
+)
+# And with look-alike letters, digits for letters, upper case and invisible characters,
+# which the ceiling reads through as the full analysis does.
+ADULT_DISGUISED = ADULT.replace("Free porn", "FR\u0435\u0435 P0RN").replace(
+    "free porn", "fr\u200bee p\u043ern"
+)
 # About 260 KB: over the 64 KB hold bound the AI gateway is given, so it is scored as it streams.
 LONG_PAGE = (BENIGN_PARAGRAPH * 2000 + "<p>" + ADULT + "</p>" + BENIGN_PARAGRAPH * 2000
              + "<p>END-OF-PAGE</p>")  # fmt: skip
@@ -87,6 +98,9 @@ PAGES: dict[str, tuple[str, bytes, str | None]] = {
         None,
     ),
     "/sex-education": ("text/html; charset=utf-8", SEX_EDUCATION.encode(), None),
+    "/adult-references": ("text/html; charset=utf-8", ADULT_REFERENCES.encode(), None),
+    "/adult-disguised": ("text/html; charset=utf-8", ADULT_DISGUISED.encode(), None),
+    "/river": ("text/html; charset=utf-8", (BENIGN_PARAGRAPH * 20).encode(), None),
     "/breast-cancer": ("text/html; charset=utf-8", BREAST_CANCER.encode(), None),
     "/adult-image": ("image/png", b"\x89PNG\r\n\x1a\n" + ADULT.encode(), None),
     "/learned-1": ("text/html; charset=utf-8", ADULT.encode(), None),
@@ -239,7 +253,33 @@ def test_benign_pages_about_the_body_pass(gw: Gateway, pages: Pages, path: str) 
     assert status == 200, body
     content = last_log_line(gw, path)["content"]
     assert isinstance(content, dict)
-    assert content["outcome"] == "passed"
+    assert content["outcome"] in {"passed", "passed: cannot reach a threshold"}
+
+
+@pytest.mark.parametrize("path", ["/adult-references", "/adult-disguised"])
+def test_an_adult_page_in_disguise_is_analysed_in_full_and_blocked(
+    gw: Gateway, pages: Pages, path: str
+) -> None:
+    """Letters as character references, look-alike letters, digits and invisible characters:
+    none of them gets the page passed on its ceiling (proxy/content/ceiling.py)."""
+    status, body = gw.get(pages.url(path), client=PUPIL)
+    assert status == 403, body
+    content = last_log_line(gw, path)["content"]
+    assert content["outcome"] == "blocked"
+    assert content["scores"]["adult"] >= 100
+
+
+def test_an_ordinary_page_passes_on_its_ceiling(gw: Gateway, pages: Pages) -> None:
+    """A page whose words could never reach the threshold is not parsed: the log says so,
+    with the most it could have scored."""
+    status, body = gw.get(pages.url("/river"), client=PUPIL)
+    assert status == 200
+    assert "village school" in body
+    content = last_log_line(gw, "/river")["content"]
+    if not ceiling.available():
+        pytest.skip("hyperscan has no wheel for this machine: every page is analysed in full")
+    assert content["outcome"] == "passed: cannot reach a threshold"
+    assert all(score < 100 for score in content["at_most"].values())
 
 
 def test_images_are_not_scored_as_text(gw: Gateway, pages: Pages) -> None:
