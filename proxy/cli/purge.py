@@ -24,7 +24,8 @@ from proxy.incidents.retention import purge_all
 )
 @config_option
 def purge(every_site: bool, config_dir: Path) -> None:
-    """Delete what is past retention_days: closed incidents, searches, access-log lines."""
+    """Delete what is past retention_days: closed incidents, searches, alert deliveries,
+    access-log lines."""
     store = open_store(config_dir)
     try:
         counts = purge_all(store.fs.settings, store.engine, store.now(), every_site=every_site)

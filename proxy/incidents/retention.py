@@ -83,8 +83,9 @@ def _purge_access_log(path: Path, cutoff: datetime) -> int:
 def purge_all(
     settings: Settings, engine: Engine, now: datetime, *, every_site: bool = False
 ) -> dict[str, int]:
-    """Everything past retention: this site's closed incidents and searches (every site's
-    with ``every_site``, by this site's retention), and this gateway's access-log lines."""
+    """Everything past retention: this site's closed incidents, searches and alert deliveries
+    (every site's with ``every_site``, by this site's retention), and this gateway's
+    access-log lines."""
     with session(engine) as s:
         purged = incidents.purge(
             s,
@@ -100,6 +101,7 @@ def purge_all(
         "incidents": purged.incidents,
         "reviews": purged.reviews,
         "searches": purged.searches,
+        "alert_deliveries": purged.alert_deliveries,
         "access_log_lines": lines,
     }
 

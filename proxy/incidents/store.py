@@ -13,9 +13,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select, tuple_, update
+from sqlalchemy import CursorResult, delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from proxy.incidents.events import (
@@ -26,7 +26,7 @@ from proxy.incidents.events import (
     rolls_into,
 )
 from proxy.incidents.freetext import REFUSAL, mentions_address
-from proxy.incidents.models import Incident, IncidentReview, SearchRecord
+from proxy.incidents.models import AlertDelivery, Incident, IncidentReview, SearchRecord
 from proxy.store.events import BATCH_HANDLERS, HANDLERS, Event
 from proxy.store.models import Change
 from proxy.store.site import current_site
@@ -581,12 +581,15 @@ class Purged:
     incidents: int
     reviews: int
     searches: int
+    alert_deliveries: int = 0
 
 
 def purge(
     session: Session, now: datetime, incidents_days: int, access_days: int, *, site: str | None
 ) -> Purged:
-    """Delete closed incidents (with their reviews) and searches past their retention.
+    """Delete closed incidents (with their reviews), searches and the record of alert
+    deliveries past their retention (deliveries by the incidents': they are about them, and
+    name who was told).
 
     ``site``: that school's rows only, by its own ``retention_days`` (one school's settings
     never delete another's records on a trust's shared store); None: every site's, which
@@ -617,5 +620,9 @@ def purge(
         chunk = old_ids[start : start + 500]
         session.execute(delete(SearchRecord).where(SearchRecord.id.in_(chunk)))
         searches += len(chunk)
+    told = delete(AlertDelivery).where(AlertDelivery.at < incident_cutoff)
+    if site is not None:
+        told = told.where(AlertDelivery.site == site)
+    deliveries = cast(CursorResult[Any], session.execute(told)).rowcount
     session.flush()
-    return Purged(removed, reviews, searches)
+    return Purged(removed, reviews, searches, deliveries)

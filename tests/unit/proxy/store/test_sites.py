@@ -185,7 +185,8 @@ def test_a_stored_alert_delivery_names_the_site_it_was_raised_at(engine: Engine)
 
 
 def _old_closed_rows_at_north_and_south(engine: Engine) -> None:
-    """At each site: a closed incident, its review and a search, 100 days old."""
+    """At each site: a closed incident, its review, a search and an alert delivery, 100 days
+    old, and an alert delivery from yesterday."""
     old = NOW - timedelta(days=100)
     with session(engine) as s:
         for site in ("north", "south"):
@@ -196,6 +197,10 @@ def _old_closed_rows_at_north_and_south(engine: Engine) -> None:
                 close(s, found.id, f"dsl-{site}", "done", old)
                 who = Identity(f"pupil-{site}", "pupil", "10.0.0.5", "address")
                 record_search(s, search_event(who, "google", "q", None, old))
+                for when in (old, NOW - timedelta(days=1)):  # one past retention, one not
+                    told = Result(Alert("illegal", "An illegal hit", "t", {}), "email", True, 1,
+                                  True, None)  # fmt: skip
+                    events.apply_event(s, deliveries.result_event(told, when))
                 s.flush()  # inside at_site: the rows' site defaults are read at the flush
 
 
@@ -203,8 +208,8 @@ def test_purge_deletes_only_its_own_sites_rows_unless_trust_wide(
     store_url: str, tmp_path: Path
 ) -> None:
     """North's purge (north's retention: 30 days) leaves south's old closed incident, its
-    review and south's old search, which south's own retention keeps; only the explicit
-    trust-wide purge takes them."""
+    review, south's old search and its old alert delivery, which south's own retention
+    keeps; only the explicit trust-wide purge takes them. Yesterday's deliveries stay."""
     engine = make_engine(store_url)
     migrate.upgrade(engine)
     _old_closed_rows_at_north_and_south(engine)
@@ -214,14 +219,23 @@ def test_purge_deletes_only_its_own_sites_rows_unless_trust_wide(
     settings = load_settings(config)
     counts = retention.purge_all(settings, engine, NOW)
     assert (counts["incidents"], counts["reviews"], counts["searches"]) == (1, 1, 1)
+    assert counts["alert_deliveries"] == 1
     with session(engine, read_only=True) as s:
         assert list(s.scalars(select(Incident.site))) == ["south"]
         assert list(s.scalars(select(SearchRecord.site))) == ["south"]
         assert list(s.scalars(select(IncidentReview.site))) == ["south"]
+        kept = s.execute(select(AlertDelivery.site, AlertDelivery.at).order_by(AlertDelivery.id))
+        assert [(site, at.date()) for site, at in kept] == [
+            ("north", (NOW - timedelta(days=1)).date()),
+            ("south", (NOW - timedelta(days=100)).date()),
+            ("south", (NOW - timedelta(days=1)).date()),
+        ]
     counts = retention.purge_all(settings, engine, NOW, every_site=True)
     assert (counts["incidents"], counts["reviews"], counts["searches"]) == (1, 1, 1)
+    assert counts["alert_deliveries"] == 1
     with session(engine, read_only=True) as s:
         assert list(s.scalars(select(Incident.site))) == []
+        assert len(list(s.scalars(select(AlertDelivery.id)))) == 2  # yesterday's, at each site
     engine.dispose()
 
 
