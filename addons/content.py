@@ -74,6 +74,8 @@ ANSWER_TYPES: dict[str, Kind] = {
     "text/plain": "text",
 }
 CACHE_SIZE = 10_000
+# The outcome of a page passed on its ceiling, without the full analysis.
+ON_CEILING = "passed: cannot reach a threshold"
 _UTF8_NAMES = frozenset({"utf8", "ascii", "usascii"})
 # How often each worker reads what others appended to the learned list.
 LEARNED_POLL_SECONDS = 0.5
@@ -128,10 +130,6 @@ def held_page_text(response: http.Response, mime: str, utf8: bytes | None) -> st
     if mime != "text/plain" and utf8 is not None:
         return html_text(utf8)
     return page_text(response.get_text(strict=False) or "", mime)
-
-
-def _reaches(ceiling: dict[str, int], thresholds: dict[str, int]) -> bool:
-    return any(ceiling.get(category, 0) >= at for category, at in thresholds.items())
 
 
 class ContentAnalysis:
@@ -342,15 +340,14 @@ class ContentAnalysis:
         try:
             scores = self._scores.get(entry) if entry else None
             if scores is None:
-                utf8 = utf8_body(flow.response)
+                # Plain text is scored as mitmproxy decodes it (get_text), not as UTF-8 bytes.
+                utf8 = utf8_body(flow.response) if mime != "text/plain" else None
                 # The ceiling first: most pages could never reach a threshold, and it tells
                 # in a tenth of the time the full analysis takes (proxy/content/ceiling.py).
                 most = scorer.ceiling(utf8) if utf8 is not None else None
-                if most is not None and not _reaches(most, rule.threshold_for()):
+                if most is not None and not Scores(most, ()).crossed(rule.threshold_for()):
                     self.below += 1
-                    flow.metadata[CONTENT] = ContentVerdict(
-                        "passed: cannot reach a threshold", {}, (), at_most=most
-                    )
+                    flow.metadata[CONTENT] = ContentVerdict(ON_CEILING, {}, (), at_most=most)
                     return
                 text = held_page_text(flow.response, mime, utf8)
                 scores = scorer.score(text)

@@ -2,7 +2,8 @@
 
 Most pages a pupil reads could never reach a threshold: the words of the phrases
 that would have to be there are not there, or not often enough. ``Ceiling``
-finds that out in one Hyperscan pass over the page's bytes (several GB/s, C),
+finds that out in two Hyperscan passes over the page's bytes (C, about 0.15 ms
+for 100 KB: character references, then the phrases' words as pure literals),
 where the full analysis parses the HTML, folds its text and matches every phrase
 (``proxy.content.phrases``): about 1.5 ms for a 100 KB page, on the request path.
 A page whose ceiling is below the group's threshold in every category passes
@@ -29,7 +30,8 @@ bytes do not hold:
   reference to anything that folds to a letter or digit gets no ceiling;
 - a NUL byte, which the HTML parser drops from text (joining ``p\\0orn``): a
   page with one gets no ceiling;
-- a charset other than UTF-8: the caller asks only for UTF-8 pages.
+- a charset other than UTF-8: the caller asks only for UTF-8 HTML pages (plain
+  text is scored as mitmproxy decodes it, which may differ from these bytes).
 
 Words in scripts, styles, attributes, tag names and comments are counted here
 and not there: the ceiling is higher than it need be, never lower. The commonest

@@ -101,6 +101,7 @@ PAGES: dict[str, tuple[str, bytes, str | None]] = {
     "/adult-references": ("text/html; charset=utf-8", ADULT_REFERENCES.encode(), None),
     "/adult-disguised": ("text/html; charset=utf-8", ADULT_DISGUISED.encode(), None),
     "/river": ("text/html; charset=utf-8", (BENIGN_PARAGRAPH * 20).encode(), None),
+    "/river-plain": ("text/plain; charset=utf-8", b"The river flows past the mill.\n" * 20, None),
     "/breast-cancer": ("text/html; charset=utf-8", BREAST_CANCER.encode(), None),
     "/adult-image": ("image/png", b"\x89PNG\r\n\x1a\n" + ADULT.encode(), None),
     "/learned-1": ("text/html; charset=utf-8", ADULT.encode(), None),
@@ -280,6 +281,14 @@ def test_an_ordinary_page_passes_on_its_ceiling(gw: Gateway, pages: Pages) -> No
         pytest.skip("hyperscan has no wheel for this machine: every page is analysed in full")
     assert content["outcome"] == "passed: cannot reach a threshold"
     assert all(score < 100 for score in content["at_most"].values())
+
+
+def test_plain_text_is_always_analysed_in_full(gw: Gateway, pages: Pages) -> None:
+    """Plain text is scored as mitmproxy decodes it, which can differ from its bytes (a byte
+    that is not UTF-8): it never passes on a ceiling read from the bytes."""
+    status, _ = gw.get(pages.url("/river-plain"), client=PUPIL)
+    assert status == 200
+    assert last_log_line(gw, "/river-plain")["content"]["outcome"] == "passed"
 
 
 def test_images_are_not_scored_as_text(gw: Gateway, pages: Pages) -> None:
