@@ -39,7 +39,7 @@ import yaml
 
 from proxy.content.extract import page_text
 from proxy.content.images import ImageJob, ImagePool, ImageScore, NudityModel
-from proxy.content.phrases import CATEGORY_WORDS, PhraseScorer, load_phrases
+from proxy.content.phrases import CATEGORY_WORDS, PhraseScorer, Scores, load_phrases
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLD = 100  # the demo policy's pupils
@@ -158,7 +158,7 @@ def ceilings(scorer: PhraseScorer, pages: list[str], docs: list[tuple[str, str, 
             start = time.thread_time()
             most = scorer.ceiling(raw)
             middle = time.thread_time()
-            below = most is not None and all(v < thresholds[k] for k, v in most.items())
+            below = most is not None and not Scores(most, ()).crossed(thresholds)
             if not below:
                 scorer.score(page_text(page, "text/html"))
             end = time.thread_time()
@@ -190,7 +190,7 @@ def ceilings(scorer: PhraseScorer, pages: list[str], docs: list[tuple[str, str, 
         if any(most.get(k, 0) < v for k, v in scores.items()):
             below_score += 1
             print(f"  BELOW ITS SCORE: {path}")
-        on_ceiling += all(v < thresholds[k] for k, v in most.items())
+        on_ceiling += not Scores(most, ()).crossed(thresholds)
     print(f"  {checked} documents (HTML and manual pages) and labelled texts: the ceiling "
           f"below the full score on {below_score} (must be 0); no ceiling (a reference to a "
           f"letter, a NUL) on {none}; passed on it {on_ceiling} "

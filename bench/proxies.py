@@ -88,6 +88,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from addons.content import ON_CEILING
 from bench import peer
 from bench.content import html_pages
 
@@ -957,7 +958,7 @@ def analysed(log: Path, offset: int) -> tuple[int, int, int, int]:
                 continue
             pages += 1
             outcome = (record.get("content") or {}).get("outcome", "")
-            on_ceiling = outcome == "passed: cannot reach a threshold"
+            on_ceiling = outcome == ON_CEILING
             scored += outcome in ("passed", "logged") or on_ceiling
             below += on_ceiling
     return pages, scored, below, blocked

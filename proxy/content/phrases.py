@@ -190,8 +190,9 @@ class PhraseScorer:
         if by_key and ceiling.available():
             self._ceiling = ceiling.Ceiling(
                 (
-                    ceiling.CeilingPhrase(e.category, e.weight, tuple(fold(e.phrase).split()))
-                    for e in entries
+                    ceiling.CeilingPhrase(e.category, e.weight, tuple(key.split()))
+                    for key, found in by_key.items()
+                    for e in found
                     if not e.exception
                 ),
                 _ASCII,

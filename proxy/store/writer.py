@@ -145,7 +145,7 @@ class Writer:
         self._spool_failing: str | None = None
         self._spool_next_try = 0.0
         self._spool_backoff = 0.0
-        self._last_append = -SPOOL_EVERY_S  # monotonic start of the last spool append
+        self._last_append = float("-inf")  # monotonic start of the last spool append
         self._last_drop_log = 0.0
         self.applied = 0
         self.duplicates = 0
