@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -339,7 +339,7 @@ def main() -> int:
         download(port, origin, MiB, PUPIL)  # warm up: first request loads lazily
         base = memory_kib(p.pid)["VmRSS"]
         sink = f"localhost:{origin}"
-        phases = [
+        phases: list[tuple[str, Callable[[], object]]] = [
             ("4 x download, no rules", lambda: _parallel(port, origin, args.size, PUPIL, "")),
             ("4 x download, rules", lambda: _parallel(port, origin, args.size, STAFF, "")),
             ("4 x chunked, rules", lambda: _parallel(port, origin, args.size, STAFF, "?chunked")),
