@@ -23,7 +23,9 @@ def html_text(html: str | bytes) -> str:
     Bytes are read as UTF-8 (what Lexbor parses; bytes that are not UTF-8 become U+FFFD).
     """
     tree = LexborHTMLParser(html)
-    title = tree.css_first("title")
+    # The document's title is the one in its head: a title element in the body is read with
+    # the body, and reading it in front as well would count its words twice.
+    title = tree.css_first("head > title")
     parts = [title.text(strip=True)] if title is not None else []
     parts.extend(alt for node in tree.css("img[alt]") if (alt := node.attributes.get("alt")))
     # Last first: a node nested in another (a script in an svg) goes before its ancestor, so

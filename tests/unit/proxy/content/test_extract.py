@@ -35,3 +35,14 @@ def test_nested_unread_elements_go_with_their_parents() -> None:
         "<noscript><style>n</style>ns</noscript><p>three</p></body></html>"
     )
     assert html_text(html).split() == ["T", "one", "two", "three"]
+
+
+def test_a_title_in_the_body_is_read_once() -> None:
+    """The title is the head's: a title element in the body is read with the body, not a
+    second time in front of it (its words would count twice)."""
+    assert html_text("<body><title>free porn</title><p>x</p></body>").split() == [
+        "free",
+        "porn",
+        "x",
+    ]
+    assert html_text("<head><title>T</title></head><body><p>x</p></body>").split() == ["T", "x"]
