@@ -74,8 +74,6 @@ ANSWER_TYPES: dict[str, Kind] = {
     "text/plain": "text",
 }
 CACHE_SIZE = 10_000
-# The outcome of a page passed on its ceiling, without the full analysis.
-ON_CEILING = "passed: cannot reach a threshold"
 _UTF8_NAMES = frozenset({"utf8", "ascii", "usascii"})
 # How often each worker reads what others appended to the learned list.
 LEARNED_POLL_SECONDS = 0.5
@@ -89,19 +87,14 @@ class ContentVerdict:
     scores: dict[str, int]
     phrases: tuple[str, ...]
     category: str | None = None
-    # A page passed on its ceiling: the most it could have scored per category.
-    at_most: dict[str, int] | None = None
 
     def as_dict(self) -> dict[str, object]:
-        out: dict[str, object] = {
+        return {
             "outcome": self.outcome,
             "scores": self.scores,
             "phrases": list(self.phrases),
             "category": self.category,
         }
-        if self.at_most is not None:
-            out["at_most"] = self.at_most
-        return out
 
 
 def _entry_of(flow: http.HTTPFlow) -> str | None:
@@ -111,24 +104,19 @@ def _entry_of(flow: http.HTTPFlow) -> str | None:
         return None
 
 
-def utf8_body(response: http.Response) -> bytes | None:
-    """A held page's body, decoded from gzip and the like, if its charset is UTF-8 (declared,
-    or undeclared HTML, which is read as UTF-8); None in any other charset."""
-    content = response.get_content(strict=False) or b""
-    charset = infer_content_encoding(response.headers.get("content-type", ""), content)
-    return content if charset.lower().replace("-", "").replace("_", "") in _UTF8_NAMES else None
+def held_page_text(response: http.Response, mime: str) -> str:
+    """The words of a held page.
 
-
-def held_page_text(response: http.Response, mime: str, utf8: bytes | None) -> str:
-    """The words of a held page (``utf8``: its body if it is UTF-8, ``utf8_body``).
-
-    HTML in UTF-8 goes to the parser as the bytes that came: decoding it to ``str`` only
-    for the parser to encode it back cost two copies of the page (Lexbor replaces bytes
-    that are not UTF-8 with U+FFFD, as decoding with ``errors="replace"`` would). Any other
-    charset is decoded first.
+    HTML in UTF-8 (declared, or undeclared, which HTML reads as UTF-8) goes to the parser
+    as the bytes that came: decoding it to ``str`` only for the parser to encode it back
+    cost two copies of the page (Lexbor replaces bytes that are not UTF-8 with U+FFFD, as
+    decoding with ``errors="replace"`` would). Any other charset is decoded first.
     """
-    if mime != "text/plain" and utf8 is not None:
-        return html_text(utf8)
+    if mime != "text/plain":
+        content = response.get_content(strict=False) or b""
+        charset = infer_content_encoding(response.headers.get("content-type", ""), content)
+        if charset.lower().replace("-", "").replace("_", "") in _UTF8_NAMES:
+            return html_text(content)
     return page_text(response.get_text(strict=False) or "", mime)
 
 
@@ -136,7 +124,6 @@ class ContentAnalysis:
     def __init__(self, loader: facts.Policies) -> None:
         self.loader = loader
         self.scored = 0
-        self.below = 0  # pages passed on their ceiling, without the full analysis
         self.blocked = 0
         self.learned: LearnedList | None = None
         self._scores: OrderedDict[str, Scores] = OrderedDict()
@@ -340,16 +327,7 @@ class ContentAnalysis:
         try:
             scores = self._scores.get(entry) if entry else None
             if scores is None:
-                # Plain text is scored as mitmproxy decodes it (get_text), not as UTF-8 bytes.
-                utf8 = utf8_body(flow.response) if mime != "text/plain" else None
-                # The ceiling first: most pages could never reach a threshold, and it tells
-                # in a tenth of the time the full analysis takes (proxy/content/ceiling.py).
-                most = scorer.ceiling(utf8) if utf8 is not None else None
-                if most is not None and not Scores(most, ()).crossed(rule.threshold_for()):
-                    self.below += 1
-                    flow.metadata[CONTENT] = ContentVerdict(ON_CEILING, {}, (), at_most=most)
-                    return
-                text = held_page_text(flow.response, mime, utf8)
+                text = held_page_text(flow.response, mime)
                 scores = scorer.score(text)
                 self.scored += 1
                 if entry:

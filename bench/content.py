@@ -5,9 +5,6 @@ Run from the repository root: ``.venv/bin/python -m bench.content``. It prints:
 * speed on one core (pinned): text extraction and scoring of 100 KB HTML pages made
   from the machine's HTML documentation, p50 and p99 in milliseconds, against the
   issue's targets (p50 <= 2 ms, p99 <= 10 ms);
-* the ceiling (``proxy/content/ceiling.py``): its own time on the same pages, how many
-  it passes without the full analysis, the time per page as the proxy spends it, and
-  on every benign HTML document and labelled text that it is never below the full score;
 * detection: the share of the labelled texts in ``bench/content-eval/positive.yaml``
   that cross the demo policy's pupil threshold (100), per category;
 * over-blocking: the share of at least 10,000 benign documents installed on this
@@ -39,7 +36,7 @@ import yaml
 
 from proxy.content.extract import page_text
 from proxy.content.images import ImageJob, ImagePool, ImageScore, NudityModel
-from proxy.content.phrases import CATEGORY_WORDS, PhraseScorer, Scores, load_phrases
+from proxy.content.phrases import CATEGORY_WORDS, PhraseScorer, load_phrases
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLD = 100  # the demo policy's pupils
@@ -138,63 +135,6 @@ def speed(scorer: PhraseScorer, pages: list[str]) -> None:
     )
     print(f"  target   p50 <= 2 ms: {'MET' if p50 <= 2 else 'MISSED'};"
           f" p99 <= 10 ms: {'MET' if p99 <= 10 else 'MISSED'}")  # fmt: skip
-
-
-def ceilings(scorer: PhraseScorer, pages: list[str], docs: list[tuple[str, str, str]]) -> None:
-    """The ceiling (proxy/content/ceiling.py): its cost per page, how many pages it passes
-    without the full analysis, and, on every benign document and labelled text, that it is
-    never below the full score (a page passed on a ceiling below its score would be a page
-    let through that the analysis blocks)."""
-    if scorer.ceiling(b"<p>probe</p>") is None:
-        print("ceiling: hyperscan is not installed here: every page is analysed in full")
-        return
-    thresholds = dict.fromkeys(CATEGORY_WORDS, THRESHOLD)
-    ceiling_ms: list[float] = []
-    proxy_ms: list[float] = []
-    passed = 0
-    for _round in range(3):
-        for page in pages:
-            raw = page.encode("utf-8")
-            start = time.thread_time()
-            most = scorer.ceiling(raw)
-            middle = time.thread_time()
-            below = most is not None and not Scores(most, ()).crossed(thresholds)
-            if not below:
-                scorer.score(page_text(page, "text/html"))
-            end = time.thread_time()
-            passed += below
-            ceiling_ms.append((middle - start) * 1000)
-            proxy_ms.append((end - start) * 1000)
-
-    def q(values: list[float], share: float) -> float:
-        return sorted(values)[int(len(values) * share)]
-
-    print(f"ceiling: the same pages, read from their bytes first; {passed} of "
-          f"{len(ceiling_ms)} passed on it (could not reach {THRESHOLD})")  # fmt: skip
-    print(f"  ceiling  p50 {q(ceiling_ms, 0.5):6.2f} ms  p99 {q(ceiling_ms, 0.99):6.2f} ms")
-    print(
-        f"  as the proxy runs it (the ceiling, then the full analysis if it could cross): "
-        f"p50 {q(proxy_ms, 0.5):.2f} ms  p99 {q(proxy_ms, 0.99):.2f} ms  "
-        f"(mean {statistics.mean(proxy_ms):.2f})"
-    )
-    labelled = yaml.safe_load((ROOT / "bench" / "content-eval" / "positive.yaml").read_text())
-    texts = [("labelled", "text/html", f"<p>{t}</p>") for ts in labelled.values() for t in ts]
-    below_score = none = on_ceiling = checked = 0
-    for path, kind, text in [*docs, *texts]:
-        checked += 1
-        most = scorer.ceiling(text.encode("utf-8"))
-        if most is None:
-            none += 1
-            continue
-        scores = scorer.score(page_text(text, kind)).by_category
-        if any(most.get(k, 0) < v for k, v in scores.items()):
-            below_score += 1
-            print(f"  BELOW ITS SCORE: {path}")
-        on_ceiling += not Scores(most, ()).crossed(thresholds)
-    print(f"  {checked} documents (HTML and manual pages) and labelled texts: the ceiling "
-          f"below the full score on {below_score} (must be 0); no ceiling (a reference to a "
-          f"letter, a NUL) on {none}; passed on it {on_ceiling} "
-          f"({100 * on_ceiling / max(checked, 1):.0f}%)")  # fmt: skip
 
 
 def detection(scorer: PhraseScorer) -> None:
@@ -300,9 +240,7 @@ def main() -> None:
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     scorer = load_phrases(ROOT / "config" / "content-phrases.yaml")
     docs = benign_documents()
-    pages = pages_of(docs, 200)
-    speed(scorer, pages)
-    ceilings(scorer, pages, docs)
+    speed(scorer, pages_of(docs, 200))
     detection(scorer)
     over_blocking(scorer, docs)
     school_policies(scorer)

@@ -33,7 +33,6 @@ from typing import Annotated
 import ahocorasick
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from proxy.content import ceiling
 from proxy.incidents.searchterms import LOOKALIKE
 from proxy.memo import short_keys
 from proxy.yamlfile import ConfigError, Problem, load_yaml, validate
@@ -124,11 +123,6 @@ def fold(text: str) -> str:
     return (b" " + b" ".join(words) + b" ").decode("utf-8")
 
 
-def folds_to_nothing(text: str) -> bool:
-    """Whether ``text`` holds no letter or digit once folded (punctuation, spaces, marks)."""
-    return not fold(text).strip()
-
-
 @dataclass(frozen=True, slots=True)
 class PhraseHit:
     """A phrase that counted on a page: its category, weight and how often it occurred."""
@@ -186,26 +180,6 @@ class PhraseScorer:
                 automaton.add_word(key, tuple(found))
             automaton.make_automaton()
             self._automaton = automaton
-        self._ceiling: ceiling.Ceiling | None = None
-        if by_key and ceiling.available():
-            self._ceiling = ceiling.Ceiling(
-                (
-                    ceiling.CeilingPhrase(e.category, e.weight, tuple(key.split()))
-                    for key, found in by_key.items()
-                    for e in found
-                    if not e.exception
-                ),
-                _ASCII,
-                POSITIVE_CAP,
-                folds_to_nothing,
-            )
-
-    def ceiling(self, page: bytes) -> dict[str, int] | None:
-        """The most ``page`` (UTF-8 bytes, markup and all) could score in each category, read
-        without parsing it (``proxy.content.ceiling``); None when that cannot be told."""
-        if self._ceiling is None:
-            return None
-        return self._ceiling.of(page.decode("utf-8", "replace").encode("ascii", _FOLD_ERRORS))
 
     def score(self, text: str) -> Scores:
         """Scores of ``text`` (already extracted from its markup) in every category."""

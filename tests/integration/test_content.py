@@ -15,6 +15,7 @@ import gzip
 import http.client
 import http.server
 import json
+import re
 import shutil
 import ssl
 import subprocess
@@ -27,7 +28,6 @@ from typing import Any
 import brotli  # type: ignore[import-untyped]
 import pytest
 
-from proxy.content import ceiling
 from proxy.content.learned import LEARNED_FILE, LearnedList, learned_now
 from tests.console_accounts import ensure_account, proof
 from tests.integration.harness import (
@@ -65,16 +65,38 @@ BREAST_CANCER = (
 )
 
 BENIGN_PARAGRAPH = "<p>The river flows past the old mill and the village school. </p>"
-# The adult page with its letters as character references, which the HTML parser reads as
-# the letters they are: no ceiling can be read from the bytes, so it is analysed in full.
-ADULT_REFERENCES = (
-    ADULT.replace("porn", "p&#111;rn").replace("sex", "s&#x65;x").replace("nude", "n&uacute;de")
-)
-# And with look-alike letters, digits for letters, upper case and invisible characters,
-# which the ceiling reads through as the full analysis does.
-ADULT_DISGUISED = ADULT.replace("Free porn", "FR\u0435\u0435 P0RN").replace(
-    "free porn", "fr\u200bee p\u043ern"
-)
+
+
+def _in_words(page: str, insert: str, at: int = 1) -> str:
+    """``page`` with ``insert`` at ``at`` in each word of three letters or more of its text
+    (not in its tags or its script)."""
+    parts = re.split(r"(<script.*?</script>|<[^>]*>)", page)
+    return "".join(
+        part if part.startswith("<")
+        else re.sub(r"[A-Za-z]{3,}", lambda word: word[0][:at] + insert + word[0][at:], part)
+        for part in parts
+    )  # fmt: skip
+
+
+# The adult page in disguises a browser reads straight through, as the parser does: what a
+# pupil sees is the adult page, whatever its bytes look like. Its words split by markup the
+# parser drops ("p</x>orn", another "<html>"), by text in a table outside its cells (which the
+# parser moves before the table, onto the text there), or with references in them that the
+# parser reads as part of the word: a legacy one without its ";" ("&ampporn" is "&porn"), a
+# numeric one without it ("&#38porn"), and ones that fold to nothing (a zero-width space, a
+# combining accent). The shortcut this project had for a day, which read words from the
+# bytes, gave each of these pages a most-it-could-score below the threshold and let it through.
+ADULT_MARKUP = {
+    "/adult-end-tags": _in_words(ADULT, "</x>"),
+    "/adult-html-tags": _in_words(ADULT, "<html lang=en>"),
+    "/adult-table": "<table>" + _in_words(ADULT, "<tr><td>.</td></tr>") + "</table>",
+    "/adult-legacy-refs": _in_words(ADULT, "&amp", at=0),
+    "/adult-numeric-refs": _in_words(ADULT, "&#38", at=0),
+    "/adult-zero-width-refs": _in_words(ADULT, "&#8203;"),
+    "/adult-accent-refs": _in_words(ADULT, "&#x301;"),
+}
+
+
 # About 260 KB: over the 64 KB hold bound the AI gateway is given, so it is scored as it streams.
 LONG_PAGE = (BENIGN_PARAGRAPH * 2000 + "<p>" + ADULT + "</p>" + BENIGN_PARAGRAPH * 2000
              + "<p>END-OF-PAGE</p>")  # fmt: skip
@@ -98,15 +120,15 @@ PAGES: dict[str, tuple[str, bytes, str | None]] = {
         None,
     ),
     "/sex-education": ("text/html; charset=utf-8", SEX_EDUCATION.encode(), None),
-    "/adult-references": ("text/html; charset=utf-8", ADULT_REFERENCES.encode(), None),
-    "/adult-disguised": ("text/html; charset=utf-8", ADULT_DISGUISED.encode(), None),
-    "/river": ("text/html; charset=utf-8", (BENIGN_PARAGRAPH * 20).encode(), None),
-    "/river-plain": ("text/plain; charset=utf-8", b"The river flows past the mill.\n" * 20, None),
     "/breast-cancer": ("text/html; charset=utf-8", BREAST_CANCER.encode(), None),
     "/adult-image": ("image/png", b"\x89PNG\r\n\x1a\n" + ADULT.encode(), None),
     "/learned-1": ("text/html; charset=utf-8", ADULT.encode(), None),
     "/learned-2": ("text/html; charset=utf-8", ADULT.encode(), None),
     "/rejected": ("text/html; charset=utf-8", ADULT.encode(), None),
+    **{
+        path: ("text/html; charset=utf-8", page.encode(), None)
+        for path, page in ADULT_MARKUP.items()
+    },
 }
 
 POLICY = TEST_POLICY.replace(
@@ -254,41 +276,21 @@ def test_benign_pages_about_the_body_pass(gw: Gateway, pages: Pages, path: str) 
     assert status == 200, body
     content = last_log_line(gw, path)["content"]
     assert isinstance(content, dict)
-    assert content["outcome"] in {"passed", "passed: cannot reach a threshold"}
+    assert content["outcome"] == "passed"
 
 
-@pytest.mark.parametrize("path", ["/adult-references", "/adult-disguised"])
-def test_an_adult_page_in_disguise_is_analysed_in_full_and_blocked(
+@pytest.mark.parametrize("path", sorted(ADULT_MARKUP))
+def test_an_adult_page_split_or_joined_by_markup_is_blocked(
     gw: Gateway, pages: Pages, path: str
 ) -> None:
-    """Letters as character references, look-alike letters, digits and invisible characters:
-    none of them gets the page passed on its ceiling (proxy/content/ceiling.py)."""
+    """Words split by markup the parser drops, by table text it moves, or joined by references:
+    the analysis reads the text as the browser shows it, so the page is blocked."""
     status, body = gw.get(pages.url(path), client=PUPIL)
     assert status == 403, body
+    assert "looked like adult content" in body
     content = last_log_line(gw, path)["content"]
     assert content["outcome"] == "blocked"
     assert content["scores"]["adult"] >= 100
-
-
-def test_an_ordinary_page_passes_on_its_ceiling(gw: Gateway, pages: Pages) -> None:
-    """A page whose words could never reach the threshold is not parsed: the log says so,
-    with the most it could have scored."""
-    status, body = gw.get(pages.url("/river"), client=PUPIL)
-    assert status == 200
-    assert "village school" in body
-    content = last_log_line(gw, "/river")["content"]
-    if not ceiling.available():
-        pytest.skip("hyperscan has no wheel for this machine: every page is analysed in full")
-    assert content["outcome"] == "passed: cannot reach a threshold"
-    assert all(score < 100 for score in content["at_most"].values())
-
-
-def test_plain_text_is_always_analysed_in_full(gw: Gateway, pages: Pages) -> None:
-    """Plain text is scored as mitmproxy decodes it, which can differ from its bytes (a byte
-    that is not UTF-8): it never passes on a ceiling read from the bytes."""
-    status, _ = gw.get(pages.url("/river-plain"), client=PUPIL)
-    assert status == 200
-    assert last_log_line(gw, "/river-plain")["content"]["outcome"] == "passed"
 
 
 def test_images_are_not_scored_as_text(gw: Gateway, pages: Pages) -> None:
