@@ -23,14 +23,18 @@ cached per URL, so a worker analyses a page once.
 
 Failure policy: an error while scoring blocks the page, since "could not
 read it" must not mean "allowed" for the groups that asked for analysis. A
-response larger than the hold bound, or already streamed, is passed unscored
-and says so in the log (``content: {"outcome": "unscored: too large"}``).
+page larger than the hold bound is scored as it streams and cut where it
+crosses: known to be larger at its head, or, sent chunked, once it grows past
+the bound (``addons/limits.py`` starts the scorer on what was held). One that
+cannot be scored as it streams (an encoding no decoder reads) passes and says
+so in the log (``content: {"outcome": "unscored: ..."}``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -64,6 +68,9 @@ log = logging.getLogger("schoolgate.content")
 # What was scored, for the access log: a ContentVerdict.
 CONTENT = "schoolgate.content"
 _HOLD = "schoolgate.content_hold"
+# How addons/limits.py starts scoring a held page of unknown length that grows past the hold
+# bound as it streams on (rather than passing it unscored).
+_STREAM_PAST_HOLD = "schoolgate.content_stream_past_hold"
 _STREAMED = "schoolgate.content_stream"
 TEXT_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/plain"})
 # An assistant's answer, by content type: events, JSON, or text as it comes.
@@ -239,6 +246,10 @@ class ContentAnalysis:
         # mitmproxy mark it for streaming (addons/limits.py keeps holding it that far).
         flow.response.stream = False
         flow.metadata[_HOLD] = mime
+        kind: Kind = "html" if mime != "text/plain" else "text"
+        flow.metadata[_STREAM_PAST_HOLD] = functools.partial(
+            self._stream, flow, group.content, kind
+        )
 
     def _stream(self, flow: http.HTTPFlow, rule: ContentRule, kind: Kind) -> None:
         """Score the body as it is forwarded; cut it with a notice when it crosses."""
@@ -305,6 +316,9 @@ class ContentAnalysis:
                 "passed (streamed)", so_far.by_category, tuple(h.phrase for h in so_far.hits[:10])
             )
         mime = flow.metadata.pop(_HOLD, None)
+        flow.metadata.pop(_STREAM_PAST_HOLD, None)
+        if guard is not None:
+            return  # held, then scored as it streamed past the hold bound (addons/limits.py)
         if mime is None or flow.response is None or answered(flow):
             return
         rule = self._rule(flow)
@@ -315,9 +329,10 @@ class ContentAnalysis:
         if flow.response.stream or (
             raw is not None and len(raw) > ctx.options.schoolgate_content_hold_kb * 1024
         ):
-            # A chunked body with no Content-Length: too large to hold once read (past the
-            # hold bound, addons/limits.py lets it stream on, so it was never held whole).
-            flow.metadata[CONTENT] = ContentVerdict("unscored: too large", {}, ())
+            # Streamed past the hold bound with no scorer (addons/limits.py could not start
+            # one: the reason is logged already when it is known).
+            if CONTENT not in flow.metadata:
+                flow.metadata[CONTENT] = ContentVerdict("unscored: too large", {}, ())
             return
         entry = _entry_of(flow)
         learned = self._in_force().get(entry) if entry else None

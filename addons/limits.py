@@ -27,7 +27,9 @@ every body whole unless ``stream_large_bodies`` is set. A few pupils sending
   (no Schoolgate addon reads older ones).
 - **Pages content analysis holds** (``addons/content.py``): a page of
   unknown length (chunked) is held up to ``schoolgate_content_hold_kb`` rather
-  than the streaming threshold, and streams past it.
+  than the streaming threshold, and streams past it, scored as it goes by the
+  content addon's streaming scorer (``CONTENT_STREAM``, set up here before the
+  head is sent: it may decode the body).
 - **Bodies the filter must rewrite** (a search form posted to an engine whose
   safe search is forced, ``addons/safesearch.py``) cannot stream, or they
   would pass unrewritten: one over the threshold is answered 413, fail closed.
@@ -57,6 +59,7 @@ from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import (
     ErrorCode,
     RequestProtocolError,
+    ResponseData,
     ResponseProtocolError,
 )
 from mitmproxy.proxy.layers.websocket import WebsocketEndHook, WebsocketLayer
@@ -75,6 +78,9 @@ HOLD = "schoolgate.limits.hold_body"
 SAFESEARCH = "schoolgate.safesearch"
 # The content-analysis addon's fact: it holds this response (up to its own bound) to score it.
 CONTENT_HOLD = "schoolgate.content_hold"
+# Its way to score such a page as it streams once it is past that bound: called with no
+# arguments, it sets the response's stream to its scorer (and may drop Content-Encoding).
+CONTENT_STREAM = "schoolgate.content_stream_past_hold"
 
 
 def _header_limit(layer: Any) -> int:
@@ -179,6 +185,17 @@ def _drop_answered(self: Any, request: bool) -> Generator[commands.Command, Any,
         hold_kb = getattr(self.context.options, "schoolgate_content_hold_kb", 0)
         if len(self.response_body_buf) <= hold_kb * 1024:
             return False
+        # Past it: what was held and the rest are scored as they go on (cut where they cross),
+        # not passed unscored. The scorer is in place before the head goes to the client.
+        start_scoring = self.flow.metadata.pop(CONTENT_STREAM, None)
+        if callable(start_scoring) and self.flow.response is not None:
+            start_scoring()
+            if callable(self.flow.response.stream):
+                held = bytes(self.response_body_buf)
+                self.response_body_buf.clear()
+                yield from self.start_response_stream()
+                yield from self.handle_event(ResponseData(self.stream_id, held))
+                return False
     if request and self.flow.response is not None and limit:
         # Answered by the proxy while the body arrives: keep none of it past the threshold.
         if len(self.request_body_buf) > limit:

@@ -103,6 +103,8 @@ LONG_PAGE = (BENIGN_PARAGRAPH * 2000 + "<p>" + ADULT + "</p>" + BENIGN_PARAGRAPH
 
 PAGES: dict[str, tuple[str, bytes, str | None]] = {
     "/long": ("text/html; charset=utf-8", LONG_PAGE.encode(), None),
+    # The same sent chunked: its length is known only once it is past the hold bound.
+    "/long-chunked": ("text/html; charset=utf-8", LONG_PAGE.encode(), None),
     "/adult": ("text/html; charset=utf-8", ADULT.encode(), None),
     "/adult-gzip": ("text/html; charset=utf-8", gzip.compress(ADULT.encode()), "gzip"),
     "/adult-br": ("text/html; charset=utf-8", brotli.compress(ADULT.encode()), "br"),
@@ -501,6 +503,28 @@ def test_a_benign_answer_streams_whole(ai_gw: Gateway) -> None:
     answer = said(events)
     assert answer == ANSWER_GOOD
     assert "Schoolgate stopped" not in answer
+
+
+def test_a_long_chunked_page_is_cut_once_past_the_hold_bound(ai_gw: Gateway, pages: Pages) -> None:
+    """Sent chunked, a page shows its length only as it arrives: past the hold bound what was
+    held and the rest are scored as they go on, and cut where they cross (it used to pass
+    unscored, "too large")."""
+    conn = http.client.HTTPConnection("127.0.0.1", ai_gw.port, timeout=20,
+                                      source_address=(PUPIL, 0))  # fmt: skip
+    try:
+        conn.request("GET", pages.url("/long-chunked"))
+        response = conn.getresponse()
+        try:
+            body = response.read().decode()
+        except http.client.IncompleteRead as exc:
+            body = exc.partial.decode()
+    finally:
+        conn.close()
+    assert response.status == 200
+    assert "village school" in body
+    assert "looked like adult content" in body
+    assert "END-OF-PAGE" not in body
+    assert last_log_line(ai_gw, "/long-chunked")["content"]["outcome"] == "cut"
 
 
 def test_a_prompt_is_logged_as_a_search(ai_gw: Gateway) -> None:
