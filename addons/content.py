@@ -49,7 +49,7 @@ from addons.facts import DECISION, answered, answered_early, identity_of
 from addons.pipeline import serve_block
 from blocklists.normalise import BadURL, normalise_url
 from proxy.content.assistants import assistant_of
-from proxy.content.extract import html_text, page_text
+from proxy.content.extract import html_readings, page_readings
 from proxy.content.learned import (
     LEARNED_FILE,
     LearnedEntry,
@@ -111,8 +111,8 @@ def _entry_of(flow: http.HTTPFlow) -> str | None:
         return None
 
 
-def held_page_text(response: http.Response, mime: str) -> str:
-    """The words of a held page.
+def held_page_readings(response: http.Response, mime: str) -> tuple[str, ...]:
+    """The words of a held page, read as ``proxy.content.extract`` reads a page's markup.
 
     HTML in UTF-8 (declared, or undeclared, which HTML reads as UTF-8) goes to the parser
     as the bytes that came: decoding it to ``str`` only for the parser to encode it back
@@ -123,8 +123,8 @@ def held_page_text(response: http.Response, mime: str) -> str:
         content = response.get_content(strict=False) or b""
         charset = infer_content_encoding(response.headers.get("content-type", ""), content)
         if charset.lower().replace("-", "").replace("_", "") in _UTF8_NAMES:
-            return html_text(content)
-    return page_text(response.get_text(strict=False) or "", mime)
+            return html_readings(content)
+    return page_readings(response.get_text(strict=False) or "", mime)
 
 
 class ContentAnalysis:
@@ -342,8 +342,7 @@ class ContentAnalysis:
         try:
             scores = self._scores.get(entry) if entry else None
             if scores is None:
-                text = held_page_text(flow.response, mime)
-                scores = scorer.score(text)
+                scores = scorer.score_readings(held_page_readings(flow.response, mime))
                 self.scored += 1
                 if entry:
                     self._remember(entry, scores)

@@ -6,6 +6,16 @@ reader reads (and a site's JavaScript is full of words like "execute" and
 "kill"). The title and the image descriptions (``alt``) are kept: a page
 that is nothing but pictures says what they are there. A body that is
 already text (``text/plain``, a JSON answer) is scored as it is.
+
+The text is read two ways (``html_readings``), because markup alone cannot say
+where a reader sees a space: with a space between every two pieces of text (a
+paragraph's end parts its last word from the next paragraph's first), and with
+none (``p<b>o</b>rn``, ``p<i></i>orn``, ``p<!---->orn`` or an element the
+parser drops, ``p</x>orn``, all show "porn" in a browser). A phrase counts as
+often as the reading that finds it most often (``PhraseScorer.score_readings``):
+a page cannot hide its words from one reading without showing them to the other,
+short of style sheets that move text about (a block made inline, a space made
+with a margin), which no reading of the markup follows.
 """
 
 from __future__ import annotations
@@ -17,8 +27,9 @@ from selectolax.lexbor import LexborHTMLParser
 _NOT_READ = "script, style, noscript, template, svg, head"
 
 
-def html_text(html: str | bytes) -> str:
-    """The readable text of an HTML document: title, body text and image descriptions.
+def html_readings(html: str | bytes) -> tuple[str, str]:
+    """The readable text of an HTML document (title, body text and image descriptions), read
+    with a space between every two pieces of the body's text, and with none.
 
     Bytes are read as UTF-8 (what Lexbor parses; bytes that are not UTF-8 become U+FFFD).
     """
@@ -33,14 +44,29 @@ def html_text(html: str | bytes) -> str:
     for node in reversed(tree.css(_NOT_READ)):
         node.decompose()
     body = tree.body
-    if body is not None:
-        parts.append(body.text(separator=" "))
-    return " ".join(parts)
+    if body is None:
+        text = " ".join(parts)
+        return text, text
+    return (
+        " ".join([*parts, body.text(separator=" ")]),
+        " ".join([*parts, body.text(separator="")]),
+    )
+
+
+def html_text(html: str | bytes) -> str:
+    """The readable text of an HTML document, a space between every two pieces of text."""
+    return html_readings(html)[0]
+
+
+def page_readings(body: str, content_type: str) -> tuple[str, ...]:
+    """The text to score for a body of this content type: an HTML page's two readings, or
+    the body as it is."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if kind in {"text/html", "application/xhtml+xml"}:
+        return html_readings(body)
+    return (body,)
 
 
 def page_text(body: str, content_type: str) -> str:
     """The text to score for a body of this content type (HTML is parsed, the rest kept)."""
-    kind = content_type.split(";", 1)[0].strip().lower()
-    if kind in {"text/html", "application/xhtml+xml"}:
-        return html_text(body)
-    return body
+    return page_readings(body, content_type)[0]

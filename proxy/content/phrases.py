@@ -26,6 +26,7 @@ import codecs
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -187,6 +188,17 @@ class PhraseScorer:
             return NO_SCORES
         return self.scores_of(self.counts(fold(text)))
 
+    def score_readings(self, texts: Iterable[str]) -> Scores:
+        """Scores of a page read more than one way (``proxy.content.extract``): each phrase
+        counts as often as the reading that finds it most often."""
+        if self._automaton is None:
+            return NO_SCORES
+        counts: Counter[tuple[_Entry, ...]] = Counter()
+        for text in texts:
+            if text:
+                counts |= self.counts(fold(text))  # | keeps the larger count of each phrase
+        return self.scores_of(counts)
+
     def counts(self, folded: str, after: int = 0) -> Counter[tuple[_Entry, ...]]:
         """How often each phrase occurs in ``folded`` text, counting matches that end past
         ``after`` (what a stream has already counted lies before it)."""
@@ -232,7 +244,7 @@ class RunningScore:
 
     def __init__(self, scorer: PhraseScorer) -> None:
         self.scorer = scorer
-        self._counts: Counter[tuple[_Entry, ...]] = Counter()
+        self.counts: Counter[tuple[_Entry, ...]] = Counter()
         self._tail = ""
         self._pending = ""
         self.scores = NO_SCORES
@@ -249,9 +261,30 @@ class RunningScore:
         if not complete:
             return self.scores
         seen = len(fold(self._tail).rstrip()) + 1 if self._tail else 0
-        self._counts += self.scorer.counts(fold(self._tail + complete), after=seen)
+        self.counts += self.scorer.counts(fold(self._tail + complete), after=seen)
         self._tail = (self._tail + complete)[-self.TAIL :]
-        self.scores = self.scorer.scores_of(self._counts)
+        self.scores = self.scorer.scores_of(self.counts)
+        return self.scores
+
+
+class RunningReadings:
+    """Text that arrives in pieces, read more than one way (a streamed page's markup with a
+    space and with nothing in its place): each phrase counts as often as the reading that
+    finds it most often, as ``PhraseScorer.score_readings`` counts a held page."""
+
+    def __init__(self, scorer: PhraseScorer, ways: int) -> None:
+        self.scorer = scorer
+        self.readings = [RunningScore(scorer) for _ in range(ways)]
+        self.scores = NO_SCORES
+
+    def feed(self, texts: Sequence[str], *, final: bool = False) -> Scores:
+        """Add the next piece of each reading (``final`` for the last); the scores so far."""
+        for reading, text in zip(self.readings, texts, strict=True):
+            reading.feed(text, final=final)
+        counts: Counter[tuple[_Entry, ...]] = Counter()
+        for reading in self.readings:
+            counts |= reading.counts
+        self.scores = self.scorer.scores_of(counts)
         return self.scores
 
 

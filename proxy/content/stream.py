@@ -12,7 +12,10 @@ Bodies are decoded as they come (gzip, deflate, br, zstd) and then as text in
 their charset; what goes on is the decoded body, so that the notice can be
 appended to it (the addon drops ``Content-Encoding``). Markup in a streamed
 HTML page is dropped with a cheap tag stripper (a full parse needs the whole
-page); scripts may then add a little noise, which only ever raises a score.
+page), read two ways as a held page is (``proxy.content.extract``): each tag a
+space, and each tag nothing (``p<b>o</b>rn`` shows "porn"), with character
+references read as the parser reads them (``p&#111;rn``, ``&ampporn``); scripts
+may then add a little noise, which only ever raises a score.
 Server-sent events are read event by event: the text of each ``data:`` JSON
 (``answer_text``), with the answer so far dropped when a service repeats it
 in every event.
@@ -21,6 +24,7 @@ in every event.
 from __future__ import annotations
 
 import codecs
+import html
 import json
 import re
 import zlib
@@ -30,10 +34,12 @@ from typing import Any, Literal, Protocol
 import brotli  # type: ignore[import-untyped]
 import zstandard
 
-from proxy.content.phrases import PhraseScorer, RunningScore, Scores
+from proxy.content.phrases import PhraseScorer, RunningReadings, Scores
 
 Kind = Literal["html", "text", "sse", "json"]
 _TAG = re.compile(r"<[^>]*>|<[^>]*\Z")
+# A character reference that may go on in the next piece (no ";" or space after it yet).
+_OPEN_REFERENCE = re.compile(r"&[#0-9A-Za-z]{0,40}\Z")
 # JSON keys whose strings are the words of an answer, in the shapes the assistants use:
 # OpenAI choices[].delta.content, ChatGPT message.content.parts[], Anthropic delta.text,
 # Gemini candidates[].content.parts[].text, and plain {"text"|"response"|"completion"}.
@@ -104,7 +110,8 @@ class StreamScorer:
         charset: str,
         on_cross: Callable[[str, int, Scores], str],
     ) -> None:
-        self.running = RunningScore(scorer)
+        # An HTML page is read two ways (each tag a space, and nothing); the rest one way.
+        self.running = RunningReadings(scorer, 2 if kind == "html" else 1)
         self.thresholds = thresholds
         self.kind = kind
         self.on_cross = on_cross
@@ -126,7 +133,7 @@ class StreamScorer:
         self.bytes += len(data)
         raw = self._decoder.decompress(data) if self._decoder is not None and data else data
         text = self._text.decode(raw, final=final)
-        scores = self.running.feed(self._words(text, final), final=final)
+        scores = self.running.feed(self._readings(text, final), final=final)
         over = scores.crossed(self.thresholds)
         if over:
             category, score = over[0]
@@ -142,20 +149,26 @@ class StreamScorer:
         """Whether the body goes on decoded: the response must lose its Content-Encoding."""
         return self._decoder is not None
 
-    def _words(self, text: str, final: bool) -> str:
+    def _readings(self, text: str, final: bool) -> tuple[str, ...]:
         if self.kind == "html":
             joined = self._in_tag + text
-            start = joined.rfind("<")
-            if start > joined.rfind(">") and not final:
-                joined, self._in_tag = joined[:start], joined[start:]
-            else:
-                self._in_tag = ""
-            return _TAG.sub(" ", joined)
+            cut = len(joined)
+            if not final:
+                # An unfinished tag, or a reference that may go on ("&am" | "pporn"), waits
+                # for the next piece.
+                start = joined.rfind("<")
+                if start > joined.rfind(">"):
+                    cut = start
+                reference = _OPEN_REFERENCE.search(joined, 0, cut)
+                if reference is not None:
+                    cut = reference.start()
+            joined, self._in_tag = joined[:cut], joined[cut:]
+            return html.unescape(_TAG.sub(" ", joined)), html.unescape(_TAG.sub("", joined))
         if self.kind == "sse":
-            return self._sse(text, final)
+            return (self._sse(text, final),)
         if self.kind == "json" and final:
-            return self._event_text(text)
-        return text if self.kind == "text" else ""
+            return (self._event_text(text),)
+        return (text if self.kind == "text" else "",)
 
     def _sse(self, text: str, final: bool) -> str:
         self._events += text.replace("\r\n", "\n")

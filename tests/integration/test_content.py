@@ -94,17 +94,25 @@ ADULT_MARKUP = {
     "/adult-numeric-refs": _in_words(ADULT, "&#38", at=0),
     "/adult-zero-width-refs": _in_words(ADULT, "&#8203;"),
     "/adult-accent-refs": _in_words(ADULT, "&#x301;"),
+    # And markup a browser shows nothing for: an empty element, a comment, an element of a
+    # name no one knows, each inside a word ("p<i></i>orn" reads "porn").
+    "/adult-empty-elements": _in_words(ADULT, "<i></i>"),
+    "/adult-comments": _in_words(ADULT, "<!-- -->"),
+    "/adult-unknown-elements": _in_words(ADULT, "<x-a></x-a>"),
 }
 
 
 # About 260 KB: over the 64 KB hold bound the AI gateway is given, so it is scored as it streams.
 LONG_PAGE = (BENIGN_PARAGRAPH * 2000 + "<p>" + ADULT + "</p>" + BENIGN_PARAGRAPH * 2000
              + "<p>END-OF-PAGE</p>")  # fmt: skip
+# The same with the adult part in markup and references a browser reads straight through.
+LONG_DISGUISED = LONG_PAGE.replace(ADULT, _in_words(_in_words(ADULT, "<b></b>"), "&#8203;", at=2))
 
 PAGES: dict[str, tuple[str, bytes, str | None]] = {
     "/long": ("text/html; charset=utf-8", LONG_PAGE.encode(), None),
     # The same sent chunked: its length is known only once it is past the hold bound.
     "/long-chunked": ("text/html; charset=utf-8", LONG_PAGE.encode(), None),
+    "/long-disguised": ("text/html; charset=utf-8", LONG_DISGUISED.encode(), None),
     "/adult": ("text/html; charset=utf-8", ADULT.encode(), None),
     "/adult-gzip": ("text/html; charset=utf-8", gzip.compress(ADULT.encode()), "gzip"),
     "/adult-br": ("text/html; charset=utf-8", brotli.compress(ADULT.encode()), "br"),
@@ -525,6 +533,26 @@ def test_a_long_chunked_page_is_cut_once_past_the_hold_bound(ai_gw: Gateway, pag
     assert "looked like adult content" in body
     assert "END-OF-PAGE" not in body
     assert last_log_line(ai_gw, "/long-chunked")["content"]["outcome"] == "cut"
+
+
+def test_a_long_page_in_disguise_is_cut_mid_stream(ai_gw: Gateway, pages: Pages) -> None:
+    """Streamed, a page is read without a parser: its words split by empty elements and
+    joined by zero-width references are still read as the browser shows them, and cut."""
+    conn = http.client.HTTPConnection("127.0.0.1", ai_gw.port, timeout=20,
+                                      source_address=(PUPIL, 0))  # fmt: skip
+    try:
+        conn.request("GET", pages.url("/long-disguised"))
+        response = conn.getresponse()
+        try:
+            body = response.read().decode()
+        except http.client.IncompleteRead as exc:
+            body = exc.partial.decode()
+    finally:
+        conn.close()
+    assert response.status == 200
+    assert "looked like adult content" in body
+    assert "END-OF-PAGE" not in body
+    assert last_log_line(ai_gw, "/long-disguised")["content"]["outcome"] == "cut"
 
 
 def test_a_prompt_is_logged_as_a_search(ai_gw: Gateway) -> None:

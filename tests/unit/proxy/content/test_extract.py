@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.content.extract import html_text, page_text
+from proxy.content.extract import html_readings, html_text, page_readings, page_text
 
 
 def test_html_text_keeps_title_body_and_image_descriptions() -> None:
@@ -46,3 +46,14 @@ def test_a_title_in_the_body_is_read_once() -> None:
         "x",
     ]
     assert html_text("<head><title>T</title></head><body><p>x</p></body>").split() == ["T", "x"]
+
+
+def test_the_text_is_read_with_and_without_a_space_between_its_pieces() -> None:
+    """A browser shows "p<b>o</b>rn" as "porn" and "<p>one</p><p>two</p>" as two words: the
+    first reading parts every piece of text, the second joins them."""
+    separated, joined = html_readings(
+        "<title>T</title><p>p<b>o</b>r<i></i>n<!-- x -->o</p><p>two</p>"
+    )
+    assert separated.split() == ["T", "p", "o", "r", "n", "o", "two"]
+    assert joined.split() == ["T", "pornotwo"]
+    assert page_readings("p<b>o</b>rn", "text/plain") == ("p<b>o</b>rn",)

@@ -130,3 +130,18 @@ def test_long_non_ascii_runs_are_folded_but_not_kept() -> None:
     before = phrases._fold_wide.cache_info().currsize
     assert fold(paragraph) == fold(paragraph) == " " + paragraph + " "
     assert phrases._fold_wide.cache_info().currsize == before
+
+
+def test_a_page_read_two_ways_counts_each_phrase_as_the_reading_that_finds_it_most(
+    scorer: PhraseScorer,
+) -> None:
+    """Per phrase, not per category: a page cannot hide half its phrases from one reading
+    and half from the other and score half."""
+    one = "free porn. free porn. nudes"
+    other = "porn porn porn. nudes nudes"
+    both = scorer.score_readings([one, other]).by_category["adult"]
+    # "free porn" twice (50 each) from the first; "porn" three times (15 each: the first
+    # has it twice) and "nudes" twice (20 each) from the second.
+    assert both == 2 * 50 + 3 * 15 + 2 * 20
+    assert both > max(scorer.score(one).by_category["adult"], scorer.score(other).by_category["adult"])
+    assert scorer.score_readings(["free porn", "free porn"]) == scorer.score("free porn")
