@@ -49,6 +49,7 @@ from addons.facts import DECISION, answered, answered_early, identity_of
 from addons.pipeline import serve_block
 from blocklists.normalise import BadURL, normalise_url
 from proxy.content.assistants import assistant_of
+from proxy.content.decode import TooLarge, Unreadable, decoded
 from proxy.content.extract import html_readings, page_readings
 from proxy.content.learned import (
     LEARNED_FILE,
@@ -81,6 +82,9 @@ ANSWER_TYPES: dict[str, Kind] = {
     "text/plain": "text",
 }
 CACHE_SIZE = 10_000
+# A held page may decode to this many times the hold bound (32 MiB by default); past it, it is
+# not read (proxy.content.decode) but refused. Text compresses 5-10 times.
+DECODED_PER_HELD = 16
 _UTF8_NAMES = frozenset({"utf8", "ascii", "usascii"})
 # How often each worker reads what others appended to the learned list.
 LEARNED_POLL_SECONDS = 0.5
@@ -111,20 +115,25 @@ def _entry_of(flow: http.HTTPFlow) -> str | None:
         return None
 
 
-def held_page_readings(response: http.Response, mime: str) -> tuple[str, ...]:
+def held_page_readings(response: http.Response, mime: str, limit: int) -> tuple[str, ...]:
     """The words of a held page, read as ``proxy.content.extract`` reads a page's markup.
 
+    Its content coding is undone here, to at most ``limit`` bytes (``proxy.content.decode``:
+    mitmproxy's own decoding has no bound, and a small gzip can decode to gigabytes).
     HTML in UTF-8 (declared, or undeclared, which HTML reads as UTF-8) goes to the parser
     as the bytes that came: decoding it to ``str`` only for the parser to encode it back
     cost two copies of the page (Lexbor replaces bytes that are not UTF-8 with U+FFFD, as
     decoding with ``errors="replace"`` would). Any other charset is decoded first.
     """
-    if mime != "text/plain":
-        content = response.get_content(strict=False) or b""
-        charset = infer_content_encoding(response.headers.get("content-type", ""), content)
-        if charset.lower().replace("-", "").replace("_", "") in _UTF8_NAMES:
-            return html_readings(content)
-    return page_readings(response.get_text(strict=False) or "", mime)
+    content = decoded(response.raw_content or b"", response.headers.get("content-encoding"), limit)
+    charset = infer_content_encoding(response.headers.get("content-type", ""), content)
+    if mime != "text/plain" and charset.lower().replace("-", "").replace("_", "") in _UTF8_NAMES:
+        return html_readings(content)
+    try:
+        text = content.decode(charset, "replace")
+    except LookupError:  # a charset Python does not know: read as UTF-8
+        text = content.decode("utf-8", "replace")
+    return page_readings(text, mime)
 
 
 class ContentAnalysis:
@@ -342,10 +351,21 @@ class ContentAnalysis:
         try:
             scores = self._scores.get(entry) if entry else None
             if scores is None:
-                scores = scorer.score_readings(held_page_readings(flow.response, mime))
+                limit = ctx.options.schoolgate_content_hold_kb * 1024 * DECODED_PER_HELD
+                scores = scorer.score_readings(held_page_readings(flow.response, mime, limit))
                 self.scored += 1
                 if entry:
                     self._remember(entry, scores)
+        except (TooLarge, Unreadable) as exc:
+            # A page that decodes to more than any page holds, or not at all: not read, so
+            # not passed (a compression bomb would otherwise be decoded whole on this path).
+            log.warning(
+                "content analysis: %s: %s; blocking the page", flow.request.pretty_host, exc
+            )
+            flow.metadata[CONTENT] = ContentVerdict(f"blocked: {exc}", {}, ())
+            decision = Decision.block(identity_of(flow), f"content analysis: {exc}", by="content")
+            serve_block(self.loader, flow, decision, "This page could not be checked.")
+            return
         except Exception:
             # Could not read it must not mean allowed, for the groups that asked for analysis.
             log.exception("content analysis failed; blocking the page")

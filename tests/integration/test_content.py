@@ -21,8 +21,10 @@ import ssl
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import brotli  # type: ignore[import-untyped]
@@ -108,6 +110,13 @@ LONG_PAGE = (BENIGN_PARAGRAPH * 2000 + "<p>" + ADULT + "</p>" + BENIGN_PARAGRAPH
 # The same with the adult part in markup and references a browser reads straight through.
 LONG_DISGUISED = LONG_PAGE.replace(ADULT, _in_words(_in_words(ADULT, "<b></b>"), "&#8203;", at=2))
 
+
+def _gzip_bomb(size: int) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b"a" * (1 << 20)
+    return b"".join(packer.compress(block) for _ in range(size >> 20)) + packer.flush()
+
+
 PAGES: dict[str, tuple[str, bytes, str | None]] = {
     "/long": ("text/html; charset=utf-8", LONG_PAGE.encode(), None),
     # The same sent chunked: its length is known only once it is past the hold bound.
@@ -132,6 +141,10 @@ PAGES: dict[str, tuple[str, bytes, str | None]] = {
     "/sex-education": ("text/html; charset=utf-8", SEX_EDUCATION.encode(), None),
     "/breast-cancer": ("text/html; charset=utf-8", BREAST_CANCER.encode(), None),
     "/adult-image": ("image/png", b"\x89PNG\r\n\x1a\n" + ADULT.encode(), None),
+    # 512 MiB of one byte, gzipped to half a megabyte: a page that is nothing but a bomb.
+    "/bomb": ("text/html; charset=utf-8", _gzip_bomb(512 << 20), "gzip"),
+    # An encoding no browser asked for: its bytes are not the page.
+    "/adult-unknown-encoding": ("text/html; charset=utf-8", ADULT.encode()[::-1], "x-reversed"),
     "/learned-1": ("text/html; charset=utf-8", ADULT.encode(), None),
     "/learned-2": ("text/html; charset=utf-8", ADULT.encode(), None),
     "/rejected": ("text/html; charset=utf-8", ADULT.encode(), None),
@@ -301,6 +314,30 @@ def test_an_adult_page_split_or_joined_by_markup_is_blocked(
     content = last_log_line(gw, path)["content"]
     assert content["outcome"] == "blocked"
     assert content["scores"]["adult"] >= 100
+
+
+def _peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+)", status)[1]) / 1024  # type: ignore[index]
+
+
+def test_a_compression_bomb_is_refused_without_being_decoded(gw: Gateway, pages: Pages) -> None:
+    """Half a megabyte of gzip that decodes to 512 MiB: decoding stops at the bound (32 MiB)
+    and the page is refused, "could not be checked"; the proxy's peak memory barely moves."""
+    before = _peak_rss_mib(gw.process.pid)
+    status, body = gw.get(pages.url("/bomb"), client=PUPIL)
+    assert status == 403
+    assert "could not be checked" in body
+    assert last_log_line(gw, "/bomb")["content"]["outcome"].startswith("blocked: the body decodes")
+    assert _peak_rss_mib(gw.process.pid) - before < 64
+
+
+def test_a_page_in_an_unknown_encoding_is_refused(gw: Gateway, pages: Pages) -> None:
+    """Scoring the still-encoded bytes would pass whatever they hold."""
+    status, body = gw.get(pages.url("/adult-unknown-encoding"), client=PUPIL)
+    assert status == 403
+    assert "could not be checked" in body
+    assert "cannot be read" in last_log_line(gw, "/adult-unknown-encoding")["content"]["outcome"]
 
 
 def test_images_are_not_scored_as_text(gw: Gateway, pages: Pages) -> None:

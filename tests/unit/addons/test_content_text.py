@@ -25,7 +25,7 @@ from addons.content import held_page_readings
 def test_the_page_is_read_in_its_charset(content_type: str, body: bytes, words: str) -> None:
     response = http.Response.make(200, body, {"content-type": content_type})
     mime = content_type.split(";", 1)[0]
-    assert held_page_readings(response, mime)[0].strip() == words
+    assert held_page_readings(response, mime, 1 << 20)[0].strip() == words
 
 
 def test_a_compressed_page_is_read_decoded() -> None:
@@ -33,4 +33,4 @@ def test_a_compressed_page_is_read_decoded() -> None:
     response.content = "<p>gzip café</p>".encode()
     response.encode("gzip")
     assert response.raw_content != response.content
-    assert held_page_readings(response, "text/html")[0].strip() == "gzip café"
+    assert held_page_readings(response, "text/html", 1 << 20)[0].strip() == "gzip café"

@@ -143,5 +143,7 @@ def test_a_page_read_two_ways_counts_each_phrase_as_the_reading_that_finds_it_mo
     # "free porn" twice (50 each) from the first; "porn" three times (15 each: the first
     # has it twice) and "nudes" twice (20 each) from the second.
     assert both == 2 * 50 + 3 * 15 + 2 * 20
-    assert both > max(scorer.score(one).by_category["adult"], scorer.score(other).by_category["adult"])
+    assert both > max(
+        scorer.score(one).by_category["adult"], scorer.score(other).by_category["adult"]
+    )
     assert scorer.score_readings(["free porn", "free porn"]) == scorer.score("free porn")
