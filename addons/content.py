@@ -46,7 +46,7 @@ from mitmproxy.utils.asyncio_utils import create_task
 
 from addons import facts
 from addons.facts import DECISION, answered, answered_early, identity_of
-from addons.pipeline import serve_block
+from addons.pipeline import serve_at_headers, serve_block
 from blocklists.normalise import BadURL, normalise_url
 from proxy.content.assistants import assistant_of
 from proxy.content.decode import TooLarge, Unreadable, decoded
@@ -59,7 +59,7 @@ from proxy.content.learned import (
     learned_now,
 )
 from proxy.content.phrases import CATEGORY_WORDS, Scores
-from proxy.content.stream import Kind, StreamScorer
+from proxy.content.stream import Kind, StreamScorer, notice_of
 from proxy.decision import Decision
 from proxy.policy import ContentRule, Group
 from proxy.watch import FileWatch
@@ -257,10 +257,12 @@ class ContentAnalysis:
         flow.metadata[_HOLD] = mime
         kind: Kind = "html" if mime != "text/plain" else "text"
         flow.metadata[_STREAM_PAST_HOLD] = functools.partial(
-            self._stream, flow, group.content, kind
+            self._stream, flow, group.content, kind, at_headers=False
         )
 
-    def _stream(self, flow: http.HTTPFlow, rule: ContentRule, kind: Kind) -> None:
+    def _stream(
+        self, flow: http.HTTPFlow, rule: ContentRule, kind: Kind, at_headers: bool = True
+    ) -> None:
         """Score the body as it is forwarded; cut it with a notice when it crosses."""
         scorer = self.loader.filterset.policy.content
         response = flow.response
@@ -285,6 +287,15 @@ class ContentAnalysis:
                 flow.kill()  # nothing more goes on; the connection ends when the server's does
             return words
 
+        def too_large(why: str) -> None:
+            flow.metadata[CONTENT] = ContentVerdict(f"cut: {why}", {}, ())
+            flow.metadata[DECISION] = Decision.block(
+                identity_of(flow), f"content analysis: {why} (cut as it streamed)", by="content"
+            )
+            self.blocked += 1
+            with contextlib.suppress(exceptions.ControlException):
+                flow.kill()
+
         charset = response.headers.get("content-type", "").partition("charset=")[2] or "utf-8"
         try:
             guard = StreamScorer(
@@ -294,9 +305,10 @@ class ContentAnalysis:
                 response.headers.get("content-encoding"),
                 charset.strip().strip('"'),
                 crossed,
+                too_large,
             )
-        except ValueError:  # an encoding it cannot read: passed on as it is, and said so
-            flow.metadata[CONTENT] = ContentVerdict("unscored: unknown encoding", {}, ())
+        except ValueError as exc:  # an encoding it cannot read: not passed as scored
+            self._refuse_unreadable(flow, kind, str(exc), at_headers)
             return
         if rule.action == "log":
             guard.thresholds = {}  # scored for the log only: nothing is ever cut
@@ -310,12 +322,39 @@ class ContentAnalysis:
                 passed = before(data)
                 pieces = [passed] if isinstance(passed, bytes) else list(passed)
                 out = [o for piece in pieces if piece for o in guard.feed(piece)]
-                return out + guard.feed(b"") if data == b"" else out
+                return out + list(guard.feed(b"")) if data == b"" else out
 
             response.stream = chained
         else:
-            response.stream = guard.feed
+            response.stream = guard.feed  # pieces go on as they are decoded and scored
         flow.metadata[_STREAMED] = guard
+
+    def _refuse_unreadable(
+        self, flow: http.HTTPFlow, kind: Kind, why: str, at_headers: bool
+    ) -> None:
+        """A page to stream whose encoding cannot be read: refused, not passed as scored."""
+        flow.metadata[CONTENT] = ContentVerdict(f"blocked: {why}", {}, ())
+        decision = Decision.block(identity_of(flow), f"content analysis: {why}", by="content")
+        self.blocked += 1
+        if at_headers:
+            page = serve_block(self.loader, flow, decision, "This page could not be checked.")
+            serve_at_headers(flow, page)
+            return
+        # Past the hold bound (addons/limits.py): the head is about to go on; a notice in
+        # place of the body, and the connection ends.
+        flow.metadata[DECISION] = decision
+        stopped: list[bool] = []
+
+        def refuse(data: bytes) -> bytes:
+            if stopped:
+                return b""
+            stopped.append(True)
+            with contextlib.suppress(exceptions.ControlException):
+                flow.kill()
+            return notice_of(kind, "Schoolgate stopped this: it could not be checked.")
+
+        if flow.response is not None:
+            flow.response.stream = refuse
 
     def response(self, flow: http.HTTPFlow) -> None:
         guard = flow.metadata.pop(_STREAMED, None)

@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
 
 from mitmproxy import exceptions, http
 
 from addons import facts
 from addons.facts import DECISION, answered, answered_early, identity_of
-from addons.pipeline import serve_block
+from addons.pipeline import serve_at_headers, serve_block
 from proxy.decision import Decision
 from proxy.downloads import (
     SNIFF_BYTES,
@@ -137,22 +136,7 @@ class Downloads:
             response.stream = guard.feed
 
     def _replace_now(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
-        self._serve_now(flow, self._page(flow, verdict))
-
-    @staticmethod
-    def _serve_now(flow: http.HTTPFlow, page: http.Response) -> None:
-        """Serve ``page`` now; the origin's body, still arriving, is dropped."""
-        sent = False
-
-        def drop(chunk: bytes) -> Iterable[bytes]:
-            nonlocal sent
-            if sent:
-                return []
-            sent = True
-            return [page.content or b""]
-
-        page.stream = drop
-        flow.response = page
+        serve_at_headers(flow, self._page(flow, verdict))
 
     def _cut(self, flow: http.HTTPFlow, verdict: Verdict) -> None:
         """A streamed body turned out to be blocked: nothing more goes on, and the flow dies."""

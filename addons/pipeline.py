@@ -316,20 +316,26 @@ def _fail_http(hook: str, f: http.HTTPFlow, why: str) -> None:
     # No URL on the page: whatever failed may have been reading it (the form still has it).
     page = serve_block(loader, f, decision, show_url=False)
     if hook == "responseheaders":
-        # The origin's body is still to come and would be read into this response:
-        # send the page once and drop every chunk of it.
-        content = page.content or PLAIN_403
-        sent = False
-
-        def drop(chunk: bytes) -> list[bytes]:
-            nonlocal sent
-            if sent:
-                return []
-            sent = True
-            return [content]
-
-        page.stream = drop
+        serve_at_headers(f, page)
     f.response = page
+
+
+def serve_at_headers(flow: http.HTTPFlow, page: http.Response) -> None:
+    """Answer ``flow`` with ``page`` from ``responseheaders``: the origin's body is still to
+    come and would be read into the page, so the page goes once, as a stream, and every
+    chunk of the body is dropped."""
+    content = page.content or PLAIN_403
+    sent = False
+
+    def drop(chunk: bytes) -> list[bytes]:
+        nonlocal sent
+        if sent:
+            return []
+        sent = True
+        return [content]
+
+    page.stream = drop
+    flow.response = page
 
 
 # -- the pipeline --------------------------------------------------------------------------

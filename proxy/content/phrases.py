@@ -241,6 +241,7 @@ class RunningScore:
     """
 
     TAIL = 256  # characters kept from the text before: longer than any phrase
+    LONGEST_WORD = 1024  # an unfinished word kept past this is kept by its end only
 
     def __init__(self, scorer: PhraseScorer) -> None:
         self.scorer = scorer
@@ -258,6 +259,10 @@ class RunningScore:
             seam = _LAST_SEPARATOR.search(joined)
             cut = seam.start() + 1 if seam else 0
             complete, self._pending = joined[:cut], joined[cut:]
+            if len(self._pending) > self.LONGEST_WORD:
+                # A word this long is no phrase's: keep its end only, so a text with no
+                # separator in it (a bomb of one letter) is neither held nor copied whole.
+                self._pending = self._pending[-self.LONGEST_WORD :]
         if not complete:
             return self.scores
         seen = len(fold(self._tail).rstrip()) + 1 if self._tail else 0

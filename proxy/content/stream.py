@@ -28,7 +28,7 @@ import html
 import json
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, Protocol
 
 import brotli  # type: ignore[import-untyped]
@@ -38,6 +38,10 @@ from proxy.content.phrases import PhraseScorer, RunningReadings, Scores
 
 Kind = Literal["html", "text", "sse", "json"]
 _TAG = re.compile(r"<[^>]*>|<[^>]*\Z")
+# An unfinished tag at the end of a piece waits for the next, up to this long.
+UNFINISHED_TAG = 64 * 1024
+# And an unfinished server-sent event, up to this long.
+UNFINISHED_EVENT = 1 << 20
 # A character reference that may go on in the next piece (no ";" or space after it yet).
 _OPEN_REFERENCE = re.compile(r"&[#0-9A-Za-z]{0,40}\Z")
 # JSON keys whose strings are the words of an answer, in the shapes the assistants use:
@@ -49,21 +53,82 @@ _TEXT_KEYS = frozenset(
 )  # fmt: skip
 
 
+# What a streamed body may decode to in all: past it, it is cut as too large to check. A
+# few kilobytes of gzip or brotli can decode to gigabytes, which would otherwise be decoded,
+# scored and sent on; no page anyone reads is this long.
+STREAM_DECODED_LIMIT = 64 << 20
+
+
+# What one piece of a decoded body may be: a chunk is decoded, scored and sent on piece by
+# piece, so a chunk that decodes to far more (a bomb) never sits in memory whole.
+PIECE = 1 << 20
+
+
 class _Decoder(Protocol):
-    def decompress(self, data: bytes) -> bytes: ...
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        """What ``data`` decodes to, in pieces of about ``PIECE`` bytes."""
+        ...
+
+
+class _Zlib:
+    def __init__(self, wbits: int) -> None:
+        self._inflate = zlib.decompressobj(wbits)
+        self._raw_tried = wbits != zlib.MAX_WBITS
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        try:
+            out = self._inflate.decompress(data, PIECE)
+        except zlib.error:
+            if self._raw_tried:
+                raise
+            # "deflate" sent without its zlib wrapper, as some servers do (mitmproxy reads it).
+            self._raw_tried = True
+            self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+            out = self._inflate.decompress(data, PIECE)
+        yield out
+        while self._inflate.unconsumed_tail:
+            yield self._inflate.decompress(self._inflate.unconsumed_tail, PIECE)
+
+
+class _Brotli:
+    def __init__(self) -> None:
+        self._decoder = brotli.Decompressor()
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        yield self._decoder.process(data, output_buffer_limit=PIECE)
+        while not self._decoder.can_accept_more_data():
+            yield self._decoder.process(b"", output_buffer_limit=PIECE)
+
+
+class _Zstd:
+    # A zstd block holds at most 128 KiB however little input it took, so input fed in
+    # slices this small gives pieces of at most a few megabytes.
+    SLICE = 256
+
+    def __init__(self) -> None:
+        self._decoder = zstandard.ZstdDecompressor().decompressobj()
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        out = bytearray()
+        for start in range(0, len(data), self.SLICE):
+            out += self._decoder.decompress(data[start : start + self.SLICE])
+            if len(out) >= PIECE:
+                yield bytes(out)
+                out.clear()
+        yield bytes(out)
 
 
 def _decoder(encoding: str | None) -> _Decoder | None:
     name = (encoding or "identity").strip().lower()
     if name in {"gzip", "x-gzip"}:
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        return _Zlib(16 + zlib.MAX_WBITS)
     if name == "deflate":
-        return zlib.decompressobj()
+        return _Zlib(zlib.MAX_WBITS)
     if name == "br":
-        return brotli.Decompressor()  # type: ignore[no-any-return]
+        return _Brotli()
     if name == "zstd":
-        return zstandard.ZstdDecompressor().decompressobj()
-    if name == "identity":
+        return _Zstd()
+    if name in {"identity", "none", ""}:
         return None
     raise ValueError(f"content encoding {encoding!r} cannot be read")
 
@@ -89,7 +154,11 @@ def answer_text(value: Any) -> str:
 
 def notice(kind: Kind, words: str) -> bytes:
     """What the reader sees where the stream stops, in the body's own format."""
-    message = f"Schoolgate stopped this because its content looked like {words}."
+    return notice_of(kind, f"Schoolgate stopped this because its content looked like {words}.")
+
+
+def notice_of(kind: Kind, message: str) -> bytes:
+    """``message`` where the stream stops, in the body's own format."""
     if kind == "sse":
         event = {"choices": [{"delta": {"content": "\n\n" + message}}], "text": message}
         return f"data: {json.dumps(event)}\n\ndata: [DONE]\n\n".encode()
@@ -109,14 +178,19 @@ class StreamScorer:
         encoding: str | None,
         charset: str,
         on_cross: Callable[[str, int, Scores], str],
+        on_too_large: Callable[[str], None],
+        limit: int = STREAM_DECODED_LIMIT,
     ) -> None:
         # An HTML page is read two ways (each tag a space, and nothing); the rest one way.
         self.running = RunningReadings(scorer, 2 if kind == "html" else 1)
         self.thresholds = thresholds
         self.kind = kind
         self.on_cross = on_cross
+        self.on_too_large = on_too_large
         self.crossed: tuple[str, int] | None = None
         self.bytes = 0
+        self.limit = limit
+        self.decoded = 0
         self._decoder = _decoder(encoding)
         try:
             self._text = codecs.getincrementaldecoder(charset)("replace")
@@ -126,23 +200,43 @@ class StreamScorer:
         self._answer = ""  # the answer so far, for services that repeat it in every event
         self._in_tag = ""  # an unfinished tag at the end of an HTML chunk
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """What may go on of ``data`` (``b""`` at the end), piece by piece as it is decoded
+        and scored: a notice in place of the rest once it crosses or decodes past the
+        bound, then nothing."""
         if self.crossed is not None:
-            return []
-        final = data == b""
+            return
         self.bytes += len(data)
-        raw = self._decoder.decompress(data) if self._decoder is not None and data else data
+        if data == b"":
+            yield from self._take(b"", final=True)
+            return
+        pieces = self._decoder.pieces(data) if self._decoder is not None else iter((data,))
+        for raw in pieces:
+            self.decoded += len(raw)
+            if self.decoded > self.limit:
+                self.crossed = ("too large", 0)
+                self.on_too_large(f"it decodes to more than {self.limit >> 20} MiB")
+                yield notice_of(
+                    self.kind, "Schoolgate stopped this because it was too large to check."
+                )
+                return
+            yield from self._take(raw, final=False)
+            if self.crossed is not None:
+                return
+
+    def _take(self, raw: bytes, final: bool) -> Iterator[bytes]:
         text = self._text.decode(raw, final=final)
         scores = self.running.feed(self._readings(text, final), final=final)
         over = scores.crossed(self.thresholds)
         if over:
             category, score = over[0]
             self.crossed = (category, score)
-            words = self.on_cross(category, score, scores)
-            return [notice(self.kind, words)]
+            yield notice(self.kind, self.on_cross(category, score, scores))
+            return
         # A decoded body goes on decoded (the caller drops Content-Encoding), so that the
         # notice can follow it in the same format.
-        return [raw] if raw else []
+        if raw:
+            yield raw
 
     @property
     def decodes(self) -> bool:
@@ -157,7 +251,8 @@ class StreamScorer:
                 # An unfinished tag, or a reference that may go on ("&am" | "pporn"), waits
                 # for the next piece.
                 start = joined.rfind("<")
-                if start > joined.rfind(">"):
+                # (An unfinished tag longer than any tag is text: it must not grow unread.)
+                if start > joined.rfind(">") and len(joined) - start < UNFINISHED_TAG:
                     cut = start
                 reference = _OPEN_REFERENCE.search(joined, 0, cut)
                 if reference is not None:
@@ -173,6 +268,9 @@ class StreamScorer:
     def _sse(self, text: str, final: bool) -> str:
         self._events += text.replace("\r\n", "\n")
         *complete, self._events = self._events.split("\n\n")
+        if len(self._events) > UNFINISHED_EVENT:
+            # An event that never ends is read as it stands, not held without bound.
+            complete, self._events = [*complete, self._events], ""
         if final and self._events:
             complete, self._events = [*complete, self._events], ""
         words: list[str] = []

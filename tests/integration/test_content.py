@@ -145,6 +145,7 @@ PAGES: dict[str, tuple[str, bytes, str | None]] = {
     "/bomb": ("text/html; charset=utf-8", _gzip_bomb(512 << 20), "gzip"),
     # An encoding no browser asked for: its bytes are not the page.
     "/adult-unknown-encoding": ("text/html; charset=utf-8", ADULT.encode()[::-1], "x-reversed"),
+    "/long-unknown-encoding": ("text/html; charset=utf-8", LONG_PAGE.encode()[::-1], "x-reversed"),
     "/learned-1": ("text/html; charset=utf-8", ADULT.encode(), None),
     "/learned-2": ("text/html; charset=utf-8", ADULT.encode(), None),
     "/rejected": ("text/html; charset=utf-8", ADULT.encode(), None),
@@ -590,6 +591,38 @@ def test_a_long_page_in_disguise_is_cut_mid_stream(ai_gw: Gateway, pages: Pages)
     assert "looked like adult content" in body
     assert "END-OF-PAGE" not in body
     assert last_log_line(ai_gw, "/long-disguised")["content"]["outcome"] == "cut"
+
+
+def test_a_streamed_bomb_is_cut_once_it_decodes_past_the_bound(
+    ai_gw: Gateway, pages: Pages
+) -> None:
+    """Over the hold bound, the bomb streams: it is decoded and scored as it goes, and cut
+    with a notice once 64 MiB have come out, not decoded to its 512 MiB."""
+    before = _peak_rss_mib(ai_gw.process.pid)
+    conn = http.client.HTTPConnection("127.0.0.1", ai_gw.port, timeout=60,
+                                      source_address=(PUPIL, 0))  # fmt: skip
+    try:
+        conn.request("GET", pages.url("/bomb"))
+        response = conn.getresponse()
+        try:
+            body = response.read()
+        except http.client.IncompleteRead as exc:
+            body = exc.partial
+    finally:
+        conn.close()
+    assert response.status == 200
+    assert body.endswith(b"it was too large to check.</p></div>")
+    assert len(body) < 80 << 20
+    outcome = last_log_line(ai_gw, "/bomb")["content"]["outcome"]
+    assert outcome == "cut: it decodes to more than 64 MiB"
+    assert _peak_rss_mib(ai_gw.process.pid) - before < 64
+
+
+def test_a_long_page_in_an_unknown_encoding_is_refused(ai_gw: Gateway, pages: Pages) -> None:
+    """Over the hold bound, so streamed, in an encoding no browser asked for: refused."""
+    status, body = ai_gw.get(pages.url("/long-unknown-encoding"), client=PUPIL)
+    assert status == 403
+    assert "could not be checked" in body
 
 
 def test_a_prompt_is_logged_as_a_search(ai_gw: Gateway) -> None:

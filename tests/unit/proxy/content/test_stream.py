@@ -5,14 +5,17 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import zlib
 from pathlib import Path
 from typing import Any
 
+import brotli  # type: ignore[import-untyped]
 import pytest
+import zstandard
 
 from proxy.content.assistants import assistant_of, prompt_of
 from proxy.content.phrases import PhraseScorer, RunningScore, Scores, load_phrases
-from proxy.content.stream import Kind, StreamScorer
+from proxy.content.stream import STREAM_DECODED_LIMIT, UNFINISHED_TAG, Kind, StreamScorer
 
 ROOT = Path(__file__).resolve().parents[4]
 TEXT = (
@@ -42,16 +45,26 @@ def test_pieces_score_as_the_whole(scorer: PhraseScorer, seed: int) -> None:
 
 
 def stream(
-    scorer: PhraseScorer, kind: Kind, chunks: list[bytes], encoding: str | None = None
+    scorer: PhraseScorer,
+    kind: Kind,
+    chunks: list[bytes],
+    encoding: str | None = None,
+    limit: int = STREAM_DECODED_LIMIT,
 ) -> tuple[list[tuple[str, int]], bytes]:
-    """Feed ``chunks`` (and the end) through a StreamScorer: what crossed, and what went on."""
+    """Feed ``chunks`` (and the end) through a StreamScorer: what crossed (or was too large),
+    and what went on."""
     crossed: list[tuple[str, int]] = []
 
     def on_cross(category: str, score: int, _scores: Scores) -> str:
         crossed.append((category, score))
         return "adult content"
 
-    guard = StreamScorer(scorer, THRESHOLDS, kind, encoding, "utf-8", on_cross)
+    def on_too_large(why: str) -> None:
+        crossed.append((why, 0))
+
+    guard = StreamScorer(
+        scorer, THRESHOLDS, kind, encoding, "utf-8", on_cross, on_too_large, limit=limit
+    )
     out = [piece for chunk in [*chunks, b""] for piece in guard.feed(chunk)]
     return crossed, b"".join(out)
 
@@ -98,7 +111,7 @@ def test_a_gzip_page_is_decoded_and_cut(scorer: PhraseScorer) -> None:
 def test_an_unknown_encoding_is_refused(scorer: PhraseScorer) -> None:
     """A body the scorer cannot decode is not silently passed as scored."""
     with pytest.raises(ValueError, match="cannot be read"):
-        StreamScorer(scorer, THRESHOLDS, "html", "compress", "utf-8", lambda *_: "")
+        StreamScorer(scorer, THRESHOLDS, "html", "compress", "utf-8", lambda *_: "", print)
 
 
 @pytest.mark.parametrize(
@@ -164,3 +177,48 @@ def test_a_streamed_page_is_read_as_the_browser_shows_it(
     assert crossed, page[:120]
     assert crossed[0][0] == "adult"
     assert b"looked like adult content" in out
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("br", brotli.compress),
+        ("zstd", zstandard.ZstdCompressor().compress),
+    ],
+)
+def test_a_streamed_bomb_is_cut_at_the_bound(encoding: str, compress: Any) -> None:
+    """64 MiB of one letter in a few kilobytes: decoding stops just past the bound (here
+    1 MiB), with the notice, not after the whole bomb was decoded and sent."""
+    bomb = compress(b"<p>" + b"a" * (64 << 20))
+    chunks = [bomb[i : i + 16384] for i in range(0, len(bomb), 16384)]
+    crossed, out = stream(load_phrases(ROOT / "config" / "content-phrases.yaml"), "html", chunks,
+                          encoding, limit=1 << 20)  # fmt: skip
+    assert crossed == [("it decodes to more than 1 MiB", 0)]
+    assert len(out) < 6 << 20  # what went on before the cut, and the notice
+    assert out.endswith(b"it was too large to check.</p></div>")
+
+
+def test_deflate_without_its_zlib_wrapper_is_read(scorer: PhraseScorer) -> None:
+    """Some servers send raw deflate as "deflate"; it is read, not refused or passed."""
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    body = packer.compress(f"<p>{ANSWER}</p><p>{ANSWER}</p>".encode()) + packer.flush()
+    crossed, _ = stream(scorer, "html", [body[:10], body[10:]], "deflate")
+    assert crossed
+    assert crossed[0][0] == "adult"
+
+
+def test_text_without_separators_or_an_endless_tag_is_not_held(scorer: PhraseScorer) -> None:
+    """One word of 8 MiB, or a tag that never closes: what waits for the next piece stays
+    small (it was held and copied whole with every piece)."""
+    running = RunningScore(scorer)
+    for _ in range(8):
+        running.feed("a" * (1 << 20))
+    assert len(running._pending) <= RunningScore.LONGEST_WORD
+    crossed: list[str] = []
+    guard = StreamScorer(scorer, THRESHOLDS, "html", None, "utf-8", lambda *_: "", crossed.append)
+    for piece in [b"<p title='", *[b"a" * (1 << 20)] * 8]:
+        list(guard.feed(piece))
+    assert len(guard._in_tag) <= UNFINISHED_TAG + (1 << 20)
+    assert crossed == []
