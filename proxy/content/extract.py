@@ -4,7 +4,10 @@ selectolax (the Lexbor engine, C) parses about 100 MB/s here; scripts,
 styles, templates and the like are dropped, since they are not what the
 reader reads (and a site's JavaScript is full of words like "execute" and
 "kill"). The title and the image descriptions (``alt``) are kept: a page
-that is nothing but pictures says what they are there. A body that is
+that is nothing but pictures says what they are there. So are button labels,
+text drawn in an svg, and the documents a page shows inside itself without a
+request of their own (an iframe's ``srcdoc``, ``data:`` URLs in frames, objects
+and embeds), which the proxy would otherwise never see. A body that is
 already text (``text/plain``, a JSON answer) is scored as it is.
 
 The text is read two ways (``html_readings``), because markup alone cannot say
@@ -20,37 +23,98 @@ with a margin), which no reading of the markup follows.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+from urllib.parse import unquote, unquote_to_bytes
+
 from selectolax.lexbor import LexborHTMLParser
 
 # One selector, so the tree is walked once (strip_tags walks it once per tag name: about a
-# third of the extraction time on a 100 KB page, bench.content).
-_NOT_READ = "script, style, noscript, template, svg, head"
+# third of the extraction time on a 100 KB page, bench.content). An svg's text is read: it is
+# drawn on the page (its scripts and styles go with the rest).
+_NOT_READ = "script, style, noscript, template, head"
+# Documents a page shows inside itself without another request, which the proxy would never
+# see: an iframe's srcdoc, and data: URLs in frames and objects.
+_EMBEDDED = "iframe[srcdoc], iframe[src], frame[src], embed[src], object[data]"
+# Buttons whose words are their value.
+_BUTTONS = "input[type=submit i][value], input[type=button i][value], input[type=reset i][value]"
+# How deep documents inside documents are read (each is part of the page's own bytes).
+EMBEDDED_DEPTH = 3
+_URL_IGNORED = re.compile(r"[\t\n\r]")
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml", "image/svg+xml"})
+
+
+def data_url(url: str) -> tuple[str, bytes] | None:
+    """A data: URL's media type and bytes (RFC 2397), or None if it is not one. Read as a
+    browser reads the attribute: tabs and newlines anywhere, and spaces and controls at
+    either end, are not part of the URL."""
+    url = _URL_IGNORED.sub("", url).strip("".join(map(chr, range(0x21))))
+    if url[:5].lower() != "data:" or "," not in url:
+        return None
+    header, _, payload = url[5:].partition(",")
+    media = header.split(";", 1)[0].strip().lower() or "text/plain"
+    if header.lower().rstrip().endswith(";base64"):
+        try:
+            return media, base64.b64decode(unquote(payload) + "==", validate=False)
+        except (ValueError, binascii.Error):
+            return None
+    return media, unquote_to_bytes(payload)
+
+
+def _embedded(tree: LexborHTMLParser, depth: int) -> list[tuple[str, str]]:
+    """The readings of the documents ``tree`` shows inside itself."""
+    found: list[tuple[str, str]] = []
+    if depth >= EMBEDDED_DEPTH:
+        return found
+    for node in tree.css(_EMBEDDED):
+        attributes = node.attributes
+        srcdoc = attributes.get("srcdoc") if node.tag == "iframe" else None
+        if srcdoc:
+            found.append(_readings(srcdoc, depth + 1))
+            continue
+        parsed = data_url(attributes.get("data" if node.tag == "object" else "src") or "")
+        if parsed is None:
+            continue
+        media, data = parsed
+        if media in _HTML_TYPES:
+            found.append(_readings(data, depth + 1))
+        elif media.startswith("text/"):
+            text = data.decode("utf-8", "replace")
+            found.append((text, text))
+    return found
 
 
 def html_readings(html: str | bytes) -> tuple[str, str]:
-    """The readable text of an HTML document (title, body text and image descriptions), read
-    with a space between every two pieces of the body's text, and with none.
+    """The readable text of an HTML document (title, body text, image descriptions, button
+    labels and the documents it shows inside itself), read with a space between every two
+    pieces of the body's text, and with none.
 
     Bytes are read as UTF-8 (what Lexbor parses; bytes that are not UTF-8 become U+FFFD).
     """
+    return _readings(html, 0)
+
+
+def _readings(html: str | bytes, depth: int) -> tuple[str, str]:
     tree = LexborHTMLParser(html)
     # The document's title is the one in its head: a title element in the body is read with
     # the body, and reading it in front as well would count its words twice.
     title = tree.css_first("head > title")
     parts = [title.text(strip=True)] if title is not None else []
     parts.extend(alt for node in tree.css("img[alt]") if (alt := node.attributes.get("alt")))
+    parts.extend(value for node in tree.css(_BUTTONS) if (value := node.attributes.get("value")))
+    inside = _embedded(tree, depth)
     # Last first: a node nested in another (a script in an svg) goes before its ancestor, so
     # no node is removed after the subtree holding it was freed.
     for node in reversed(tree.css(_NOT_READ)):
         node.decompose()
     body = tree.body
-    if body is None:
-        text = " ".join(parts)
-        return text, text
-    return (
-        " ".join([*parts, body.text(separator=" ")]),
-        " ".join([*parts, body.text(separator="")]),
-    )
+    separated = [*parts, *(a for a, _ in inside)]
+    joined = [*parts, *(b for _, b in inside)]
+    if body is not None:
+        separated.append(body.text(separator=" "))
+        joined.append(body.text(separator=""))
+    return " ".join(separated), " ".join(joined)
 
 
 def html_text(html: str | bytes) -> str:

@@ -11,7 +11,9 @@ headteacher's group only logs.
 
 from __future__ import annotations
 
+import base64
 import gzip
+import html
 import http.client
 import http.server
 import json
@@ -60,6 +62,10 @@ SEX_EDUCATION = (
     "health. Pupils learn how pornography presents an unrealistic picture of sex, and "
     "where to get support. Parents may ask about the sex education curriculum.</p></body></html>"
 )
+ADULT_WORDS = (
+    "Free porn videos. The best free porn, live sex cams and hardcore porn. New porn videos "
+    "every day: nude girls, milf and more."
+)
 BREAST_CANCER = (
     "<html><body><h1>Breast cancer</h1><p>Breast cancer is the most common cancer in the UK. "
     "Check your breasts and nipples regularly; breast cancer screening is offered from 50. "
@@ -101,6 +107,13 @@ ADULT_MARKUP = {
     "/adult-empty-elements": _in_words(ADULT, "<i></i>"),
     "/adult-comments": _in_words(ADULT, "<!-- -->"),
     "/adult-unknown-elements": _in_words(ADULT, "<x-a></x-a>"),
+    # Text the page shows from elsewhere in its own bytes: drawn in an svg, a document in an
+    # iframe's srcdoc, or in a data: URL (the browser makes no request the proxy could see).
+    "/adult-svg": f"<html><body><svg><text x='0' y='20'>{ADULT_WORDS}</text></svg></body></html>",
+    "/adult-srcdoc": f"<html><body><iframe srcdoc='{html.escape(ADULT)}'></iframe></body></html>",
+    "/adult-data-frame": "<html><body><iframe src='data:text/html;base64,"
+    + base64.b64encode(ADULT.encode()).decode()
+    + "'></iframe></body></html>",
 }
 
 

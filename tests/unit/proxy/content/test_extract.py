@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from proxy.content.extract import html_readings, html_text, page_readings, page_text
+import base64
+
+import pytest
+
+from proxy.content.extract import data_url, html_readings, html_text, page_readings, page_text
 
 
 def test_html_text_keeps_title_body_and_image_descriptions() -> None:
@@ -27,14 +31,14 @@ def test_plain_text_is_scored_as_it_is() -> None:
 
 def test_nested_unread_elements_go_with_their_parents() -> None:
     """A script inside an svg, a style inside noscript, a template's script: none is read, and
-    the text around them is kept in order."""
+    the text around them is kept in order (an svg's own text is drawn, so it is read)."""
     html = (
         "<html><head><title>T</title><script>head</script></head><body>"
         "<svg><script>evil</script><style>s</style><text>drawn</text></svg><p>one "
         "<template><script>t</script>tpl</template>two</p>"
         "<noscript><style>n</style>ns</noscript><p>three</p></body></html>"
     )
-    assert html_text(html).split() == ["T", "one", "two", "three"]
+    assert html_text(html).split() == ["T", "drawn", "one", "two", "three"]
 
 
 def test_a_title_in_the_body_is_read_once() -> None:
@@ -57,3 +61,33 @@ def test_the_text_is_read_with_and_without_a_space_between_its_pieces() -> None:
     assert separated.split() == ["T", "p", "o", "r", "n", "o", "two"]
     assert joined.split() == ["T", "pornotwo"]
     assert page_readings("p<b>o</b>rn", "text/plain") == ("p<b>o</b>rn",)
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "<svg><text x='0' y='9'>free porn</text></svg>",  # drawn on the page
+        "<iframe srcdoc='<p>free &amp;lt;b&amp;gt;porn</p>'></iframe>",  # a document inside
+        "<iframe srcdoc=\"<iframe srcdoc='<p>free porn</p>'></iframe>\"></iframe>",  # in one
+        "<iframe src='data:text/html;base64,"
+        + base64.b64encode(b"<p>free porn</p>").decode()
+        + "'>",
+        "<iframe src=' DA\nTA:text/html,%3Cp%3Efree%20porn'></iframe>",  # as a browser reads it
+        "<object data='data:text/html,free%20porn'></object>",
+        "<embed src='data:,free%20porn'>",
+        "<input type='Submit' value='free porn'>",  # a button's label
+    ],
+)
+def test_text_the_page_shows_from_elsewhere_in_its_bytes_is_read(page: str) -> None:
+    """What a browser shows without another request (so the proxy never sees it on its own)
+    is read with the page."""
+    separated, joined = html_readings(f"<body><p>x</p>{page}</body>")
+    assert "free porn" in separated.replace("<b>", "")
+    assert "porn" in joined
+
+
+def test_ordinary_frames_and_broken_data_urls_add_nothing() -> None:
+    page = "<iframe src='https://example.com/'></iframe><object data='data:image/png;base64,!!'>"
+    assert html_readings(page + "<p>x</p>") == ("x", "x")
+    assert data_url("data:text/html;base64,%%%") is not None  # decodes what it can, never raises
+    assert data_url("https://example.com/") is None
