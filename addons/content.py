@@ -50,7 +50,7 @@ from addons.pipeline import serve_at_headers, serve_block
 from blocklists.normalise import BadURL, normalise_url
 from proxy.content.assistants import assistant_of
 from proxy.content.decode import TooLarge, Unreadable, decoded
-from proxy.content.extract import html_readings, page_readings
+from proxy.content.extract import html_marked, page_marked
 from proxy.content.learned import (
     LEARNED_FILE,
     LearnedEntry,
@@ -115,8 +115,9 @@ def _entry_of(flow: http.HTTPFlow) -> str | None:
         return None
 
 
-def held_page_readings(response: http.Response, mime: str, limit: int) -> tuple[str, ...]:
-    """The words of a held page, read as ``proxy.content.extract`` reads a page's markup.
+def held_page_text(response: http.Response, mime: str, limit: int) -> str:
+    """The words of a held page, as ``proxy.content.extract`` reads a page's markup (with
+    ``MARK`` where two pieces of its text meet).
 
     Its content coding is undone here, to at most ``limit`` bytes (``proxy.content.decode``:
     mitmproxy's own decoding has no bound, and a small gzip can decode to gigabytes).
@@ -128,12 +129,12 @@ def held_page_readings(response: http.Response, mime: str, limit: int) -> tuple[
     content = decoded(response.raw_content or b"", response.headers.get("content-encoding"), limit)
     charset = infer_content_encoding(response.headers.get("content-type", ""), content)
     if mime != "text/plain" and charset.lower().replace("-", "").replace("_", "") in _UTF8_NAMES:
-        return html_readings(content)
+        return html_marked(content)
     try:
         text = content.decode(charset, "replace")
     except LookupError:  # a charset Python does not know: read as UTF-8
         text = content.decode("utf-8", "replace")
-    return page_readings(text, mime)
+    return page_marked(text, mime)
 
 
 class ContentAnalysis:
@@ -391,7 +392,7 @@ class ContentAnalysis:
             scores = self._scores.get(entry) if entry else None
             if scores is None:
                 limit = ctx.options.schoolgate_content_hold_kb * 1024 * DECODED_PER_HELD
-                scores = scorer.score_readings(held_page_readings(flow.response, mime, limit))
+                scores = scorer.score_marked(held_page_text(flow.response, mime, limit))
                 self.scored += 1
                 if entry:
                     self._remember(entry, scores)

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 import yaml
 
-from proxy.content.extract import page_readings
+from proxy.content.extract import page_marked
 from proxy.content.images import ImageJob, ImagePool, ImageScore, NudityModel
 from proxy.content.phrases import CATEGORY_WORDS, PhraseScorer, load_phrases
 
@@ -116,9 +116,9 @@ def speed(scorer: PhraseScorer, pages: list[str]) -> None:
     for _round in range(3):
         for page in pages:
             start = time.thread_time()
-            readings = page_readings(page, "text/html")
+            marked = page_marked(page, "text/html")
             middle = time.thread_time()
-            scorer.score_readings(readings)
+            scorer.score_marked(marked)
             end = time.thread_time()
             extract_ms.append((middle - start) * 1000)
             total_ms.append((end - start) * 1000)
@@ -154,7 +154,7 @@ def over_blocking(scorer: PhraseScorer, docs: list[tuple[str, str, str]]) -> Non
         parts = path.split("/")
         if "man" in parts and parts[parts.index("man") + 1].startswith("man") is False:
             languages.add(parts[parts.index("man") + 1])
-        over = scorer.score_readings(page_readings(text, kind)).crossed(thresholds)
+        over = scorer.score_marked(page_marked(text, kind)).crossed(thresholds)
         if over:
             crossed.append((over[0][1], over[0][0], path))
     share = 100 * len(crossed) / len(docs)

@@ -10,15 +10,16 @@ request of their own (an iframe's ``srcdoc``, ``data:`` URLs in frames, objects
 and embeds), which the proxy would otherwise never see. A body that is
 already text (``text/plain``, a JSON answer) is scored as it is.
 
-The text is read two ways (``html_readings``), because markup alone cannot say
-where a reader sees a space: with a space between every two pieces of text (a
-paragraph's end parts its last word from the next paragraph's first), and with
-none (``p<b>o</b>rn``, ``p<i></i>orn``, ``p<!---->orn`` or an element the
-parser drops, ``p</x>orn``, all show "porn" in a browser). A phrase counts as
-often as the reading that finds it most often (``PhraseScorer.score_readings``):
-a page cannot hide its words from one reading without showing them to the other,
-short of style sheets that move text about (a block made inline, a space made
-with a margin), which no reading of the markup follows.
+The text is read two ways (``html_marked`` puts ``MARK`` where two pieces of
+text meet), because markup alone cannot say where a reader sees a space: with a
+space between every two pieces of text (a paragraph's end parts its last word
+from the next paragraph's first), and with none (``p<b>o</b>rn``,
+``p<i></i>orn``, ``p<!---->orn`` or an element the parser drops, ``p</x>orn``,
+all show "porn" in a browser). A phrase counts as often as the reading that
+finds it most often (``PhraseScorer.score_marked``): a page cannot hide its
+words from one reading without showing them to the other, short of style
+sheets that move text about (a block made inline, a space made with a margin),
+which no reading of the markup follows.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import re
 from urllib.parse import unquote, unquote_to_bytes
 
 from selectolax.lexbor import LexborHTMLParser
+
+from proxy.content.phrases import MARK
 
 # One selector, so the tree is walked once (strip_tags walks it once per tag name: about a
 # third of the extraction time on a 100 KB page, bench.content). An svg's text is read: it is
@@ -62,40 +65,47 @@ def data_url(url: str) -> tuple[str, bytes] | None:
     return media, unquote_to_bytes(payload)
 
 
-def _embedded(tree: LexborHTMLParser, depth: int) -> list[tuple[str, str]]:
-    """The readings of the documents ``tree`` shows inside itself."""
-    found: list[tuple[str, str]] = []
+def _embedded(tree: LexborHTMLParser, depth: int) -> list[str]:
+    """The (marked) text of the documents ``tree`` shows inside itself."""
+    found: list[str] = []
     if depth >= EMBEDDED_DEPTH:
         return found
     for node in tree.css(_EMBEDDED):
         attributes = node.attributes
         srcdoc = attributes.get("srcdoc") if node.tag == "iframe" else None
         if srcdoc:
-            found.append(_readings(srcdoc, depth + 1))
+            found.append(_marked(srcdoc, depth + 1))
             continue
         parsed = data_url(attributes.get("data" if node.tag == "object" else "src") or "")
         if parsed is None:
             continue
         media, data = parsed
         if media in _HTML_TYPES:
-            found.append(_readings(data, depth + 1))
+            found.append(_marked(data, depth + 1))
         elif media.startswith("text/"):
-            text = data.decode("utf-8", "replace")
-            found.append((text, text))
+            found.append(data.decode("utf-8", "replace"))
     return found
 
 
-def html_readings(html: str | bytes) -> tuple[str, str]:
+def html_marked(html: str | bytes) -> str:
     """The readable text of an HTML document (title, body text, image descriptions, button
-    labels and the documents it shows inside itself), read with a space between every two
-    pieces of the body's text, and with none.
+    labels and the documents it shows inside itself), with ``MARK`` wherever two pieces of
+    the body's text meet: ``PhraseScorer.score_marked`` reads it with a space there and with
+    nothing.
 
     Bytes are read as UTF-8 (what Lexbor parses; bytes that are not UTF-8 become U+FFFD).
     """
-    return _readings(html, 0)
+    return _marked(html, 0)
 
 
-def _readings(html: str | bytes, depth: int) -> tuple[str, str]:
+def html_readings(html: str | bytes) -> tuple[str, str]:
+    """The readable text of an HTML document, with a space between every two pieces of the
+    body's text, and with none."""
+    marked = html_marked(html)
+    return marked.replace(MARK, " "), marked.replace(MARK, "")
+
+
+def _marked(html: str | bytes, depth: int) -> str:
     tree = LexborHTMLParser(html)
     # The document's title is the one in its head: a title element in the body is read with
     # the body, and reading it in front as well would count its words twice.
@@ -103,18 +113,15 @@ def _readings(html: str | bytes, depth: int) -> tuple[str, str]:
     parts = [title.text(strip=True)] if title is not None else []
     parts.extend(alt for node in tree.css("img[alt]") if (alt := node.attributes.get("alt")))
     parts.extend(value for node in tree.css(_BUTTONS) if (value := node.attributes.get("value")))
-    inside = _embedded(tree, depth)
+    parts.extend(_embedded(tree, depth))
     # Last first: a node nested in another (a script in an svg) goes before its ancestor, so
     # no node is removed after the subtree holding it was freed.
     for node in reversed(tree.css(_NOT_READ)):
         node.decompose()
     body = tree.body
-    separated = [*parts, *(a for a, _ in inside)]
-    joined = [*parts, *(b for _, b in inside)]
     if body is not None:
-        separated.append(body.text(separator=" "))
-        joined.append(body.text(separator=""))
-    return " ".join(separated), " ".join(joined)
+        parts.append(body.text(separator=MARK))
+    return " ".join(parts)
 
 
 def html_text(html: str | bytes) -> str:
@@ -122,15 +129,16 @@ def html_text(html: str | bytes) -> str:
     return html_readings(html)[0]
 
 
-def page_readings(body: str, content_type: str) -> tuple[str, ...]:
-    """The text to score for a body of this content type: an HTML page's two readings, or
-    the body as it is."""
+def page_marked(body: str, content_type: str) -> str:
+    """The text to score for a body of this content type: an HTML page's (``html_marked``),
+    or the body as it is."""
     kind = content_type.split(";", 1)[0].strip().lower()
     if kind in {"text/html", "application/xhtml+xml"}:
-        return html_readings(body)
-    return (body,)
+        return html_marked(body)
+    return body
 
 
 def page_text(body: str, content_type: str) -> str:
-    """The text to score for a body of this content type (HTML is parsed, the rest kept)."""
-    return page_readings(body, content_type)[0]
+    """The text of a body of this content type (HTML is parsed, the rest kept), with a space
+    between every two pieces."""
+    return page_marked(body, content_type).replace(MARK, " ")

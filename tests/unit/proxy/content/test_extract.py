@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from proxy.content.extract import data_url, html_readings, html_text, page_readings, page_text
+from proxy.content.extract import data_url, html_readings, html_text, page_marked, page_text
 
 
 def test_html_text_keeps_title_body_and_image_descriptions() -> None:
@@ -60,7 +60,7 @@ def test_the_text_is_read_with_and_without_a_space_between_its_pieces() -> None:
     )
     assert separated.split() == ["T", "p", "o", "r", "n", "o", "two"]
     assert joined.split() == ["T", "pornotwo"]
-    assert page_readings("p<b>o</b>rn", "text/plain") == ("p<b>o</b>rn",)
+    assert page_marked("p<b>o</b>rn", "text/plain") == "p<b>o</b>rn"
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -136,14 +137,56 @@ def test_a_page_read_two_ways_counts_each_phrase_as_the_reading_that_finds_it_mo
     scorer: PhraseScorer,
 ) -> None:
     """Per phrase, not per category: a page cannot hide half its phrases from one reading
-    and half from the other and score half."""
-    one = "free porn. free porn. nudes"
-    other = "porn porn porn. nudes nudes"
-    both = scorer.score_readings([one, other]).by_category["adult"]
-    # "free porn" twice (50 each) from the first; "porn" three times (15 each: the first
-    # has it twice) and "nudes" twice (20 each) from the second.
+    and half from the other and score half. (MARK: where two pieces of a page's text meet.)"""
+    m = phrases.MARK
+    # With a space at each mark: "free porn" twice (50 each) and its "porn" (15 each).
+    # With nothing: "porn" three times ("p|orn") and "nudes" twice ("nu|des", 20 each).
+    page = f"free{m}porn. free{m}porn. p{m}orn p{m}orn p{m}orn. nu{m}des nu{m}des"
+    spaced = page.replace(m, " ")
+    joined = page.replace(m, "")
+    both = scorer.score_marked(page).by_category["adult"]
     assert both == 2 * 50 + 3 * 15 + 2 * 20
     assert both > max(
-        scorer.score(one).by_category["adult"], scorer.score(other).by_category["adult"]
+        scorer.score(spaced).by_category["adult"], scorer.score(joined).by_category["adult"]
     )
-    assert scorer.score_readings(["free porn", "free porn"]) == scorer.score("free porn")
+    assert scorer.score_marked(page) == both_readings(scorer, page)
+
+
+def both_readings(scorer: PhraseScorer, marked: str) -> phrases.Scores:
+    """What score_marked must give: each phrase as often as the reading that finds it most
+    often, each reading matched whole."""
+    spaced = scorer.counts(phrases.fold(marked.replace(phrases.MARK, " ")))
+    joined = scorer.counts(phrases.fold(marked.replace(phrases.MARK, "")))
+    return scorer.scores_of(spaced | joined)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_the_second_reading_matched_near_the_marks_only_is_the_whole_second_reading(
+    seed: int,
+) -> None:
+    """Random texts of phrase words, other words, punctuation, spaces and marks, some marks
+    inside words: matching the joined reading near the marks only gives what matching both
+    readings whole gives."""
+    path = ROOT / "config" / "content-phrases.yaml"
+    scorer = load_phrases(path)
+    rng = random.Random(seed)
+    words = ["free", "porn", "po", "rn", "sex", "cams", "live", "explicit", "content", "nude",
+             "girls", "how", "to", "kill", "myself", "the", "river", "a", "x", "18",
+             "only"]  # fmt: skip
+    pieces = []
+    for _ in range(rng.randint(1, 400)):
+        pieces.append(rng.choice(words))
+        pieces.append(rng.choice([" ", " ", " ", "  ", ", ", ". ", phrases.MARK, phrases.MARK * 2,
+                                  " " + phrases.MARK, phrases.MARK + " ", "\n\t "]))  # fmt: skip
+    marked = "".join(pieces)
+    assert scorer.score_marked(marked) == both_readings(scorer, marked), marked[:200]
+
+
+@pytest.mark.parametrize("invisible", ["\u00ad", "\u200b", "\u2063", "\u202e", "\x01", "\x1f"])
+def test_characters_a_browser_shows_as_nothing_join_the_letters_either_side(
+    scorer: PhraseScorer, invisible: str
+) -> None:
+    """A soft hyphen, a zero-width space, an invisible separator, a direction override, a
+    control character: "p\u00adorn" shows "porn"."""
+    text = "free " + invisible.join("porn") + " videos"
+    assert scorer.score_marked(text).by_category["adult"] >= 50
