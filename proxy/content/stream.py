@@ -38,6 +38,8 @@ from proxy.content.phrases import PhraseScorer, RunningReadings, Scores
 
 Kind = Literal["html", "text", "sse", "json"]
 _TAG = re.compile(r"<[^>]*>|<[^>]*\Z")
+# Control characters a browser shows as nothing: dropped from the reading with no spaces.
+_INVISIBLE_CONTROLS = dict.fromkeys(c for c in range(0x20) if chr(c) not in "\t\n\v\f\r")
 # An unfinished tag at the end of a piece waits for the next, up to this long.
 UNFINISHED_TAG = 64 * 1024
 # And an unfinished server-sent event, up to this long.
@@ -258,7 +260,8 @@ class StreamScorer:
                 if reference is not None:
                     cut = reference.start()
             joined, self._in_tag = joined[:cut], joined[cut:]
-            return html.unescape(_TAG.sub(" ", joined)), html.unescape(_TAG.sub("", joined))
+            joined_up = html.unescape(_TAG.sub("", joined)).translate(_INVISIBLE_CONTROLS)
+            return html.unescape(_TAG.sub(" ", joined)), joined_up
         if self.kind == "sse":
             return (self._sse(text, final),)
         if self.kind == "json" and final:

@@ -163,6 +163,7 @@ def test_assistants_are_known_by_host_and_parent_domain() -> None:
         lambda w: w[:1] + "<!---->" + w[1:],  # a comment inside the word
         lambda w: w[:1] + "&#" + str(ord(w[1])) + ";" + w[2:],  # a letter as a reference
         lambda w: "&amp" + w,  # a legacy reference glued to it: "&porn"
+        lambda w: w[:1] + "\x01" + w[1:],  # a control character, shown as nothing
     ],
 )
 def test_a_streamed_page_is_read_as_the_browser_shows_it(
