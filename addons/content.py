@@ -19,7 +19,7 @@ are entries of the same list). A confirmed entry blocks in its category for
 every group whose action for a policy category of that name blocks (as a
 local block entry would; every group with content analysis when the policy
 has no such category); a rejected one is never analysed again. Scores are
-cached per URL, so a worker analyses a page once.
+cached per URL and body, so a worker analyses a page once while it stays the same.
 
 Failure policy: an error while scoring blocks the page, since "could not
 read it" must not mean "allowed" for the groups that asked for analysis. A
@@ -39,6 +39,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import xxhash
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.net.http.headers import infer_content_encoding
@@ -73,7 +74,12 @@ _HOLD = "schoolgate.content_hold"
 # bound as it streams on (rather than passing it unscored).
 _STREAM_PAST_HOLD = "schoolgate.content_stream_past_hold"
 _STREAMED = "schoolgate.content_stream"
-TEXT_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/plain"})
+# What a browser shows as a page of text: HTML, plain text, and SVG and XML documents (drawn
+# or shown as a tree of their text when opened, so they are pages too).
+TEXT_TYPES = frozenset(
+    {"text/html", "application/xhtml+xml", "text/plain", "image/svg+xml", "text/xml",
+     "application/xml"}
+)  # fmt: skip
 # An assistant's answer, by content type: events, JSON, or text as it comes.
 ANSWER_TYPES: dict[str, Kind] = {
     "text/event-stream": "sse",
@@ -115,6 +121,14 @@ def _entry_of(flow: http.HTTPFlow) -> str | None:
         return None
 
 
+def _bom_charset(content: bytes) -> str | None:
+    if content.startswith(b"\xef\xbb\xbf"):
+        return "utf-8-sig"
+    if content.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    return None
+
+
 def held_page_text(response: http.Response, mime: str, limit: int) -> str:
     """The words of a held page, as ``proxy.content.extract`` reads a page's markup (with
     ``MARK`` where two pieces of its text meet).
@@ -127,7 +141,13 @@ def held_page_text(response: http.Response, mime: str, limit: int) -> str:
     decoding with ``errors="replace"`` would). Any other charset is decoded first.
     """
     content = decoded(response.raw_content or b"", response.headers.get("content-encoding"), limit)
-    charset = infer_content_encoding(response.headers.get("content-type", ""), content)
+    # A byte order mark decides, as it does for a browser, whatever the header says.
+    charset = _bom_charset(content) or infer_content_encoding(
+        response.headers.get("content-type", ""), content
+    )
+    if charset == "utf-8-sig":
+        content = content[3:]
+        charset = "utf-8"
     if mime != "text/plain" and charset.lower().replace("-", "").replace("_", "") in _UTF8_NAMES:
         return html_marked(content)
     try:
@@ -143,7 +163,9 @@ class ContentAnalysis:
         self.scored = 0
         self.blocked = 0
         self.learned: LearnedList | None = None
-        self._scores: OrderedDict[str, Scores] = OrderedDict()
+        # Scores by URL and body: a page is analysed once while it stays the same, and again
+        # when the same URL serves something else (a page first benign, then not).
+        self._scores: OrderedDict[tuple[str, str, int], Scores] = OrderedDict()
         self._watcher: asyncio.Task[None] | None = None
         self._files = FileWatch()
 
@@ -389,13 +411,18 @@ class ContentAnalysis:
             flow.metadata[CONTENT] = ContentVerdict("passed: rejected list entry", {}, ())
             return
         try:
-            scores = self._scores.get(entry) if entry else None
+            key = (
+                entry or "",
+                str(mime),
+                xxhash.xxh3_64_intdigest(flow.response.raw_content or b""),
+            )
+            scores = self._scores.get(key) if entry else None
             if scores is None:
                 limit = ctx.options.schoolgate_content_hold_kb * 1024 * DECODED_PER_HELD
                 scores = scorer.score_marked(held_page_text(flow.response, mime, limit))
                 self.scored += 1
                 if entry:
-                    self._remember(entry, scores)
+                    self._remember(key, scores)
         except (TooLarge, Unreadable) as exc:
             # A page that decodes to more than any page holds, or not at all: not read, so
             # not passed (a compression bomb would otherwise be decoded whole on this path).
@@ -416,8 +443,8 @@ class ContentAnalysis:
 
     # ---- acting --------------------------------------------------------------------------
 
-    def _remember(self, entry: str, scores: Scores) -> None:
-        self._scores[entry] = scores
+    def _remember(self, key: tuple[str, str, int], scores: Scores) -> None:
+        self._scores[key] = scores
         if len(self._scores) > CACHE_SIZE:
             self._scores.popitem(last=False)
 

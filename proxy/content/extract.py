@@ -44,6 +44,10 @@ _EMBEDDED = "iframe[srcdoc], iframe[src], frame[src], embed[src], object[data]"
 _BUTTONS = "input[type=submit i][value], input[type=button i][value], input[type=reset i][value]"
 # How deep documents inside documents are read (each is part of the page's own bytes).
 EMBEDDED_DEPTH = 3
+# Pages read through the parser: HTML, and SVG and XML documents (their text, as shown).
+_PARSED_TYPES = frozenset(
+    {"text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml"}
+)
 _URL_IGNORED = re.compile(r"[\t\n\r]")
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml", "image/svg+xml"})
 
@@ -133,7 +137,7 @@ def page_marked(body: str, content_type: str) -> str:
     """The text to score for a body of this content type: an HTML page's (``html_marked``),
     or the body as it is."""
     kind = content_type.split(";", 1)[0].strip().lower()
-    if kind in {"text/html", "application/xhtml+xml"}:
+    if kind in _PARSED_TYPES:
         return html_marked(body)
     return body
 

@@ -157,6 +157,15 @@ PAGES: dict[str, tuple[str, bytes, str | None]] = {
     # 512 MiB of one byte, gzipped to half a megabyte: a page that is nothing but a bomb.
     "/bomb": ("text/html; charset=utf-8", _gzip_bomb(512 << 20), "gzip"),
     # An encoding no browser asked for: its bytes are not the page.
+    # Documents a browser shows as pages too: an SVG drawn with text, an XML document.
+    "/adult-svg-document": (
+        "image/svg+xml",
+        f"<svg xmlns='http://www.w3.org/2000/svg'><text y='20'>{ADULT_WORDS}</text></svg>".encode(),
+        None,
+    ),
+    "/adult-xml": ("text/xml", f"<?xml version='1.0'?><page>{ADULT_WORDS}</page>".encode(), None),
+    # UTF-16 with its byte order mark, which a browser follows whatever the header says.
+    "/adult-utf16": ("text/html; charset=utf-8", ADULT.encode("utf-16"), None),
     "/adult-unknown-encoding": ("text/html; charset=utf-8", ADULT.encode()[::-1], "x-reversed"),
     "/long-unknown-encoding": ("text/html; charset=utf-8", LONG_PAGE.encode()[::-1], "x-reversed"),
     "/learned-1": ("text/html; charset=utf-8", ADULT.encode(), None),
@@ -214,6 +223,9 @@ def pages(origin_ca: OriginCA, tmp_path_factory: pytest.TempPathFactory) -> Iter
             if self.path.startswith("/policy/"):
                 kind = "text/plain; charset=utf-8"
                 body, encoding = POLICIES[int(self.path.rsplit("/", 1)[1])].read_bytes(), None
+            elif self.path == "/swap":  # the same URL: a benign page first, then the adult one
+                page = BREAST_CANCER if seen.count("/swap") == 1 else ADULT
+                kind, body, encoding = "text/html; charset=utf-8", page.encode(), None
             else:
                 kind, body, encoding = PAGES[self.path]
             self.send_response(200)
@@ -352,6 +364,27 @@ def test_a_page_in_an_unknown_encoding_is_refused(gw: Gateway, pages: Pages) -> 
     assert status == 403
     assert "could not be checked" in body
     assert "cannot be read" in last_log_line(gw, "/adult-unknown-encoding")["content"]["outcome"]
+
+
+@pytest.mark.parametrize("path", ["/adult-svg-document", "/adult-xml", "/adult-utf16"])
+def test_other_documents_a_browser_shows_as_pages_are_read(
+    gw: Gateway, pages: Pages, path: str
+) -> None:
+    """An SVG or XML document opened on its own shows its text; a UTF-16 page with its byte
+    order mark is read as UTF-16 by a browser whatever its header says."""
+    status, body = gw.get(pages.url(path), client=PUPIL)
+    assert status == 403, body
+    assert last_log_line(gw, path)["content"]["outcome"] == "blocked"
+
+
+def test_a_page_that_changes_is_analysed_again(gw: Gateway, pages: Pages) -> None:
+    """Scores are kept by URL and body: a URL that served a benign page and then serves an
+    adult one is not passed on the benign page's score."""
+    status, _ = gw.get(pages.url("/swap"), client=PUPIL)
+    assert status == 200
+    status, body = gw.get(pages.url("/swap"), client=PUPIL)
+    assert status == 403, body
+    assert last_log_line(gw, "/swap")["content"]["outcome"] == "blocked"
 
 
 def test_images_are_not_scored_as_text(gw: Gateway, pages: Pages) -> None:
