@@ -337,6 +337,7 @@ class ContentAnalysis:
             guard.thresholds = {}  # scored for the log only: nothing is ever cut
         if guard.decodes:
             response.headers.pop("content-encoding", None)
+        if guard.decodes or kind == "json":  # a JSON answer may go as the notice instead
             response.headers.pop("content-length", None)
         before = response.stream
         if callable(before):  # another addon checks the stream too (downloads): ours sees

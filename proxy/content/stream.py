@@ -40,6 +40,8 @@ Kind = Literal["html", "text", "sse", "json"]
 _TAG = re.compile(r"<[^>]*>|<[^>]*\Z")
 # Control characters a browser shows as nothing: dropped from the reading with no spaces.
 _INVISIBLE_CONTROLS = dict.fromkeys(c for c in range(0x20) if chr(c) not in "\t\n\v\f\r")
+# A JSON answer is held whole to be read, up to this long (assistants' answers are kilobytes).
+JSON_HOLD = 4 << 20
 # An unfinished tag at the end of a piece waits for the next, up to this long.
 UNFINISHED_TAG = 64 * 1024
 # And an unfinished server-sent event, up to this long.
@@ -166,6 +168,9 @@ def notice_of(kind: Kind, message: str) -> bytes:
         return f"data: {json.dumps(event)}\n\ndata: [DONE]\n\n".encode()
     if kind == "html":
         return f'<div role="alert"><p>{message}</p></div>'.encode()
+    if kind == "json":  # in place of the answer, in the shapes the assistants' apps read
+        answer = {"choices": [{"message": {"role": "assistant", "content": message}}]}
+        return json.dumps({**answer, "text": message}).encode()
     return ("\n\n" + message + "\n").encode()
 
 
@@ -201,6 +206,9 @@ class StreamScorer:
         self._events = ""  # an unfinished server-sent event
         self._answer = ""  # the answer so far, for services that repeat it in every event
         self._in_tag = ""  # an unfinished tag at the end of an HTML chunk
+        self._held: list[bytes] = []  # a JSON answer so far, sent on once it is read
+        self._json: list[str] = []
+        self._json_size = 0
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         """What may go on of ``data`` (``b""`` at the end), piece by piece as it is decoded
@@ -216,19 +224,35 @@ class StreamScorer:
         for raw in pieces:
             self.decoded += len(raw)
             if self.decoded > self.limit:
-                self.crossed = ("too large", 0)
-                self.on_too_large(f"it decodes to more than {self.limit >> 20} MiB")
-                yield notice_of(
-                    self.kind, "Schoolgate stopped this because it was too large to check."
-                )
+                yield self._too_large(f"it decodes to more than {self.limit >> 20} MiB")
                 return
             yield from self._take(raw, final=False)
             if self.crossed is not None:
                 return
 
+    def _too_large(self, why: str) -> bytes:
+        self.crossed = ("too large", 0)
+        self.on_too_large(why)
+        return notice_of(self.kind, "Schoolgate stopped this because it was too large to check.")
+
     def _take(self, raw: bytes, final: bool) -> Iterator[bytes]:
         text = self._text.decode(raw, final=final)
-        scores = self.running.feed(self._readings(text, final), final=final)
+        if self.kind == "json":
+            # An answer in one JSON document cannot be read until it is whole: it is held (up
+            # to JSON_HOLD), read, and then sent on whole or replaced by the notice.
+            self._held.append(raw)
+            self._json.append(text)
+            self._json_size += len(text)
+            if self._json_size > JSON_HOLD:
+                yield self._too_large(f"an answer of more than {JSON_HOLD >> 20} MiB")
+                return
+            if not final:
+                return
+            readings: tuple[str, ...] = (self._event_text("".join(self._json)),)
+            raw = b"".join(self._held)
+        else:
+            readings = self._readings(text, final)
+        scores = self.running.feed(readings, final=final)
         over = scores.crossed(self.thresholds)
         if over:
             category, score = over[0]
@@ -264,9 +288,7 @@ class StreamScorer:
             return html.unescape(_TAG.sub(" ", joined)), joined_up
         if self.kind == "sse":
             return (self._sse(text, final),)
-        if self.kind == "json" and final:
-            return (self._event_text(text),)
-        return (text if self.kind == "text" else "",)
+        return (text,)
 
     def _sse(self, text: str, final: bool) -> str:
         self._events += text.replace("\r\n", "\n")

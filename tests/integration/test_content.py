@@ -498,6 +498,14 @@ def chatbot(origin_ca: OriginCA, tmp_path_factory: pytest.TempPathFactory) -> It
             prompt = body["messages"][-1]["content"]["parts"][0]
             prompts.append(prompt)
             answer = ANSWER_BAD if "videos" in prompt else ANSWER_GOOD
+            if body.get("stream") is False:  # the whole answer in one JSON document
+                whole = json.dumps({"choices": [{"message": {"content": answer}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(whole)))
+                self.end_headers()
+                self.wfile.write(whole)
+                return
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Connection", "close")
@@ -547,7 +555,7 @@ def ai_gw(
     stop_gateway(gateway)
 
 
-def ask(gw: Gateway, prompt: str, client: str = PUPIL) -> tuple[int, str]:
+def ask(gw: Gateway, prompt: str, client: str = PUPIL, stream: bool = True) -> tuple[int, str]:
     """POST a prompt to chatgpt.com through the proxy, as its web app does; the whole answer."""
     context = ssl.create_default_context(cafile=str(gw.ca_file))
     conn = http.client.HTTPSConnection(
@@ -555,7 +563,9 @@ def ask(gw: Gateway, prompt: str, client: str = PUPIL) -> tuple[int, str]:
     )
     conn.set_tunnel("chatgpt.com", 443)
     message = {"author": {"role": "user"}, "content": {"content_type": "text", "parts": [prompt]}}
-    body = {"action": "next", "messages": [message]}
+    body: dict[str, Any] = {"action": "next", "messages": [message]}
+    if not stream:
+        body["stream"] = False
     try:
         conn.request("POST", "/backend-api/conversation", json.dumps(body),
                      {"Content-Type": "application/json"})  # fmt: skip
@@ -588,6 +598,22 @@ def test_a_chatbot_answer_is_cut_when_it_crosses(ai_gw: Gateway, chatbot: Chatbo
     assert "show me videos" in chatbot.prompts
 
 
+@pytest.mark.parametrize(("prompt", "cut"), [("show me videos", True), ("explain it", False)])
+def test_an_answer_in_one_json_document_is_read_before_it_goes_on(
+    ai_gw: Gateway, prompt: str, cut: bool
+) -> None:
+    """Asked not to stream, an assistant answers in one JSON document: it is held, read and
+    then sent whole, or replaced by the notice (it went on unread)."""
+    status, text = ask(ai_gw, prompt, stream=False)
+    assert status == 200
+    answer = json.loads(text)["choices"][0]["message"]["content"]
+    if cut:
+        assert answer.startswith("Schoolgate stopped this because its content looked like")
+        assert "END-OF-ANSWER" not in text
+    else:
+        assert answer == ANSWER_GOOD
+
+
 def test_a_benign_answer_streams_whole(ai_gw: Gateway) -> None:
     """An ordinary answer reaches the pupil complete."""
     status, events = ask(ai_gw, "explain photosynthesis")
@@ -597,22 +623,29 @@ def test_a_benign_answer_streams_whole(ai_gw: Gateway) -> None:
     assert "Schoolgate stopped" not in answer
 
 
+def read_cut(gw: Gateway, url: str, timeout: float) -> tuple[int, bytes]:
+    """GET ``url`` as a pupil over plain HTTP, reading what came before the proxy cut it."""
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=timeout,
+                                      source_address=(PUPIL, 0))  # fmt: skip
+    try:
+        conn.request("GET", url)
+        response = conn.getresponse()
+        try:
+            body = response.read()
+        except http.client.IncompleteRead as exc:
+            body = exc.partial
+    finally:
+        conn.close()
+    return response.status, body
+
+
 def test_a_long_chunked_page_is_cut_once_past_the_hold_bound(ai_gw: Gateway, pages: Pages) -> None:
     """Sent chunked, a page shows its length only as it arrives: past the hold bound what was
     held and the rest are scored as they go on, and cut where they cross (it used to pass
     unscored, "too large")."""
-    conn = http.client.HTTPConnection("127.0.0.1", ai_gw.port, timeout=20,
-                                      source_address=(PUPIL, 0))  # fmt: skip
-    try:
-        conn.request("GET", pages.url("/long-chunked"))
-        response = conn.getresponse()
-        try:
-            body = response.read().decode()
-        except http.client.IncompleteRead as exc:
-            body = exc.partial.decode()
-    finally:
-        conn.close()
-    assert response.status == 200
+    status, raw = read_cut(ai_gw, pages.url("/long-chunked"), timeout=20)
+    body = raw.decode()
+    assert status == 200
     assert "village school" in body
     assert "looked like adult content" in body
     assert "END-OF-PAGE" not in body
@@ -622,18 +655,9 @@ def test_a_long_chunked_page_is_cut_once_past_the_hold_bound(ai_gw: Gateway, pag
 def test_a_long_page_in_disguise_is_cut_mid_stream(ai_gw: Gateway, pages: Pages) -> None:
     """Streamed, a page is read without a parser: its words split by empty elements and
     joined by zero-width references are still read as the browser shows them, and cut."""
-    conn = http.client.HTTPConnection("127.0.0.1", ai_gw.port, timeout=20,
-                                      source_address=(PUPIL, 0))  # fmt: skip
-    try:
-        conn.request("GET", pages.url("/long-disguised"))
-        response = conn.getresponse()
-        try:
-            body = response.read().decode()
-        except http.client.IncompleteRead as exc:
-            body = exc.partial.decode()
-    finally:
-        conn.close()
-    assert response.status == 200
+    status, raw = read_cut(ai_gw, pages.url("/long-disguised"), timeout=20)
+    body = raw.decode()
+    assert status == 200
     assert "looked like adult content" in body
     assert "END-OF-PAGE" not in body
     assert last_log_line(ai_gw, "/long-disguised")["content"]["outcome"] == "cut"
@@ -645,18 +669,8 @@ def test_a_streamed_bomb_is_cut_once_it_decodes_past_the_bound(
     """Over the hold bound, the bomb streams: it is decoded and scored as it goes, and cut
     with a notice once 64 MiB have come out, not decoded to its 512 MiB."""
     before = _peak_rss_mib(ai_gw.process.pid)
-    conn = http.client.HTTPConnection("127.0.0.1", ai_gw.port, timeout=60,
-                                      source_address=(PUPIL, 0))  # fmt: skip
-    try:
-        conn.request("GET", pages.url("/bomb"))
-        response = conn.getresponse()
-        try:
-            body = response.read()
-        except http.client.IncompleteRead as exc:
-            body = exc.partial
-    finally:
-        conn.close()
-    assert response.status == 200
+    status, body = read_cut(ai_gw, pages.url("/bomb"), timeout=60)
+    assert status == 200
     assert body.endswith(b"it was too large to check.</p></div>")
     assert len(body) < 80 << 20
     outcome = last_log_line(ai_gw, "/bomb")["content"]["outcome"]
@@ -691,18 +705,9 @@ def test_a_prompt_is_logged_as_a_search(ai_gw: Gateway) -> None:
 
 def test_a_long_page_is_cut_mid_stream(ai_gw: Gateway, pages: Pages) -> None:
     """A page over the hold bound is scored as it passes and cut where it crosses."""
-    conn = http.client.HTTPConnection("127.0.0.1", ai_gw.port, timeout=20,
-                                      source_address=(PUPIL, 0))  # fmt: skip
-    try:
-        conn.request("GET", pages.url("/long"))
-        response = conn.getresponse()
-        try:
-            body = response.read().decode()
-        except http.client.IncompleteRead as exc:
-            body = exc.partial.decode()
-    finally:
-        conn.close()
-    assert response.status == 200
+    status, raw = read_cut(ai_gw, pages.url("/long"), timeout=20)
+    body = raw.decode()
+    assert status == 200
     assert "village school" in body  # the start of the page went through
     assert "looked like adult content" in body
     assert "END-OF-PAGE" not in body

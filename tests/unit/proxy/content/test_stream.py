@@ -223,3 +223,20 @@ def test_text_without_separators_or_an_endless_tag_is_not_held(scorer: PhraseSco
         list(guard.feed(piece))
     assert len(guard._in_tag) <= UNFINISHED_TAG + (1 << 20)
     assert crossed == []
+
+
+@pytest.mark.parametrize(("answer", "crosses"), [(ANSWER, True), ("The river is calm. END", False)])
+def test_an_answer_in_one_json_document_is_held_read_and_sent_whole_or_replaced(
+    scorer: PhraseScorer, answer: str, crosses: bool
+) -> None:
+    """Nothing goes on until the document is whole: then the answer, or the notice in its
+    place (in the shape the apps read). It went on unread."""
+    body = json.dumps({"choices": [{"message": {"content": answer}}]}).encode()
+    crossed, out = stream(scorer, "json", [body[i : i + 9] for i in range(0, len(body), 9)])
+    if crosses:
+        assert crossed[0][0] == "adult"
+        said = json.loads(out)["choices"][0]["message"]["content"]
+        assert said == "Schoolgate stopped this because its content looked like adult content."
+    else:
+        assert crossed == []
+        assert out == body
