@@ -74,6 +74,11 @@ _HOLD = "schoolgate.content_hold"
 # bound as it streams on (rather than passing it unscored).
 _STREAM_PAST_HOLD = "schoolgate.content_stream_past_hold"
 _STREAMED = "schoolgate.content_stream"
+# Text types a browser does not show as a page.
+_NOT_PAGES = frozenset(
+    {"text/css", "text/javascript", "text/ecmascript", "text/event-stream", "text/vtt",
+     "text/cache-manifest"}
+)  # fmt: skip
 # What a browser shows as a page of text: HTML, plain text, and SVG and XML documents (drawn
 # or shown as a tree of their text when opened, so they are pages too).
 TEXT_TYPES = frozenset(
@@ -119,6 +124,23 @@ def _entry_of(flow: http.HTTPFlow) -> str | None:
         return normalise_url(flow.request.pretty_url).entry
     except BadURL:
         return None
+
+
+def page_type(declared: str) -> str | None:
+    """How a response of this declared type is read, as a browser shows it: one of
+    ``TEXT_TYPES``, or None for what a browser does not show as a page of text.
+
+    No type at all: a browser sniffs the bytes and shows HTML as a page, so it is read as
+    HTML. Another ``text/`` type (``text/markdown``, ``text/x-python``): shown as text.
+    Style sheets, scripts and event streams are not pages.
+    """
+    if declared in TEXT_TYPES:
+        return declared
+    if not declared:
+        return "text/html"
+    if declared.startswith("text/") and declared not in _NOT_PAGES:
+        return "text/plain"
+    return None
 
 
 def _bom_charset(content: bytes) -> str | None:
@@ -261,12 +283,13 @@ class ContentAnalysis:
         group = self._group(flow)
         if group is None or group.content is None:
             return
-        mime = flow.response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        answers = "ai_answers" in group.content.analyse and mime in ANSWER_TYPES
+        declared = flow.response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        answers = "ai_answers" in group.content.analyse and declared in ANSWER_TYPES
         if answers and assistant_of(flow.request.pretty_host) is not None:
-            self._stream(flow, group.content, ANSWER_TYPES[mime])
+            self._stream(flow, group.content, ANSWER_TYPES[declared])
             return
-        if self._rule(flow) is None or mime not in TEXT_TYPES:
+        mime = page_type(declared)
+        if self._rule(flow) is None or mime is None:
             return
         length = flow.response.headers.get("content-length", "").strip()
         too_large = length.isdigit() and int(length) > ctx.options.schoolgate_content_hold_kb * 1024

@@ -164,6 +164,9 @@ PAGES: dict[str, tuple[str, bytes, str | None]] = {
         None,
     ),
     "/adult-xml": ("text/xml", f"<?xml version='1.0'?><page>{ADULT_WORDS}</page>".encode(), None),
+    # No type at all, which a browser sniffs as HTML; a text type a browser shows as text.
+    "/adult-no-type": ("", ADULT.encode(), None),
+    "/adult-markdown": ("text/markdown; charset=utf-8", ADULT_WORDS.encode(), None),
     # UTF-16 with its byte order mark, which a browser follows whatever the header says.
     "/adult-utf16": ("text/html; charset=utf-8", ADULT.encode("utf-16"), None),
     "/adult-unknown-encoding": ("text/html; charset=utf-8", ADULT.encode()[::-1], "x-reversed"),
@@ -229,7 +232,8 @@ def pages(origin_ca: OriginCA, tmp_path_factory: pytest.TempPathFactory) -> Iter
             else:
                 kind, body, encoding = PAGES[self.path]
             self.send_response(200)
-            self.send_header("Content-Type", kind)
+            if kind:  # none at all: the browser sniffs it
+                self.send_header("Content-Type", kind)
             if encoding:
                 self.send_header("Content-Encoding", encoding)
             if self.path.endswith("-chunked"):
@@ -366,12 +370,16 @@ def test_a_page_in_an_unknown_encoding_is_refused(gw: Gateway, pages: Pages) -> 
     assert "cannot be read" in last_log_line(gw, "/adult-unknown-encoding")["content"]["outcome"]
 
 
-@pytest.mark.parametrize("path", ["/adult-svg-document", "/adult-xml", "/adult-utf16"])
+@pytest.mark.parametrize(
+    "path",
+    ["/adult-svg-document", "/adult-xml", "/adult-utf16", "/adult-no-type", "/adult-markdown"],
+)
 def test_other_documents_a_browser_shows_as_pages_are_read(
     gw: Gateway, pages: Pages, path: str
 ) -> None:
     """An SVG or XML document opened on its own shows its text; a UTF-16 page with its byte
-    order mark is read as UTF-16 by a browser whatever its header says."""
+    order mark is read as UTF-16 by a browser whatever its header says; a page with no type
+    is sniffed as HTML, and one of another text type shown as text."""
     status, body = gw.get(pages.url(path), client=PUPIL)
     assert status == 403, body
     assert last_log_line(gw, path)["content"]["outcome"] == "blocked"
