@@ -60,7 +60,7 @@ from proxy.content.learned import (
     learned_now,
 )
 from proxy.content.phrases import CATEGORY_WORDS, Scores
-from proxy.content.stream import Kind, StreamScorer, notice_of
+from proxy.content.stream import Kind, StreamScorer, looks_binary, notice_of
 from proxy.decision import Decision
 from proxy.policy import ContentRule, Group
 from proxy.watch import FileWatch
@@ -131,7 +131,8 @@ def page_type(declared: str) -> str | None:
     ``TEXT_TYPES``, or None for what a browser does not show as a page of text.
 
     No type at all: a browser sniffs the bytes and shows HTML as a page, so it is read as
-    HTML. Another ``text/`` type (``text/markdown``, ``text/x-python``): shown as text.
+    HTML (unless its first bytes are binary data, which a browser saves rather than shows:
+    ``stream.looks_binary``). Another ``text/`` type (``text/markdown``): shown as text.
     Style sheets, scripts and event streams are not pages.
     """
     if declared in TEXT_TYPES:
@@ -163,6 +164,8 @@ def held_page_text(response: http.Response, mime: str, limit: int) -> str:
     decoding with ``errors="replace"`` would). Any other charset is decoded first.
     """
     content = decoded(response.raw_content or b"", response.headers.get("content-encoding"), limit)
+    if "content-type" not in response.headers and looks_binary(content):
+        return ""  # binary data with no type: a browser saves it rather than shows it
     # A byte order mark decides, as it does for a browser, whatever the header says.
     charset = _bom_charset(content) or infer_content_encoding(
         response.headers.get("content-type", ""), content
@@ -295,7 +298,9 @@ class ContentAnalysis:
         too_large = length.isdigit() and int(length) > ctx.options.schoolgate_content_hold_kb * 1024
         if too_large or callable(flow.response.stream):
             # Too large to hold (or another part streams it already): scored as it passes.
-            self._stream(flow, group.content, "html" if mime != "text/plain" else "text")
+            self._stream(
+                flow, group.content, "html" if mime != "text/plain" else "text", sniff=not declared
+            )
             return
         # Held up to the hold bound even when it is over the streaming threshold that made
         # mitmproxy mark it for streaming (addons/limits.py keeps holding it that far).
@@ -303,11 +308,16 @@ class ContentAnalysis:
         flow.metadata[_HOLD] = mime
         kind: Kind = "html" if mime != "text/plain" else "text"
         flow.metadata[_STREAM_PAST_HOLD] = functools.partial(
-            self._stream, flow, group.content, kind, at_headers=False
+            self._stream, flow, group.content, kind, at_headers=False, sniff=not declared
         )
 
     def _stream(
-        self, flow: http.HTTPFlow, rule: ContentRule, kind: Kind, at_headers: bool = True
+        self,
+        flow: http.HTTPFlow,
+        rule: ContentRule,
+        kind: Kind,
+        at_headers: bool = True,
+        sniff: bool = False,
     ) -> None:
         """Score the body as it is forwarded; cut it with a notice when it crosses."""
         scorer = self.loader.filterset.policy.content
@@ -352,6 +362,7 @@ class ContentAnalysis:
                 charset.strip().strip('"'),
                 crossed,
                 too_large,
+                sniff=sniff,
             )
         except ValueError as exc:  # an encoding it cannot read: not passed as scored
             self._refuse_unreadable(flow, kind, str(exc), at_headers)

@@ -137,6 +137,18 @@ def _decoder(encoding: str | None) -> _Decoder | None:
     raise ValueError(f"content encoding {encoding!r} cannot be read")
 
 
+# Bytes that only binary data holds (the MIME sniffing standard's "binary data bytes").
+_BINARY = frozenset({*range(0x09), 0x0B, *range(0x0E, 0x1B), *range(0x1C, 0x20)})
+# How much of a body the standard's sniffing looks at.
+SNIFF_BYTES = 1445
+
+
+def looks_binary(head: bytes) -> bool:
+    """Whether the start of a body without a type is binary data, which a browser saves
+    rather than shows, as the MIME sniffing standard tells them apart."""
+    return any(byte in _BINARY for byte in head[:SNIFF_BYTES])
+
+
 def answer_text(value: Any) -> str:
     """The words in a chatbot event's JSON: the strings under the keys answers use."""
     found: list[str] = []
@@ -187,6 +199,7 @@ class StreamScorer:
         on_cross: Callable[[str, int, Scores], str],
         on_too_large: Callable[[str], None],
         limit: int = STREAM_DECODED_LIMIT,
+        sniff: bool = False,
     ) -> None:
         # An HTML page is read two ways (each tag a space, and nothing); the rest one way.
         self.running = RunningReadings(scorer, 2 if kind == "html" else 1)
@@ -209,6 +222,10 @@ class StreamScorer:
         self._held: list[bytes] = []  # a JSON answer so far, sent on once it is read
         self._json: list[str] = []
         self._json_size = 0
+        # A body sent without a type: its first bytes say whether it is text to read or
+        # binary data to pass (a browser saves it), as a browser's sniffing would.
+        self._sniff = sniff
+        self.binary = False
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         """What may go on of ``data`` (``b""`` at the end), piece by piece as it is decoded
@@ -222,6 +239,12 @@ class StreamScorer:
             return
         pieces = self._decoder.pieces(data) if self._decoder is not None else iter((data,))
         for raw in pieces:
+            if self._sniff and raw:
+                self._sniff = False
+                self.binary = looks_binary(raw)
+            if self.binary:
+                yield raw
+                continue
             self.decoded += len(raw)
             if self.decoded > self.limit:
                 yield self._too_large(f"it decodes to more than {self.limit >> 20} MiB")
@@ -236,6 +259,8 @@ class StreamScorer:
         return notice_of(self.kind, "Schoolgate stopped this because it was too large to check.")
 
     def _take(self, raw: bytes, final: bool) -> Iterator[bytes]:
+        if self.binary:
+            return
         text = self._text.decode(raw, final=final)
         if self.kind == "json":
             # An answer in one JSON document cannot be read until it is whole: it is held (up

@@ -167,6 +167,9 @@ PAGES: dict[str, tuple[str, bytes, str | None]] = {
     # No type at all, which a browser sniffs as HTML; a text type a browser shows as text.
     "/adult-no-type": ("", ADULT.encode(), None),
     "/adult-markdown": ("text/markdown; charset=utf-8", ADULT_WORDS.encode(), None),
+    # Binary data with no type: a browser saves it, so it passes whole, read or not.
+    "/binary-no-type": ("", b"\x00\x01\x02PK" + ADULT.encode() * 2, None),
+    "/long-binary-no-type": ("", b"\x00\x01\x02PK" + LONG_PAGE.encode(), None),
     # UTF-16 with its byte order mark, which a browser follows whatever the header says.
     "/adult-utf16": ("text/html; charset=utf-8", ADULT.encode("utf-16"), None),
     "/adult-unknown-encoding": ("text/html; charset=utf-8", ADULT.encode()[::-1], "x-reversed"),
@@ -691,6 +694,15 @@ def test_a_long_page_in_an_unknown_encoding_is_refused(ai_gw: Gateway, pages: Pa
     status, body = ai_gw.get(pages.url("/long-unknown-encoding"), client=PUPIL)
     assert status == 403
     assert "could not be checked" in body
+
+
+@pytest.mark.parametrize("path", ["/binary-no-type", "/long-binary-no-type"])
+def test_binary_data_without_a_type_passes_whole(ai_gw: Gateway, pages: Pages, path: str) -> None:
+    """Held or streamed (over the 64 KB hold bound here), a body without a type whose first
+    bytes are binary data is what a browser saves, not a page: it is not cut."""
+    status, body = read_cut(ai_gw, pages.url(path), timeout=20)
+    assert status == 200
+    assert body == PAGES[path][1]
 
 
 def test_a_prompt_is_logged_as_a_search(ai_gw: Gateway) -> None:

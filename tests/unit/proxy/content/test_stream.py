@@ -240,3 +240,29 @@ def test_an_answer_in_one_json_document_is_held_read_and_sent_whole_or_replaced(
     else:
         assert crossed == []
         assert out == body
+
+
+def test_a_body_without_a_type_is_read_unless_it_starts_as_binary_data(
+    scorer: PhraseScorer,
+) -> None:
+    """As a browser sniffs it: text is read (and cut), binary data passes whole (it is saved,
+    not shown), however many words a file of it holds."""
+    page = f"<p>{ANSWER}</p>".encode() * 3
+    crossed: list[str] = []
+
+    def on_cross(category: str, *_: object) -> str:
+        crossed.append(category)
+        return "adult content"
+
+    guard = StreamScorer(scorer, THRESHOLDS, "html", None, "utf-8", on_cross, print, sniff=True)
+    assert b"looked like adult content" in b"".join([*guard.feed(page), *guard.feed(b"")])
+    assert crossed == ["adult"]
+    binary = b"\x89PNG\r\n\x1a\n\x00\x00" + page
+    guard = StreamScorer(
+        scorer, THRESHOLDS, "html", None, "utf-8", on_cross, print, sniff=True, limit=16
+    )
+    assert (
+        b"".join([*guard.feed(binary[:20]), *guard.feed(binary[20:]), *guard.feed(b"")]) == binary
+    )
+    assert guard.binary
+    assert crossed == ["adult"]  # nothing more crossed, nothing was cut at the 16-byte bound
