@@ -27,19 +27,16 @@ import codecs
 import html
 import json
 import re
-import zlib
 from collections.abc import Callable, Iterator
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-import brotli  # type: ignore[import-untyped]
-import zstandard
-
-from proxy.content.phrases import PhraseScorer, RunningReadings, Scores
+from proxy.content.decode import decoder
+from proxy.content.phrases import INVISIBLE_CONTROLS, PhraseScorer, RunningReadings, Scores
 
 Kind = Literal["html", "text", "sse", "json"]
 _TAG = re.compile(r"<[^>]*>|<[^>]*\Z")
 # Control characters a browser shows as nothing: dropped from the reading with no spaces.
-_INVISIBLE_CONTROLS = dict.fromkeys(c for c in range(0x20) if chr(c) not in "\t\n\v\f\r")
+_INVISIBLE = dict.fromkeys(map(ord, INVISIBLE_CONTROLS))
 # A JSON answer is held whole to be read, up to this long (assistants' answers are kilobytes).
 JSON_HOLD = 4 << 20
 # An unfinished tag at the end of a piece waits for the next, up to this long.
@@ -63,90 +60,16 @@ _TEXT_KEYS = frozenset(
 STREAM_DECODED_LIMIT = 64 << 20
 
 
-# What one piece of a decoded body may be: a chunk is decoded, scored and sent on piece by
-# piece, so a chunk that decodes to far more (a bomb) never sits in memory whole.
-PIECE = 1 << 20
-
-
-class _Decoder(Protocol):
-    def pieces(self, data: bytes) -> Iterator[bytes]:
-        """What ``data`` decodes to, in pieces of about ``PIECE`` bytes."""
-        ...
-
-
-class _Zlib:
-    def __init__(self, wbits: int) -> None:
-        self._inflate = zlib.decompressobj(wbits)
-        self._raw_tried = wbits != zlib.MAX_WBITS
-
-    def pieces(self, data: bytes) -> Iterator[bytes]:
-        try:
-            out = self._inflate.decompress(data, PIECE)
-        except zlib.error:
-            if self._raw_tried:
-                raise
-            # "deflate" sent without its zlib wrapper, as some servers do (mitmproxy reads it).
-            self._raw_tried = True
-            self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
-            out = self._inflate.decompress(data, PIECE)
-        yield out
-        while self._inflate.unconsumed_tail:
-            yield self._inflate.decompress(self._inflate.unconsumed_tail, PIECE)
-
-
-class _Brotli:
-    def __init__(self) -> None:
-        self._decoder = brotli.Decompressor()
-
-    def pieces(self, data: bytes) -> Iterator[bytes]:
-        yield self._decoder.process(data, output_buffer_limit=PIECE)
-        while not self._decoder.can_accept_more_data():
-            yield self._decoder.process(b"", output_buffer_limit=PIECE)
-
-
-class _Zstd:
-    # A zstd block holds at most 128 KiB however little input it took, so input fed in
-    # slices this small gives pieces of at most a few megabytes.
-    SLICE = 256
-
-    def __init__(self) -> None:
-        self._decoder = zstandard.ZstdDecompressor().decompressobj()
-
-    def pieces(self, data: bytes) -> Iterator[bytes]:
-        out = bytearray()
-        for start in range(0, len(data), self.SLICE):
-            out += self._decoder.decompress(data[start : start + self.SLICE])
-            if len(out) >= PIECE:
-                yield bytes(out)
-                out.clear()
-        yield bytes(out)
-
-
-def _decoder(encoding: str | None) -> _Decoder | None:
-    name = (encoding or "identity").strip().lower()
-    if name in {"gzip", "x-gzip"}:
-        return _Zlib(16 + zlib.MAX_WBITS)
-    if name == "deflate":
-        return _Zlib(zlib.MAX_WBITS)
-    if name == "br":
-        return _Brotli()
-    if name == "zstd":
-        return _Zstd()
-    if name in {"identity", "none", ""}:
-        return None
-    raise ValueError(f"content encoding {encoding!r} cannot be read")
-
-
 # Bytes that only binary data holds (the MIME sniffing standard's "binary data bytes").
 _BINARY = frozenset({*range(0x09), 0x0B, *range(0x0E, 0x1B), *range(0x1C, 0x20)})
 # How much of a body the standard's sniffing looks at.
-SNIFF_BYTES = 1445
+_SNIFFED = 1445
 
 
 def looks_binary(head: bytes) -> bool:
     """Whether the start of a body without a type is binary data, which a browser saves
     rather than shows, as the MIME sniffing standard tells them apart."""
-    return any(byte in _BINARY for byte in head[:SNIFF_BYTES])
+    return any(byte in _BINARY for byte in head[:_SNIFFED])
 
 
 def answer_text(value: Any) -> str:
@@ -211,7 +134,7 @@ class StreamScorer:
         self.bytes = 0
         self.limit = limit
         self.decoded = 0
-        self._decoder = _decoder(encoding)
+        self._decoder = decoder(encoding)
         try:
             self._text = codecs.getincrementaldecoder(charset)("replace")
         except LookupError:
@@ -309,7 +232,7 @@ class StreamScorer:
                 if reference is not None:
                     cut = reference.start()
             joined, self._in_tag = joined[:cut], joined[cut:]
-            joined_up = html.unescape(_TAG.sub("", joined)).translate(_INVISIBLE_CONTROLS)
+            joined_up = html.unescape(_TAG.sub("", joined)).translate(_INVISIBLE)
             return html.unescape(_TAG.sub(" ", joined)), joined_up
         if self.kind == "sse":
             return (self._sse(text, final),)
