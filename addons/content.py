@@ -51,7 +51,7 @@ from addons.pipeline import serve_at_headers, serve_block
 from blocklists.normalise import BadURL, normalise_url
 from proxy.content.assistants import assistant_of
 from proxy.content.decode import TooLarge, Unreadable, decoded
-from proxy.content.extract import html_marked, page_marked
+from proxy.content.extract import PARSED_TYPES, html_marked, page_marked
 from proxy.content.learned import (
     LEARNED_FILE,
     LearnedEntry,
@@ -79,12 +79,9 @@ _NOT_PAGES = frozenset(
     {"text/css", "text/javascript", "text/ecmascript", "text/event-stream", "text/vtt",
      "text/cache-manifest"}
 )  # fmt: skip
-# What a browser shows as a page of text: HTML, plain text, and SVG and XML documents (drawn
-# or shown as a tree of their text when opened, so they are pages too).
-TEXT_TYPES = frozenset(
-    {"text/html", "application/xhtml+xml", "text/plain", "image/svg+xml", "text/xml",
-     "application/xml"}
-)  # fmt: skip
+# What a browser shows as a page of text: what the parser reads (HTML, and SVG and XML
+# documents, drawn or shown as a tree of their text when opened), and plain text.
+TEXT_TYPES = PARSED_TYPES | {"text/plain"}
 # An assistant's answer, by content type: events, JSON, or text as it comes.
 ANSWER_TYPES: dict[str, Kind] = {
     "text/event-stream": "sse",
@@ -144,14 +141,6 @@ def page_type(declared: str) -> str | None:
     return None
 
 
-def _bom_charset(content: bytes) -> str | None:
-    if content.startswith(b"\xef\xbb\xbf"):
-        return "utf-8-sig"
-    if content.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "utf-16"
-    return None
-
-
 def held_page_text(response: http.Response, mime: str, limit: int) -> str:
     """The words of a held page, as ``proxy.content.extract`` reads a page's markup (with
     ``MARK`` where two pieces of its text meet).
@@ -167,12 +156,12 @@ def held_page_text(response: http.Response, mime: str, limit: int) -> str:
     if "content-type" not in response.headers and looks_binary(content):
         return ""  # binary data with no type: a browser saves it rather than shows it
     # A byte order mark decides, as it does for a browser, whatever the header says.
-    charset = _bom_charset(content) or infer_content_encoding(
-        response.headers.get("content-type", ""), content
-    )
-    if charset == "utf-8-sig":
-        content = content[3:]
-        charset = "utf-8"
+    if content.startswith(b"\xef\xbb\xbf"):
+        charset, content = "utf-8", content[3:]
+    elif content.startswith((b"\xff\xfe", b"\xfe\xff")):
+        charset = "utf-16"
+    else:
+        charset = infer_content_encoding(response.headers.get("content-type", ""), content)
     if mime != "text/plain" and charset.lower().replace("-", "").replace("_", "") in _UTF8_NAMES:
         return html_marked(content)
     try:
@@ -294,19 +283,17 @@ class ContentAnalysis:
         mime = page_type(declared)
         if self._rule(flow) is None or mime is None:
             return
+        kind: Kind = "html" if mime != "text/plain" else "text"
         length = flow.response.headers.get("content-length", "").strip()
         too_large = length.isdigit() and int(length) > ctx.options.schoolgate_content_hold_kb * 1024
         if too_large or callable(flow.response.stream):
             # Too large to hold (or another part streams it already): scored as it passes.
-            self._stream(
-                flow, group.content, "html" if mime != "text/plain" else "text", sniff=not declared
-            )
+            self._stream(flow, group.content, kind, sniff=not declared)
             return
         # Held up to the hold bound even when it is over the streaming threshold that made
         # mitmproxy mark it for streaming (addons/limits.py keeps holding it that far).
         flow.response.stream = False
         flow.metadata[_HOLD] = mime
-        kind: Kind = "html" if mime != "text/plain" else "text"
         flow.metadata[_STREAM_PAST_HOLD] = functools.partial(
             self._stream, flow, group.content, kind, at_headers=False, sniff=not declared
         )
@@ -391,16 +378,16 @@ class ContentAnalysis:
         self, flow: http.HTTPFlow, kind: Kind, why: str, at_headers: bool
     ) -> None:
         """A page to stream whose encoding cannot be read: refused, not passed as scored."""
-        flow.metadata[CONTENT] = ContentVerdict(f"blocked: {why}", {}, ())
-        decision = Decision.block(identity_of(flow), f"content analysis: {why}", by="content")
         self.blocked += 1
         if at_headers:
-            page = serve_block(self.loader, flow, decision, "This page could not be checked.")
-            serve_at_headers(flow, page)
+            serve_at_headers(flow, self._could_not_check(flow, why))
             return
         # Past the hold bound (addons/limits.py): the head is about to go on; a notice in
         # place of the body, and the connection ends.
-        flow.metadata[DECISION] = decision
+        flow.metadata[CONTENT] = ContentVerdict(f"blocked: {why}", {}, ())
+        flow.metadata[DECISION] = Decision.block(
+            identity_of(flow), f"content analysis: {why}", by="content"
+        )
         stopped: list[bool] = []
 
         def refuse(data: bytes) -> bytes:
@@ -413,6 +400,12 @@ class ContentAnalysis:
 
         if flow.response is not None:
             flow.response.stream = refuse
+
+    def _could_not_check(self, flow: http.HTTPFlow, why: str) -> http.Response:
+        """The block page for a page that could not be read (and the log's line for it)."""
+        flow.metadata[CONTENT] = ContentVerdict(f"blocked: {why}", {}, ())
+        decision = Decision.block(identity_of(flow), f"content analysis: {why}", by="content")
+        return serve_block(self.loader, flow, decision, "This page could not be checked.")
 
     def response(self, flow: http.HTTPFlow) -> None:
         guard = flow.metadata.pop(_STREAMED, None)
@@ -446,17 +439,18 @@ class ContentAnalysis:
             flow.metadata[CONTENT] = ContentVerdict("passed: rejected list entry", {}, ())
             return
         try:
+            # Hashed only for a page with a URL to remember it by.
             key = (
-                entry or "",
-                str(mime),
-                xxhash.xxh3_64_intdigest(flow.response.raw_content or b""),
+                (entry, str(mime), xxhash.xxh3_64_intdigest(flow.response.raw_content or b""))
+                if entry
+                else None
             )
-            scores = self._scores.get(key) if entry else None
+            scores = self._scores.get(key) if key else None
             if scores is None:
                 limit = ctx.options.schoolgate_content_hold_kb * 1024 * DECODED_PER_HELD
                 scores = scorer.score_marked(held_page_text(flow.response, mime, limit))
                 self.scored += 1
-                if entry:
+                if key:
                     self._remember(key, scores)
         except (TooLarge, Unreadable) as exc:
             # A page that decodes to more than any page holds, or not at all: not read, so
@@ -464,9 +458,7 @@ class ContentAnalysis:
             log.warning(
                 "content analysis: %s: %s; blocking the page", flow.request.pretty_host, exc
             )
-            flow.metadata[CONTENT] = ContentVerdict(f"blocked: {exc}", {}, ())
-            decision = Decision.block(identity_of(flow), f"content analysis: {exc}", by="content")
-            serve_block(self.loader, flow, decision, "This page could not be checked.")
+            self._could_not_check(flow, str(exc))
             return
         except Exception:
             # Could not read it must not mean allowed, for the groups that asked for analysis.

@@ -45,11 +45,10 @@ _BUTTONS = "input[type=submit i][value], input[type=button i][value], input[type
 # How deep documents inside documents are read (each is part of the page's own bytes).
 EMBEDDED_DEPTH = 3
 # Pages read through the parser: HTML, and SVG and XML documents (their text, as shown).
-_PARSED_TYPES = frozenset(
+PARSED_TYPES = frozenset(
     {"text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml"}
 )
 _URL_IGNORED = re.compile(r"[\t\n\r]")
-_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml", "image/svg+xml"})
 
 
 def data_url(url: str) -> tuple[str, bytes] | None:
@@ -84,7 +83,7 @@ def _embedded(tree: LexborHTMLParser, depth: int) -> list[str]:
         if parsed is None:
             continue
         media, data = parsed
-        if media in _HTML_TYPES:
+        if media in PARSED_TYPES:
             found.append(_marked(data, depth + 1))
         elif media.startswith("text/"):
             found.append(data.decode("utf-8", "replace"))
@@ -130,14 +129,14 @@ def _marked(html: str | bytes, depth: int) -> str:
 
 def html_text(html: str | bytes) -> str:
     """The readable text of an HTML document, a space between every two pieces of text."""
-    return html_readings(html)[0]
+    return html_marked(html).replace(MARK, " ")
 
 
 def page_marked(body: str, content_type: str) -> str:
     """The text to score for a body of this content type: an HTML page's (``html_marked``),
     or the body as it is."""
     kind = content_type.split(";", 1)[0].strip().lower()
-    if kind in _PARSED_TYPES:
+    if kind in PARSED_TYPES:
         return html_marked(body)
     return body
 

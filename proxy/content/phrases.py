@@ -83,12 +83,13 @@ def _ascii_table() -> bytes:
 
 
 _ASCII = _ascii_table()
+# Control characters a browser shows as nothing (all of C0 but the white space).
+INVISIBLE_CONTROLS = "".join(chr(code) for code in range(0x20) if chr(code) not in "\t\n\v\f\r")
 # Where two pieces of a page's text meet (``proxy.content.extract``): a space in one reading,
-# nothing in the other. The other C0 controls, which a browser shows as nothing, fold to it.
+# nothing in the other. The other invisible controls fold to it.
 MARK = "\x01"
 _MARKED = bytes(
-    0x01 if code < 0x20 and chr(code) not in "\t\n\v\f\r" else byte
-    for code, byte in enumerate(_ASCII)
+    0x01 if chr(code) in INVISIBLE_CONTROLS else byte for code, byte in enumerate(_ASCII)
 )
 # How often one phrase counts on a page. e2guardian counts every occurrence, and so a manual
 # that says "slots" 26 times scored as a casino; a page of the kind is made of many phrases,
@@ -331,6 +332,12 @@ class RunningScore:
 
     def feed(self, text: str, *, final: bool = False) -> Scores:
         """Add the next piece (``final`` for the last) and return the scores so far."""
+        if self.add(text, final=final):
+            self.scores = self.scorer.scores_of(self.counts)
+        return self.scores
+
+    def add(self, text: str, *, final: bool = False) -> bool:
+        """Count the phrases the next piece completes; whether any text was counted."""
         joined = self._pending + text
         if final:
             complete, self._pending = joined, ""
@@ -343,12 +350,11 @@ class RunningScore:
                 # separator in it (a bomb of one letter) is neither held nor copied whole.
                 self._pending = self._pending[-self.LONGEST_WORD :]
         if not complete:
-            return self.scores
+            return False
         seen = len(fold(self._tail).rstrip()) + 1 if self._tail else 0
         self.counts += self.scorer.counts(fold(self._tail + complete), after=seen)
         self._tail = (self._tail + complete)[-self.TAIL :]
-        self.scores = self.scorer.scores_of(self.counts)
-        return self.scores
+        return True
 
 
 class RunningReadings:
@@ -363,8 +369,12 @@ class RunningReadings:
 
     def feed(self, texts: Sequence[str], *, final: bool = False) -> Scores:
         """Add the next piece of each reading (``final`` for the last); the scores so far."""
-        for reading, text in zip(self.readings, texts, strict=True):
-            reading.feed(text, final=final)
+        counted = [
+            reading.add(text, final=final)
+            for reading, text in zip(self.readings, texts, strict=True)
+        ]
+        if not any(counted):
+            return self.scores
         counts: Counter[tuple[_Entry, ...]] = Counter()
         for reading in self.readings:
             counts |= reading.counts
