@@ -448,7 +448,7 @@ class ContentAnalysis:
             scores = self._scores.get(key) if key else None
             if scores is None:
                 limit = ctx.options.schoolgate_content_hold_kb * 1024 * DECODED_PER_HELD
-                scores = scorer.score_marked(held_page_text(flow.response, mime, limit))
+                scores = scorer.score(held_page_text(flow.response, mime, limit))
                 self.scored += 1
                 if key:
                     self._remember(key, scores)

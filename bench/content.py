@@ -118,7 +118,7 @@ def speed(scorer: PhraseScorer, pages: list[str]) -> None:
             start = time.thread_time()
             marked = page_marked(page, "text/html")
             middle = time.thread_time()
-            scorer.score_marked(marked)
+            scorer.score(marked)
             end = time.thread_time()
             extract_ms.append((middle - start) * 1000)
             total_ms.append((end - start) * 1000)
@@ -154,7 +154,7 @@ def over_blocking(scorer: PhraseScorer, docs: list[tuple[str, str, str]]) -> Non
         parts = path.split("/")
         if "man" in parts and parts[parts.index("man") + 1].startswith("man") is False:
             languages.add(parts[parts.index("man") + 1])
-        over = scorer.score_marked(page_marked(text, kind)).crossed(thresholds)
+        over = scorer.score(page_marked(text, kind)).crossed(thresholds)
         if over:
             crossed.append((over[0][1], over[0][0], path))
     share = 100 * len(crossed) / len(docs)

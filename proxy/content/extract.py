@@ -10,16 +10,14 @@ request of their own (an iframe's ``srcdoc``, ``data:`` URLs in frames, objects
 and embeds), which the proxy would otherwise never see. A body that is
 already text (``text/plain``, a JSON answer) is scored as it is.
 
-The text is read two ways (``html_marked`` puts ``MARK`` where two pieces of
-text meet), because markup alone cannot say where a reader sees a space: with a
-space between every two pieces of text (a paragraph's end parts its last word
-from the next paragraph's first), and with none (``p<b>o</b>rn``,
-``p<i></i>orn``, ``p<!---->orn`` or an element the parser drops, ``p</x>orn``,
-all show "porn" in a browser). A phrase counts as often as the reading that
-finds it most often (``PhraseScorer.score_marked``): a page cannot hide its
-words from one reading without showing them to the other, short of style
-sheets that move text about (a block made inline, a space made with a margin),
-which no reading of the markup follows.
+``html_marked`` puts ``MARK`` where two pieces of text meet, because markup
+alone cannot say where a reader sees a space: a paragraph's end is parted from
+the next paragraph's first word, but ``p<b>o</b>rn``, ``p<i></i>orn``,
+``p<!---->orn`` and an element the parser drops (``p</x>orn``) all show "porn"
+in a browser. ``PhraseScorer.score`` reads each mark as a space or as nothing,
+whichever finds a phrase: a page cannot hide its words behind either, short of
+style sheets that move text about (a block made inline, a space made with a
+margin), which no reading of the markup follows.
 """
 
 from __future__ import annotations
@@ -93,8 +91,7 @@ def _embedded(tree: LexborHTMLParser, depth: int) -> list[str]:
 def html_marked(html: str | bytes) -> str:
     """The readable text of an HTML document (title, body text, image descriptions, button
     labels and the documents it shows inside itself), with ``MARK`` wherever two pieces of
-    the body's text meet: ``PhraseScorer.score_marked`` reads it with a space there and with
-    nothing.
+    the body's text meet: ``PhraseScorer.score`` reads each as a space or as nothing.
 
     Bytes are read as UTF-8 (what Lexbor parses; bytes that are not UTF-8 become U+FFFD).
     """

@@ -1,4 +1,4 @@
-"""The weighted phrase lists, compiled into one automaton, and a page's scores.
+"""The weighted phrase lists, compiled for Hyperscan, and a page's scores.
 
 The file (``config/content-phrases.yaml``) gives, per category, phrases with
 positive or negative weights and exception phrases, in any of the languages
@@ -11,27 +11,30 @@ exception phrase that occurs sets the category's score to nothing for that page.
 
 Matching folds text much as ``proxy.incidents.searchterms`` does for
 searches — case, accents, look-alike letters and digits (``p0rn`` = ``porn``)
-— but by whole words: the text becomes its words joined by single spaces,
-and a phrase matches only between spaces, so "sex" never matches "Essex" and
-"rape" never matches "grape". Repeated letters are not collapsed on pages
-(a search box's "pornnn" is a trick; a page's is a typo). Everything is done
-with C-implemented steps (``bytes.translate``, ``split``, an Aho-Corasick
-automaton from pyahocorasick) because a 100 KB page must score in a couple
-of milliseconds on the request path (see ``fold``).
+— but by whole words: a phrase matches only between spaces (or marks, see
+``PhraseScorer``), so "sex" never matches "Essex" and "rape" never matches
+"grape". Repeated letters are not collapsed on pages (a search box's "pornnn"
+is a trick; a page's is a typo). Everything is done with C-implemented steps
+(``str.encode`` with an error handler, ``bytes.translate``, Hyperscan)
+because a 100 KB page must score in a couple of milliseconds on the request
+path: folding about 0.15 ms and matching about 0.15 ms here (``bench.content``;
+the Aho-Corasick automaton this replaced, over the text split and joined
+again, took about 1.4 ms).
 """
 
 from __future__ import annotations
 
 import codecs
+import functools
 import re
+import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
-import ahocorasick
+import hyperscan
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from proxy.incidents.searchterms import LOOKALIKE
@@ -138,53 +141,70 @@ def fold(text: str) -> str:
     return (b" " + b" ".join(words) + b" ").decode("utf-8")
 
 
-# Letters (and digits) as one byte, the rest as they are: for finding marks between letters.
-_LETTERS_AS_A = bytes(0x61 if code not in (0x20, 0x01) else code for code in range(256))
+def folded(text: str) -> bytes:
+    """Text as matched, as bytes: ``fold`` without its joining of words, and with each mark
+    (``MARK``, and the invisible controls) kept as ``\x01``. The matching patterns take runs
+    of spaces and marks as they come, so the page is not split and joined again (that alone
+    cost more than matching it)."""
+    return text.encode("ascii", _FOLD_ERRORS).translate(_MARKED)
 
 
-def _between_letters(folded: bytes) -> tuple[bytes, list[tuple[int, int]]]:
-    """``folded`` with each run of marks made one (it reads the same both ways), and where the
-    marks stand between two letters ("foo\x01s"): the only places a page's two readings
-    differ. C-speed ``replace``, ``translate`` and ``find`` rather than a regular expression,
-    which costs a millisecond a page going through the thousands of marks."""
-    while b"\x01\x01" in folded:
-        folded = folded.replace(b"\x01\x01", b"\x01")
-    letters = folded.translate(_LETTERS_AS_A)
-    runs: list[tuple[int, int]] = []
-    found = letters.find(b"a\x01a")
-    while found >= 0:
-        runs.append((found + 1, found + 2))
-        found = letters.find(b"a\x01a", found + 2)
-    return folded, runs
+# In a pattern: what stands between two words (spaces, or marks read as spaces), what stands
+# around a phrase, and what may stand between two letters of a word (marks read as nothing).
+_BETWEEN_WORDS = rb"[ \x01]+"
+_EDGE = rb"[ \x01]"
+_INSIDE_WORD = rb"\x01*"
+# Two letters with marks between them ("p|orn"): the only places where reading a mark as
+# nothing can find a phrase that reading it as a space does not. Folded text holds nothing but
+# spaces, marks, ASCII letters and digits and UTF-8's bytes; the letters spelt out make a
+# pattern Hyperscan scans twice as fast as "not a space or a mark".
+_JUNCTION = rb"[a-z0-9\x80-\xff]\x01+[a-z0-9\x80-\xff]"
 
 
-def _words_of(folded: bytes, mark: bytes) -> str:
-    """Folded bytes as matched: words joined by single spaces, each mark read as ``mark``."""
-    return (b" " + b" ".join(folded.replace(b"\x01", mark).split()) + b" ").decode("utf-8")
+def _pattern(key: str, inside_word: bytes) -> bytes:
+    """The Hyperscan pattern for a folded phrase, its letters joined by ``inside_word``."""
+
+    def letter(char: str) -> bytes:
+        return b"".join(b"\\x%02x" % byte for byte in char.encode("utf-8"))
+
+    words = (inside_word.join(map(letter, word)) for word in key.split())
+    return _EDGE + _BETWEEN_WORDS.join(words) + _EDGE
 
 
-def _around(folded: bytes, runs: list[tuple[int, int]], words: int) -> list[tuple[int, int]]:
-    """Byte ranges of ``folded`` holding the word of each run and ``words`` whole words
-    either side of it, overlapping ones merged; each starts and ends where a word does."""
+def _around(data: bytes, places: list[int], words: int) -> list[tuple[int, int]]:
+    """Byte ranges of ``data`` holding the word (between spaces) at each place and ``words``
+    whole words either side of it, overlapping ones merged; each starts at the space before
+    its first word and ends after the space after its last (where there is one)."""
     ranges: list[tuple[int, int]] = []
-    for run_start, run_end in runs:
-        # The run's own word first, then ``words`` more each side.
-        start = folded.rfind(b" ", 0, run_start) + 1
-        found = folded.find(b" ", run_end)
-        end = len(folded) if found < 0 else found
+    for place in places:
+        start = data.rfind(b" ", 0, place) + 1
+        found = data.find(b" ", place)
+        end = len(data) if found < 0 else found
         for _ in range(words):
-            while start > 0 and folded[start - 1] == 0x20:
+            while start > 0 and data[start - 1] == 0x20:
                 start -= 1
-            start = folded.rfind(b" ", 0, start) + 1
-            while end < len(folded) and folded[end] == 0x20:
+            start = data.rfind(b" ", 0, start) + 1
+            while end < len(data) and data[end] == 0x20:
                 end += 1
-            found = folded.find(b" ", end)
-            end = len(folded) if found < 0 else found
+            found = data.find(b" ", end)
+            end = len(data) if found < 0 else found
+        start, end = max(start - 1, 0), min(end + 1, len(data))
         if ranges and start <= ranges[-1][1]:
             ranges[-1] = (ranges[-1][0], max(end, ranges[-1][1]))
         else:
             ranges.append((start, end))
     return ranges
+
+
+# Compiling the lists takes about a second (the second database, with marks allowed between
+# any two letters, most of it): a worker that loads the same lists again (a policy reload that
+# left them alone) uses the databases it has. They are read-only once compiled.
+@functools.lru_cache(maxsize=4)
+def _database(patterns: tuple[bytes, ...]) -> hyperscan.Database:
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(expressions=list(patterns), ids=list(range(len(patterns))),
+                     elements=len(patterns), flags=0)  # fmt: skip
+    return database
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,71 +250,92 @@ class _Entry:
 
 
 class PhraseScorer:
-    """The compiled phrase lists; ``score(text)`` gives a page's ``Scores``."""
+    """The compiled phrase lists; ``score(text)`` gives a page's ``Scores``.
+
+    Text may hold marks (``MARK``) where two pieces of a page's text meet: a browser may show
+    a space there or nothing (``p<b>o</b>rn`` shows "porn"; a paragraph's end is parted from
+    the next one's start), so a phrase counts wherever it reads with each mark as a space or
+    as nothing. Two Hyperscan databases do it. The first, run over the whole text, reads
+    every mark as a space, and finds the places where marks stand between two letters
+    (``_JUNCTION``, a handful on most pages); the second also lets marks stand inside words,
+    and is run only over the words around those places: a phrase that needs a mark read as
+    nothing has such a place inside it. A match is known by its phrase and where it ends, so
+    one found by both counts once.
+
+    Hyperscan's scratch space is one thread's at a time: each thread gets its own.
+    """
 
     def __init__(self, entries: list[_Entry]) -> None:
         self.count = len(entries)
-        self._automaton: ahocorasick.Automaton | None = None
         by_key: dict[str, list[_Entry]] = {}
         for entry in entries:
-            by_key.setdefault(" " + fold(entry.phrase).strip() + " ", []).append(entry)
-        # The most words in one phrase, less one: how far a phrase reaches from a word.
-        self._most_words = max((len(key.split()) for key in by_key), default=1)
+            by_key.setdefault(fold(entry.phrase).strip(), []).append(entry)
+        self._found: list[tuple[_Entry, ...]] = [tuple(found) for found in by_key.values()]
+        self._junction = len(self._found)
+        # How many words around a junction a phrase that holds it can reach, and how many
+        # bytes of folded text a phrase spans at most, with one mark between each two letters.
+        self.most_words = max((len(key.split()) for key in by_key), default=1)
+        self.reach = 2 * max((len(key.encode()) for key in by_key), default=0) + 2
+        self._spaced: hyperscan.Database | None = None
+        self._joined: hyperscan.Database | None = None
         if by_key:
-            automaton = ahocorasick.Automaton()
-            for key, found in by_key.items():
-                automaton.add_word(key, tuple(found))
-            automaton.make_automaton()
-            self._automaton = automaton
+            self._spaced = _database((*(_pattern(key, b"") for key in by_key), _JUNCTION))
+            self._joined = _database(tuple(_pattern(key, _INSIDE_WORD) for key in by_key))
+        self._scratch = threading.local()
+
+    def _scratches(self) -> tuple[hyperscan.Scratch, hyperscan.Scratch]:
+        scratches: tuple[hyperscan.Scratch, hyperscan.Scratch] | None = getattr(
+            self._scratch, "pair", None
+        )
+        if scratches is None:
+            scratches = (hyperscan.Scratch(self._spaced), hyperscan.Scratch(self._joined))
+            self._scratch.pair = scratches
+        return scratches
 
     def score(self, text: str) -> Scores:
-        """Scores of ``text`` (already extracted from its markup) in every category."""
-        if self._automaton is None or not text:
+        """Scores of a page's text (already extracted from its markup, with or without
+        marks) in every category."""
+        if self._spaced is None or not text:
             return NO_SCORES
-        return self.scores_of(self.counts(fold(text)))
+        return self.scores_of(self.counts(b" " + folded(text) + b" "))
 
-    def score_marked(self, marked: str) -> Scores:
-        """Scores of a page's text with ``MARK`` where two of its pieces meet, read with a
-        space there and with nothing: each phrase counts as often as the reading that finds
-        it most often.
+    def matches(self, data: bytes) -> set[tuple[int, int]]:
+        """The phrases found in ``data`` (``folded`` text), as (phrase, where it ends)."""
+        if self._spaced is None or self._joined is None:
+            return set()
+        found: set[tuple[int, int]] = set()
+        places: list[int] = []
+        junction = self._junction
 
-        The readings differ only around runs of letters with marks inside them ("foo|s"),
-        a few on most pages: the text is folded once and matched with a space at each mark,
-        and only the words around those runs are matched both ways, so the second reading
-        costs a fraction of the first. A phrase within ``_most_words`` words of a run is in
-        the range around it; farther ones are the same in both readings.
-        """
-        if self._automaton is None or not marked:
-            return NO_SCORES
-        folded, runs = _between_letters(marked.encode("ascii", _FOLD_ERRORS).translate(_MARKED))
-        counts = self.counts(_words_of(folded, b" "))
-        if runs:
-            more: Counter[tuple[_Entry, ...]] = Counter()
-            for start, end in _around(folded, runs, self._most_words):
-                near = folded[start:end]
-                more.update(self.counts(_words_of(near, b"")))
-                more.subtract(self.counts(_words_of(near, b" ")))
-            for found, extra in more.items():
-                if extra > 0:  # found more often with nothing at the marks
-                    counts[found] += extra
-        return self.scores_of(counts)
+        def spaced(phrase: int, _start: int, end: int, _flags: int, _context: object) -> None:
+            if phrase == junction:
+                places.append(end - 1)
+            else:
+                found.add((phrase, end))
 
-    def counts(self, folded: str, after: int = 0) -> Counter[tuple[_Entry, ...]]:
-        """How often each phrase occurs in ``folded`` text, counting matches that end past
-        ``after`` (what a stream has already counted lies before it)."""
-        if self._automaton is None:
-            return Counter()
-        # Phrases end on a space, and the next word starts on that same space: each match
-        # consumes no separator of its own, so adjacent phrases both count.
-        return Counter(found for end, found in self._automaton.iter(folded) if end >= after)
+        def joined(phrase: int, _start: int, end: int, _flags: int, offset: object) -> None:
+            found.add((phrase, cast(int, offset) + end))
 
-    def scores_of(self, counts: Counter[tuple[_Entry, ...]]) -> Scores:
+        spaced_scratch, joined_scratch = self._scratches()
+        self._spaced.scan(data, match_event_handler=spaced, scratch=spaced_scratch)
+        for start, end in _around(data, sorted(places), self.most_words):
+            self._joined.scan(
+                data[start:end], match_event_handler=joined, context=start, scratch=joined_scratch
+            )
+        return found
+
+    def counts(self, data: bytes, after: int = 0) -> Counter[int]:
+        """How often each phrase occurs in ``data`` (``folded`` text), counting matches that
+        end past ``after`` (what a stream has already counted lies before it)."""
+        return Counter(phrase for phrase, end in self.matches(data) if end > after)
+
+    def scores_of(self, counts: Counter[int]) -> Scores:
         """The scores that phrase counts make, with the caps and exceptions applied."""
         totals: dict[str, int] = {}
         hits: list[PhraseHit] = []
         excepted: set[str] = set()
-        for found, count in counts.items():
-            for entry in found:
+        for phrase, count in counts.items():
+            for entry in self._found[phrase]:
                 if entry.exception:
                     excepted.add(entry.category)
                     continue
@@ -304,40 +345,34 @@ class PhraseScorer:
         for category in excepted:
             totals[category] = 0
         hits = [hit for hit in hits if hit.category not in excepted]
-        hits.sort(key=lambda hit: -abs(hit.weight * hit.count))
+        hits.sort(key=lambda hit: (-abs(hit.weight * hit.count), hit.category, hit.phrase))
         return Scores(totals, tuple(hits), frozenset(excepted))
 
 
 _LAST_SEPARATOR = re.compile(r"[\W_][^\W_]*\Z")
+_MARK_RUN = re.compile(rb"\x01{2,}")
 
 
 class RunningScore:
     """Scores text that arrives in pieces (a streamed page, a chatbot's answer).
 
-    A piece's last word may go on in the next piece, so it waits; the words before it
-    are folded together with the end of the text before them (so a phrase split across
-    two pieces is found), and only matches that end in the new words are counted. The
-    total is what ``score`` gives the whole text; the cost is that of the new text alone.
+    A piece's last word may go on in the next piece, so it waits; the words before it are
+    folded and matched after the last few words before them (so a phrase split across two
+    pieces is found), and only matches that end in the new words are counted. The total is
+    what ``score`` gives the whole text; the cost is that of the new text alone.
     """
 
-    TAIL = 256  # characters kept from the text before: longer than any phrase
     LONGEST_WORD = 1024  # an unfinished word kept past this is kept by its end only
 
     def __init__(self, scorer: PhraseScorer) -> None:
         self.scorer = scorer
-        self.counts: Counter[tuple[_Entry, ...]] = Counter()
-        self._tail = ""
+        self.counts: Counter[int] = Counter()
+        self._tail = b" "
         self._pending = ""
         self.scores = NO_SCORES
 
     def feed(self, text: str, *, final: bool = False) -> Scores:
         """Add the next piece (``final`` for the last) and return the scores so far."""
-        if self.add(text, final=final):
-            self.scores = self.scorer.scores_of(self.counts)
-        return self.scores
-
-    def add(self, text: str, *, final: bool = False) -> bool:
-        """Count the phrases the next piece completes; whether any text was counted."""
         joined = self._pending + text
         if final:
             complete, self._pending = joined, ""
@@ -350,36 +385,31 @@ class RunningScore:
                 # separator in it (a bomb of one letter) is neither held nor copied whole.
                 self._pending = self._pending[-self.LONGEST_WORD :]
         if not complete:
-            return False
-        seen = len(fold(self._tail).rstrip()) + 1 if self._tail else 0
-        self.counts += self.scorer.counts(fold(self._tail + complete), after=seen)
-        self._tail = (self._tail + complete)[-self.TAIL :]
-        return True
-
-
-class RunningReadings:
-    """Text that arrives in pieces, read more than one way (a streamed page's markup with a
-    space and with nothing in its place): each phrase counts as often as the reading that
-    finds it most often, as ``PhraseScorer.score_marked`` counts a held page."""
-
-    def __init__(self, scorer: PhraseScorer, ways: int) -> None:
-        self.scorer = scorer
-        self.readings = [RunningScore(scorer) for _ in range(ways)]
-        self.scores = NO_SCORES
-
-    def feed(self, texts: Sequence[str], *, final: bool = False) -> Scores:
-        """Add the next piece of each reading (``final`` for the last); the scores so far."""
-        counted = [
-            reading.add(text, final=final)
-            for reading, text in zip(self.readings, texts, strict=True)
-        ]
-        if not any(counted):
             return self.scores
-        counts: Counter[tuple[_Entry, ...]] = Counter()
-        for reading in self.readings:
-            counts |= reading.counts
-        self.scores = self.scorer.scores_of(counts)
+        data = self._tail + folded(complete) + (b" " if final else b"")
+        self.counts += self.scorer.counts(data, after=len(self._tail))
+        self._tail = self._last_words(data)
+        self.scores = self.scorer.scores_of(self.counts)
         return self.scores
+
+    def _last_words(self, data: bytes) -> bytes:
+        """The end of ``data`` a phrase ending in the next piece may begin in: its last few
+        words (between spaces), each run of spaces or of marks made one (they read the same)
+        and each word at most ``PhraseScorer.reach`` bytes, cut where a mark may part it (a
+        phrase that goes on into the next piece begins at a mark in the part kept);
+        ``data``'s last byte kept."""
+        words = self.scorer.most_words + 1
+        reach = self.scorer.reach
+        kept = []
+        for word in (_MARK_RUN.sub(b"\x01", w) for w in data.rsplit(None, words)[-words:]):
+            if len(word) <= reach:
+                kept.append(word)
+                continue
+            # From a mark (which may read as a space) or, in a run of letters longer than any
+            # phrase, from the end of the run, which no phrase can begin in.
+            mark = word.find(b"\x01", len(word) - reach)
+            kept.append(word[mark:] if mark >= 0 else word[-reach:])
+        return b" " + b" ".join(kept) + (b" " if data.endswith(b" ") else b"")
 
 
 # ---- the file ------------------------------------------------------------------------------

@@ -12,10 +12,11 @@ Bodies are decoded as they come (gzip, deflate, br, zstd) and then as text in
 their charset; what goes on is the decoded body, so that the notice can be
 appended to it (the addon drops ``Content-Encoding``). Markup in a streamed
 HTML page is dropped with a cheap tag stripper (a full parse needs the whole
-page), read two ways as a held page is (``proxy.content.extract``): each tag a
-space, and each tag nothing (``p<b>o</b>rn`` shows "porn"), with character
-references read as the parser reads them (``p&#111;rn``, ``&ampporn``); scripts
-may then add a little noise, which only ever raises a score.
+page), each tag a mark that reads as a space or as nothing, as a held page's
+text has one where two pieces meet (``p<b>o</b>rn`` shows "porn"), with
+character references read as the parser reads them (``p&#111;rn``,
+``&ampporn``); scripts may then add a little noise, which only ever raises a
+score.
 Server-sent events are read event by event: the text of each ``data:`` JSON
 (``answer_text``), with the answer so far dropped when a service repeats it
 in every event.
@@ -31,12 +32,10 @@ from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from proxy.content.decode import decoder
-from proxy.content.phrases import INVISIBLE_CONTROLS, PhraseScorer, RunningReadings, Scores
+from proxy.content.phrases import MARK, PhraseScorer, RunningScore, Scores
 
 Kind = Literal["html", "text", "sse", "json"]
 _TAG = re.compile(r"<[^>]*>|<[^>]*\Z")
-# Control characters a browser shows as nothing: dropped from the reading with no spaces.
-_INVISIBLE = dict.fromkeys(map(ord, INVISIBLE_CONTROLS))
 # A JSON answer is held whole to be read, up to this long (assistants' answers are kilobytes).
 JSON_HOLD = 4 << 20
 # An unfinished tag at the end of a piece waits for the next, up to this long.
@@ -124,8 +123,7 @@ class StreamScorer:
         limit: int = STREAM_DECODED_LIMIT,
         sniff: bool = False,
     ) -> None:
-        # An HTML page is read two ways (each tag a space, and nothing); the rest one way.
-        self.running = RunningReadings(scorer, 2 if kind == "html" else 1)
+        self.running = RunningScore(scorer)
         self.thresholds = thresholds
         self.kind = kind
         self.on_cross = on_cross
@@ -196,11 +194,11 @@ class StreamScorer:
                 return
             if not final:
                 return
-            readings: tuple[str, ...] = (self._event_text("".join(self._json)),)
+            reading = self._event_text("".join(self._json))
             raw = b"".join(self._held)
         else:
-            readings = self._readings(text, final)
-        scores = self.running.feed(readings, final=final)
+            reading = self._reading(text, final)
+        scores = self.running.feed(reading, final=final)
         over = scores.crossed(self.thresholds)
         if over:
             category, score = over[0]
@@ -217,7 +215,7 @@ class StreamScorer:
         """Whether the body goes on decoded: the response must lose its Content-Encoding."""
         return self._decoder is not None
 
-    def _readings(self, text: str, final: bool) -> tuple[str, ...]:
+    def _reading(self, text: str, final: bool) -> str:
         if self.kind == "html":
             joined = self._in_tag + text
             cut = len(joined)
@@ -232,11 +230,12 @@ class StreamScorer:
                 if reference is not None:
                     cut = reference.start()
             joined, self._in_tag = joined[:cut], joined[cut:]
-            joined_up = html.unescape(_TAG.sub("", joined)).translate(_INVISIBLE)
-            return html.unescape(_TAG.sub(" ", joined)), joined_up
+            # Each tag a mark, as the parser's text has one where two pieces meet; a
+            # reference ends where a tag begins, as it does for a browser.
+            return html.unescape(_TAG.sub(MARK, joined))
         if self.kind == "sse":
-            return (self._sse(text, final),)
-        return (text,)
+            return self._sse(text, final)
+        return text
 
     def _sse(self, text: str, final: bool) -> str:
         self._events += text.replace("\r\n", "\n")

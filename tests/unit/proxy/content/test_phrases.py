@@ -133,53 +133,91 @@ def test_long_non_ascii_runs_are_folded_but_not_kept() -> None:
     assert phrases._fold_wide.cache_info().currsize == before
 
 
-def test_a_page_read_two_ways_counts_each_phrase_as_the_reading_that_finds_it_most(
+def test_a_mark_reads_as_a_space_or_as_nothing_whichever_finds_a_phrase(
     scorer: PhraseScorer,
 ) -> None:
-    """Per phrase, not per category: a page cannot hide half its phrases from one reading
-    and half from the other and score half. (MARK: where two pieces of a page's text meet.)"""
+    """Per place, not per page: a page cannot hide some phrases behind marks read as spaces
+    and others behind marks read as nothing. (MARK: where two pieces of a page's text meet.)"""
     m = phrases.MARK
-    # With a space at each mark: "free porn" twice (50 each) and its "porn" (15 each).
-    # With nothing: "porn" three times ("p|orn") and "nudes" twice ("nu|des", 20 each).
+    # "free|porn" reads "free porn" (50) and its "porn" (15); "p|orn" reads "porn", three
+    # times; "nu|des" reads "nudes" (20), twice. "porn" counts five times, its cap.
     page = f"free{m}porn. free{m}porn. p{m}orn p{m}orn p{m}orn. nu{m}des nu{m}des"
     spaced = page.replace(m, " ")
     joined = page.replace(m, "")
-    both = scorer.score_marked(page).by_category["adult"]
-    assert both == 2 * 50 + 3 * 15 + 2 * 20
-    assert both > max(
+    either = scorer.score(page).by_category["adult"]
+    assert either == 2 * 50 + 5 * 15 + 2 * 20
+    assert either > max(
         scorer.score(spaced).by_category["adult"], scorer.score(joined).by_category["adult"]
     )
-    assert scorer.score_marked(page) == both_readings(scorer, page)
+    # Runs of marks and spaces read as one; a space never reads as nothing.
+    assert scorer.score(f"free{m}{m} {m}porn p{m}{m}{m}orn").by_category["adult"] == 50 + 2 * 15
+    assert scorer.score("p orn").by_category == {}
 
 
-def both_readings(scorer: PhraseScorer, marked: str) -> phrases.Scores:
-    """What score_marked must give: each phrase as often as the reading that finds it most
-    often, each reading matched whole."""
-    spaced = scorer.counts(phrases.fold(marked.replace(phrases.MARK, " ")))
-    joined = scorer.counts(phrases.fold(marked.replace(phrases.MARK, "")))
-    return scorer.scores_of(spaced | joined)
+def brute_force(scorer: PhraseScorer, data: bytes) -> set[tuple[int, int]]:
+    """Every reading of folded ``data`` (each mark a space or nothing, every combination),
+    and the phrases each finds, as (phrase, where its last letter stands in ``data``)."""
+    keys = [fold(found[0].phrase).split() for found in scorer._found]
+    marks = [i for i, byte in enumerate(data) if byte == 1]
+    found: set[tuple[int, int]] = set()
+    for choice in range(1 << len(marks)):
+        spaces = {at for bit, at in enumerate(marks) if choice >> bit & 1}
+        words: list[tuple[str, int]] = []  # each word of the reading, where its end stands
+        letters, last = "", 0
+        for i, byte in enumerate(data):
+            if byte == 0x20 or i in spaces:
+                if letters:
+                    words.append((letters, last))
+                letters = ""
+            elif byte != 1:
+                letters, last = letters + chr(byte), i
+        if letters:
+            words.append((letters, last))
+        texts = [word for word, _ in words]
+        for phrase, key in enumerate(keys):
+            for start in range(len(words) - len(key) + 1):
+                if texts[start : start + len(key)] == key:
+                    found.add((phrase, words[start + len(key) - 1][1]))
+    return found
 
 
-@pytest.mark.parametrize("seed", range(200))
-def test_the_second_reading_matched_near_the_marks_only_is_the_whole_second_reading(
-    seed: int,
-) -> None:
-    """Random texts of phrase words, other words, punctuation, spaces and marks, some marks
-    inside words: matching the joined reading near the marks only gives what matching both
-    readings whole gives."""
-    path = ROOT / "config" / "content-phrases.yaml"
-    scorer = load_phrases(path)
+WORDS = ["free", "porn", "po", "rn", "sex", "cams", "live", "explicit", "content", "nude",
+         "girls", "how", "to", "kill", "myself", "the", "river", "a", "x", "18",
+         "only"]  # fmt: skip
+SEPARATORS = [" ", " ", " ", "  ", ", ", ". ", phrases.MARK, phrases.MARK * 2,
+              " " + phrases.MARK, phrases.MARK + " ", "\n\t "]  # fmt: skip
+
+
+def random_text(rng: random.Random, words: int) -> str:
+    return "".join(rng.choice(WORDS) + rng.choice(SEPARATORS) for _ in range(words))
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_what_is_found_is_what_every_reading_of_the_marks_finds(seed: int) -> None:
+    """Random short texts of phrase words, other words, punctuation, spaces and marks: the
+    phrases found are those that some reading of the marks (each a space or nothing) finds,
+    every reading tried."""
+    scorer = load_phrases(ROOT / "config" / "content-phrases.yaml")
     rng = random.Random(seed)
-    words = ["free", "porn", "po", "rn", "sex", "cams", "live", "explicit", "content", "nude",
-             "girls", "how", "to", "kill", "myself", "the", "river", "a", "x", "18",
-             "only"]  # fmt: skip
-    pieces = []
-    for _ in range(rng.randint(1, 400)):
-        pieces.append(rng.choice(words))
-        pieces.append(rng.choice([" ", " ", " ", "  ", ", ", ". ", phrases.MARK, phrases.MARK * 2,
-                                  " " + phrases.MARK, phrases.MARK + " ", "\n\t "]))  # fmt: skip
-    marked = "".join(pieces)
-    assert scorer.score_marked(marked) == both_readings(scorer, marked), marked[:200]
+    text = random_text(rng, rng.randint(1, 14))
+    while text.count(phrases.MARK) > 10:
+        text = random_text(rng, rng.randint(1, 14))
+    data = phrases.folded(text)
+    found = {(phrase, end - 3) for phrase, end in scorer.matches(b" " + data + b" ")}
+    assert found == brute_force(scorer, data), text
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_matching_near_the_marks_only_finds_what_matching_everywhere_finds(seed: int) -> None:
+    """Random long texts: matching marks read as nothing only around letters joined by
+    marks gives what matching them so across the whole text gives."""
+    scorer = load_phrases(ROOT / "config" / "content-phrases.yaml")
+    rng = random.Random(seed)
+    data = b" " + phrases.folded(random_text(rng, rng.randint(1, 400))) + b" "
+    everywhere: set[tuple[int, int]] = set()
+    assert scorer._joined is not None
+    scorer._joined.scan(data, match_event_handler=lambda p, _s, e, _f, _c: everywhere.add((p, e)))
+    assert scorer.matches(data) == everywhere
 
 
 @pytest.mark.parametrize("invisible", ["\u00ad", "\u200b", "\u2063", "\u202e", "\x01", "\x1f"])
@@ -189,4 +227,4 @@ def test_characters_a_browser_shows_as_nothing_join_the_letters_either_side(
     """A soft hyphen, a zero-width space, an invisible separator, a direction override, a
     control character: "p\u00adorn" shows "porn"."""
     text = "free " + invisible.join("porn") + " videos"
-    assert scorer.score_marked(text).by_category["adult"] >= 50
+    assert scorer.score(text).by_category["adult"] >= 50

@@ -14,7 +14,7 @@ import pytest
 import zstandard
 
 from proxy.content.assistants import assistant_of, prompt_of
-from proxy.content.phrases import PhraseScorer, RunningScore, Scores, load_phrases
+from proxy.content.phrases import MARK, PhraseScorer, RunningScore, Scores, load_phrases
 from proxy.content.stream import STREAM_DECODED_LIMIT, UNFINISHED_TAG, Kind, StreamScorer
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -42,6 +42,24 @@ def test_pieces_score_as_the_whole(scorer: PhraseScorer, seed: int) -> None:
     for piece in pieces:
         running.feed(piece)
     assert running.feed("", final=True).by_category == scorer.score(TEXT).by_category
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_marked_pieces_score_as_the_whole(scorer: PhraseScorer, seed: int) -> None:
+    """Text with marks (each a space or nothing), long runs of spaces and marks between the
+    words of a phrase, and long words, split anywhere: the running total equals the score of
+    the whole."""
+    rng = random.Random(seed)
+    words = ["free", "porn", "po", "rn", "live", "sex", "cams", "kill", "myself", "x" * 3000,
+             "the", "river"]  # fmt: skip
+    gaps = [" ", "  ", MARK, MARK * 3, " " + MARK, ". ", " " * 5000, MARK * 5000, "\n"]
+    text = "".join(rng.choice(words) + rng.choice(gaps) for _ in range(rng.randint(1, 300)))
+    running, rest = RunningScore(scorer), text
+    while rest:
+        cut = rng.choice([1, 2, 7, 50, 4000])
+        running.feed(rest[:cut])
+        rest = rest[cut:]
+    assert running.feed("", final=True) == scorer.score(text)
 
 
 def stream(
