@@ -149,6 +149,10 @@ def test_a_mark_reads_as_a_space_or_as_nothing_whichever_finds_a_phrase(
     assert either > max(
         scorer.score(spaced).by_category["adult"], scorer.score(joined).by_category["adult"]
     )
+    # One phrase that needs one mark read as a space and another as nothing: neither reading
+    # of the whole page finds it.
+    assert scorer.score(f"free{m}po{m}rn").by_category["adult"] == 50 + 15
+    assert scorer.score("free po rn").by_category == scorer.score("freeporn").by_category == {}
     # Runs of marks and spaces read as one; a space never reads as nothing.
     assert scorer.score(f"free{m}{m} {m}porn p{m}{m}{m}orn").by_category["adult"] == 50 + 2 * 15
     assert scorer.score("p orn").by_category == {}
