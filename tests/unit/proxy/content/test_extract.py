@@ -86,6 +86,17 @@ def test_text_the_page_shows_from_elsewhere_in_its_bytes_is_read(page: str) -> N
     assert "porn" in joined
 
 
+def test_each_element_is_read_once() -> None:
+    """An iframe with both a srcdoc and a src, an image, a button: each once (Lexbor returns
+    an element once per selector it matches, and such an iframe was read twice)."""
+    page = (
+        "<head><title>T</title><title>U</title></head><body>"
+        "<iframe srcdoc='<p>free porn</p>' src='data:text/html,hi'></iframe>"
+        "<img alt='nudes' src='x.png'><input type='submit' value='go'><p>x</p></body>"
+    )
+    assert html_text(page).split() == ["T", "nudes", "go", "free", "porn", "x"]
+
+
 def test_ordinary_frames_and_broken_data_urls_add_nothing() -> None:
     page = "<iframe src='https://example.com/'></iframe><object data='data:image/png;base64,!!'>"
     assert html_readings(page + "<p>x</p>") == ("x", "x")
