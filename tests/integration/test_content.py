@@ -296,9 +296,11 @@ def logged_blocked(gw: Gateway, path: str) -> None:
     analysis (when ``path`` was requested before, its earlier line may be the last one
     written yet)."""
     gw.access_line(
-        lambda line: line.get("path") == path
-        and line.get("group") == "pupil"
-        and line.get("content", {}).get("outcome") == "blocked"
+        lambda line: (
+            line.get("path") == path
+            and line.get("group") == "pupil"
+            and line.get("content", {}).get("outcome") == "blocked"
+        )
     )
 
 
