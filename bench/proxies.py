@@ -456,10 +456,11 @@ class Bench:
         slower) this sees the store writer's and the access log's threads too, whose CPU
         the rows count, at little cost to the run.
         """
-        if self.args.spy is None or self.args.spy != name.split(maxsplit=1)[0]:
+        # A row's name is its words ("schoolgate-1w", "html schoolgate-1w-content").
+        if self.args.spy is None or self.args.spy not in name.split():
             return None
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        out = self.tmp / f"{name.split(maxsplit=1)[0]}.spy"
+        out = self.tmp / f"{name.replace(' ', '-')}.spy"
         command = [spy, "record", "--pid", str(pid), "--duration", str(self.args.duration)]
         command += [
             "--format",
