@@ -107,6 +107,12 @@ ADULT_MARKUP = {
     "/adult-empty-elements": _in_words(ADULT, "<i></i>"),
     "/adult-comments": _in_words(ADULT, "<!-- -->"),
     "/adult-unknown-elements": _in_words(ADULT, "<x-a></x-a>"),
+    # Each word a block of its own (a reader sees the words one under another) and each split
+    # by an empty element: a space where the blocks meet, nothing inside the words. Read with
+    # a space at every such place, or with nothing at every one, the page says nothing.
+    "/adult-blocks-and-splits": "<html><body>"
+    + "".join(f"<div>{word[:1]}<i></i>{word[1:]}</div>" for word in ADULT_WORDS.split())
+    + "</body></html>",
     # Text the page shows from elsewhere in its own bytes: drawn in an svg, a document in an
     # iframe's srcdoc, or in a data: URL (the browser makes no request the proxy could see).
     "/adult-svg": f"<html><body><svg><text x='0' y='20'>{ADULT_WORDS}</text></svg></body></html>",
