@@ -75,11 +75,15 @@ def data_url(url: str) -> tuple[str, bytes] | None:
 
 
 def _embedded(nodes: list[LexborNode], depth: int) -> list[str]:
-    """The (marked) text of the documents these frames, objects and embeds show."""
+    """The (marked) text of the documents these frames, objects, embeds and noscripts
+    show."""
     found: list[str] = []
     if depth >= EMBEDDED_DEPTH:
         return found
     for node in nodes:
+        if node.tag == "noscript":
+            found.append(_marked(node.text(), depth + 1, scripting=False))
+            continue
         attributes = node.attributes
         srcdoc = attributes.get("srcdoc") if node.tag == "iframe" else None
         if srcdoc:
@@ -113,15 +117,25 @@ def html_readings(html: str | bytes) -> tuple[str, str]:
     return marked.replace(MARK, " "), marked.replace(MARK, "")
 
 
-def _marked(html: str | bytes, depth: int) -> str:
-    tree = LexborHTMLParser(html)
+def _marked(html: str | bytes, depth: int, scripting: bool = True) -> str:
+    # Parsed as a browser that runs scripts parses it (pupils' browsers do): a <noscript>'s
+    # content is then text, not markup. Parsed the other way, "<noscript><textarea>" or
+    # "<noscript><style>" swallowed the rest of the page, which a browser shows, into what is
+    # not read. What a <noscript> holds, a browser with scripts turned off shows: it is read
+    # as a document of its own, as such a browser parses it (``scripting=False``: a
+    # <noscript> inside it is then markup, read with the rest).
+    tree = LexborHTMLParser(html, scripting=scripting)
     title: list[str] = []
     described: list[str] = []
     embedding: list[LexborNode] = []
     dropped: list[LexborNode] = []
     for node in tree.css(_WANTED):
         tag = node.tag
-        if tag in _DROPPED:
+        if tag == "noscript":
+            if scripting:
+                dropped.append(node)
+                embedding.append(node)
+        elif tag in _DROPPED:
             dropped.append(node)
         elif tag == "title":
             # The document's title is the one in its head: a title element in the body is

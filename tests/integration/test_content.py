@@ -113,6 +113,13 @@ ADULT_MARKUP = {
     "/adult-blocks-and-splits": "<html><body>"
     + "".join(f"<div>{word[:1]}<i></i>{word[1:]}</div>" for word in ADULT_WORDS.split())
     + "</body></html>",
+    # A <noscript> the parser read as markup, as a browser without scripts would: a textarea or
+    # a style in it swallowed the rest of the page, which a browser with scripts shows. And the
+    # adult text inside a <noscript>, which a pupil sees by turning scripts off.
+    "/adult-after-noscript-style": "<body><noscript><style></noscript>" + ADULT,
+    "/adult-after-noscript-textarea": "<body><noscript><textarea></noscript>" + ADULT,
+    "/adult-in-noscript": f"<html><body><noscript><p>{_in_words(ADULT_WORDS, '<b></b>')}</p>"
+    "</noscript><p>Please turn on JavaScript.</p></body></html>",
     # Text the page shows from elsewhere in its own bytes: drawn in an svg, a document in an
     # iframe's srcdoc, or in a data: URL (the browser makes no request the proxy could see).
     "/adult-svg": f"<html><body><svg><text x='0' y='20'>{ADULT_WORDS}</text></svg></body></html>",

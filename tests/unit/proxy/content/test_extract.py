@@ -10,7 +10,8 @@ from proxy.content.extract import data_url, html_readings, html_text, page_marke
 
 
 def test_html_text_keeps_title_body_and_image_descriptions() -> None:
-    """The title, the body's words and alt texts are read; scripts and styles are not."""
+    """The title, the body's words and alt texts are read; scripts and styles are not. A
+    noscript's words are, as a browser with scripts turned off shows them."""
     text = html_text(
         "<html><head><title>Casino night</title><script>var kill = 1</script></head>"
         "<body><p>Hello <b>world</b></p><img alt='a red car'><style>p{}</style>"
@@ -20,7 +21,7 @@ def test_html_text_keeps_title_body_and_image_descriptions() -> None:
     assert "world" in text
     assert "a red car" in text
     assert "kill" not in text
-    assert "enable js" not in text
+    assert "enable js" in text
 
 
 def test_plain_text_is_scored_as_it_is() -> None:
@@ -31,14 +32,15 @@ def test_plain_text_is_scored_as_it_is() -> None:
 
 def test_nested_unread_elements_go_with_their_parents() -> None:
     """A script inside an svg, a style inside noscript, a template's script: none is read, and
-    the text around them is kept in order (an svg's own text is drawn, so it is read)."""
+    the text around them is kept in order (an svg's own text is drawn, so it is read; so is a
+    noscript's, read as a document of its own)."""
     html = (
         "<html><head><title>T</title><script>head</script></head><body>"
         "<svg><script>evil</script><style>s</style><text>drawn</text></svg><p>one "
         "<template><script>t</script>tpl</template>two</p>"
         "<noscript><style>n</style>ns</noscript><p>three</p></body></html>"
     )
-    assert html_text(html).split() == ["T", "drawn", "one", "two", "three"]
+    assert html_text(html).split() == ["T", "ns", "drawn", "one", "two", "three"]
 
 
 def test_a_title_in_the_body_is_read_once() -> None:
@@ -84,6 +86,25 @@ def test_text_the_page_shows_from_elsewhere_in_its_bytes_is_read(page: str) -> N
     separated, joined = html_readings(f"<body><p>x</p>{page}</body>")
     assert "free porn" in separated.replace("<b>", "")
     assert "porn" in joined
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        # Read as markup (a browser without scripts), these swallowed the rest of the page into
+        # what is not read; a browser with scripts shows it.
+        "<body><noscript><textarea></noscript><p>free porn</p></body>",
+        "<body><noscript><style></noscript><p>free porn</p></body>",
+        "<body><noscript><plaintext></noscript><p>free porn</p></body>",
+        "<body><noscript><!--</noscript><p>free porn</p><!-- --></body>",
+        # What a browser without scripts shows, nested noscripts and references too.
+        "<body><noscript><p>free p&#111;rn</p></noscript><p>x</p></body>",
+        "<body><noscript><noscript><noscript><noscript>free porn</noscript></noscript>"
+        "</noscript></noscript></body>",
+    ],
+)
+def test_a_page_is_read_as_browsers_with_and_without_scripts_show_it(page: str) -> None:
+    assert "free porn" in html_text(page)
 
 
 def test_each_element_is_read_once() -> None:
