@@ -3,7 +3,8 @@
 For a group whose policy has ``content:``, an allowed HTML or plain-text
 response (``analyse: [pages]``; a search engine's results page needs
 ``search_results``) is held up to ``schoolgate_content_hold_kb``, decoded
-(gzip, deflate, br, zstd; the page's charset) by mitmproxy, reduced to the
+(gzip, deflate, br, zstd: ``proxy.content.decode``; in each charset a browser
+may read it in: ``proxy.content.charset``), reduced to the
 words a reader sees (``proxy.content.extract``) and scored against the phrase
 lists (``proxy.content.phrases``). A category whose score reaches the group's
 threshold replaces the page with the block page, which says in plain words
@@ -42,13 +43,13 @@ from dataclasses import dataclass
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
-from mitmproxy.net.http.headers import infer_content_encoding
 from mitmproxy.utils.asyncio_utils import create_task
 
 from addons import facts
 from addons.facts import DECISION, answered, answered_early, identity_of
 from addons.pipeline import serve_at_headers, serve_block
 from blocklists.normalise import BadURL, normalise_url
+from proxy.content import charset
 from proxy.content.assistants import assistant_of
 from proxy.content.decode import TooLarge, Unreadable, decoded
 from proxy.content.extract import PARSED_TYPES, html_marked, page_marked
@@ -93,7 +94,6 @@ CACHE_SIZE = 10_000
 # A held page may decode to this many times the hold bound (32 MiB by default); past it, it is
 # not read (proxy.content.decode) but refused. Text compresses 5-10 times.
 DECODED_PER_HELD = 16
-_UTF8_NAMES = frozenset({"utf8", "ascii", "usascii"})
 # How often each worker reads what others appended to the learned list.
 LEARNED_POLL_SECONDS = 0.5
 
@@ -158,34 +158,29 @@ def _score_key(entry: str, response: http.Response) -> tuple[str, str, str, byte
     )
 
 
-def held_page_text(response: http.Response, mime: str, limit: int) -> str:
+def held_page_texts(response: http.Response, mime: str, limit: int) -> list[str]:
     """The words of a held page, as ``proxy.content.extract`` reads a page's markup (with
-    ``MARK`` where two pieces of its text meet).
+    ``MARK`` where two pieces of its text meet): one reading for each charset a browser may
+    read it in (``proxy.content.charset``; one for almost every page).
 
     Its content coding is undone here, to at most ``limit`` bytes (``proxy.content.decode``:
     mitmproxy's own decoding has no bound, and a small gzip can decode to gigabytes).
-    HTML in UTF-8 (declared, or undeclared, which HTML reads as UTF-8) goes to the parser
-    as the bytes that came: decoding it to ``str`` only for the parser to encode it back
-    cost two copies of the page (Lexbor replaces bytes that are not UTF-8 with U+FFFD, as
-    decoding with ``errors="replace"`` would). Any other charset is decoded first.
+    A page read as UTF-8 goes to the parser as the bytes that came: decoding it to ``str``
+    only for the parser to encode it back cost two copies of the page (Lexbor replaces bytes
+    that are not UTF-8 with U+FFFD, as decoding with ``errors="replace"`` would). Raises
+    ``TooManyCharsets``, a ``ValueError``, for a page that names more charsets than any does.
     """
     content = decoded(response.raw_content or b"", response.headers.get("content-encoding"), limit)
     if "content-type" not in response.headers and looks_binary(content):
-        return ""  # binary data with no type: a browser saves it rather than shows it
-    # A byte order mark decides, as it does for a browser, whatever the header says.
-    if content.startswith(b"\xef\xbb\xbf"):
-        charset, content = "utf-8", content[3:]
-    elif content.startswith((b"\xff\xfe", b"\xfe\xff")):
-        charset = "utf-16"
-    else:
-        charset = infer_content_encoding(response.headers.get("content-type", ""), content)
-    if mime != "text/plain" and charset.lower().replace("-", "").replace("_", "") in _UTF8_NAMES:
-        return html_marked(content)
-    try:
-        text = content.decode(charset, "replace")
-    except LookupError:  # a charset Python does not know: read as UTF-8
-        text = content.decode("utf-8", "replace")
-    return page_marked(text, mime)
+        return []  # binary data with no type: a browser saves it rather than shows it
+    encodings, skip = charset.candidates(content, response.headers.get("content-type", ""))
+    content = content[skip:]
+    return [
+        html_marked(content)
+        if encoding is charset.UTF8 and mime in PARSED_TYPES
+        else page_marked(charset.decode(content, encoding), mime)
+        for encoding in encodings
+    ]
 
 
 class ContentAnalysis:
@@ -356,14 +351,13 @@ class ContentAnalysis:
             with contextlib.suppress(exceptions.ControlException):
                 flow.kill()
 
-        charset = response.headers.get("content-type", "").partition("charset=")[2] or "utf-8"
         try:
             guard = StreamScorer(
                 scorer,
                 rule.threshold_for(),
                 kind,
                 response.headers.get("content-encoding"),
-                charset.strip().strip('"'),
+                charset.stream_charset(response.headers.get("content-type", "")),
                 crossed,
                 too_large,
                 sniff=sniff,
@@ -461,11 +455,11 @@ class ContentAnalysis:
             scores = self._scores.get(key) if key else None
             if scores is None:
                 limit = ctx.options.schoolgate_content_hold_kb * 1024 * DECODED_PER_HELD
-                scores = scorer.score(held_page_text(flow.response, mime, limit))
+                scores = scorer.score_readings(held_page_texts(flow.response, mime, limit))
                 self.scored += 1
                 if key:
                     self._remember(key, scores)
-        except (TooLarge, Unreadable) as exc:
+        except (TooLarge, Unreadable, charset.TooManyCharsets) as exc:
             # A page that decodes to more than any page holds, or not at all: not read, so
             # not passed (a compression bomb would otherwise be decoded whole on this path).
             log.warning(

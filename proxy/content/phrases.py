@@ -299,6 +299,15 @@ class PhraseScorer:
             return NO_SCORES
         return self.scores_of(self.counts(b" " + folded(text) + b" "))
 
+    def score_readings(self, texts: list[str]) -> Scores:
+        """Scores of a page read more than one way (in each charset a browser may read it
+        in): each phrase counts as often as the reading that finds it most often."""
+        counts: Counter[int] = Counter()
+        for text in texts:
+            if self._spaced is not None and text:
+                counts |= self.counts(b" " + folded(text) + b" ")
+        return self.scores_of(counts) if counts else NO_SCORES
+
     def matches(self, data: bytes) -> set[tuple[int, int]]:
         """The phrases found in ``data`` (``folded`` text), as (phrase, where it ends)."""
         if self._spaced is None or self._joined is None:

@@ -24,13 +24,13 @@ in every event.
 
 from __future__ import annotations
 
-import codecs
 import html
 import json
 import re
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
+from proxy.content.charset import incremental_decoder
 from proxy.content.decode import decoder
 from proxy.content.phrases import MARK, PhraseScorer, RunningScore, Scores
 
@@ -133,10 +133,7 @@ class StreamScorer:
         self.limit = limit
         self.decoded = 0
         self._decoder = decoder(encoding)
-        try:
-            self._text = codecs.getincrementaldecoder(charset)("replace")
-        except LookupError:
-            self._text = codecs.getincrementaldecoder("utf-8")("replace")
+        self._text = incremental_decoder(charset)
         self._events = ""  # an unfinished server-sent event
         self._answer = ""  # the answer so far, for services that repeat it in every event
         self._in_tag = ""  # an unfinished tag at the end of an HTML chunk

@@ -148,6 +148,8 @@ PAGES: dict[str, tuple[str, bytes, str | None]] = {
     # The same sent chunked: its length is known only once it is past the hold bound.
     "/long-chunked": ("text/html; charset=utf-8", LONG_PAGE.encode(), None),
     "/long-disguised": ("text/html; charset=utf-8", LONG_DISGUISED.encode(), None),
+    # A label no browser knows, which Python reads as EBCDIC.
+    "/long-header-ebcdic": ("text/html; charset=cp037", LONG_PAGE.encode(), None),
     "/adult": ("text/html; charset=utf-8", ADULT.encode(), None),
     "/adult-gzip": ("text/html; charset=utf-8", gzip.compress(ADULT.encode()), "gzip"),
     "/adult-br": ("text/html; charset=utf-8", brotli.compress(ADULT.encode()), "br"),
@@ -185,6 +187,17 @@ PAGES: dict[str, tuple[str, bytes, str | None]] = {
     "/long-binary-no-type": ("", b"\x00\x01\x02PK" + LONG_PAGE.encode(), None),
     # UTF-16 with its byte order mark, which a browser follows whatever the header says.
     "/adult-utf16": ("text/html; charset=utf-8", ADULT.encode("utf-16"), None),
+    # Charsets a browser does not read the page in: a label it does not know (in the header or
+    # a meta), a meta naming UTF-16 (a browser reads UTF-8 then), a meta past the first 1024
+    # bytes (a browser stops looking there). Each decoded as named, the page was gibberish.
+    "/adult-meta-ebcdic": ("text/html", b'<meta charset="cp037">' + ADULT.encode(), None),
+    "/adult-meta-utf16": ("text/html", b'<meta charset="utf-16">' + ADULT.encode(), None),
+    "/adult-header-ebcdic": ("text/html; charset=cp037", ADULT.encode(), None),
+    "/adult-late-meta": (
+        "text/html",
+        ADULT.encode().replace(b"</body>", b" " * 2000 + b'<meta charset="utf-16"></body>'),
+        None,
+    ),
     "/adult-unknown-encoding": ("text/html; charset=utf-8", ADULT.encode()[::-1], "x-reversed"),
     "/long-unknown-encoding": ("text/html; charset=utf-8", LONG_PAGE.encode()[::-1], "x-reversed"),
     "/learned-1": ("text/html; charset=utf-8", ADULT.encode(), None),
@@ -428,6 +441,19 @@ def test_other_documents_a_browser_shows_as_pages_are_read(
     status, body = gw.get(pages.url(path), client=PUPIL)
     assert status == 403, body
     assert last_log_line(gw, path)["content"]["outcome"] == "blocked"
+
+
+@pytest.mark.parametrize(
+    "path", ["/adult-meta-ebcdic", "/adult-meta-utf16", "/adult-header-ebcdic", "/adult-late-meta"]
+)
+def test_a_page_is_read_in_the_charset_a_browser_reads_it_in(
+    gw: Gateway, pages: Pages, path: str
+) -> None:
+    """Labels a browser does not know, or does not follow, do not make the page gibberish to
+    the proxy while the browser shows it."""
+    status, body = gw.get(pages.url(path), client=PUPIL)
+    assert status == 403, body
+    logged_blocked(gw, path)
 
 
 def test_a_page_that_changes_is_analysed_again(gw: Gateway, pages: Pages) -> None:
@@ -780,12 +806,14 @@ def test_a_prompt_is_logged_as_a_search(ai_gw: Gateway) -> None:
     assert "suicide" in line  # the concerning-terms category it matched
 
 
-def test_a_long_page_is_cut_mid_stream(ai_gw: Gateway, pages: Pages) -> None:
-    """A page over the hold bound is scored as it passes and cut where it crosses."""
-    status, raw = read_cut(ai_gw, pages.url("/long"), timeout=20)
+@pytest.mark.parametrize("path", ["/long", "/long-header-ebcdic"])
+def test_a_long_page_is_cut_mid_stream(ai_gw: Gateway, pages: Pages, path: str) -> None:
+    """A page over the hold bound is scored as it passes and cut where it crosses, read in
+    the charset a browser reads it in (a label no browser knows is not read as EBCDIC)."""
+    status, raw = read_cut(ai_gw, pages.url(path), timeout=20)
     body = raw.decode()
     assert status == 200
     assert "village school" in body  # the start of the page went through
     assert "looked like adult content" in body
     assert "END-OF-PAGE" not in body
-    assert pages.seen.count("/long") == 1
+    assert pages.seen.count(path) == 1

@@ -14,6 +14,7 @@ import pytest
 import zstandard
 
 from proxy.content.assistants import assistant_of, prompt_of
+from proxy.content.charset import stream_charset
 from proxy.content.phrases import MARK, PhraseScorer, RunningScore, Scores, load_phrases
 from proxy.content.stream import STREAM_DECODED_LIMIT, UNFINISHED_TAG, Kind, StreamScorer
 
@@ -85,6 +86,34 @@ def stream(
     )
     out = [piece for chunk in [*chunks, b""] for piece in guard.feed(chunk)]
     return crossed, b"".join(out)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "charset"),
+    [
+        ("text/html; charset=cp037", "utf-8"),  # a label no browser knows: not EBCDIC
+        ("text/html; charset=utf-7", "utf-8"),
+        ("text/html; charset=latin1", "windows-1252"),  # as browsers read it
+        ('text/html; charset="KOI8-R"', "koi8-r"),
+        ("text/html", "utf-8"),
+    ],
+)
+def test_a_stream_is_read_in_the_charset_a_browser_reads_it_in(
+    scorer: PhraseScorer, content_type: str, charset: str
+) -> None:
+    """Only the header can decide for a stream; a label a browser ignores is ignored."""
+    assert stream_charset(content_type) == charset
+    crossed: list[str] = []
+
+    def on_cross(category: str, _score: int, _scores: Scores) -> str:
+        crossed.append(category)
+        return category
+
+    guard = StreamScorer(
+        scorer, THRESHOLDS, "html", None, stream_charset(content_type), on_cross, print
+    )
+    list(guard.feed(f"<p>{ANSWER}</p><p>{ANSWER}</p>".encode()))
+    assert crossed == ["adult"]
 
 
 def sse(events: list[dict[str, Any]]) -> list[bytes]:
