@@ -5,10 +5,13 @@ styles, templates and the like are dropped, since they are not what the
 reader reads (and a site's JavaScript is full of words like "execute" and
 "kill"). The title and the image descriptions (``alt``) are kept: a page
 that is nothing but pictures says what they are there. So are button labels,
-text drawn in an svg, and the documents a page shows inside itself without a
-request of their own (an iframe's ``srcdoc``, ``data:`` URLs in frames, objects
-and embeds), which the proxy would otherwise never see. A body that is
-already text (``text/plain``, a JSON answer) is scored as it is.
+what text boxes hold and ask for (``value``, ``placeholder``), text drawn in
+an svg, a declarative shadow root's content (a ``<template
+shadowrootmode>``, shown in its host's place), a ``<noscript>``'s (shown with
+scripts off), and the documents a page shows inside itself without a request
+of their own (an iframe's ``srcdoc``, ``data:`` URLs in frames, objects and
+embeds), which the proxy would otherwise never see. A body that is already
+text (``text/plain``, a JSON answer) is scored as it is.
 
 ``html_marked`` puts ``MARK`` where two pieces of text meet, because markup
 alone cannot say where a reader sees a space: a paragraph's end is parted from
@@ -40,14 +43,16 @@ _DROPPED = frozenset(_NOT_READ.split(", "))
 # (Each element is matched by one selector only: Lexbor returns an element once per selector
 # it matches, and an iframe with both a srcdoc and a src was read twice.)
 _EMBEDDED = "iframe, frame[src], embed[src], object[data]"
-# Buttons whose words are their value.
-_BUTTONS = "input[type=submit i][value], input[type=button i][value], input[type=reset i][value]"
-# Elements whose words are in an attribute: an image's description, a button's label.
-_DESCRIBED = {"img": "alt", "input": "value"}
+# Words shown from attributes: an image's description, what a box holds or says it wants
+# (value, placeholder), a button's label (its value). An input of these types shows no value.
+_DESCRIBED = "img[alt], input, textarea[placeholder]"
+_VALUE_NOT_SHOWN = frozenset(
+    {"hidden", "password", "checkbox", "radio", "file", "image", "color", "range"}
+)
 # All of it in one selector, so the tree is walked once: each query walks it again (five
 # cost 0.26 ms a 100 KB page over the parse's 0.61, one 0.17; strip_tags walks it once per tag
 # name). The tags it finds tell the parts apart.
-_WANTED = ", ".join(("head > title", "img[alt]", _BUTTONS, _EMBEDDED, _NOT_READ))
+_WANTED = ", ".join(("head > title", _DESCRIBED, _EMBEDDED, _NOT_READ))
 # How deep documents inside documents are read (each is part of the page's own bytes).
 EMBEDDED_DEPTH = 3
 # Pages read through the parser: HTML, and SVG and XML documents (their text, as shown).
@@ -74,15 +79,37 @@ def data_url(url: str) -> tuple[str, bytes] | None:
     return media, unquote_to_bytes(payload)
 
 
-def _embedded(nodes: list[LexborNode], depth: int) -> list[str]:
-    """The (marked) text of the documents these frames, objects, embeds and noscripts
-    show."""
+def _described(node: LexborNode) -> list[str]:
+    """The words an image, an input or a text box shows from its attributes."""
+    attributes = node.attributes
+    if node.tag == "img":
+        return [text] if (text := attributes.get("alt")) else []
+    if node.tag == "textarea":
+        return [text] if (text := attributes.get("placeholder")) else []
+    kind = (attributes.get("type") or "text").lower()
+    shown = [attributes.get("placeholder")]
+    if kind not in _VALUE_NOT_SHOWN:
+        shown.append(attributes.get("value"))
+    elif kind == "image":
+        shown.append(attributes.get("alt"))
+    return [text for text in shown if text]
+
+
+def _embedded(nodes: list[LexborNode], depth: int, scripting: bool) -> list[str]:
+    """The (marked) text of the documents these frames, objects, embeds, noscripts and
+    shadow roots show."""
     found: list[str] = []
     if depth >= EMBEDDED_DEPTH:
         return found
     for node in nodes:
         if node.tag == "noscript":
             found.append(_marked(node.text(), depth + 1, scripting=False))
+            continue
+        if node.tag == "template":
+            # Its content is not in the tree (it is the template's own fragment); its markup,
+            # in a <div> for a <template>, is read as a document of its own.
+            markup = node.html or ""
+            found.append(_marked("<div" + markup[len("<template") :], depth + 1, scripting))
             continue
         attributes = node.attributes
         srcdoc = attributes.get("srcdoc") if node.tag == "iframe" else None
@@ -135,6 +162,11 @@ def _marked(html: str | bytes, depth: int, scripting: bool = True) -> str:
             if scripting:
                 dropped.append(node)
                 embedding.append(node)
+        elif tag == "template":
+            dropped.append(node)
+            # A declarative shadow root: a browser shows what it holds in its host's place.
+            if node.attributes.get("shadowrootmode"):
+                embedding.append(node)
         elif tag in _DROPPED:
             dropped.append(node)
         elif tag == "title":
@@ -142,12 +174,11 @@ def _marked(html: str | bytes, depth: int, scripting: bool = True) -> str:
             # read with the body, and reading it in front as well would count it twice.
             if not title:
                 title.append(node.text(strip=True))
-        elif tag in _DESCRIBED:
-            if text := node.attributes.get(_DESCRIBED[tag]):
-                described.append(text)
+        elif tag in ("img", "input", "textarea"):
+            described.extend(_described(node))
         else:
             embedding.append(node)
-    parts = [*title, *described, *_embedded(embedding, depth)]
+    parts = [*title, *described, *_embedded(embedding, depth, scripting)]
     # Last first: a node nested in another (a script in an svg) goes before its ancestor, so
     # no node is removed after the subtree holding it was freed.
     for node in reversed(dropped):

@@ -120,6 +120,14 @@ ADULT_MARKUP = {
     "/adult-after-noscript-textarea": "<body><noscript><textarea></noscript>" + ADULT,
     "/adult-in-noscript": f"<html><body><noscript><p>{_in_words(ADULT_WORDS, '<b></b>')}</p>"
     "</noscript><p>Please turn on JavaScript.</p></body></html>",
+    # Words a browser shows that are not text in the tree: a declarative shadow root (its
+    # content is a template's, which is otherwise never shown), and the placeholders and
+    # values of text boxes.
+    "/adult-shadow-root": "<html><body><div><template shadowrootmode='open'>"
+    f"<p>{ADULT_WORDS}</p></template></div></body></html>",
+    "/adult-in-text-boxes": "<html><body>"
+    + "".join(f"<input placeholder='{part}'>" for part in ADULT_WORDS.split(". "))
+    + f"<input type='search' value='{ADULT_WORDS}'></body></html>",
     # Text the page shows from elsewhere in its own bytes: drawn in an svg, a document in an
     # iframe's srcdoc, or in a data: URL (the browser makes no request the proxy could see).
     "/adult-svg": f"<html><body><svg><text x='0' y='20'>{ADULT_WORDS}</text></svg></body></html>",

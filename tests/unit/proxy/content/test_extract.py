@@ -107,6 +107,21 @@ def test_a_page_is_read_as_browsers_with_and_without_scripts_show_it(page: str) 
     assert "free porn" in html_text(page)
 
 
+def test_words_a_browser_shows_from_attributes_and_shadow_roots_are_read() -> None:
+    """A declarative shadow root's content is shown (an ordinary template's is not); a text
+    box shows its placeholder and its value (a hidden or password input does not)."""
+    page = (
+        "<body><div><template shadowrootmode='open'><p>shadow <b>words</b></p></template>"
+        "light</div><template><p>inert</p></template><input placeholder='wanted'>"
+        "<input type=search value='typed'><input type=hidden value='secret'>"
+        "<input type=password value='pw'><textarea placeholder='box'></textarea>"
+        "<input type=image alt='picture'></body>"
+    )
+    words = html_text(page).split()
+    assert sorted(words) == sorted(["shadow", "words", "light", "wanted", "typed", "box",
+                                    "picture"])  # fmt: skip
+
+
 def test_each_element_is_read_once() -> None:
     """An iframe with both a srcdoc and a src, an image, a button: each once (Lexbor returns
     an element once per selector it matches, and such an iframe was read twice)."""
