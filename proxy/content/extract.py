@@ -43,6 +43,10 @@ _DROPPED = frozenset(_NOT_READ.split(", "))
 # (Each element is matched by one selector only: Lexbor returns an element once per selector
 # it matches, and an iframe with both a srcdoc and a src was read twice.)
 _EMBEDDED = "iframe, frame[src], embed[src], object[data]"
+_EMBEDDING = frozenset({"iframe", "frame", "embed", "object"})
+# Text a browser shows with its letters in reverse order: "<bdo dir=rtl>nrop</bdo>" shows
+# "porn", as does an inline style that overrides the direction. Read reversed as well.
+_REVERSED = "bdo[dir=rtl i], [style*=bidi-override i]"
 # Words shown from attributes: an image's description, what a box holds or says it wants
 # (value, placeholder), a button's label (its value). An input of these types shows no value.
 _DESCRIBED = "img[alt], input, textarea[placeholder]"
@@ -52,7 +56,7 @@ _VALUE_NOT_SHOWN = frozenset(
 # All of it in one selector, so the tree is walked once: each query walks it again (five
 # cost 0.26 ms a 100 KB page over the parse's 0.61, one 0.17; strip_tags walks it once per tag
 # name). The tags it finds tell the parts apart.
-_WANTED = ", ".join(("head > title", _DESCRIBED, _EMBEDDED, _NOT_READ))
+_WANTED = ", ".join(("head > title", _DESCRIBED, _EMBEDDED, _NOT_READ, _REVERSED))
 # How deep documents inside documents are read (each is part of the page's own bytes).
 EMBEDDED_DEPTH = 3
 # Pages read through the parser: HTML, and SVG and XML documents (their text, as shown).
@@ -176,8 +180,10 @@ def _marked(html: str | bytes, depth: int, scripting: bool = True) -> str:
                 title.append(node.text(strip=True))
         elif tag in ("img", "input", "textarea"):
             described.extend(_described(node))
-        else:
+        elif tag in _EMBEDDING:
             embedding.append(node)
+        else:  # shown in reverse (bdo, or a style's direction override)
+            described.append(node.text(separator=MARK)[::-1])
     parts = [*title, *described, *_embedded(embedding, depth, scripting)]
     # Last first: a node nested in another (a script in an svg) goes before its ancestor, so
     # no node is removed after the subtree holding it was freed.

@@ -86,6 +86,7 @@ def _ascii_table() -> bytes:
 
 
 _ASCII = _ascii_table()
+_RIGHT_TO_LEFT_OVERRIDE = "\u202e"
 # Control characters a browser shows as nothing (all of C0 but the white space).
 INVISIBLE_CONTROLS = "".join(chr(code) for code in range(0x20) if chr(code) not in "\t\n\v\f\r")
 # Where two pieces of a page's text meet (``proxy.content.extract``): a space in one reading,
@@ -295,17 +296,19 @@ class PhraseScorer:
     def score(self, text: str) -> Scores:
         """Scores of a page's text (already extracted from its markup, with or without
         marks) in every category."""
-        if self._spaced is None or not text:
-            return NO_SCORES
-        return self.scores_of(self.counts(b" " + folded(text) + b" "))
+        return self.score_readings([text])
 
     def score_readings(self, texts: list[str]) -> Scores:
         """Scores of a page read more than one way (in each charset a browser may read it
-        in): each phrase counts as often as the reading that finds it most often."""
+        in): each phrase counts as often as the reading that finds it most often. Text with a
+        right-to-left override in it is read reversed as well: "\u202enrop" shows "porn"."""
         counts: Counter[int] = Counter()
         for text in texts:
-            if self._spaced is not None and text:
-                counts |= self.counts(b" " + folded(text) + b" ")
+            if self._spaced is None or not text:
+                continue
+            counts |= self.counts(b" " + folded(text) + b" ")
+            if _RIGHT_TO_LEFT_OVERRIDE in text:
+                counts |= self.counts(b" " + folded(text[::-1]) + b" ")
         return self.scores_of(counts) if counts else NO_SCORES
 
     def matches(self, data: bytes) -> set[tuple[int, int]]:

@@ -128,6 +128,12 @@ ADULT_MARKUP = {
     "/adult-in-text-boxes": "<html><body>"
     + "".join(f"<input placeholder='{part}'>" for part in ADULT_WORDS.split(". "))
     + f"<input type='search' value='{ADULT_WORDS}'></body></html>",
+    # Written backwards and shown forwards: a bdo element, a style that overrides the
+    # direction, a right-to-left override character.
+    "/adult-bdo": f"<html><body><bdo dir='rtl'>{ADULT_WORDS[::-1]}</bdo></body></html>",
+    "/adult-bidi-style": "<html><body><p style='direction: rtl; unicode-bidi: bidi-override'>"
+    f"{ADULT_WORDS[::-1]}</p></body></html>",
+    "/adult-rlo": f"<html><body><p>\u202e{ADULT_WORDS[::-1]}</p></body></html>",
     # Text the page shows from elsewhere in its own bytes: drawn in an svg, a document in an
     # iframe's srcdoc, or in a data: URL (the browser makes no request the proxy could see).
     "/adult-svg": f"<html><body><svg><text x='0' y='20'>{ADULT_WORDS}</text></svg></body></html>",

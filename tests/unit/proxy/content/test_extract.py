@@ -122,6 +122,18 @@ def test_words_a_browser_shows_from_attributes_and_shadow_roots_are_read() -> No
                                     "picture"])  # fmt: skip
 
 
+def test_text_shown_in_reverse_is_read_reversed_too() -> None:
+    """A bdo element and an inline direction override show their letters reversed."""
+    page = (
+        "<body><bdo dir=RTL>nrop <b>eerf</b></bdo>"
+        "<span style='direction: rtl; unicode-bidi: Bidi-Override'>sedun</span><p>x</p></body>"
+    )
+    text = html_text(page)
+    assert "free  porn" in text
+    assert "nudes" in text
+    assert "nrop  eerf" in text  # and as it is written
+
+
 def test_each_element_is_read_once() -> None:
     """An iframe with both a srcdoc and a src, an image, a button: each once (Lexbor returns
     an element once per selector it matches, and such an iframe was read twice)."""

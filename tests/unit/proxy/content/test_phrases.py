@@ -224,6 +224,14 @@ def test_matching_near_the_marks_only_finds_what_matching_everywhere_finds(seed:
     assert scorer.matches(data) == everywhere
 
 
+def test_text_after_a_right_to_left_override_is_read_as_shown(scorer: PhraseScorer) -> None:
+    """U+202E shows the letters after it in reverse order: "\u202enrop eerf" shows
+    "free porn"."""
+    assert scorer.score("nrop eerf").by_category == {}
+    assert scorer.score("\u202enrop eerf").by_category["adult"] == 50 + 15
+    assert scorer.score_readings(["x", "\u202enrop eerf"]).by_category["adult"] == 50 + 15
+
+
 @pytest.mark.parametrize("invisible", ["\u00ad", "\u200b", "\u2063", "\u202e", "\x01", "\x1f"])
 def test_characters_a_browser_shows_as_nothing_join_the_letters_either_side(
     scorer: PhraseScorer, invisible: str
