@@ -10,8 +10,11 @@ an svg, a declarative shadow root's content (a ``<template
 shadowrootmode>``, shown in its host's place), a ``<noscript>``'s (shown with
 scripts off), and the documents a page shows inside itself without a request
 of their own (an iframe's ``srcdoc``, ``data:`` URLs in frames, objects and
-embeds), which the proxy would otherwise never see. A body that is already
-text (``text/plain``, a JSON answer) is scored as it is.
+embeds), which the proxy would otherwise never see. Text shown in reverse
+(``<bdo dir=rtl>``, a direction override) is read reversed too; what a
+browser does not show where it stands (a hidden element, a ruby annotation)
+is read apart from the words around it, which it no longer splits. A body
+that is already text (``text/plain``, a JSON answer) is scored as it is.
 
 ``html_marked`` puts ``MARK`` where two pieces of text meet, because markup
 alone cannot say where a reader sees a space: a paragraph's end is parted from
@@ -37,7 +40,7 @@ from proxy.content.phrases import MARK
 # What is not read: an svg's text is, as it is drawn on the page (its scripts and styles go
 # with the rest).
 _NOT_READ = "script, style, noscript, template, head"
-_DROPPED = frozenset(_NOT_READ.split(", "))
+_DROPPED = frozenset({"script", "style", "template", "head", "rp"})
 # Documents a page shows inside itself without another request, which the proxy would never
 # see: an iframe's srcdoc, and data: URLs in frames and objects.
 # (Each element is matched by one selector only: Lexbor returns an element once per selector
@@ -47,6 +50,18 @@ _EMBEDDING = frozenset({"iframe", "frame", "embed", "object"})
 # Text a browser shows with its letters in reverse order: "<bdo dir=rtl>nrop</bdo>" shows
 # "porn", as does an inline style that overrides the direction. Read reversed as well.
 _REVERSED = "bdo[dir=rtl i], [style*=bidi-override i]"
+# Text a browser does not show where it stands: an element hidden by its attribute or its
+# inline style ("p<span hidden>x</span>orn" shows "porn"), or set in zero-size type; a ruby
+# annotation, shown above its base ("p<rt>x</rt>orn" shows "porn" under an "x"). Its words
+# are taken out of the text around it and read apart. (A ruby's fallback brackets, rp, are
+# shown by no browser now: not read.)
+_HIDDEN = "[hidden], [style*=none i], [style*=font-size i], rt, rp"
+_HIDDEN_STYLE = re.compile(
+    r"(?:^|;)\s*(?:display\s*:\s*none|font-size\s*:\s*0*\.?0*(?:px|pt|em|rem|%|vw|vh)?)"
+    r"\s*(?:!\s*important\s*)?(?:;|$)",
+    re.IGNORECASE,
+)
+_APART = frozenset({"rt"})
 # Words shown from attributes: an image's description, what a box holds or says it wants
 # (value, placeholder), a button's label (its value). An input of these types shows no value.
 _DESCRIBED = "img[alt], input, textarea[placeholder]"
@@ -56,7 +71,7 @@ _VALUE_NOT_SHOWN = frozenset(
 # All of it in one selector, so the tree is walked once: each query walks it again (five
 # cost 0.26 ms a 100 KB page over the parse's 0.61, one 0.17; strip_tags walks it once per tag
 # name). The tags it finds tell the parts apart.
-_WANTED = ", ".join(("head > title", _DESCRIBED, _EMBEDDED, _NOT_READ, _REVERSED))
+_WANTED = ", ".join(("head > title", _DESCRIBED, _EMBEDDED, _NOT_READ, _REVERSED, _HIDDEN))
 # How deep documents inside documents are read (each is part of the page's own bytes).
 EMBEDDED_DEPTH = 3
 # Pages read through the parser: HTML, and SVG and XML documents (their text, as shown).
@@ -81,6 +96,22 @@ def data_url(url: str) -> tuple[str, bytes] | None:
         except (ValueError, binascii.Error):
             return None
     return media, unquote_to_bytes(payload)
+
+
+def _hidden(attributes: dict[str, str | None]) -> bool:
+    """Whether an element's attributes hide it: ``hidden``, or an inline style of
+    ``display: none`` or a zero font size."""
+    if "hidden" in attributes:
+        return True
+    style = attributes.get("style")
+    return bool(style) and _HIDDEN_STYLE.search(style or "") is not None
+
+
+def _shown_reversed(tag: str | None, attributes: dict[str, str | None]) -> bool:
+    """Whether an element's letters are shown in reverse order (see ``_REVERSED``)."""
+    if tag == "bdo" and (attributes.get("dir") or "").lower() == "rtl":
+        return True
+    return "bidi-override" in (attributes.get("style") or "").lower()
 
 
 def _described(node: LexborNode) -> list[str]:
@@ -159,35 +190,46 @@ def _marked(html: str | bytes, depth: int, scripting: bool = True) -> str:
     title: list[str] = []
     described: list[str] = []
     embedding: list[LexborNode] = []
-    dropped: list[LexborNode] = []
+    # What is taken out of the body's text before it is read, in document order: True for
+    # what a browser shows elsewhere or not at all, whose words are read apart (a hidden
+    # element, a ruby annotation), False for what is not read at all.
+    removed: dict[int, tuple[LexborNode, bool]] = {}
+    seen: set[int] = set()
     for node in tree.css(_WANTED):
+        if node.mem_id in seen:  # Lexbor returns a node once for each selector it matches
+            continue
+        seen.add(node.mem_id)
         tag = node.tag
+        attributes = node.attributes
+        if tag in _DROPPED or (tag == "noscript" and scripting):
+            removed[node.mem_id] = (node, False)
+        elif tag in _APART or _hidden(attributes):
+            removed[node.mem_id] = (node, True)
         if tag == "noscript":
             if scripting:
-                dropped.append(node)
                 embedding.append(node)
         elif tag == "template":
-            dropped.append(node)
             # A declarative shadow root: a browser shows what it holds in its host's place.
-            if node.attributes.get("shadowrootmode"):
+            if attributes.get("shadowrootmode"):
                 embedding.append(node)
-        elif tag in _DROPPED:
-            dropped.append(node)
         elif tag == "title":
             # The document's title is the one in its head: a title element in the body is
             # read with the body, and reading it in front as well would count it twice.
-            if not title:
+            if not title and node.parent is not None and node.parent.tag == "head":
                 title.append(node.text(strip=True))
         elif tag in ("img", "input", "textarea"):
             described.extend(_described(node))
         elif tag in _EMBEDDING:
             embedding.append(node)
-        else:  # shown in reverse (bdo, or a style's direction override)
+        if _shown_reversed(tag, attributes):
             described.append(node.text(separator=MARK)[::-1])
     parts = [*title, *described, *_embedded(embedding, depth, scripting)]
-    # Last first: a node nested in another (a script in an svg) goes before its ancestor, so
-    # no node is removed after the subtree holding it was freed.
-    for node in reversed(dropped):
+    # Last first: a node nested in another (a script in an svg, a hidden word in a hidden
+    # paragraph) goes before its ancestor, so its words are not read twice and no node is
+    # removed after the subtree holding it was freed.
+    for node, read_apart in reversed(removed.values()):
+        if read_apart:
+            parts.append(node.text(separator=MARK))
         node.decompose()
     body = tree.body
     if body is not None:

@@ -128,6 +128,14 @@ ADULT_MARKUP = {
     "/adult-in-text-boxes": "<html><body>"
     + "".join(f"<input placeholder='{part}'>" for part in ADULT_WORDS.split(". "))
     + f"<input type='search' value='{ADULT_WORDS}'></body></html>",
+    # Letters a browser does not show inside the words: hidden by an attribute or an inline
+    # style, a space in zero-size type, a ruby annotation (shown above the word, not in it).
+    "/adult-hidden-letters": _in_words(ADULT, "<span hidden>x</span>"),
+    "/adult-display-none": _in_words(ADULT, "<span style='display: none'>qq</span>"),
+    "/adult-zero-size-spaces": _in_words(ADULT, "<span style='font-size:0'> </span>"),
+    "/adult-ruby": "<html><body><p>"
+    + " ".join(f"<ruby>{word[:1]}<rt>x</rt>{word[1:]}</ruby>" for word in ADULT_WORDS.split())
+    + "</p></body></html>",
     # Written backwards and shown forwards: a bdo element, a style that overrides the
     # direction, a right-to-left override character.
     "/adult-bdo": f"<html><body><bdo dir='rtl'>{ADULT_WORDS[::-1]}</bdo></body></html>",

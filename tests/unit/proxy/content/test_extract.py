@@ -122,6 +122,32 @@ def test_words_a_browser_shows_from_attributes_and_shadow_roots_are_read() -> No
                                     "picture"])  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    "inside",
+    [
+        "<span hidden>x</span>",
+        "<span hidden='until-found'>x</span>",
+        "<span style='color: red; DISPLAY : none !important'>x</span>",
+        "<span style='font-size: 0px'> </span>",
+        "<rt>x</rt>",
+    ],
+)
+def test_what_a_browser_does_not_show_inside_a_word_does_not_split_it(inside: str) -> None:
+    """Hidden letters, a space in zero-size type, a ruby annotation: taken out of the text
+    around them (so "p|orn" reads "porn") and read apart."""
+    separated, joined = html_readings(f"<body><p>free <ruby>p{inside}orn</ruby></p></body>")
+    assert "free porn" in joined
+    assert "x" in separated.split() or inside.startswith("<span style='font")
+
+
+def test_elements_shown_are_not_taken_for_hidden() -> None:
+    text = html_text(
+        "<body><p>p<span style='display:block'>x</span>orn "
+        "<span style='font-size:10px'>big</span> <span style='x-display:none'>y</span></p></body>"
+    )
+    assert text.split() == ["p", "x", "orn", "big", "y"]
+
+
 def test_text_shown_in_reverse_is_read_reversed_too() -> None:
     """A bdo element and an inline direction override show their letters reversed."""
     page = (
