@@ -42,11 +42,13 @@ from proxy.content.phrases import MARK
 _NOT_READ = "script, style, noscript, template, head"
 _DROPPED = frozenset({"script", "style", "template", "head", "rp"})
 # Documents a page shows inside itself without another request, which the proxy would never
-# see: an iframe's srcdoc, and data: URLs in frames and objects.
+# see: an iframe's srcdoc, and data: URLs in frames, objects and pictures (an SVG draws text).
 # (Each element is matched by one selector only: Lexbor returns an element once per selector
 # it matches, and an iframe with both a srcdoc and a src was read twice.)
-_EMBEDDED = "iframe, frame[src], embed[src], object[data]"
-_EMBEDDING = frozenset({"iframe", "frame", "embed", "object"})
+_EMBEDDED = "iframe, frame[src], embed[src], object[data], image"
+_EMBEDDING = frozenset({"iframe", "frame", "embed", "object", "image"})
+# Where each of them names what it shows.
+_SOURCE = {"object": "data", "image": "href"}
 # Text a browser shows with its letters in reverse order: "<bdo dir=rtl>nrop</bdo>" shows
 # "porn", as does an inline style that overrides the direction. Read reversed as well.
 _REVERSED = "bdo[dir=rtl i], [style*=bidi-override i]"
@@ -64,7 +66,7 @@ _HIDDEN_STYLE = re.compile(
 _APART = frozenset({"rt"})
 # Words shown from attributes: an image's description, what a box holds or says it wants
 # (value, placeholder), a button's label (its value). An input of these types shows no value.
-_DESCRIBED = "img[alt], input, textarea[placeholder]"
+_DESCRIBED = "img[alt], img[src^='data:' i], input, textarea[placeholder]"
 _VALUE_NOT_SHOWN = frozenset(
     {"hidden", "password", "checkbox", "radio", "file", "image", "color", "range"}
 )
@@ -131,8 +133,8 @@ def _described(node: LexborNode) -> list[str]:
 
 
 def _embedded(nodes: list[LexborNode], depth: int, scripting: bool) -> list[str]:
-    """The (marked) text of the documents these frames, objects, embeds, noscripts and
-    shadow roots show."""
+    """The (marked) text of the documents these frames, objects, embeds, data: pictures,
+    noscripts and shadow roots show."""
     found: list[str] = []
     if depth >= EMBEDDED_DEPTH:
         return found
@@ -151,7 +153,10 @@ def _embedded(nodes: list[LexborNode], depth: int, scripting: bool) -> list[str]
         if srcdoc:
             found.append(_marked(srcdoc, depth + 1))
             continue
-        parsed = data_url(attributes.get("data" if node.tag == "object" else "src") or "")
+        source = attributes.get(_SOURCE.get(node.tag or "", "src"))
+        if node.tag == "image":  # in an svg: href, or the older xlink:href
+            source = source or attributes.get("xlink:href")
+        parsed = data_url(source or "")
         if parsed is None:
             continue
         media, data = parsed
@@ -219,6 +224,9 @@ def _marked(html: str | bytes, depth: int, scripting: bool = True) -> str:
                 title.append(node.text(strip=True))
         elif tag in ("img", "input", "textarea"):
             described.extend(_described(node))
+            # An SVG picture in a data: URL draws its text: read as the document it is.
+            if tag == "img" and (attributes.get("src") or "").lstrip()[:5].lower() == "data:":
+                embedding.append(node)
         elif tag in _EMBEDDING:
             embedding.append(node)
         if _shown_reversed(tag, attributes):

@@ -146,6 +146,12 @@ ADULT_MARKUP = {
     # iframe's srcdoc, or in a data: URL (the browser makes no request the proxy could see).
     "/adult-svg": f"<html><body><svg><text x='0' y='20'>{ADULT_WORDS}</text></svg></body></html>",
     "/adult-srcdoc": f"<html><body><iframe srcdoc='{html.escape(ADULT)}'></iframe></body></html>",
+    # A picture that draws the words: an SVG in a data: URL.
+    "/adult-svg-picture": "<html><body><img alt='' src='data:image/svg+xml;base64,"
+    + base64.b64encode(
+        f"<svg xmlns='http://www.w3.org/2000/svg'><text y='20'>{ADULT_WORDS}</text></svg>".encode()
+    ).decode()
+    + "'></body></html>",
     "/adult-data-frame": "<html><body><iframe src='data:text/html;base64,"
     + base64.b64encode(ADULT.encode()).decode()
     + "'></iframe></body></html>",

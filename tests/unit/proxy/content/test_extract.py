@@ -77,6 +77,12 @@ def test_the_text_is_read_with_and_without_a_space_between_its_pieces() -> None:
         "<iframe src=' DA\nTA:text/html,%3Cp%3Efree%20porn'></iframe>",  # as a browser reads it
         "<object data='data:text/html,free%20porn'></object>",
         "<embed src='data:,free%20porn'>",
+        # Pictures that draw the words: an SVG in a data: URL, in an img or an svg's image.
+        "<img src='data:image/svg+xml,%3Csvg%3E%3Ctext%3Efree%20porn%3C/text%3E%3C/svg%3E'>",
+        "<svg><image href='data:image/svg+xml,%3Csvg%3E%3Ctext%3Efree porn%3C/text%3E'/></svg>",
+        "<svg><image xlink:href='data:image/svg+xml;base64,"
+        + base64.b64encode(b"<svg><text>free porn</text></svg>").decode()
+        + "'/></svg>",
         "<input type='Submit' value='free porn'>",  # a button's label
     ],
 )
