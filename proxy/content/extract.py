@@ -184,7 +184,22 @@ def html_readings(html: str | bytes) -> tuple[str, str]:
     return marked.replace(MARK, " "), marked.replace(MARK, "")
 
 
+def html_parts(html: str | bytes) -> tuple[str, str]:
+    """A piece of a page read in pieces (``proxy.content.stream``): the text of its body,
+    which runs on from one piece to the next, and apart from it the rest ``html_marked``
+    reads (title, descriptions, documents inside, words read apart), each with marks."""
+    parts, body = _read(html, 0, True)
+    return body or "", " ".join(parts)
+
+
 def _marked(html: str | bytes, depth: int, scripting: bool = True) -> str:
+    parts, body = _read(html, depth, scripting)
+    return " ".join([*parts, body]) if body is not None else " ".join(parts)
+
+
+def _read(html: str | bytes, depth: int, scripting: bool) -> tuple[list[str], str | None]:
+    """What a document shows: its title, descriptions, documents inside and words read
+    apart; and its body's text (None without a body), with marks."""
     # Parsed as a browser that runs scripts parses it (pupils' browsers do): a <noscript>'s
     # content is then text, not markup. Parsed the other way, "<noscript><textarea>" or
     # "<noscript><style>" swallowed the rest of the page, which a browser shows, into what is
@@ -240,9 +255,7 @@ def _marked(html: str | bytes, depth: int, scripting: bool = True) -> str:
             parts.append(node.text(separator=MARK))
         node.decompose()
     body = tree.body
-    if body is not None:
-        parts.append(body.text(separator=MARK))
-    return " ".join(parts)
+    return parts, body.text(separator=MARK) if body is not None else None
 
 
 def html_text(html: str | bytes) -> str:

@@ -10,13 +10,15 @@ the flow.
 
 Bodies are decoded as they come (gzip, deflate, br, zstd) and then as text in
 their charset; what goes on is the decoded body, so that the notice can be
-appended to it (the addon drops ``Content-Encoding``). Markup in a streamed
-HTML page is dropped with a cheap tag stripper (a full parse needs the whole
-page), each tag a mark that reads as a space or as nothing, as a held page's
-text has one where two pieces meet (``p<b>o</b>rn`` shows "porn"), with
-character references read as the parser reads them (``p&#111;rn``,
-``&ampporn``); scripts may then add a little noise, which only ever raises a
-score.
+appended to it (the addon drops ``Content-Encoding``). A streamed HTML page
+is parsed piece by piece, as a held page is whole (``extract.html_parts``):
+what is hidden, reversed, in a noscript, a srcdoc or a text box is read as it
+is on a held page, and the body's text of one piece runs on into the next
+(an unfinished tag or reference waits for it). What the parser cannot know
+across pieces (a script or a hidden element opened in one piece and closed
+in the next) is read as text in the next: noise, which only ever raises a
+score. Until 1 December a tag stripper read streamed pages, and a page padded
+past the hold bound was read without any of that.
 Server-sent events are read event by event: the text of each ``data:`` JSON
 (``answer_text``), with the answer so far dropped when a service repeats it
 in every event.
@@ -24,18 +26,18 @@ in every event.
 
 from __future__ import annotations
 
-import html
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from proxy.content.charset import incremental_decoder
 from proxy.content.decode import decoder
-from proxy.content.phrases import MARK, PhraseScorer, RunningScore, Scores
+from proxy.content.extract import html_parts
+from proxy.content.phrases import PhraseScorer, RunningScore, Scores, folded
 
 Kind = Literal["html", "text", "sse", "json"]
-_TAG = re.compile(r"<[^>]*>|<[^>]*\Z")
 # A JSON answer is held whole to be read, up to this long (assistants' answers are kilobytes).
 JSON_HOLD = 4 << 20
 # An unfinished tag at the end of a piece waits for the next, up to this long.
@@ -124,6 +126,7 @@ class StreamScorer:
         sniff: bool = False,
     ) -> None:
         self.running = RunningScore(scorer)
+        self._apart: Counter[int] = Counter()  # phrases in what a page's pieces show apart
         self.thresholds = thresholds
         self.kind = kind
         self.on_cross = on_cross
@@ -196,6 +199,8 @@ class StreamScorer:
         else:
             reading = self._reading(text, final)
         scores = self.running.feed(reading, final=final)
+        if self._apart:
+            scores = self.running.scorer.scores_of(self.running.counts + self._apart)
         over = scores.crossed(self.thresholds)
         if over:
             category, score = over[0]
@@ -227,9 +232,13 @@ class StreamScorer:
                 if reference is not None:
                     cut = reference.start()
             joined, self._in_tag = joined[:cut], joined[cut:]
-            # Each tag a mark, as the parser's text has one where two pieces meet; a
-            # reference ends where a tag begins, as it does for a browser.
-            return html.unescape(_TAG.sub(MARK, joined))
+            # Each piece is parsed as held pages are (what is hidden, reversed, in a
+            # noscript, a srcdoc, a text box...): its body's text runs on into the next
+            # piece's, and the rest is counted apart.
+            body, apart = html_parts(joined)
+            if apart.strip():
+                self._apart.update(self.running.scorer.counts(b" " + folded(apart) + b" "))
+            return body
         if self.kind == "sse":
             return self._sse(text, final)
         return text

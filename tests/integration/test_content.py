@@ -161,8 +161,18 @@ ADULT_MARKUP = {
 # About 260 KB: over the 64 KB hold bound the AI gateway is given, so it is scored as it streams.
 LONG_PAGE = (BENIGN_PARAGRAPH * 2000 + "<p>" + ADULT + "</p>" + BENIGN_PARAGRAPH * 2000
              + "<p>END-OF-PAGE</p>")  # fmt: skip
-# The same with the adult part in markup and references a browser reads straight through.
-LONG_DISGUISED = LONG_PAGE.replace(ADULT, _in_words(_in_words(ADULT, "<b></b>"), "&#8203;", at=2))
+# The same with the adult part in markup and references a browser reads straight through, and
+# in the disguises only a parser sees through (which streamed pages were read without).
+LONG_DISGUISES = {
+    "/long-disguised": LONG_PAGE.replace(
+        ADULT, _in_words(_in_words(ADULT, "<b></b>"), "&#8203;", at=2)
+    ),
+    "/long-hidden-letters": LONG_PAGE.replace(ADULT, _in_words(ADULT, "<span hidden>x</span>")),
+    "/long-bdo": LONG_PAGE.replace(ADULT, f"<bdo dir='rtl'>{ADULT_WORDS[::-1]}</bdo>"),
+    "/long-text-boxes": LONG_PAGE.replace(
+        ADULT, "".join(f"<input placeholder='{part}'>" for part in ADULT_WORDS.split(". "))
+    ),
+}
 
 
 def _gzip_bomb(size: int) -> bytes:
@@ -175,7 +185,10 @@ PAGES: dict[str, tuple[str, bytes, str | None]] = {
     "/long": ("text/html; charset=utf-8", LONG_PAGE.encode(), None),
     # The same sent chunked: its length is known only once it is past the hold bound.
     "/long-chunked": ("text/html; charset=utf-8", LONG_PAGE.encode(), None),
-    "/long-disguised": ("text/html; charset=utf-8", LONG_DISGUISED.encode(), None),
+    **{
+        path: ("text/html; charset=utf-8", page.encode(), None)
+        for path, page in LONG_DISGUISES.items()
+    },
     # A label no browser knows, which Python reads as EBCDIC.
     "/long-header-ebcdic": ("text/html; charset=cp037", LONG_PAGE.encode(), None),
     "/adult": ("text/html; charset=utf-8", ADULT.encode(), None),
@@ -774,15 +787,17 @@ def test_a_long_chunked_page_is_cut_once_past_the_hold_bound(ai_gw: Gateway, pag
     assert last_log_line(ai_gw, "/long-chunked")["content"]["outcome"] == "cut"
 
 
-def test_a_long_page_in_disguise_is_cut_mid_stream(ai_gw: Gateway, pages: Pages) -> None:
-    """Streamed, a page is read without a parser: its words split by empty elements and
-    joined by zero-width references are still read as the browser shows them, and cut."""
-    status, raw = read_cut(ai_gw, pages.url("/long-disguised"), timeout=20)
+@pytest.mark.parametrize("path", sorted(LONG_DISGUISES))
+def test_a_long_page_in_disguise_is_cut_mid_stream(ai_gw: Gateway, pages: Pages, path: str) -> None:
+    """Streamed, a page is read piece by piece as a held page is whole: its words split by
+    empty elements, joined by zero-width references, split by hidden letters, written
+    backwards in a bdo or put in text boxes are read as the browser shows them, and cut."""
+    status, raw = read_cut(ai_gw, pages.url(path), timeout=20)
     body = raw.decode()
     assert status == 200
     assert "looked like adult content" in body
     assert "END-OF-PAGE" not in body
-    assert last_log_line(ai_gw, "/long-disguised")["content"]["outcome"] == "cut"
+    assert last_log_line(ai_gw, path)["content"]["outcome"] == "cut"
 
 
 def test_a_streamed_bomb_is_cut_once_it_decodes_past_the_bound(
