@@ -86,7 +86,8 @@ def _ascii_table() -> bytes:
 
 
 _ASCII = _ascii_table()
-_RIGHT_TO_LEFT_OVERRIDE = "\u202e"
+# Shows the letters after it in reverse order: "\u202enrop" shows "porn".
+RIGHT_TO_LEFT_OVERRIDE = "\u202e"
 # Control characters a browser shows as nothing (all of C0 but the white space).
 INVISIBLE_CONTROLS = "".join(chr(code) for code in range(0x20) if chr(code) not in "\t\n\v\f\r")
 # Where two pieces of a page's text meet (``proxy.content.extract``): a space in one reading,
@@ -307,7 +308,7 @@ class PhraseScorer:
             if self._spaced is None or not text:
                 continue
             counts |= self.counts(b" " + folded(text) + b" ")
-            if _RIGHT_TO_LEFT_OVERRIDE in text:
+            if RIGHT_TO_LEFT_OVERRIDE in text:
                 counts |= self.counts(b" " + folded(text[::-1]) + b" ")
         return self.scores_of(counts) if counts else NO_SCORES
 

@@ -35,11 +35,19 @@ from typing import Any, Literal
 from proxy.content.charset import incremental_decoder
 from proxy.content.decode import decoder
 from proxy.content.extract import html_parts
-from proxy.content.phrases import PhraseScorer, RunningScore, Scores, folded
+from proxy.content.phrases import (
+    RIGHT_TO_LEFT_OVERRIDE,
+    PhraseScorer,
+    RunningScore,
+    Scores,
+    folded,
+)
 
 Kind = Literal["html", "text", "sse", "json"]
 # A JSON answer is held whole to be read, up to this long (assistants' answers are kilobytes).
 JSON_HOLD = 4 << 20
+# How much of the text after a right-to-left override is read reversed with each piece.
+BACKWARDS_WINDOW = 8 * 1024  # (each piece reads it again: an answer comes a few letters at a time)
 # An unfinished tag at the end of a piece waits for the next, up to this long.
 UNFINISHED_TAG = 64 * 1024
 # And an unfinished server-sent event, up to this long.
@@ -127,6 +135,8 @@ class StreamScorer:
     ) -> None:
         self.running = RunningScore(scorer)
         self._apart: Counter[int] = Counter()  # phrases in what a page's pieces show apart
+        self._backwards = ""  # the text since a right-to-left override, its last window
+        self._backwards_counts: Counter[int] = Counter()
         self.thresholds = thresholds
         self.kind = kind
         self.on_cross = on_cross
@@ -198,9 +208,12 @@ class StreamScorer:
             raw = b"".join(self._held)
         else:
             reading = self._reading(text, final)
+        self._read_backwards(reading)
         scores = self.running.feed(reading, final=final)
-        if self._apart:
-            scores = self.running.scorer.scores_of(self.running.counts + self._apart)
+        if self._apart or self._backwards_counts:
+            scores = self.running.scorer.scores_of(
+                self.running.counts + self._apart + self._backwards_counts
+            )
         over = scores.crossed(self.thresholds)
         if over:
             category, score = over[0]
@@ -211,6 +224,18 @@ class StreamScorer:
         # notice can follow it in the same format.
         if raw:
             yield raw
+
+    def _read_backwards(self, reading: str) -> None:
+        """A right-to-left override shows the text after it reversed ("\u202enrop" shows
+        "porn"), and the text comes in pieces (an assistant's answer a few letters at a time):
+        from the first override on, the last ``BACKWARDS_WINDOW`` characters are read
+        reversed with each piece, each phrase counting as often as any window found it."""
+        if not self._backwards and RIGHT_TO_LEFT_OVERRIDE not in reading:
+            return
+        start = 0 if self._backwards else reading.index(RIGHT_TO_LEFT_OVERRIDE)
+        self._backwards = (self._backwards + reading[start:])[-BACKWARDS_WINDOW:]
+        reversed_text = b" " + folded(self._backwards[::-1]) + b" "
+        self._backwards_counts |= self.running.scorer.counts(reversed_text)
 
     @property
     def decodes(self) -> bool:

@@ -611,6 +611,10 @@ PREAMBLE = "Sure, I can help with that. "
 ANSWER_BAD = (PREAMBLE + "Here are some free porn videos and hardcore porn, live sex cams, "
               "free porn and more porn videos. END-OF-ANSWER")  # fmt: skip
 ANSWER_GOOD = "Photosynthesis turns light, water and carbon dioxide into sugar. END-OF-ANSWER"
+# The same answer written backwards after a right-to-left override, which shows it forwards (a
+# pupil can ask an assistant to answer so).
+_BAD_WORDS = ANSWER_BAD[len(PREAMBLE) : -len(" END-OF-ANSWER")]
+ANSWER_BACKWARDS = PREAMBLE + "\u202e" + _BAD_WORDS[::-1] + "\u202c END-OF-ANSWER"
 
 
 @dataclass
@@ -633,6 +637,8 @@ def chatbot(origin_ca: OriginCA, tmp_path_factory: pytest.TempPathFactory) -> It
             prompt = body["messages"][-1]["content"]["parts"][0]
             prompts.append(prompt)
             answer = ANSWER_BAD if "videos" in prompt else ANSWER_GOOD
+            if "backwards" in prompt:
+                answer = ANSWER_BACKWARDS
             if body.get("stream") is False:  # the whole answer in one JSON document
                 whole = json.dumps({"choices": [{"message": {"content": answer}}]}).encode()
                 self.send_response(200)
@@ -722,15 +728,19 @@ def said(events: str) -> str:
     return text
 
 
-def test_a_chatbot_answer_is_cut_when_it_crosses(ai_gw: Gateway, chatbot: Chatbot) -> None:
-    """The answer streams until it reads like adult content, then the pupil sees a notice."""
-    status, events = ask(ai_gw, "show me videos")
+@pytest.mark.parametrize("prompt", ["show me videos", "answer backwards"])
+def test_a_chatbot_answer_is_cut_when_it_crosses(
+    ai_gw: Gateway, chatbot: Chatbot, prompt: str
+) -> None:
+    """The answer streams until it reads like adult content, then the pupil sees a notice;
+    written backwards after a right-to-left override too, as it is shown forwards."""
+    status, events = ask(ai_gw, prompt)
     assert status == 200
     answer = said(events)
     assert answer.startswith(PREAMBLE)  # it streamed until it crossed
     assert "Schoolgate stopped this because its content looked like adult content" in answer
     assert "END-OF-ANSWER" not in answer
-    assert "show me videos" in chatbot.prompts
+    assert prompt in chatbot.prompts
 
 
 @pytest.mark.parametrize(("prompt", "cut"), [("show me videos", True), ("explain it", False)])

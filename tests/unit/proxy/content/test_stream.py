@@ -123,6 +123,20 @@ def sse(events: list[dict[str, Any]]) -> list[bytes]:
 ANSWER = "Here are free porn videos, hardcore porn and live sex cams. END"
 
 
+def test_an_answer_written_backwards_after_an_override_is_cut(scorer: PhraseScorer) -> None:
+    """A right-to-left override shows what follows it reversed: an answer written so, a few
+    letters an event, is read as it is shown."""
+    backwards = "Sure. \u202e" + ANSWER[::-1]
+    events = [{"choices": [{"delta": {"content": backwards[i : i + 4]}}]}
+              for i in range(0, len(backwards), 4)]  # fmt: skip
+    crossed, _out = stream(scorer, "sse", sse(events))
+    assert crossed
+    assert crossed[0][0] == "adult"
+    forwards = [{"choices": [{"delta": {"content": ANSWER[::-1][i : i + 4]}}]}
+                for i in range(0, len(ANSWER), 4)]  # fmt: skip
+    assert stream(scorer, "sse", sse(forwards))[0] == []  # reversed without one: not shown so
+
+
 def test_delta_events_are_joined_and_cut(scorer: PhraseScorer) -> None:
     """Token deltas split words; joined, they cross, and the stream ends with a notice."""
     events = [{"choices": [{"delta": {"content": ANSWER[i : i + 4]}}]} for i in range(0, 63, 4)]
