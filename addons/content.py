@@ -130,14 +130,18 @@ def page_type(declared: str) -> str | None:
     No type at all: a browser sniffs the bytes and shows HTML as a page, so it is read as
     HTML (unless its first bytes are binary data, which a browser saves rather than shows:
     ``stream.looks_binary``). Another ``text/`` type (``text/markdown``): shown as text.
-    Style sheets, scripts and event streams are not pages.
+    Style sheets, scripts and event streams are not pages. Any other XML type (a feed,
+    ``application/rss+xml``) is shown as its text; ``multipart/x-mixed-replace``, a page
+    pushed part after part, is shown part by part by Firefox: read as HTML, all its parts.
     """
     if declared in TEXT_TYPES:
         return declared
-    if not declared:
+    if not declared or declared == "multipart/x-mixed-replace":
         return "text/html"
     if declared.startswith("text/") and declared not in _NOT_PAGES:
         return "text/plain"
+    if declared.endswith("+xml"):
+        return "application/xml"
     return None
 
 

@@ -223,6 +223,17 @@ PAGES: dict[str, tuple[str, bytes, str | None]] = {
     # No type at all, which a browser sniffs as HTML; a text type a browser shows as text.
     "/adult-no-type": ("", ADULT.encode(), None),
     "/adult-markdown": ("text/markdown; charset=utf-8", ADULT_WORDS.encode(), None),
+    # A page pushed part after part (Firefox shows each), and a feed (shown as its text).
+    "/adult-pushed": (
+        "multipart/x-mixed-replace; boundary=part",
+        b"--part\r\nContent-Type: text/html\r\n\r\n" + ADULT.encode() + b"\r\n--part--\r\n",
+        None,
+    ),
+    "/adult-feed": (
+        "application/rss+xml",
+        f"<rss><channel><item><title>{ADULT_WORDS}</title></item></channel></rss>".encode(),
+        None,
+    ),
     # Binary data with no type: a browser saves it, so it passes whole, read or not.
     "/binary-no-type": ("", b"\x00\x01\x02PK" + ADULT.encode() * 2, None),
     "/long-binary-no-type": ("", b"\x00\x01\x02PK" + LONG_PAGE.encode(), None),
@@ -471,7 +482,15 @@ def test_a_page_in_an_unknown_encoding_is_refused(gw: Gateway, pages: Pages) -> 
 
 @pytest.mark.parametrize(
     "path",
-    ["/adult-svg-document", "/adult-xml", "/adult-utf16", "/adult-no-type", "/adult-markdown"],
+    [
+        "/adult-svg-document",
+        "/adult-xml",
+        "/adult-utf16",
+        "/adult-no-type",
+        "/adult-markdown",
+        "/adult-pushed",
+        "/adult-feed",
+    ],
 )
 def test_other_documents_a_browser_shows_as_pages_are_read(
     gw: Gateway, pages: Pages, path: str
