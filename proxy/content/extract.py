@@ -51,13 +51,17 @@ _EMBEDDING = frozenset({"iframe", "frame", "embed", "object", "image"})
 _SOURCE = {"object": "data", "image": "href"}
 # Text a browser shows with its letters in reverse order: "<bdo dir=rtl>nrop</bdo>" shows
 # "porn", as does an inline style that overrides the direction. Read reversed as well.
-_REVERSED = "bdo[dir=rtl i], [style*=bidi-override i]"
+_REVERSED = "bdo[dir=rtl i]"  # (and styled elements: any [style] is looked at, see _HIDDEN)
 # Text a browser does not show where it stands: an element hidden by its attribute or its
 # inline style ("p<span hidden>x</span>orn" shows "porn"), or set in zero-size type; a ruby
 # annotation, shown above its base ("p<rt>x</rt>orn" shows "porn" under an "x"). Its words
 # are taken out of the text around it and read apart. (A ruby's fallback brackets, rp, are
 # shown by no browser now: not read.)
-_HIDDEN = "[hidden], [style*=none i], [style*=font-size i], rt, rp"
+# Every inline style is looked at: CSS reads escapes and comments in it ("display: n\\6f ne",
+# "display:/**/none"), which a substring selector would not see through.
+_HIDDEN = "[hidden], [style], rt, rp"
+_CSS_COMMENT = re.compile(r"/\*.*?(?:\*/|\Z)", re.DOTALL)
+_CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\n\r\f]?|(.))", re.DOTALL)
 _HIDDEN_STYLE = re.compile(
     r"(?:^|;)\s*(?:display\s*:\s*none|font-size\s*:\s*0*\.?0*(?:px|pt|em|rem|%|vw|vh)?)"
     r"\s*(?:!\s*important\s*)?(?:;|$)",
@@ -100,20 +104,34 @@ def data_url(url: str) -> tuple[str, bytes] | None:
     return media, unquote_to_bytes(payload)
 
 
+def _css(style: str | None) -> str:
+    """An inline style as CSS reads it: comments dropped, escapes decoded."""
+    if not style or ("\\" not in style and "/*" not in style):
+        return style or ""
+
+    def unescape(found: re.Match[str]) -> str:
+        if found.group(2) is not None:
+            return found.group(2)
+        code = int(found.group(1), 16)
+        return chr(code) if 0 < code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else "\ufffd"
+
+    return _CSS_ESCAPE.sub(unescape, _CSS_COMMENT.sub("", style))
+
+
 def _hidden(attributes: dict[str, str | None]) -> bool:
     """Whether an element's attributes hide it: ``hidden``, or an inline style of
     ``display: none`` or a zero font size."""
     if "hidden" in attributes:
         return True
-    style = attributes.get("style")
-    return bool(style) and _HIDDEN_STYLE.search(style or "") is not None
+    style = _css(attributes.get("style"))
+    return bool(style) and _HIDDEN_STYLE.search(style) is not None
 
 
 def _shown_reversed(tag: str | None, attributes: dict[str, str | None]) -> bool:
     """Whether an element's letters are shown in reverse order (see ``_REVERSED``)."""
     if tag == "bdo" and (attributes.get("dir") or "").lower() == "rtl":
         return True
-    return "bidi-override" in (attributes.get("style") or "").lower()
+    return "bidi-override" in _css(attributes.get("style")).lower()
 
 
 def _described(node: LexborNode) -> list[str]:

@@ -133,6 +133,7 @@ ADULT_MARKUP = {
     "/adult-hidden-letters": _in_words(ADULT, "<span hidden>x</span>"),
     "/adult-display-none": _in_words(ADULT, "<span style='display: none'>qq</span>"),
     "/adult-zero-size-spaces": _in_words(ADULT, "<span style='font-size:0'> </span>"),
+    "/adult-escaped-style": _in_words(ADULT, "<span style='display: n\\6f ne'>qq</span>"),
     "/adult-ruby": "<html><body><p>"
     + " ".join(f"<ruby>{word[:1]}<rt>x</rt>{word[1:]}</ruby>" for word in ADULT_WORDS.split())
     + "</p></body></html>",

@@ -135,6 +135,8 @@ def test_words_a_browser_shows_from_attributes_and_shadow_roots_are_read() -> No
         "<span hidden='until-found'>x</span>",
         "<span style='color: red; DISPLAY : none !important'>x</span>",
         "<span style='font-size: 0px'> </span>",
+        "<span style='display: n\\6f ne'>x</span>",  # as CSS reads it: an escape
+        "<span style='display:/* */none'>x</span>",  # and a comment
         "<rt>x</rt>",
     ],
 )
