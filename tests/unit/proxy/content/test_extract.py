@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import random
 from pathlib import Path
 
 import pytest
@@ -178,6 +179,13 @@ def test_text_shown_in_reverse_is_read_reversed_too() -> None:
     assert "nrop  eerf" in text  # and as it is written
 
 
+def test_a_hidden_word_inside_a_hidden_block_is_read_apart_from_it() -> None:
+    """Nodes are taken out innermost first: the inner hidden word is read apart, and then the
+    block without it, as a script showing the block would show it ("free videos")."""
+    words = html_text("<body><div hidden>free <span hidden>porn</span> videos</div></body>")
+    assert words.split() == ["porn", "free", "videos"]
+
+
 def test_each_element_is_read_once() -> None:
     """An iframe with both a srcdoc and a src, an image, a button: each once (Lexbor returns
     an element once per selector it matches, and such an iframe was read twice)."""
@@ -226,3 +234,38 @@ def test_the_selectors_a_page_needs_find_what_all_of_them_find(
     # (a frame outside a frameset is dropped by the parser, as by a browser)
     wanted = ["h", "n", "b", "abc", "ns", "sh", "sv", "ph", "iv", "if", "em", "ob", "al"]
     assert [word for word in wanted if word not in words] == []
+
+
+_SOUP_TAGS = [
+    "div", "span", "p", "b", "table", "tr", "td", "template shadowrootmode=open", "template",
+    "noscript", "style", "script", "rt", "rp", "ruby", "bdo dir=rtl", "span hidden",
+    "span style='display:none'", "span style='font-size:0'", "iframe srcdoc='<p hidden>x</p>'",
+    "svg", "image href='data:image/svg+xml,<svg><text>t</text></svg>'", "textarea",
+    "input placeholder=p", "select", "option", "head", "body", "html", "title",
+    "object data='data:text/html,<b>o</b>'", "math", "foreignObject", "plaintext", "xmp",
+    "frameset", "frame src='data:,x'",
+]  # fmt: skip
+_SOUP_TEXT = ["free", "porn", "p", "orn", " ", "&amp;", "\u202e", "\x00", "<!--", "-->", "<", ">"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tag_soup_never_breaks_the_reading(seed: int) -> None:
+    """Random soup of the elements the reading takes apart (hidden ones inside hidden ones,
+    templates, noscripts, frames, unclosed and stray end tags): every document is read, as
+    text and as bytes and in pieces, without an error or a crash (the reading removes nodes
+    from Lexbor's tree, in C)."""
+    rng = random.Random(seed)
+    for _ in range(500):
+        parts = []
+        for _ in range(rng.randint(1, 60)):
+            roll = rng.random()
+            if roll < 0.4:
+                parts.append("<" + rng.choice(_SOUP_TAGS) + ">")
+            elif roll < 0.6:
+                parts.append("</" + rng.choice(_SOUP_TAGS).split()[0] + ">")
+            else:
+                parts.append(rng.choice(_SOUP_TEXT))
+        page = "".join(parts)
+        assert isinstance(html_marked(page), str)
+        assert isinstance(html_marked(page.encode()), str)
+        assert isinstance(extract.html_parts(page)[0], str)
