@@ -40,29 +40,21 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from proxy.content.phrases import MARK
 
-# What is not read: an svg's text is, as it is drawn on the page (its scripts and styles go
-# with the rest).
-_NOT_READ = "script, style, noscript, template, head"
+# What is not read: scripts, styles, templates, the head (an svg's text is read, as it is
+# drawn on the page; its scripts and styles go with the rest), and a ruby's fallback
+# brackets, rp, shown by no browser now. (And a <noscript>, read apart: see _read.)
 _DROPPED = frozenset({"script", "style", "template", "head", "rp"})
 # Documents a page shows inside itself without another request, which the proxy would never
 # see: an iframe's srcdoc, and data: URLs in frames, objects and pictures (an SVG draws text).
-# (Each element is matched by one selector only: Lexbor returns an element once per selector
-# it matches, and an iframe with both a srcdoc and a src was read twice.)
-_EMBEDDED = "iframe, frame[src], embed[src], object[data], image"
 _EMBEDDING = frozenset({"iframe", "frame", "embed", "object", "image"})
 # Where each of them names what it shows.
 _SOURCE = {"object": "data", "image": "href"}
-# Text a browser shows with its letters in reverse order: "<bdo dir=rtl>nrop</bdo>" shows
-# "porn", as does an inline style that overrides the direction. Read reversed as well.
-_REVERSED = "bdo[dir=rtl i]"  # (and styled elements: any [style] is looked at, see _HIDDEN)
 # Text a browser does not show where it stands: an element hidden by its attribute or its
 # inline style ("p<span hidden>x</span>orn" shows "porn"), or set in zero-size type; a ruby
 # annotation, shown above its base ("p<rt>x</rt>orn" shows "porn" under an "x"). Its words
-# are taken out of the text around it and read apart. (A ruby's fallback brackets, rp, are
-# shown by no browser now: not read.)
-# Every inline style is looked at: CSS reads escapes and comments in it ("display: n\\6f ne",
-# "display:/**/none"), which a substring selector would not see through.
-_HIDDEN = "[hidden], [style], rt, rp"
+# are taken out of the text around it and read apart. Every inline style is looked at: CSS
+# reads escapes and comments in it ("display: n\\6f ne", "display:/**/none"), which a
+# substring selector would not see through.
 _CSS_COMMENT = re.compile(r"/\*.*?(?:\*/|\Z)", re.DOTALL)
 _CSS_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\n\r\f]?|(.))", re.DOTALL)
 _HIDDEN_STYLE = re.compile(
@@ -71,33 +63,35 @@ _HIDDEN_STYLE = re.compile(
     re.IGNORECASE,
 )
 _APART = frozenset({"rt"})
-# Words shown from attributes: an image's description, what a box holds or says it wants
-# (value, placeholder), a button's label (its value). An input of these types shows no value.
-_DESCRIBED = "img[alt], img[src^='data:' i], input, textarea[placeholder]"
+# An input of these types shows no value.
 _VALUE_NOT_SHOWN = frozenset(
     {"hidden", "password", "checkbox", "radio", "file", "image", "color", "range"}
 )
-# All of it in one selector, so the tree is walked once: each query walks it again (five
-# cost 0.26 ms a 100 KB page over the parse's 0.61, one 0.17; strip_tags walks it once per tag
-# name). The tags it finds tell the parts apart.
-_WANTED = ", ".join(("head > title", _DESCRIBED, _EMBEDDED, _NOT_READ, _REVERSED, _HIDDEN))
+# What the reading looks for, in one CSS selector list, so the tree is walked once: each
+# query walks it again (five cost 0.26 ms a 100 KB page over the parse's 0.61, one 0.17;
+# strip_tags walks it once per tag name). The tags it finds tell the parts apart. (Each
+# element is matched by one selector only: Lexbor returns an element once per selector it
+# matches, and an iframe with both a srcdoc and a src was read twice.)
+#
 # Most pages hold few of those elements, and each selector in the list costs a little on every
 # node (0.59 ms a 100 KB page for all of them, 0.26 for the ones every page needs). An element
 # or attribute is only in the tree if its name is in the bytes (names are not written with
 # references, and the parser makes none of these up), so one Hyperscan pass over the bytes
 # (caseless, each name reported once) says which selectors a page needs. A selector list is
 # built for each set of names a page has.
+#
+# Every page: the title, what is not read, image descriptions and data: pictures.
 _ALWAYS = "head > title, img[alt], img[src^='data:' i], script, style, head"
 _IF_PRESENT = {
-    b"hidden": "[hidden]",
-    b"style": "[style]",
+    b"hidden": "[hidden]",  # hidden elements, and
+    b"style": "[style]",  # inline styles (hiding, or overriding the direction)
     b"<rt": "rt",
     b"<rp": "rp",
-    b"<bdo": "bdo[dir=rtl i]",
+    b"<bdo": "bdo[dir=rtl i]",  # shown reversed: "<bdo dir=rtl>nrop</bdo>" shows "porn"
     b"<noscript": "noscript",
     b"<template": "template",
-    b"<image": "image",
-    b"<textarea": "textarea[placeholder]",
+    b"<image": "image",  # an svg's picture
+    b"<textarea": "textarea[placeholder]",  # what text boxes and buttons hold or ask for
     b"<input": "input",
     b"<iframe": "iframe",
     b"<frame": "frame[src]",
@@ -118,6 +112,10 @@ _PRESENT_SCRATCH = threading.local()
 @functools.lru_cache(maxsize=256)
 def _selector(present: frozenset[int]) -> str:
     return ", ".join((_ALWAYS, *(_IF_PRESENT[_NAMES[i]] for i in sorted(present))))
+
+
+# Everything the reading looks for, whatever a page holds.
+_WANTED = _selector(frozenset(range(len(_NAMES))))
 
 
 def _wanted(html: str | bytes) -> str:
@@ -182,7 +180,8 @@ def _hidden(attributes: dict[str, str | None]) -> bool:
 
 
 def _shown_reversed(tag: str | None, attributes: dict[str, str | None]) -> bool:
-    """Whether an element's letters are shown in reverse order (see ``_REVERSED``)."""
+    """Whether an element's letters are shown in reverse order: a ``<bdo dir=rtl>``, or an
+    inline style that overrides the direction."""
     if tag == "bdo" and (attributes.get("dir") or "").lower() == "rtl":
         return True
     return "bidi-override" in _css(attributes.get("style")).lower()
