@@ -399,10 +399,7 @@ class ContentAnalysis:
             return
         # Past the hold bound (addons/limits.py): the head is about to go on; a notice in
         # place of the body, and the connection ends.
-        flow.metadata[CONTENT] = ContentVerdict(f"blocked: {why}", {}, ())
-        flow.metadata[DECISION] = Decision.block(
-            identity_of(flow), f"content analysis: {why}", by="content"
-        )
+        flow.metadata[DECISION] = self._not_read(flow, why)
         stopped: list[bool] = []
 
         def refuse(data: bytes) -> bytes:
@@ -418,9 +415,14 @@ class ContentAnalysis:
 
     def _could_not_check(self, flow: http.HTTPFlow, why: str) -> http.Response:
         """The block page for a page that could not be read (and the log's line for it)."""
-        flow.metadata[CONTENT] = ContentVerdict(f"blocked: {why}", {}, ())
-        decision = Decision.block(identity_of(flow), f"content analysis: {why}", by="content")
+        decision = self._not_read(flow, why)
         return serve_block(self.loader, flow, decision, "This page could not be checked.")
+
+    @staticmethod
+    def _not_read(flow: http.HTTPFlow, why: str) -> Decision:
+        """The log's line and the decision for a page that could not be read."""
+        flow.metadata[CONTENT] = ContentVerdict(f"blocked: {why}", {}, ())
+        return Decision.block(identity_of(flow), f"content analysis: {why}", by="content")
 
     def response(self, flow: http.HTTPFlow) -> None:
         guard = flow.metadata.pop(_STREAMED, None)

@@ -111,12 +111,13 @@ def stream_charset(content_type: str) -> str:
     """The charset a streamed body is read in: the one its header names, or UTF-8 (a stream is
     read before its first bytes are seen, so only the header can decide)."""
     encoding = header_encoding(content_type)
-    return "utf-8" if encoding is None or encoding.name == "replacement" else encoding.name
+    return "utf-8" if encoding is None else encoding.name
 
 
 def incremental_decoder(label: str) -> codecs.IncrementalDecoder:
     """A decoder for text arriving in pieces in the encoding ``label`` names (UTF-8 for a
-    label the Encoding Standard does not know)."""
+    label the Encoding Standard does not know, and for the "replacement" encoding, which
+    would read the whole stream as one U+FFFD: read rather than passed unread)."""
     encoding = webencodings.lookup(label) or UTF8
     if encoding.name == "replacement":
         encoding = UTF8

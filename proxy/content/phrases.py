@@ -307,9 +307,9 @@ class PhraseScorer:
         for text in texts:
             if self._spaced is None or not text:
                 continue
-            counts |= self.counts(b" " + folded(text) + b" ")
+            counts |= self.counts_in(text)
             if RIGHT_TO_LEFT_OVERRIDE in text:
-                counts |= self.counts(b" " + folded(text[::-1]) + b" ")
+                counts |= self.counts_in(text[::-1])
         return self.scores_of(counts) if counts else NO_SCORES
 
     def matches(self, data: bytes) -> set[tuple[int, int]]:
@@ -336,6 +336,10 @@ class PhraseScorer:
                 data[start:end], match_event_handler=joined, context=start, scratch=joined_scratch
             )
         return found
+
+    def counts_in(self, text: str) -> Counter[int]:
+        """How often each phrase occurs in a whole text (marks and all)."""
+        return self.counts(b" " + folded(text) + b" ")
 
     def counts(self, data: bytes, after: int = 0) -> Counter[int]:
         """How often each phrase occurs in ``data`` (``folded`` text), counting matches that

@@ -35,13 +35,7 @@ from typing import Any, Literal
 from proxy.content.charset import incremental_decoder
 from proxy.content.decode import decoder
 from proxy.content.extract import html_parts
-from proxy.content.phrases import (
-    RIGHT_TO_LEFT_OVERRIDE,
-    PhraseScorer,
-    RunningScore,
-    Scores,
-    folded,
-)
+from proxy.content.phrases import RIGHT_TO_LEFT_OVERRIDE, PhraseScorer, RunningScore, Scores
 
 Kind = Literal["html", "text", "sse", "json"]
 # A JSON answer is held whole to be read, up to this long (assistants' answers are kilobytes).
@@ -234,8 +228,7 @@ class StreamScorer:
             return
         start = 0 if self._backwards else reading.index(RIGHT_TO_LEFT_OVERRIDE)
         self._backwards = (self._backwards + reading[start:])[-BACKWARDS_WINDOW:]
-        reversed_text = b" " + folded(self._backwards[::-1]) + b" "
-        self._backwards_counts |= self.running.scorer.counts(reversed_text)
+        self._backwards_counts |= self.running.scorer.counts_in(self._backwards[::-1])
 
     @property
     def decodes(self) -> bool:
@@ -262,7 +255,7 @@ class StreamScorer:
             # piece's, and the rest is counted apart.
             body, apart = html_parts(joined)
             if apart.strip():
-                self._apart.update(self.running.scorer.counts(b" " + folded(apart) + b" "))
+                self._apart.update(self.running.scorer.counts_in(apart))
             return body
         if self.kind == "sse":
             return self._sse(text, final)
